@@ -1,0 +1,225 @@
+import { produce } from "immer";
+import type { DomainEventOf, MemoryEvent } from "../schemas/events.js";
+import { conflict, invalid, notFound } from "../schemas/errors.js";
+import type { Actor, MemoryKind, Scope } from "../schemas/primitives.js";
+import type { AppliedEvent, Decider } from "./decider.js";
+
+export type MemoryCommand =
+  | {
+      type: "propose";
+      /** A revision must find its memory; false creates the memory under the id the handler chose. */
+      revision: boolean;
+      scope: Scope;
+      title: string;
+      body: string;
+      kind: MemoryKind;
+      tags: string[];
+      paths: string[];
+      importance: number;
+    }
+  | { type: "approve"; version?: number | undefined }
+  | { type: "reject"; version?: number | undefined; reason: string }
+  | { type: "supersede"; by: string | null; reason: string }
+  | { type: "rollback"; toVersion: number };
+
+export type VersionStatus = "proposed" | "approved" | "rejected";
+
+export interface MemoryVersion {
+  version: number;
+  title: string;
+  body: string;
+  kind: MemoryKind;
+  tags: string[];
+  paths: string[];
+  importance: number;
+  /** "approved" stays once earned: it is what makes a version a valid rollback target. */
+  status: VersionStatus;
+  proposedBy: Actor;
+  proposedAt: string;
+  proposedInSession: string | null;
+  eventId: string;
+  decidedBy: Actor | null;
+  decidedAt: string | null;
+  rejectReason: string | null;
+}
+
+export type MemoryStatus = "unknown" | "proposed" | "active" | "rejected" | "superseded";
+
+export interface MemoryState {
+  id: string | null;
+  app: string | null;
+  scope: Scope | null;
+  versions: MemoryVersion[];
+  activeVersion: number | null;
+  superseded: { by: string | null; reason: string; by_actor: Actor; at: string } | null;
+  createdAt: string | null;
+  updatedAt: string | null;
+  applied: Record<string, AppliedEvent>;
+}
+
+export const initialMemoryState = (): MemoryState => ({
+  id: null,
+  app: null,
+  scope: null,
+  versions: [],
+  activeVersion: null,
+  superseded: null,
+  createdAt: null,
+  updatedAt: null,
+  applied: {},
+});
+
+export function memoryStatus(state: MemoryState): MemoryStatus {
+  if (state.id === null) return "unknown";
+  if (state.superseded) return "superseded";
+  if (state.activeVersion !== null) return "active";
+  if (state.versions.some((v) => v.status === "proposed")) return "proposed";
+  return "rejected";
+}
+
+export const activeVersionOf = (state: MemoryState): MemoryVersion | undefined =>
+  state.versions.find((v) => v.version === state.activeVersion);
+
+const latestPending = (state: MemoryState) => state.versions.findLast((v) => v.status === "proposed");
+
+function requireExisting(state: MemoryState): void {
+  if (state.id === null) throw notFound("no such memory");
+}
+
+function requireNotSuperseded(state: MemoryState): void {
+  if (state.superseded) {
+    throw conflict(`memory ${state.id} is superseded${state.superseded.by ? ` by ${state.superseded.by}` : ""}`, {
+      reason: "superseded",
+      supersededBy: state.superseded.by,
+    });
+  }
+}
+
+function pendingVersion(state: MemoryState, requested: number | undefined, verb: string): MemoryVersion {
+  if (requested === undefined) {
+    const pending = latestPending(state);
+    if (!pending) throw conflict(`memory ${state.id} has no pending version to ${verb}`, { reason: "no_pending_version" });
+    return pending;
+  }
+  const version = state.versions.find((v) => v.version === requested);
+  if (!version) throw notFound(`memory ${state.id} has no version ${requested}`, { version: requested });
+  if (version.status !== "proposed") {
+    throw conflict(`version ${requested} of memory ${state.id} is already ${version.status}`, {
+      reason: `already_${version.status}`,
+      version: requested,
+    });
+  }
+  return version;
+}
+
+type MemoryDomainEvent = DomainEventOf<MemoryEvent>;
+
+function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainEvent {
+  switch (command.type) {
+    case "propose": {
+      if (command.revision) requireExisting(state);
+      requireNotSuperseded(state);
+      if (state.scope !== null && state.scope !== command.scope) {
+        throw invalid(`memory ${state.id} lives in scope ${state.scope}; a revision cannot move it to ${command.scope}`);
+      }
+      const { type: _type, scope: _scope, revision: _revision, ...content } = command;
+      return { type: "memory.proposed", data: { version: state.versions.length + 1, ...content } };
+    }
+    case "approve": {
+      requireExisting(state);
+      requireNotSuperseded(state);
+      const version = pendingVersion(state, command.version, "approve");
+      return { type: "memory.approved", data: { version: version.version } };
+    }
+    case "reject": {
+      requireExisting(state);
+      requireNotSuperseded(state);
+      const version = pendingVersion(state, command.version, "reject");
+      return { type: "memory.rejected", data: { version: version.version, reason: command.reason } };
+    }
+    case "supersede": {
+      requireExisting(state);
+      requireNotSuperseded(state);
+      if (command.by === state.id) throw invalid("a memory cannot supersede itself");
+      return { type: "memory.superseded", data: { by: command.by, reason: command.reason } };
+    }
+    case "rollback": {
+      requireExisting(state);
+      requireNotSuperseded(state);
+      const target = state.versions.find((v) => v.version === command.toVersion);
+      if (!target) throw notFound(`memory ${state.id} has no version ${command.toVersion}`, { version: command.toVersion });
+      if (target.status !== "approved") {
+        throw conflict(`version ${command.toVersion} was never approved, so it cannot become active`, {
+          reason: "never_approved",
+          version: command.toVersion,
+        });
+      }
+      if (state.activeVersion === null) throw conflict(`memory ${state.id} has no active version to roll back`, { reason: "no_active_version" });
+      if (state.activeVersion === command.toVersion) {
+        throw conflict(`version ${command.toVersion} is already active`, { reason: "already_active", version: command.toVersion });
+      }
+      return { type: "memory.rolled_back", data: { fromVersion: state.activeVersion, toVersion: command.toVersion } };
+    }
+  }
+}
+
+const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState =>
+  produce(state, (draft) => {
+    if (draft.applied[event.id]) return; // at-least-once delivery: an event applies once
+    draft.id ??= event.aggregateId;
+    draft.app ??= event.app;
+    draft.scope ??= event.scope;
+    draft.createdAt ??= event.time;
+    draft.updatedAt = event.time;
+    let version: number | null = null;
+    switch (event.type) {
+      case "memory.proposed": {
+        version = event.data.version;
+        draft.versions.push({
+          ...event.data,
+          status: "proposed",
+          proposedBy: event.actor,
+          proposedAt: event.time,
+          proposedInSession: event.sessionId,
+          eventId: event.id,
+          decidedBy: null,
+          decidedAt: null,
+          rejectReason: null,
+        });
+        break;
+      }
+      case "memory.approved":
+      case "memory.rejected": {
+        version = event.data.version;
+        const target = draft.versions.find((v) => v.version === version);
+        if (!target) break;
+        target.decidedBy = event.actor;
+        target.decidedAt = event.time;
+        if (event.type === "memory.approved") {
+          target.status = "approved";
+          draft.activeVersion = version;
+        } else {
+          target.status = "rejected";
+          target.rejectReason = event.data.reason;
+        }
+        break;
+      }
+      case "memory.superseded":
+        draft.superseded = { by: event.data.by, reason: event.data.reason, by_actor: event.actor, at: event.time };
+        break;
+      case "memory.rolled_back":
+        version = event.data.toVersion;
+        draft.activeVersion = event.data.toVersion;
+        break;
+    }
+    draft.applied[event.id] = { type: event.type, version };
+  });
+
+export const memoryDecider: Decider<MemoryCommand, MemoryEvent, MemoryState> = {
+  aggregate: "memory",
+  initialState: initialMemoryState,
+  decide: decideMemory,
+  evolve: evolveMemory,
+  scopeOf: (command, state) => state.scope ?? (command.type === "propose" ? command.scope : "app"),
+  outcomeOf: (state, eventId) => state.applied[eventId],
+};

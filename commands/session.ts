@@ -1,0 +1,70 @@
+import { produce } from "immer";
+import type { DomainEventOf, SessionEvent } from "../schemas/events.js";
+import { conflict, notFound } from "../schemas/errors.js";
+import type { AppliedEvent, Decider } from "./decider.js";
+
+/** An agent's working session: hydration asks "what changed since my last one", consolidation counts them. */
+export type SessionCommand =
+  | { type: "start"; agentId: string; task: string; branch: string | null; worktree: string | null }
+  | { type: "end"; summary: string | null };
+
+export interface SessionState {
+  id: string | null;
+  agentId: string | null;
+  task: string | null;
+  branch: string | null;
+  worktree: string | null;
+  startedAt: string | null;
+  endedAt: string | null;
+  summary: string | null;
+  applied: Record<string, AppliedEvent>;
+}
+
+export const initialSessionState = (): SessionState => ({
+  id: null,
+  agentId: null,
+  task: null,
+  branch: null,
+  worktree: null,
+  startedAt: null,
+  endedAt: null,
+  summary: null,
+  applied: {},
+});
+
+function decideSession(command: SessionCommand, state: SessionState): DomainEventOf<SessionEvent> {
+  switch (command.type) {
+    case "start":
+      if (state.id !== null) throw conflict(`session ${state.id} already started`, { reason: "already_started" });
+      return {
+        type: "session.started",
+        data: { agentId: command.agentId, task: command.task, branch: command.branch, worktree: command.worktree },
+      };
+    case "end":
+      if (state.id === null) throw notFound("no such session");
+      if (state.endedAt !== null) throw conflict(`session ${state.id} already ended`, { reason: "already_ended" });
+      return { type: "session.ended", data: { summary: command.summary } };
+  }
+}
+
+const evolveSession = (state: SessionState, event: SessionEvent): SessionState =>
+  produce(state, (draft) => {
+    if (draft.applied[event.id]) return;
+    draft.id ??= event.aggregateId;
+    if (event.type === "session.started") {
+      Object.assign(draft, event.data, { startedAt: event.time });
+    } else {
+      draft.endedAt = event.time;
+      draft.summary = event.data.summary;
+    }
+    draft.applied[event.id] = { type: event.type, version: null };
+  });
+
+export const sessionDecider: Decider<SessionCommand, SessionEvent, SessionState> = {
+  aggregate: "session",
+  initialState: initialSessionState,
+  decide: decideSession,
+  evolve: evolveSession,
+  scopeOf: (command, state) => `agent:${command.type === "start" ? command.agentId : state.agentId}`,
+  outcomeOf: (state, eventId) => state.applied[eventId],
+};

@@ -1,0 +1,50 @@
+import { z } from "zod";
+import type { ActorKind } from "../schemas/primitives.js";
+
+/**
+ * The only place where subjects and stream names are spelled. Everything that publishes, subscribes,
+ * creates a stream or writes a broker permission asks this module.
+ *
+ *   <prefix>.app.<app>.memory.<memoryId>      one subject per memory aggregate (optimistic concurrency)
+ *   <prefix>.app.<app>.session.<sessionId>    one subject per agent session
+ *   <prefix>.org.memory.<memoryId>            org memories, in the separate org stream
+ *   <prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>   commands and queries, served by a queue group
+ */
+export const Prefix = z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "letters, digits, '_' and '-' (at most 32)");
+
+export const DEFAULT_PREFIX = "memledger";
+export const COMMAND_QUEUE = "memledger-commands";
+
+export type AggregateKind = "memory" | "session";
+
+export interface Naming {
+  readonly prefix: string;
+  appStream(app: string): string;
+  orgStream(): string;
+  appEvents(app: string): string;
+  orgEvents(): string;
+  aggregate(app: string, kind: AggregateKind, id: string): string;
+  command(app: string, actorKind: ActorKind, actorId: string, verb: string): string;
+  allCommands(): string;
+  parseCommand(subject: string): { app: string; actorKind: string; actorId: string; verb: string } | null;
+}
+
+export function naming(prefix: string = DEFAULT_PREFIX): Naming {
+  Prefix.parse(prefix);
+  return {
+    prefix,
+    appStream: (app) => `${prefix}_app_${app}`,
+    orgStream: () => `${prefix}_org`,
+    appEvents: (app) => `${prefix}.app.${app}.>`,
+    orgEvents: () => `${prefix}.org.>`,
+    aggregate: (app, kind, id) => `${prefix}.app.${app}.${kind}.${id}`,
+    command: (app, actorKind, actorId, verb) => `${prefix}.cmd.${app}.${actorKind}.${actorId}.${verb}`,
+    allCommands: () => `${prefix}.cmd.>`,
+    parseCommand(subject) {
+      const parts = subject.split(".");
+      if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;
+      const [, , app, actorKind, actorId, verb] = parts as [string, string, string, string, string, string];
+      return { app, actorKind, actorId, verb };
+    },
+  };
+}

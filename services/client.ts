@@ -1,0 +1,131 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { naming, type Naming } from "../events/subjects.js";
+import type { AppendOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
+import type { LedgerEvent } from "../schemas/events.js";
+import { ErrorCode, MemledgerError, invalid, unavailable } from "../schemas/errors.js";
+import { Actor, ActorKind } from "../schemas/primitives.js";
+import type { MemoryView } from "./command-service.js";
+import { connectNats } from "./nats.js";
+
+export interface MemoryClientOptions {
+  app: string;
+  /** `alice` (an agent) or `<kind>:<id>` such as `human:alice`. */
+  as: string | Actor;
+  prefix?: string;
+  timeoutMs?: number;
+}
+
+export type LogEntry = LedgerEvent & { seq: number; subject: string };
+
+export type SessionView = {
+  sessionId: string;
+  agentId: string | null;
+  task: string | null;
+  branch: string | null;
+  worktree: string | null;
+  startedAt: string | null;
+  endedAt: string | null;
+  summary: string | null;
+  seq: number;
+};
+
+export function parseActor(spec: string | Actor): Actor {
+  if (typeof spec !== "string") return Actor.parse(spec);
+  const [kind, id] = spec.includes(":") ? spec.split(":", 2) : ["agent", spec];
+  const parsed = Actor.safeParse({ kind, id });
+  if (!parsed.success) {
+    throw invalid(`bad actor '${spec}': use <id> or <kind>:<id> with kind one of ${ActorKind.options.join(", ")}`);
+  }
+  return parsed.data;
+}
+
+type Without<T, K extends keyof any> = Omit<T, K>;
+
+/**
+ * The typed way to talk to memledger: every method is one request to the command service and either
+ * resolves with its result or rejects with a MemledgerError carrying the reply's code.
+ */
+export class MemoryClient {
+  readonly actor: Actor;
+  private readonly names: Naming;
+  private readonly timeoutMs: number;
+
+  constructor(readonly nc: NatsConnection, readonly options: MemoryClientOptions) {
+    this.actor = parseActor(options.as);
+    this.names = naming(options.prefix);
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  static async connect(options: MemoryClientOptions & { servers?: string }): Promise<MemoryClient> {
+    const nc = await connectNats({ servers: options.servers, name: `memledger-client-${options.app}`, reconnect: false });
+    return new MemoryClient(nc, options);
+  }
+
+  async close(): Promise<void> {
+    await this.nc.close();
+  }
+
+  subjectFor(verb: string): string {
+    return this.names.command(this.options.app, this.actor.kind, this.actor.id, verb);
+  }
+
+  async request<V extends Verb, R>(verb: V, payload: RequestOf<V>): Promise<R> {
+    const subject = this.subjectFor(verb);
+    let raw: string;
+    try {
+      const msg = await this.nc.request(subject, JSON.stringify(payload), { timeout: this.timeoutMs });
+      raw = msg.string();
+    } catch (err) {
+      const name = (err as Error).name ?? "";
+      const message = (err as Error).message ?? String(err);
+      if (/NoResponders|no responders/i.test(name + message)) {
+        throw unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`);
+      }
+      throw unavailable(`request ${verb} failed: ${message}`);
+    }
+    const reply = JSON.parse(raw) as Reply<R>;
+    if (reply.ok) return reply.result;
+    const code = Object.values(ErrorCode).includes(reply.error.code as ErrorCode) ? (reply.error.code as ErrorCode) : ErrorCode.internal;
+    throw new MemledgerError(code, reply.error.message, reply.error.details ?? {});
+  }
+
+  propose(input: RequestOf<"propose">): Promise<AppendOutcome> {
+    return this.request("propose", input);
+  }
+
+  approve(memoryId: string, options: Without<RequestOf<"approve">, "memoryId"> = {}): Promise<AppendOutcome> {
+    return this.request("approve", { ...options, memoryId });
+  }
+
+  reject(memoryId: string, reason: string, options: Without<RequestOf<"reject">, "memoryId" | "reason"> = {}): Promise<AppendOutcome> {
+    return this.request("reject", { ...options, memoryId, reason });
+  }
+
+  supersede(memoryId: string, reason: string, options: Without<RequestOf<"supersede">, "memoryId" | "reason"> = {}): Promise<AppendOutcome> {
+    return this.request("supersede", { ...options, memoryId, reason });
+  }
+
+  rollback(memoryId: string, toVersion: number, options: Without<RequestOf<"rollback">, "memoryId" | "toVersion"> = {}): Promise<AppendOutcome> {
+    return this.request("rollback", { ...options, memoryId, toVersion });
+  }
+
+  show(memoryId: string): Promise<MemoryView> {
+    return this.request("show", { memoryId });
+  }
+
+  log(options: RequestOf<"log"> = {}): Promise<LogEntry[]> {
+    return this.request("log", options);
+  }
+
+  startSession(input: RequestOf<"session_start"> = {}): Promise<SessionOutcome> {
+    return this.request("session_start", input);
+  }
+
+  endSession(sessionId: string, options: Without<RequestOf<"session_end">, "sessionId"> = {}): Promise<SessionOutcome> {
+    return this.request("session_end", { ...options, sessionId });
+  }
+
+  showSession(sessionId: string): Promise<SessionView> {
+    return this.request("session_show", { sessionId });
+  }
+}

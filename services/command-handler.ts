@@ -1,0 +1,218 @@
+import { LRUCache } from "lru-cache";
+import { v5 as uuidv5, v7 as uuidv7 } from "uuid";
+import type { Decider } from "../commands/decider.js";
+import { CURRENT_SCHEMA_VERSION, LedgerEvent, type DomainEventOf } from "../schemas/events.js";
+import { conflict, internal, invalid, unavailable } from "../schemas/errors.js";
+import type { Actor, GitContext } from "../schemas/primitives.js";
+import { WrongLastSequenceError, type EventStore } from "./event-store.js";
+
+/** Who sends a command and in which context; the envelope of the resulting event is built from it. */
+export interface CommandContext {
+  app: string;
+  actor: Actor;
+  expectedSeq?: number | undefined;
+  key?: string | undefined;
+  sessionId?: string | undefined;
+  transcriptRef?: string | undefined;
+  git?: GitContext | undefined;
+  causationId?: string | undefined;
+  correlationId?: string | undefined;
+}
+
+export interface Loaded<S> {
+  state: S;
+  /** Stream sequence of the aggregate's last event; 0 when it has none. */
+  seq: number;
+  /** Where each of the aggregate's events landed, so a replayed command can name its original sequence. */
+  seqOf: ReadonlyMap<string, number>;
+}
+
+export interface Executed<S> {
+  aggregateId: string;
+  event: LedgerEvent;
+  seq: number;
+  state: S;
+  /** The command had been applied before (a retry): nothing new was appended. */
+  replayed: boolean;
+}
+
+export interface CommandHandlerOptions {
+  now?: () => Date;
+  /** Aggregates whose state is kept between commands; a stale one costs a reload, never a lost update. */
+  cacheSize?: number;
+  /** Rounds of reload-and-retry when other writers keep moving the aggregate. */
+  maxAttempts?: number;
+}
+
+// Namespace for deterministic ids derived from idempotency keys (a fixed, random UUID).
+const KEY_NAMESPACE = "5b0c3f1e-8a47-4e43-9d7e-2f1a6c9b7d10";
+
+/** The aggregate id a keyed creation gets: the same key from the same actor always names the same aggregate. */
+export const idForKey = (ctx: Pick<CommandContext, "app" | "actor">, aggregate: string, key: string): string =>
+  uuidv5(`${ctx.app}\u0000${aggregate}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${key}`, KEY_NAMESPACE);
+
+const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string): string =>
+  ctx.key === undefined
+    ? uuidv7()
+    : uuidv5(`${ctx.app}\u0000${aggregate}:${aggregateId}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${ctx.key}`, KEY_NAMESPACE);
+
+export const newAggregateId = (): string => uuidv7();
+
+/**
+ * Runs a command against one aggregate with optimistic concurrency:
+ * load (from cache, catching up from the cached sequence), decide, append expecting the sequence the
+ * state was built from. Losing the race means another writer got there first: reload and decide again,
+ * unless the sender pinned `expectedSeq`, in which case the sender must reread (conflict).
+ *
+ * Idempotency: a keyed command gets a deterministic event id. Inside JetStream's dedupe window the
+ * retry is a duplicate publish; beyond it, the aggregate's state remembers every event id it applied.
+ */
+export class CommandHandler {
+  private readonly cache: LRUCache<string, Loaded<unknown>>;
+  private readonly now: () => Date;
+  private readonly maxAttempts: number;
+
+  constructor(readonly store: EventStore, options: CommandHandlerOptions = {}) {
+    this.cache = new LRUCache({ max: options.cacheSize ?? 10_000 });
+    this.now = options.now ?? (() => new Date());
+    this.maxAttempts = options.maxAttempts ?? 100;
+  }
+
+  subjectOf(app: string, aggregate: string, id: string): string {
+    return this.store.names.aggregate(app, aggregate as "memory" | "session", id);
+  }
+
+  /** Current state of one aggregate, caught up with the log (read-your-writes). */
+  async load<C, E extends LedgerEvent, S>(decider: Decider<C, E, S>, app: string, id: string): Promise<Loaded<S>> {
+    const stream = this.store.names.appStream(app);
+    return this.catchUp(decider, stream, this.subjectOf(app, decider.aggregate, id), this.cached<S>(app, decider, id));
+  }
+
+  private cached<S>(app: string, decider: { aggregate: string }, id: string): Loaded<S> | undefined {
+    return this.cache.get(this.subjectOf(app, decider.aggregate, id)) as Loaded<S> | undefined;
+  }
+
+  private async catchUp<C, E extends LedgerEvent, S>(
+    decider: Decider<C, E, S>,
+    stream: string,
+    subject: string,
+    from: Loaded<S> | undefined,
+  ): Promise<Loaded<S>> {
+    let state = from?.state ?? decider.initialState();
+    let seq = from?.seq ?? 0;
+    const seqOf = new Map(from?.seqOf);
+    for await (const stored of this.store.readSubject(stream, subject, seq)) {
+      state = decider.evolve(state, stored.event as E);
+      seq = stored.seq;
+      seqOf.set(stored.event.id, stored.seq);
+    }
+    const loaded = { state, seq, seqOf };
+    this.cache.set(subject, loaded);
+    return loaded;
+  }
+
+  async execute<C, E extends LedgerEvent, S>(
+    decider: Decider<C, E, S>,
+    aggregateId: string,
+    command: C,
+    ctx: CommandContext,
+    options: { isNew?: boolean } = {},
+  ): Promise<Executed<S>> {
+    const stream = await this.store.ensureAppStream(ctx.app);
+    const subject = this.subjectOf(ctx.app, decider.aggregate, aggregateId);
+    const eventId = eventIdFor(ctx, decider.aggregate, aggregateId);
+
+    // A freshly generated id cannot have history: skip the read.
+    let loaded: Loaded<S> | undefined = options.isNew
+      ? { state: decider.initialState(), seq: 0, seqOf: new Map() }
+      : this.cached<S>(ctx.app, decider, aggregateId);
+    let fresh = false;
+    if (!loaded) {
+      loaded = await this.catchUp(decider, stream, subject, undefined);
+      fresh = true;
+    }
+
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      const prior = decider.outcomeOf(loaded.state, eventId);
+      if (prior) {
+        const seq = loaded.seqOf.get(eventId) ?? loaded.seq;
+        const event = await this.eventAt(stream, seq, eventId);
+        return { aggregateId, event, seq, state: loaded.state, replayed: true };
+      }
+
+      if (ctx.expectedSeq !== undefined && ctx.expectedSeq !== loaded.seq) {
+        // The cache may be what is stale, not the sender: judge only against the log itself.
+        if (!fresh) {
+          loaded = await this.catchUp(decider, stream, subject, loaded);
+          fresh = true;
+          continue;
+        }
+        throw conflict(`${decider.aggregate} ${aggregateId} is at sequence ${loaded.seq}, not ${ctx.expectedSeq}`, {
+          currentSeq: loaded.seq,
+          expectedSeq: ctx.expectedSeq,
+        });
+      }
+
+      const decided = decider.decide(command, loaded.state);
+      const event = this.envelope(decider, aggregateId, eventId, command, loaded.state, decided, ctx);
+      try {
+        const ack = await this.store.append(subject, event, loaded.seq);
+        if (ack.duplicate) {
+          // Our own earlier attempt landed (a retry inside the dedupe window): answer from the log.
+          loaded = await this.catchUp(decider, stream, subject, loaded);
+          fresh = true;
+          continue;
+        }
+        const seqOf = new Map(loaded.seqOf).set(event.id, ack.seq);
+        const state = decider.evolve(loaded.state, event as E);
+        this.cache.set(subject, { state, seq: ack.seq, seqOf });
+        return { aggregateId, event, seq: ack.seq, state, replayed: false };
+      } catch (err) {
+        if (!(err instanceof WrongLastSequenceError)) throw err;
+        loaded = await this.catchUp(decider, stream, subject, loaded);
+        fresh = true;
+        if (attempt > 2) await sleep(Math.random() * Math.min(50, 2 ** attempt));
+      }
+    }
+    throw unavailable(`${decider.aggregate} ${aggregateId} kept changing; gave up after ${this.maxAttempts} attempts`);
+  }
+
+  private envelope<C, E extends LedgerEvent, S>(
+    decider: Decider<C, E, S>,
+    aggregateId: string,
+    eventId: string,
+    command: C,
+    state: S,
+    decided: DomainEventOf<E>,
+    ctx: CommandContext,
+  ): LedgerEvent {
+    const candidate = {
+      id: eventId,
+      type: decided.type,
+      schemaVersion: CURRENT_SCHEMA_VERSION[decided.type],
+      aggregateId,
+      app: ctx.app,
+      scope: decider.scopeOf(command, state),
+      actor: ctx.actor,
+      sessionId: ctx.sessionId ?? null,
+      transcriptRef: ctx.transcriptRef ?? null,
+      git: ctx.git ?? null,
+      causationId: ctx.causationId ?? null,
+      correlationId: ctx.correlationId ?? eventId,
+      time: this.now().toISOString(),
+      data: decided.data,
+    };
+    // The last gate before the log: nothing that fails the schema is ever stored.
+    const parsed = LedgerEvent.safeParse(candidate);
+    if (!parsed.success) throw invalid(`event failed its schema: ${parsed.error.issues[0]?.message}`, { issues: parsed.error.issues });
+    return parsed.data;
+  }
+
+  private async eventAt(stream: string, seq: number, eventId: string): Promise<LedgerEvent> {
+    const stored = await this.store.eventAt(stream, seq);
+    if (stored?.event.id !== eventId) throw internal(`event ${eventId} is not at sequence ${seq}`);
+    return stored.event;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,251 @@
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { z } from "zod";
+import { memoryDecider, memoryStatus, type MemoryState } from "../commands/memory.js";
+import { sessionDecider, type SessionState } from "../commands/session.js";
+import { COMMAND_QUEUE, naming, type Naming } from "../events/subjects.js";
+import {
+  REQUESTS,
+  type AppendOutcome,
+  type ParsedRequestOf,
+  type Reply,
+  type SessionOutcome,
+  type Verb,
+} from "../schemas/commands.js";
+import { ErrorCode, MemledgerError, invalid, notFound } from "../schemas/errors.js";
+import { Actor, AppName } from "../schemas/primitives.js";
+import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
+import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
+
+export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
+  prefix?: string;
+  /** Called for failures that are not the sender's fault, for the operator's log. */
+  onError?: (err: unknown, subject: string) => void;
+}
+
+/** A memory as `show` returns it: every version, the active one, and the sequence to send back. */
+export type MemoryView = ReturnType<typeof memoryView>;
+
+const memoryView = (id: string, state: MemoryState, seq: number) => ({
+  memoryId: id,
+  app: state.app,
+  scope: state.scope,
+  status: memoryStatus(state),
+  activeVersion: state.activeVersion,
+  superseded: state.superseded,
+  createdAt: state.createdAt,
+  updatedAt: state.updatedAt,
+  seq,
+  versions: state.versions,
+});
+
+const sessionView = (id: string, state: SessionState, seq: number) => {
+  const { applied: _applied, ...rest } = state;
+  return { ...rest, sessionId: id, seq };
+};
+
+const logEntry = (stored: StoredEvent) => ({ seq: stored.seq, subject: stored.subject, ...stored.event });
+
+type Handler<V extends Verb> = (request: ParsedRequestOf<V>, ctx: CommandContext) => Promise<unknown>;
+
+const contextOf = (app: string, actor: Actor, request: Record<string, unknown>): CommandContext => ({
+  app,
+  actor,
+  expectedSeq: request.expectedSeq as number | undefined,
+  key: request.key as string | undefined,
+  sessionId: request.sessionId as string | undefined,
+  transcriptRef: request.transcriptRef as string | undefined,
+  git: request.git as CommandContext["git"],
+  causationId: request.causationId as string | undefined,
+  correlationId: request.correlationId as string | undefined,
+});
+
+/**
+ * Serves `<prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>` in a queue group, so any number of instances
+ * share the load. Every request gets exactly one JSON reply: `{ok:true,result}` or `{ok:false,error}`.
+ * The actor is taken from the subject, which the broker's permissions can pin to the sender.
+ */
+export class CommandService {
+  private subscription: Subscription | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  readonly names: Naming;
+
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly store: EventStore,
+    readonly handler: CommandHandler,
+    private readonly onError: (err: unknown, subject: string) => void,
+  ) {
+    this.names = store.names;
+  }
+
+  static async start(nc: NatsConnection, options: CommandServiceOptions = {}): Promise<CommandService> {
+    const names = naming(options.prefix);
+    const store = await EventStore.open(nc, names, options);
+    const service = new CommandService(nc, store, new CommandHandler(store, options), options.onError ?? (() => undefined));
+    service.subscription = nc.subscribe(names.allCommands(), {
+      queue: COMMAND_QUEUE,
+      callback: (err, msg) => {
+        if (err) return;
+        const task = service.serve(msg).finally(() => service.inFlight.delete(task));
+        service.inFlight.add(task);
+      },
+    });
+    // Make sure the server registered the subscription before anyone is told we are ready.
+    await nc.flush();
+    return service;
+  }
+
+  /** Stops taking requests, lets those under way finish and reply, then returns. */
+  async stop(): Promise<void> {
+    await this.subscription?.drain();
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async serve(msg: Msg): Promise<void> {
+    let reply: Reply<unknown>;
+    try {
+      reply = { ok: true, result: await this.dispatch(msg.subject, msg.data) };
+    } catch (err) {
+      reply = { ok: false, error: toWireError(err) };
+      if (!(err instanceof MemledgerError) || err.code === ErrorCode.internal || err.code === ErrorCode.unavailable) {
+        this.onError(err, msg.subject);
+      }
+    }
+    if (msg.reply) {
+      try {
+        msg.respond(JSON.stringify(reply));
+      } catch (err) {
+        this.onError(err, msg.subject);
+      }
+    }
+  }
+
+  async dispatch(subject: string, data: Uint8Array): Promise<unknown> {
+    const route = this.names.parseCommand(subject);
+    if (!route) throw invalid(`not a command subject: ${subject}`);
+    const app = AppName.safeParse(route.app);
+    if (!app.success) throw invalid(`bad app name '${route.app}': ${app.error.issues[0]?.message}`);
+    const actor = Actor.safeParse({ kind: route.actorKind, id: route.actorId });
+    if (!actor.success) throw invalid(`bad actor '${route.actorKind}.${route.actorId}' in the subject`);
+    if (!Object.hasOwn(REQUESTS, route.verb)) {
+      throw invalid(`unknown verb '${route.verb}'; known: ${Object.keys(REQUESTS).join(", ")}`);
+    }
+    const verb = route.verb as Verb;
+    const request = parseRequest(verb, data);
+    const handler = this.handlers[verb] as Handler<Verb>;
+    return handler(request, contextOf(app.data, actor.data, request as Record<string, unknown>));
+  }
+
+  private memoryOutcome(executed: { aggregateId: string; seq: number; replayed: boolean; event: { id: string; type: string; data: unknown } }, version: number | null): AppendOutcome {
+    return {
+      memoryId: executed.aggregateId,
+      version,
+      seq: executed.seq,
+      eventId: executed.event.id,
+      type: executed.event.type,
+      replayed: executed.replayed,
+    };
+  }
+
+  private readonly handlers: { [V in Verb]: Handler<V> } = {
+    propose: async (r, ctx) => {
+      const memoryId = r.memoryId ?? (ctx.key !== undefined ? idForKey(ctx, "memory", ctx.key) : newAggregateId());
+      const isNew = r.memoryId === undefined && ctx.key === undefined;
+      const executed = await this.handler.execute(
+        memoryDecider,
+        memoryId,
+        {
+          type: "propose",
+          revision: r.memoryId !== undefined && r.expectedSeq !== 0,
+          scope: r.scope,
+          title: r.title,
+          body: r.body,
+          kind: r.kind,
+          tags: r.tags,
+          paths: r.paths,
+          importance: r.importance,
+        },
+        ctx,
+        { isNew },
+      );
+      return this.memoryOutcome(executed, versionOf(executed.event));
+    },
+    approve: async (r, ctx) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "approve", version: r.version }, ctx);
+      return this.memoryOutcome(executed, versionOf(executed.event));
+    },
+    reject: async (r, ctx) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "reject", version: r.version, reason: r.reason }, ctx);
+      return this.memoryOutcome(executed, versionOf(executed.event));
+    },
+    supersede: async (r, ctx) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "supersede", by: r.by ?? null, reason: r.reason }, ctx);
+      return this.memoryOutcome(executed, executed.state.activeVersion);
+    },
+    rollback: async (r, ctx) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "rollback", toVersion: r.toVersion }, ctx);
+      return this.memoryOutcome(executed, versionOf(executed.event));
+    },
+    session_start: async (r, ctx): Promise<SessionOutcome> => {
+      const sessionId = r.sessionId ?? (ctx.key !== undefined ? idForKey(ctx, "session", ctx.key) : newAggregateId());
+      const executed = await this.handler.execute(
+        sessionDecider,
+        sessionId,
+        { type: "start", agentId: ctx.actor.id, task: r.task, branch: r.branch ?? null, worktree: r.worktree ?? null },
+        { ...ctx, sessionId },
+        { isNew: r.sessionId === undefined && ctx.key === undefined },
+      );
+      return { sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
+    },
+    session_end: async (r, ctx): Promise<SessionOutcome> => {
+      const executed = await this.handler.execute(sessionDecider, r.sessionId, { type: "end", summary: r.summary ?? null }, ctx);
+      return { sessionId: r.sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
+    },
+    show: async (r, ctx) => {
+      const loaded = await this.handler.load(memoryDecider, ctx.app, r.memoryId);
+      if (loaded.state.id === null) throw notFound(`no memory ${r.memoryId} in app ${ctx.app}`);
+      return memoryView(r.memoryId, loaded.state, loaded.seq);
+    },
+    session_show: async (r, ctx) => {
+      const loaded = await this.handler.load(sessionDecider, ctx.app, r.sessionId);
+      if (loaded.state.id === null) throw notFound(`no session ${r.sessionId} in app ${ctx.app}`);
+      return sessionView(r.sessionId, loaded.state, loaded.seq);
+    },
+    log: async (r, ctx) => {
+      const stream = this.names.appStream(ctx.app);
+      const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
+      const events = await this.store.readLog(stream, { filterSubject, sinceSeq: r.sinceSeq, limit: r.limit });
+      return events.map(logEntry);
+    },
+  };
+}
+
+const versionOf = (event: { data: unknown }): number | null => {
+  const data = event.data as { version?: number; toVersion?: number };
+  return data.version ?? data.toVersion ?? null;
+};
+
+function parseRequest<V extends Verb>(verb: V, data: Uint8Array): ParsedRequestOf<V> {
+  let raw: unknown = {};
+  if (data.length > 0) {
+    try {
+      raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
+    } catch {
+      throw invalid(`the ${verb} request is not valid UTF-8 JSON`);
+    }
+  }
+  const result = (REQUESTS[verb] as z.ZodType).safeParse(raw);
+  if (!result.success) {
+    const first = result.error.issues[0];
+    const where = first?.path.length ? first.path.join(".") : "request";
+    throw invalid(`${verb}: ${where}: ${first?.message ?? "invalid"}`, {
+      issues: result.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })),
+    });
+  }
+  return result.data as ParsedRequestOf<V>;
+}
+
+export function toWireError(err: unknown): { code: string; message: string; details?: Record<string, unknown> } {
+  if (err instanceof MemledgerError) return { code: err.code, message: err.message, details: err.details };
+  return { code: ErrorCode.internal, message: err instanceof Error ? err.message : String(err) };
+}

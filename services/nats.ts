@@ -1,0 +1,87 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { unavailable } from "../schemas/errors.js";
+
+export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+export const natsUrlFromEnv = (): string => process.env.NATS_URL ?? DEFAULT_NATS_URL;
+
+export interface ConnectOptions {
+  servers?: string;
+  name?: string;
+  user?: string;
+  pass?: string;
+  /** Fail fast for one-shot CLI calls; long-running services keep reconnecting forever. */
+  reconnect?: boolean;
+  timeoutMs?: number;
+}
+
+/**
+ * Connects with reconnects on and async stack traces off: the v3 client otherwise builds an Error per
+ * request, which NOTES.md measured as a third of the publish throughput.
+ */
+export async function connectNats(options: ConnectOptions = {}): Promise<NatsConnection> {
+  const servers = options.servers ?? natsUrlFromEnv();
+  try {
+    return await connect({
+      servers,
+      name: options.name ?? "memledger",
+      user: options.user,
+      pass: options.pass,
+      noAsyncTraces: true,
+      reconnect: options.reconnect ?? true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      timeout: options.timeoutMs ?? 5_000,
+    });
+  } catch (err) {
+    throw unavailable(`cannot reach NATS at ${servers}: ${(err as Error).message}`, { servers });
+  }
+}
+
+/** Server features memledger could use, by the version that introduced them. */
+const FEATURES = {
+  directGet: "2.9.0",
+  lastSubjectSequenceSubject: "2.11.0",
+  multipleFilterSubjects: "2.10.0",
+  streamMetadata: "2.10.0",
+  perMessageTtl: "2.11.0",
+  atomicBatchPublish: "2.12.0",
+} as const;
+
+export type ServerFeatures = Record<keyof typeof FEATURES, boolean> & { version: string };
+
+/** The oldest server memledger runs on: it needs direct get and per-subject expected sequences. */
+export const MINIMUM_SERVER_VERSION = FEATURES.directGet;
+
+const parseVersion = (v: string): number[] => v.split(/[.-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0);
+
+export function versionAtLeast(version: string, minimum: string): boolean {
+  const a = parseVersion(version);
+  const b = parseVersion(minimum);
+  for (let i = 0; i < 3; i++) {
+    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) > (b[i] ?? 0);
+  }
+  return true;
+}
+
+export function serverFeatures(version: string): ServerFeatures {
+  const flags = Object.fromEntries(
+    Object.entries(FEATURES).map(([name, since]) => [name, versionAtLeast(version, since)]),
+  ) as Record<keyof typeof FEATURES, boolean>;
+  return { version, ...flags };
+}
+
+/**
+ * Refuses servers too old to keep memledger's promises, and reports what the server lacks so that the
+ * code paths for newer features (which 2.9.10 silently ignores rather than refuses) are never taken.
+ */
+export function checkServer(nc: NatsConnection): ServerFeatures {
+  const version = nc.info?.version ?? "0.0.0";
+  if (!versionAtLeast(version, MINIMUM_SERVER_VERSION)) {
+    throw unavailable(`nats-server ${version} is too old: memledger needs ${MINIMUM_SERVER_VERSION} or newer`, {
+      version,
+    });
+  }
+  if (nc.info?.jetstream === false) throw unavailable("nats-server runs without JetStream (start it with -js)");
+  return serverFeatures(version);
+}
