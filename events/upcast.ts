@@ -47,4 +47,14 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export const encodeEvent = (event: LedgerEvent): Uint8Array => encoder.encode(JSON.stringify(event));
-export const decodeEvent = (bytes: Uint8Array): LedgerEvent => parseStoredEvent(JSON.parse(decoder.decode(bytes)));
+export const decodeEvent = (bytes: Uint8Array): LedgerEvent => parseStoredEvent(parseJson(decoder.decode(bytes)));
+
+// Damaged bytes are a malformed event like any other: a bare SyntaxError would reach callers uncoded
+// (and EventStore.eventAt would report it as a retryable outage).
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw invalid(`stored event is not JSON: ${(err as Error).message}`);
+  }
+}
