@@ -1,0 +1,279 @@
+import { readFile } from "node:fs/promises";
+import { Command, CommanderError } from "commander";
+import type { RequestOf, Verb } from "../../schemas/commands.js";
+import { invalid } from "../../schemas/errors.js";
+import { MemoryClient, type LogEntry } from "../client.js";
+import { printJson, printLine, readAll, reportFailure, toFailure, type Io } from "./io.js";
+import { checkRequest, commaList, defined, resolveGlobals, wholeNumber, type GlobalOptions } from "./options.js";
+import { up } from "./up.js";
+
+/** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
+async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
+  checkRequest(verb, payload);
+  const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
+  try {
+    return await client.request<V, R>(verb, payload);
+  } finally {
+    await client.close().catch(() => undefined);
+  }
+}
+
+async function bodyFrom(opts: { body?: string; bodyFile?: string }, io: Io): Promise<string> {
+  if (opts.body !== undefined && opts.bodyFile !== undefined) throw invalid("give --body or --body-file, not both");
+  if (opts.body === "-" || opts.bodyFile === "-") return readAll(io.stdin);
+  if (opts.body !== undefined) return opts.body;
+  if (opts.bodyFile !== undefined) {
+    try {
+      return await readFile(opts.bodyFile, "utf8");
+    } catch (err) {
+      throw invalid(`cannot read --body-file ${opts.bodyFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
+  throw invalid("propose needs a body: --body <markdown>, --body - (stdin) or --body-file <file>");
+}
+
+const quote = (s: string, max = 80): string => JSON.stringify(s.length > max ? `${s.slice(0, max - 1)}…` : s);
+
+/** What changed, in a few words, for the human-readable log. */
+function detail(e: LogEntry): string {
+  switch (e.type) {
+    case "memory.proposed":
+      return `v${e.data.version} ${quote(e.data.title)}`;
+    case "memory.approved":
+      return `v${e.data.version}`;
+    case "memory.rejected":
+      return `v${e.data.version} reason: ${quote(e.data.reason)}`;
+    case "memory.superseded":
+      return `${e.data.by ? `by ${e.data.by} ` : ""}reason: ${quote(e.data.reason)}`;
+    case "memory.rolled_back":
+      return `v${e.data.fromVersion} -> v${e.data.toVersion}`;
+    case "session.started":
+      return `task: ${quote(e.data.task)}${e.data.branch ? ` branch: ${e.data.branch}` : ""}`;
+    case "session.ended":
+      return e.data.summary ? `summary: ${quote(e.data.summary)}` : "";
+    default:
+      return "";
+  }
+}
+
+export const logLine = (e: LogEntry): string =>
+  [
+    String(e.seq).padStart(6),
+    e.time,
+    e.type.padEnd(18),
+    e.aggregateId,
+    `${e.actor.kind}:${e.actor.id}`,
+    detail(e),
+    e.sessionId ? `(session ${e.sessionId})` : "",
+  ]
+    .filter((part) => part !== "")
+    .join("  ");
+
+const GLOBALS_HELP = `
+Global options go before or after the command. Environment defaults:
+  MEMLEDGER_APP, NATS_URL, MEMLEDGER_AGENT, MEMLEDGER_PREFIX, MEMLEDGER_SESSION.
+Exit status: 0 ok, 2 invalid input or usage, 3 conflict, 4 forbidden, 5 not found, 1 anything else.`;
+
+export function buildProgram(io: Io, setExitCode: (code: number) => void): Command {
+  const program = new Command("memledger");
+  program
+    .description("Event-sourced memory ledger for teams of AI agents, over NATS JetStream")
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      // run() prints errors itself, as one line (or JSON with --json).
+      outputError: () => undefined,
+    })
+    .configureHelp({ showGlobalOptions: true })
+    .option("--app <name>", "app whose ledger to use (env MEMLEDGER_APP, default \"default\")")
+    .option("--nats <url>", "NATS server URL (env NATS_URL, default nats://127.0.0.1:4222)")
+    .option("--as <actor>", "who acts: <agent id> or <kind>:<id>, kind agent|human|service (env MEMLEDGER_AGENT, default \"cli\")")
+    .option("--prefix <prefix>", "subject and stream prefix (env MEMLEDGER_PREFIX, default \"memledger\")")
+    .option("--session <id>", "session id sent with commands (env MEMLEDGER_SESSION)")
+    .option("--json", "machine-readable output: one JSON value a line; errors as JSON on stderr")
+    .addHelpText("after", GLOBALS_HELP);
+
+  const globals = (cmd: Command): GlobalOptions => resolveGlobals(cmd.optsWithGlobals(), io.env);
+
+  program
+    .command("up")
+    .description("run the ledger service (command service) until SIGINT or SIGTERM")
+    .option("--replicas <n>", "replicas for the streams it creates (1 on a single server, 3 in a cluster)", wholeNumber(1))
+    .action(async (opts: { replicas?: number }, cmd: Command) => {
+      setExitCode(await up(globals(cmd), opts.replicas, io));
+    });
+
+  program
+    .command("propose")
+    .description("propose a new memory, or a new version of one with --memory")
+    .requiredOption("--title <text>", "one-line title")
+    .option("--body <markdown>", "the body; '-' reads it from stdin")
+    .option("--body-file <file>", "read the body from a file ('-': stdin)")
+    .option("--scope <scope>", "app, org, agent:<id> or team:<name> (default app)")
+    .option("--kind <kind>", "note, fact, decision, convention, procedure or fragile (default note)")
+    .option("--tags <a,b>", "tags, comma-separated or repeated", commaList)
+    .option("--paths <p,q>", "file paths it concerns, comma-separated or repeated", commaList)
+    .option("--importance <n>", "1 to 5 (default 3)", wholeNumber(0))
+    .option("--memory <id>", "revise this memory: the proposal becomes its next version")
+    .option("--expected-seq <n>", "the memory's sequence as you read it; a stale one is a conflict (exit 3)", wholeNumber(0))
+    .option("--key <key>", "idempotency key: retrying with it never proposes twice")
+    .action(async (opts, cmd: Command) => {
+      const g = globals(cmd);
+      const body = await bodyFrom(opts, io);
+      const result = await send(g, "propose", defined({
+        memoryId: opts.memory,
+        title: opts.title,
+        body,
+        scope: opts.scope,
+        kind: opts.kind,
+        tags: opts.tags,
+        paths: opts.paths,
+        importance: opts.importance,
+        expectedSeq: opts.expectedSeq,
+        key: opts.key,
+        sessionId: g.session,
+      }));
+      printJson(io, result);
+    });
+
+  program
+    .command("approve")
+    .description("approve a pending version (default: the pending one) and make it active")
+    .argument("<id>", "memory id")
+    .option("--version <v>", "the version to approve", wholeNumber(1))
+    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
+    .option("--key <key>", "idempotency key")
+    .action(async (id: string, opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "approve", defined({ memoryId: id, version: opts.version, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
+    });
+
+  program
+    .command("reject")
+    .description("reject a pending version")
+    .argument("<id>", "memory id")
+    .requiredOption("--reason <text>", "why")
+    .option("--version <v>", "the version to reject (default: the pending one)", wholeNumber(1))
+    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
+    .option("--key <key>", "idempotency key")
+    .action(async (id: string, opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "reject", defined({ memoryId: id, version: opts.version, reason: opts.reason, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
+    });
+
+  program
+    .command("supersede")
+    .description("retire a memory, optionally naming the one that replaces it")
+    .argument("<id>", "memory id")
+    .option("--by <id>", "the memory that replaces it")
+    .requiredOption("--reason <text>", "why")
+    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
+    .option("--key <key>", "idempotency key")
+    .action(async (id: string, opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "supersede", defined({ memoryId: id, by: opts.by, reason: opts.reason, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
+    });
+
+  program
+    .command("rollback")
+    .description("make an earlier approved version active again")
+    .argument("<id>", "memory id")
+    .requiredOption("--to-version <v>", "the approved version to restore", wholeNumber(1))
+    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
+    .option("--key <key>", "idempotency key")
+    .action(async (id: string, opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "rollback", defined({ memoryId: id, toVersion: opts.toVersion, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
+    });
+
+  program
+    .command("show")
+    .description("a memory's current state, every version and its last sequence")
+    .argument("<id>", "memory id")
+    .action(async (id: string, _opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "show", { memoryId: id }), !g.json);
+    });
+
+  program
+    .command("log")
+    .description("the app's events, oldest first: seq, time, type, aggregate, actor, what changed")
+    .option("--memory <id>", "only this memory's events")
+    .option("--since-seq <n>", "only events from this sequence on (inclusive)", wholeNumber(0))
+    .option("--limit <n>", "at most this many events (default 100)", wholeNumber(1))
+    .action(async (opts, cmd: Command) => {
+      const g = globals(cmd);
+      const entries = await send<"log", LogEntry[]>(g, "log", defined({ memoryId: opts.memory, sinceSeq: opts.sinceSeq, limit: opts.limit }));
+      for (const entry of entries) {
+        if (g.json) printJson(io, entry);
+        else printLine(io, logLine(entry));
+      }
+    });
+
+  const session = program.command("session").description("agent work sessions: start, end, show");
+  const sessionIdOf = (id: string | undefined, g: GlobalOptions, verb: string): string => {
+    const sessionId = id ?? g.session;
+    if (sessionId === undefined) throw invalid(`session ${verb} needs a session id: an argument, --session or MEMLEDGER_SESSION`);
+    return sessionId;
+  };
+
+  session
+    .command("start")
+    .description("start a session; prints its id (with --session, starts that id)")
+    .option("--task <text>", "what the session is for")
+    .option("--branch <name>", "git branch")
+    .option("--worktree <path>", "git worktree")
+    .option("--key <key>", "idempotency key: retrying with it never starts two sessions")
+    .action(async (opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "session_start", defined({ task: opts.task, branch: opts.branch, worktree: opts.worktree, key: opts.key, sessionId: g.session })));
+    });
+
+  session
+    .command("end")
+    .description("end a session")
+    .argument("[id]", "session id (default: --session / MEMLEDGER_SESSION)")
+    .option("--summary <text>", "what came of it")
+    .option("--expected-seq <n>", "the session's sequence as you read it", wholeNumber(0))
+    .option("--key <key>", "idempotency key")
+    .action(async (id: string | undefined, opts, cmd: Command) => {
+      const g = globals(cmd);
+      const sessionId = sessionIdOf(id, g, "end");
+      printJson(io, await send(g, "session_end", defined({ sessionId, summary: opts.summary, expectedSeq: opts.expectedSeq, key: opts.key })));
+    });
+
+  session
+    .command("show")
+    .description("a session's state")
+    .argument("[id]", "session id (default: --session / MEMLEDGER_SESSION)")
+    .action(async (id: string | undefined, _opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "session_show", { sessionId: sessionIdOf(id, g, "show") }), !g.json);
+    });
+
+  return program;
+}
+
+/** Parses argv (without node and script), runs the verb, reports any failure; resolves to the exit status. */
+export async function run(argv: string[], io: Io): Promise<number> {
+  let exitCode = 0;
+  const program = buildProgram(io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return exitCode;
+  } catch (err) {
+    // --help, `help` and the like end through exitOverride with status 0.
+    if (err instanceof CommanderError && err.exitCode === 0) return 0;
+    const failure =
+      err instanceof CommanderError && err.code === "commander.help"
+        ? toFailure(invalid("missing command; see memledger --help"))
+        : toFailure(err);
+    const json = program.opts().json === true || argv.includes("--json");
+    reportFailure(io, failure, json);
+    if (io.env.MEMLEDGER_DEBUG && err instanceof Error && err.stack) io.stderr.write(`${err.stack}\n`);
+    return failure.exitCode;
+  }
+}

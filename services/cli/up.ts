@@ -1,0 +1,67 @@
+import { startMemledger } from "../runtime.js";
+import { printJson, printLine, toFailure, type Io } from "./io.js";
+import type { GlobalOptions } from "./options.js";
+
+const describe = (err: unknown): string => toFailure(err).message;
+
+/**
+ * Runs the ledger until SIGINT or SIGTERM, then drains and resolves 0. A second signal while draining
+ * exits at once (1). Losing the connection for good (it reconnects forever otherwise) resolves 1.
+ */
+export async function up(globals: GlobalOptions, replicas: number | undefined, io: Io): Promise<number> {
+  const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
+  const runtime = await startMemledger({
+    servers: globals.nats,
+    prefix: globals.prefix,
+    replicas,
+    onError: (err, where) => log(`error: ${where}: ${describe(err)}`),
+  });
+
+  let stopping = false;
+  void (async () => {
+    for await (const s of runtime.nc.status()) {
+      if (s.type === "disconnect") log(`disconnected from NATS at ${s.server}; reconnecting`);
+      else if (s.type === "reconnect") log(`reconnected to NATS at ${s.server}`);
+    }
+  })().catch(() => undefined);
+
+  const ready = { status: "ready", prefix: runtime.prefix, nats: globals.nats, components: runtime.components };
+  if (globals.json) printJson(io, ready);
+  else printLine(io, `memledger ready: serving commands on ${runtime.prefix}.cmd.> via ${globals.nats} (${runtime.components.join(", ")})`);
+
+  return new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log(`${signal} again: exiting without waiting for the drain`);
+        process.exit(1);
+      }
+      stopping = true;
+      log(`${signal}: draining`);
+      runtime.stop().then(
+        () => {
+          detach();
+          if (globals.json) printJson(io, { status: "stopped" });
+          else printLine(io, "memledger stopped");
+          resolve(0);
+        },
+        (err) => {
+          detach();
+          log(`error while stopping: ${describe(err)}`);
+          resolve(1);
+        },
+      );
+    };
+    const detach = () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    void runtime.closed.then((err) => {
+      if (stopping) return;
+      detach();
+      log(`connection to NATS closed${err ? `: ${describe(err)}` : ""}`);
+      resolve(1);
+    });
+  });
+}

@@ -1,0 +1,135 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
+import { invalid } from "../schemas/errors.js";
+import { CommandService } from "./command-service.js";
+import { connectNats } from "./nats.js";
+
+/** What every component of a running memledger shares: one connection and one naming prefix. */
+export interface RuntimeContext {
+  nc: NatsConnection;
+  prefix: string;
+  replicas: number;
+  /** Failures that are nobody's input error (a bug, a lost dependency), for the operator's log. */
+  onError(err: unknown, where: string): void;
+}
+
+export interface RunningComponent {
+  /** Stop taking work, finish what is under way. The connection is drained after every component stopped. */
+  stop(): Promise<void>;
+}
+
+/**
+ * One part of the server process (the command service today; projections and the curator later).
+ * Components start in list order and stop in reverse order, so a later one may rely on an earlier one.
+ */
+export interface Component {
+  name: string;
+  start(ctx: RuntimeContext): Promise<RunningComponent>;
+}
+
+export interface MemledgerOptions {
+  /** NATS URL(s); default NATS_URL, then nats://127.0.0.1:4222. */
+  servers?: string;
+  /** Subject and stream prefix; default MEMLEDGER_PREFIX, then "memledger". */
+  prefix?: string;
+  /** Stream replicas for streams this process creates: 1 on a single server, 3 in a cluster. */
+  replicas?: number;
+  /** Default: `defaultComponents()`. */
+  components?: Component[];
+  onError?: (err: unknown, where: string) => void;
+  /** How long stop() waits for each component and for the drain before it closes regardless. */
+  stopTimeoutMs?: number;
+}
+
+export interface Memledger {
+  readonly nc: NatsConnection;
+  readonly prefix: string;
+  /** Names of the started components, in start order. */
+  readonly components: readonly string[];
+  /** Settles when the connection is closed, by stop() or because it failed for good. */
+  readonly closed: Promise<void | Error>;
+  /** Stops every component (reverse order), drains and closes the connection. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export const commandServiceComponent = (): Component => ({
+  name: "command-service",
+  async start(ctx) {
+    return CommandService.start(ctx.nc, { prefix: ctx.prefix, replicas: ctx.replicas, onError: ctx.onError });
+  },
+});
+
+/** What `memledger up` runs. Add projections and the curator here. */
+export const defaultComponents = (): Component[] => [commandServiceComponent()];
+
+const nonEmpty = (s: string | undefined): string | undefined => (s === undefined || s === "" ? undefined : s);
+
+async function within<T>(ms: number, work: Promise<T>): Promise<T | "timeout"> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Connects to NATS (reconnecting forever: a server restart must not kill the ledger), then starts each
+ * component. If one fails to start, those already started are stopped and the error is rethrown.
+ */
+export async function startMemledger(options: MemledgerOptions = {}): Promise<Memledger> {
+  const prefix = options.prefix ?? nonEmpty(process.env.MEMLEDGER_PREFIX) ?? DEFAULT_PREFIX;
+  const checked = Prefix.safeParse(prefix);
+  if (!checked.success) throw invalid(`bad prefix '${prefix}': ${checked.error.issues[0]?.message}`);
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw invalid(`bad replicas ${replicas}: a whole number from 1 to 5`);
+  }
+  const onError = options.onError ?? (() => undefined);
+  const stopTimeoutMs = options.stopTimeoutMs ?? 15_000;
+
+  const nc = await connectNats({ servers: options.servers, name: `memledger-${prefix}`, reconnect: true });
+  const closed = nc.closed();
+  const ctx: RuntimeContext = { nc, prefix, replicas, onError };
+  const started: { name: string; running: RunningComponent }[] = [];
+
+  const stopAll = async (): Promise<void> => {
+    for (const { name, running } of [...started].reverse()) {
+      try {
+        if ((await within(stopTimeoutMs, running.stop())) === "timeout") {
+          onError(new Error(`did not stop within ${stopTimeoutMs} ms`), `stopping ${name}`);
+        }
+      } catch (err) {
+        onError(err, `stopping ${name}`);
+      }
+    }
+    if (nc.isClosed()) return;
+    try {
+      if ((await within(stopTimeoutMs, nc.drain())) === "timeout") onError(new Error("drain timed out"), "draining NATS");
+    } catch (err) {
+      onError(err, "draining NATS");
+    }
+    if (!nc.isClosed()) await nc.close().catch(() => undefined);
+  };
+
+  try {
+    for (const component of options.components ?? defaultComponents()) {
+      started.push({ name: component.name, running: await component.start(ctx) });
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    nc,
+    prefix,
+    components: started.map((c) => c.name),
+    closed,
+    stop: () => (stopping ??= stopAll()),
+  };
+}
