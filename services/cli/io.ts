@@ -16,6 +16,9 @@ export const processIo = (): Io => ({
   env: process.env,
 });
 
+/** A URL fit for logs: `nats://user:secret@host` becomes `nats://***@host`. */
+export const redactUrl = (url: string): string => url.replace(/\/\/[^/@\s]+@/g, "//***@");
+
 /** One line, whatever the message holds: scripts read stderr line by line. */
 const oneLine = (s: string): string => s.replace(/\s*[\r\n]+\s*/g, " ").trim();
 
@@ -47,14 +50,14 @@ export function toFailure(err: unknown): Failure {
   return { code: ErrorCode.internal, message: oneLine(message || "unexpected failure"), exitCode: EXIT_CODE.internal };
 }
 
-/** `memledger: <code>: <message>`, or with --json one JSON object; on stderr either way. */
+/**
+ * `memledger: <code>: <message>`, or with --json one JSON object; on stderr either way. Credentials in a
+ * NATS URL (the connection error names the URL) never reach the terminal.
+ */
 export function reportFailure(io: Io, failure: Failure, json: boolean): void {
-  if (json) {
-    const { exitCode: _exitCode, ...error } = failure;
-    io.stderr.write(`${JSON.stringify({ ok: false, error })}\n`);
-  } else {
-    io.stderr.write(`memledger: ${failure.code}: ${failure.message}\n`);
-  }
+  const { exitCode: _exitCode, ...error } = failure;
+  const line = json ? JSON.stringify({ ok: false, error }) : `memledger: ${failure.code}: ${failure.message}`;
+  io.stderr.write(`${redactUrl(line)}\n`);
 }
 
 export async function readAll(stream: NodeJS.ReadableStream): Promise<string> {

@@ -51,8 +51,11 @@ function detail(e: LogEntry): string {
       return `task: ${quote(e.data.task)}${e.data.branch ? ` branch: ${e.data.branch}` : ""}`;
     case "session.ended":
       return e.data.summary ? `summary: ${quote(e.data.summary)}` : "";
-    default:
-      return "";
+    default: {
+      // Event families added later still show what they carry.
+      const data = JSON.stringify((e as { data?: unknown }).data ?? {});
+      return data === "{}" ? "" : data.length > 120 ? `${data.slice(0, 119)}…` : data;
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { startMemledger } from "../runtime.js";
-import { printJson, printLine, toFailure, type Io } from "./io.js";
+import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
 
 const describe = (err: unknown): string => toFailure(err).message;
@@ -25,9 +25,10 @@ export async function up(globals: GlobalOptions, replicas: number | undefined, i
     }
   })().catch(() => undefined);
 
-  const ready = { status: "ready", prefix: runtime.prefix, nats: globals.nats, components: runtime.components };
+  const nats = redactUrl(globals.nats);
+  const ready = { status: "ready", prefix: runtime.prefix, nats, components: runtime.components };
   if (globals.json) printJson(io, ready);
-  else printLine(io, `memledger ready: serving commands on ${runtime.prefix}.cmd.> via ${globals.nats} (${runtime.components.join(", ")})`);
+  else printLine(io, `memledger ready: serving commands on ${runtime.prefix}.cmd.> via ${nats} (${runtime.components.join(", ")})`);
 
   return new Promise<number>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

@@ -275,6 +275,10 @@ describe("memledger CLI against a real NATS", () => {
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stderr)).toMatchObject({ ok: false, error: { code: "unavailable" } });
 
+    const withSecret = failed(await cli([...g, "--nats", "nats://alice:s3cret@127.0.0.1:1", "show", memoryId]), 1, "unavailable");
+    expect(withSecret).toContain("127.0.0.1:1");
+    expect(withSecret).not.toContain("s3cret");
+
     const noService = failed(await cli(["--prefix", uniquePrefix("none"), "--app", app, "show", memoryId]), 1, "unavailable");
     expect(noService).toMatch(/no memledger service/);
 
