@@ -251,7 +251,8 @@ describe("memledger CLI against a real NATS", () => {
     expect(asJson.code).toBe(2);
     expect(JSON.parse(asJson.stderr)).toMatchObject({ ok: false, error: { code: "invalid" } });
     expect(await count()).toBe(before);
-  });
+    // About twenty process starts: leave room on a loaded two-core machine.
+  }, 180_000);
 
   it("exits 3 on a stale --expected-seq and 5 for what does not exist", async () => {
     const pending = jsonLine(await cli([...g, "propose", "--title", "Pending", "--body", "b"]));
