@@ -1,0 +1,60 @@
+import type { LedgerEvent } from "../schemas/events.js";
+
+/**
+ * A projection turns one stream's events into a read model. The log is the truth: any read model can be
+ * thrown away and rebuilt from sequence 0 to the same state.
+ *
+ * Split of duties:
+ * - the definition's pure `evolve` decides what the model becomes (no I/O, unit-testable);
+ * - the target persists the model and its checkpoint (files, Redis, an index snapshot);
+ * - the runner (services/projection-runner.ts) feeds batches from a durable pull consumer, calls `apply`
+ *   then `commit`, and acks only after `commit` resolves. It never asks a target to commit a checkpoint
+ *   past an event it has not applied.
+ *
+ * Delivery is at-least-once: `apply` must be idempotent (an event at or below the checkpoint, or applied
+ * twice, leaves the same state).
+ */
+export interface ProjectedEvent {
+  /** Stream sequence: the position checkpoints are made of. */
+  seq: number;
+  subject: string;
+  event: LedgerEvent;
+}
+
+/** Where a target stands: the last stream sequence whose effects are durably in the read model. */
+export interface Checkpoint {
+  seq: number;
+  /** Changes on every rebuild; a runner whose generation is no longer current must reopen the target. */
+  generation: string;
+}
+
+export interface ProjectionTarget {
+  /** What the target has durably applied; 0 for a fresh target. */
+  readonly checkpoint: Checkpoint;
+  /** Applies events in stream order (seq ascending). Effects may stay buffered until `commit`. */
+  apply(events: readonly ProjectedEvent[]): Promise<void>;
+  /** Makes everything applied so far durable, together with the checkpoint `seq`. */
+  commit(seq: number): Promise<void>;
+  /** The generation readers are using now (the live target's may have been replaced by a rebuild). */
+  currentGeneration(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Context shared by every projection of one app (or of the org stream). */
+export interface ProjectionScope {
+  prefix: string;
+  /** The app, or "org" for the org stream. */
+  app: string;
+  stream: string;
+}
+
+export interface ProjectionDefinition {
+  /** Stable name: durable consumer name, CLI name (`memledger rebuild NAME`), status key. */
+  readonly name: string;
+  /** Opens the live target (resuming from its checkpoint). */
+  openLive(scope: ProjectionScope): Promise<ProjectionTarget>;
+  /** Opens an empty target that readers do not see until `promote`. */
+  openFresh(scope: ProjectionScope): Promise<ProjectionTarget>;
+  /** Atomically makes a caught-up fresh target the one readers see; the old generation is discarded. */
+  promote(scope: ProjectionScope, fresh: ProjectionTarget): Promise<void>;
+}
