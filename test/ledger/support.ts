@@ -1,0 +1,85 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { MemledgerError } from "../../schemas/errors.js";
+import type { Reply } from "../../schemas/commands.js";
+import type { CommandService } from "../../services/command-service.js";
+import { WrongLastSequenceError } from "../../services/event-store.js";
+import { connectNats } from "../../services/nats.js";
+import { NATS_URL } from "../support/env.js";
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+const encoder = new TextEncoder();
+export const json = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value));
+
+/** Awaits a promise that must reject with a MemledgerError, and returns that error. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<MemledgerError> {
+  let result: unknown;
+  try {
+    result = await promise;
+  } catch (err) {
+    if (err instanceof MemledgerError) return err;
+    throw err;
+  }
+  throw new Error(`expected a MemledgerError, but the call resolved with ${JSON.stringify(result)}`);
+}
+
+/** Opens `n` NATS connections of their own (so concurrent writers do not share a socket). */
+export async function openConnections(n: number, label: string, servers = NATS_URL): Promise<NatsConnection[]> {
+  return Promise.all(Array.from({ length: n }, (_, i) => connectNats({ servers, name: `${label}-${i}` })));
+}
+
+export async function closeAll(connections: NatsConnection[]): Promise<void> {
+  await Promise.allSettled(connections.map((nc) => nc.close()));
+}
+
+/** Polls `check` until it holds; fails with `what` after `timeoutMs`. Not a timing assertion: a guard. */
+export async function waitUntil(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+/** Sends raw bytes on a command subject and returns the decoded reply envelope. */
+export async function rawRequest(nc: NatsConnection, subject: string, data: Uint8Array | string): Promise<Reply<unknown>> {
+  const msg = await nc.request(subject, data, { timeout: 10_000 });
+  return JSON.parse(msg.string()) as Reply<unknown>;
+}
+
+export interface ServiceProbe {
+  /** Commands this instance's handler executed (writes only; show/log do not count). */
+  executions: number;
+  /** Appends this instance tried whose expected sequence was stale (each one is followed by a reload). */
+  staleAppends: number;
+  /** Appends this instance got acknowledged as new events. */
+  appended: number;
+}
+
+/**
+ * Counts what one real service instance does, by wrapping its handler and store methods. Nothing is
+ * replaced: every call goes through to the real code against the real server.
+ */
+export function probe(service: CommandService): ServiceProbe {
+  const counts: ServiceProbe = { executions: 0, staleAppends: 0, appended: 0 };
+  const handler = service.handler;
+  const execute = handler.execute.bind(handler);
+  handler.execute = ((...args: Parameters<typeof execute>) => {
+    counts.executions++;
+    return execute(...args);
+  }) as typeof handler.execute;
+  const store = service.store;
+  const append = store.append.bind(store);
+  store.append = async (...args: Parameters<typeof append>) => {
+    try {
+      const ack = await append(...args);
+      if (!ack.duplicate) counts.appended++;
+      return ack;
+    } catch (err) {
+      if (err instanceof WrongLastSequenceError) counts.staleAppends++;
+      throw err;
+    }
+  };
+  return counts;
+}
