@@ -10,7 +10,7 @@ import type { Scope } from "../schemas/primitives.js";
  * that needed two events could be half-written; every decision here is folded into one event.
  */
 export interface Decider<Command, Event extends LedgerEvent, State> {
-  readonly aggregate: "memory" | "session";
+  readonly aggregate: "memory" | "session" | "claim";
   initialState(): State;
   decide(command: Command, state: State): DomainEventOf<Event>;
   evolve(state: State, event: Event): State;

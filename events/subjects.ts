@@ -7,6 +7,7 @@ import type { ActorKind } from "../schemas/primitives.js";
  *
  *   <prefix>.app.<app>.memory.<memoryId>      one subject per memory aggregate (optimistic concurrency)
  *   <prefix>.app.<app>.session.<sessionId>    one subject per agent session
+ *   <prefix>.app.<app>.claim.<claimId>        one subject per task or lock (claims, leases)
  *   <prefix>.org.memory.<memoryId>            org memories, in the separate org stream
  *   <prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>   commands and queries, served by a queue group
  */
@@ -15,7 +16,7 @@ export const Prefix = z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "letters, digits
 export const DEFAULT_PREFIX = "memledger";
 export const COMMAND_QUEUE = "memledger-commands";
 
-export type AggregateKind = "memory" | "session";
+export type AggregateKind = "memory" | "session" | "claim";
 
 export interface Naming {
   readonly prefix: string;
@@ -27,6 +28,8 @@ export interface Naming {
   command(app: string, actorKind: ActorKind, actorId: string, verb: string): string;
   allCommands(): string;
   parseCommand(subject: string): { app: string; actorKind: string; actorId: string; verb: string } | null;
+  /** KV bucket of embeddings by content hash and model id, shared by every projection under the prefix. */
+  embeddingCacheBucket(): string;
 }
 
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
@@ -40,6 +43,7 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     aggregate: (app, kind, id) => `${prefix}.app.${app}.${kind}.${id}`,
     command: (app, actorKind, actorId, verb) => `${prefix}.cmd.${app}.${actorKind}.${actorId}.${verb}`,
     allCommands: () => `${prefix}.cmd.>`,
+    embeddingCacheBucket: () => `${prefix}_embeddings`,
     parseCommand(subject) {
       const parts = subject.split(".");
       if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;

@@ -14,6 +14,7 @@ import {
   nonEmptyLine,
   oneLine,
 } from "./primitives.js";
+import { ClaimKind, LeaseMs, LockName, Priority, TaskName } from "./events.js";
 
 /**
  * What an agent sends on `<prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>`. The actor is never part of
@@ -82,6 +83,49 @@ export const LogRequest = z.strictObject({
   limit: z.number().int().min(1).max(10_000).default(100),
 });
 
+// ---- claims and locks -------------------------------------------------------------------------
+
+/** A task is named by an id; a lock by a module or file path (any one line). */
+const claimTarget = { kind: ClaimKind.default("task"), name: LockName };
+const taskNameIsId = (r: { kind: ClaimKind; name: string }, ctx: z.RefinementCtx) => {
+  if (r.kind !== "task") return;
+  const parsed = TaskName.safeParse(r.name);
+  if (!parsed.success) ctx.addIssue({ code: "custom", path: ["name"], message: `a task name is an id: ${parsed.error.issues[0]?.message}` });
+};
+
+export const ClaimRequest = z
+  .strictObject({
+    ...context,
+    ...claimTarget,
+    /** Lease length; default 10 minutes, at most 24 hours. */
+    ttlMs: LeaseMs.default(10 * 60 * 1000),
+    /** Used only when the claim opens the task (it did not exist yet). */
+    priority: Priority.default(3),
+  })
+  .superRefine(taskNameIsId);
+export const RenewRequest = z
+  .strictObject({ ...context, ...claimTarget, /** Default: the current lease length. */ ttlMs: LeaseMs.optional() })
+  .superRefine(taskNameIsId);
+export const ReleaseRequest = z
+  .strictObject({ ...context, ...claimTarget, /** Tasks only: finished for good. */ done: z.boolean().default(false) })
+  .superRefine(taskNameIsId)
+  .superRefine((r, ctx) => {
+    if (r.done && r.kind !== "task") ctx.addIssue({ code: "custom", path: ["done"], message: "only a task can be done" });
+  });
+export const OpenTaskRequest = z.strictObject({
+  ...context,
+  name: TaskName,
+  title: oneLine(LIMITS.titleLength).optional(),
+  priority: Priority.default(3),
+});
+export const ClaimShowRequest = z.strictObject({ ...claimTarget }).superRefine(taskNameIsId);
+export const ClaimsRequest = z.strictObject({ agent: Id.optional() });
+export const TasksRequest = z.strictObject({
+  limit: z.number().int().min(1).max(10_000).default(100),
+  /** Only tasks nobody holds a live lease on. */
+  unclaimed: z.boolean().default(false),
+});
+
 /** Every verb the command service answers, and the schema of its payload. */
 export const REQUESTS = {
   propose: ProposeRequest,
@@ -94,6 +138,13 @@ export const REQUESTS = {
   show: ShowRequest,
   session_show: SessionShowRequest,
   log: LogRequest,
+  open_task: OpenTaskRequest,
+  claim: ClaimRequest,
+  renew: RenewRequest,
+  release: ReleaseRequest,
+  claim_show: ClaimShowRequest,
+  claims: ClaimsRequest,
+  tasks: TasksRequest,
 } as const;
 
 export type Verb = keyof typeof REQUESTS;
@@ -118,6 +169,23 @@ export interface AppendOutcome {
 
 export interface SessionOutcome {
   sessionId: string;
+  seq: number;
+  eventId: string;
+  type: string;
+  replayed: boolean;
+}
+
+/** The reply to open_task, claim, renew and release: the claim as the appended event left it. */
+export interface ClaimOutcome {
+  claimId: string;
+  kind: ClaimKind;
+  name: string;
+  /** The holder after the event (null after a release). */
+  holder: string | null;
+  expiresAt: string | null;
+  /** Whose lapsed lease this claim took over, if it did. */
+  takeoverOf: { holder: string; expiresAt: string } | null;
+  done: boolean;
   seq: number;
   eventId: string;
   type: string;

@@ -99,9 +99,58 @@ export const SessionEnded = event(
 export const SessionEvent = z.discriminatedUnion("type", [SessionStarted, SessionEnded]);
 export type SessionEvent = z.infer<typeof SessionEvent>;
 
+// ---- claims and locks (live coordination) -----------------------------------------------------
+
+/** What a claim aggregate coordinates: a task (named by an id) or a lock (on a module or file path). */
+export const ClaimKind = z.enum(["task", "lock"]);
+export type ClaimKind = z.infer<typeof ClaimKind>;
+/** A task's name is its id: subject-safe, and short enough for the `task-` aggregate id prefix. */
+export const TaskName = Id.max(LIMITS.idLength - "task-".length, `at most ${LIMITS.idLength - "task-".length} characters`);
+/** A lock names a module or file path: any one line; its aggregate id is derived from a hash of it. */
+export const LockName = nonEmptyLine(LIMITS.pathLength);
+/** 1 is the most urgent, 5 the least. */
+export const Priority = z.number().int().min(1).max(5);
+/** Lease length: at least a second, at most a day. */
+export const LeaseMs = z.number().int().min(1_000).max(24 * 60 * 60 * 1000);
+
+export const ClaimTaskOpened = event(
+  "claim.task_opened",
+  1,
+  z.strictObject({ name: TaskName, title: oneLine(LIMITS.titleLength).nullable(), priority: Priority }),
+);
+export const ClaimClaimed = event(
+  "claim.claimed",
+  1,
+  z.strictObject({
+    kind: ClaimKind,
+    name: LockName,
+    holder: Id,
+    leaseMs: LeaseMs,
+    expiresAt: z.iso.datetime(),
+    /** The holder whose lease had lapsed when this claim took the task or lock over; null otherwise. */
+    takeoverOf: z.strictObject({ holder: Id, expiresAt: z.iso.datetime() }).nullable(),
+    /** Set only when this claim is a task's first event (the task is opened by being claimed). */
+    priority: Priority.nullable(),
+  }),
+);
+export const ClaimRenewed = event(
+  "claim.renewed",
+  1,
+  z.strictObject({ holder: Id, leaseMs: LeaseMs, expiresAt: z.iso.datetime() }),
+);
+export const ClaimReleased = event(
+  "claim.released",
+  1,
+  /** done: the task is finished (never claimable again); always false for a lock. */
+  z.strictObject({ holder: Id, done: z.boolean() }),
+);
+
+export const ClaimEvent = z.discriminatedUnion("type", [ClaimTaskOpened, ClaimClaimed, ClaimRenewed, ClaimReleased]);
+export type ClaimEvent = z.infer<typeof ClaimEvent>;
+
 // ---- every event ------------------------------------------------------------------------------
 
-export const LedgerEvent = z.discriminatedUnion("type", [...MemoryEvent.options, ...SessionEvent.options]);
+export const LedgerEvent = z.discriminatedUnion("type", [...MemoryEvent.options, ...SessionEvent.options, ...ClaimEvent.options]);
 export type LedgerEvent = z.infer<typeof LedgerEvent>;
 export type LedgerEventType = LedgerEvent["type"];
 

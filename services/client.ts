@@ -1,6 +1,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { naming, type Naming } from "../events/subjects.js";
-import type { AppendOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
+import type { AppendOutcome, ClaimOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
+import type { ClaimView } from "../commands/claim.js";
+import type { LiveClaim, OpenTask } from "../projections/claims/reader.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { ErrorCode, MemledgerError, invalid, unavailable } from "../schemas/errors.js";
 import { Actor, ActorKind } from "../schemas/primitives.js";
@@ -127,5 +129,44 @@ export class MemoryClient {
 
   showSession(sessionId: string): Promise<SessionView> {
     return this.request("session_show", { sessionId });
+  }
+
+  /** Opens a task (name: an id) that agents can claim; priority 1 is the most urgent (default 3). */
+  openTask(name: string, options: Without<RequestOf<"open_task">, "name"> = {}): Promise<ClaimOutcome> {
+    return this.request("open_task", { ...options, name });
+  }
+
+  /**
+   * Claims a task (default) or a lock (`kind: "lock"`, name: a module or file path) for `ttlMs`
+   * (default 10 minutes). Rejects with `conflict` (details.holder, details.expiresAt) while another
+   * agent holds a live lease, or while you hold it yourself (reason `already_held`: renew instead).
+   */
+  claim(name: string, options: Without<RequestOf<"claim">, "name"> = {}): Promise<ClaimOutcome> {
+    return this.request("claim", { ...options, name });
+  }
+
+  /** Extends your live lease by `ttlMs` from now (default: the last lease length). */
+  renew(name: string, options: Without<RequestOf<"renew">, "name"> = {}): Promise<ClaimOutcome> {
+    return this.request("renew", { ...options, name });
+  }
+
+  /** Lets go of a task or lock you hold; `done: true` finishes a task for good. */
+  release(name: string, options: Without<RequestOf<"release">, "name"> = {}): Promise<ClaimOutcome> {
+    return this.request("release", { ...options, name });
+  }
+
+  /** One task or lock as its own events say (read-your-writes). */
+  showClaim(name: string, options: Without<RequestOf<"claim_show">, "name"> = {}): Promise<ClaimView & { seq: number }> {
+    return this.request("claim_show", { ...options, name });
+  }
+
+  /** Live claims of the app, or of one agent, from the Redis claims projection (eventually consistent). */
+  claims(options: RequestOf<"claims"> = {}): Promise<LiveClaim[]> {
+    return this.request("claims", options);
+  }
+
+  /** Tasks not done, most urgent first, from the Redis claims projection. */
+  tasks(options: RequestOf<"tasks"> = {}): Promise<OpenTask[]> {
+    return this.request("tasks", options);
   }
 }

@@ -2,16 +2,20 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node"
 import { z } from "zod";
 import { memoryDecider, memoryStatus, type MemoryState } from "../commands/memory.js";
 import { sessionDecider, type SessionState } from "../commands/session.js";
+import { claimDecider, claimIdOf, claimView, type ClaimState } from "../commands/claim.js";
+import type { ClaimsReader } from "../projections/claims/reader.js";
 import { COMMAND_QUEUE, naming, type Naming } from "../events/subjects.js";
 import {
   REQUESTS,
   type AppendOutcome,
+  type ClaimOutcome,
   type ParsedRequestOf,
   type Reply,
   type SessionOutcome,
   type Verb,
 } from "../schemas/commands.js";
-import { ErrorCode, MemledgerError, invalid, notFound } from "../schemas/errors.js";
+import { ErrorCode, MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
+import type { ClaimEvent } from "../schemas/events.js";
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
@@ -20,6 +24,8 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   prefix?: string;
   /** Called for failures that are not the sender's fault, for the operator's log. */
   onError?: (err: unknown, subject: string) => void;
+  /** Read side of the `claims` and `tasks` queries (the Redis claims projection); without it they answer `unavailable`. */
+  claims?: ClaimsReader;
 }
 
 /** A memory as `show` returns it: every version, the active one, and the sequence to send back. */
@@ -68,6 +74,9 @@ export class CommandService {
   private subscription: Subscription | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   readonly names: Naming;
+  /** The clock claims' leases are decided against (CommandHandlerOptions.now; tests inject one). */
+  private clock: () => Date = () => new Date();
+  private claimsReader: ClaimsReader | undefined;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -82,6 +91,8 @@ export class CommandService {
     const names = naming(options.prefix);
     const store = await EventStore.open(nc, names, options);
     const service = new CommandService(nc, store, new CommandHandler(store, options), options.onError ?? (() => undefined));
+    if (options.now) service.clock = options.now;
+    service.claimsReader = options.claims;
     service.subscription = nc.subscribe(names.allCommands(), {
       queue: COMMAND_QUEUE,
       callback: (err, msg) => {
@@ -143,6 +154,29 @@ export class CommandService {
       seq: executed.seq,
       eventId: executed.event.id,
       type: executed.event.type,
+      replayed: executed.replayed,
+    };
+  }
+
+  /** What one claim event left: holder and expiry as that event says (also for a replayed command). */
+  private claimOutcome(executed: { aggregateId: string; seq: number; replayed: boolean; event: { id: string; type: string }; state: ClaimState }): ClaimOutcome {
+    const event = executed.event as ClaimEvent;
+    const lease =
+      event.type === "claim.claimed" || event.type === "claim.renewed"
+        ? { holder: event.data.holder, expiresAt: event.data.expiresAt }
+        : event.type === "claim.released"
+          ? { holder: null, expiresAt: null }
+          : { holder: executed.state.holder, expiresAt: executed.state.expiresAt };
+    return {
+      claimId: executed.aggregateId,
+      kind: executed.state.kind ?? "task",
+      name: executed.state.name ?? "",
+      ...lease,
+      takeoverOf: event.type === "claim.claimed" ? event.data.takeoverOf : null,
+      done: event.type === "claim.released" ? event.data.done : executed.state.done,
+      seq: executed.seq,
+      eventId: event.id,
+      type: event.type,
       replayed: executed.replayed,
     };
   }
@@ -216,6 +250,34 @@ export class CommandService {
       const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
       const events = await this.store.readLog(stream, { filterSubject, sinceSeq: r.sinceSeq, limit: r.limit });
       return events.map(logEntry);
+    },
+    open_task: async (r, ctx) =>
+      this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf("task", r.name), { type: "open", name: r.name, title: r.title ?? null, priority: r.priority }, ctx)),
+    claim: async (r, ctx) => {
+      const command = { type: "claim", kind: r.kind, name: r.name, agentId: ctx.actor.id, ttlMs: r.ttlMs, now: this.clock().getTime(), priority: r.priority } as const;
+      return this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf(r.kind, r.name), command, ctx));
+    },
+    renew: async (r, ctx) => {
+      const command = { type: "renew", kind: r.kind, name: r.name, agentId: ctx.actor.id, ttlMs: r.ttlMs ?? null, now: this.clock().getTime() } as const;
+      return this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf(r.kind, r.name), command, ctx));
+    },
+    release: async (r, ctx) => {
+      const command = { type: "release", kind: r.kind, name: r.name, agentId: ctx.actor.id, done: r.done, now: this.clock().getTime() } as const;
+      return this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf(r.kind, r.name), command, ctx));
+    },
+    claim_show: async (r, ctx) => {
+      const loaded = await this.handler.load(claimDecider, ctx.app, claimIdOf(r.kind, r.name));
+      const view = claimView(loaded.state, this.clock().getTime());
+      if (view === null) throw notFound(`no ${r.kind} ${r.name} in app ${ctx.app}`, { kind: r.kind, name: r.name });
+      return { ...view, seq: loaded.seq };
+    },
+    claims: async (r, ctx) => {
+      if (!this.claimsReader) throw unavailable("the claims query needs the Redis claims projection (CommandServiceOptions.claims)");
+      return this.claimsReader.liveClaims(ctx.app, { agent: r.agent, now: this.clock().getTime() });
+    },
+    tasks: async (r, ctx) => {
+      if (!this.claimsReader) throw unavailable("the tasks query needs the Redis claims projection (CommandServiceOptions.claims)");
+      return this.claimsReader.openTasks(ctx.app, { now: this.clock().getTime(), limit: r.limit, unclaimed: r.unclaimed });
     },
   };
 }

@@ -1,0 +1,196 @@
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import type { ClaimState } from "../../commands/claim.js";
+import { conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
+import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { claimKeys, type ClaimKeys, type GenerationKeys } from "./keys.js";
+import { isClaimEvent, parseState, planBatch, type RedisCommand } from "./model.js";
+
+export interface ClaimsProjectionOptions {
+  /** An ioredis client (the projection opens its own connection with `duplicate()`) or a Redis URL. */
+  redis: Redis | string;
+  /** Every key lives under `<keyPrefix>:<app>:`. Readers must be given the same prefix. */
+  keyPrefix: string;
+}
+
+const newGeneration = (): string => `${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
+
+const connectionOf = (redis: Redis | string): Redis =>
+  typeof redis === "string" ? new Redis(redis, { maxRetriesPerRequest: 3 }) : redis.duplicate();
+
+/** Deletes every key matching `pattern` with SCAN + UNLINK (never KEYS: it blocks the server). */
+export async function unlinkMatching(redis: Redis, pattern: string): Promise<number> {
+  let cursor = "0";
+  let removed = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 500);
+    cursor = next;
+    if (keys.length > 0) removed += await redis.unlink(...keys);
+  } while (cursor !== "0");
+  return removed;
+}
+
+/**
+ * One generation of the claims read model in Redis. `apply` folds events into pending commands (reading
+ * each touched claim's stored state once); `commit` writes them and the checkpoint in one MULTI/EXEC,
+ * watching the checkpoint (and, once visible, the generation pointer), so a second writer or a promote
+ * that replaced this generation makes the commit fail instead of writing into the void.
+ */
+export class RedisClaimsTarget implements ProjectionTarget {
+  private pending: RedisCommand[] = [];
+  private readonly states = new Map<string, ClaimState>();
+  private appliedSeq: number;
+  private closed = false;
+
+  constructor(
+    private readonly redis: Redis,
+    readonly keys: ClaimKeys,
+    readonly generationKeys: GenerationKeys,
+    private current: Checkpoint,
+    /** Live targets are what readers see; a fresh one becomes visible when promoted. */
+    public visible: boolean,
+  ) {
+    this.appliedSeq = current.seq;
+  }
+
+  get checkpoint(): Checkpoint {
+    return this.current;
+  }
+
+  get generation(): string {
+    return this.generationKeys.generation;
+  }
+
+  /** True when applied events wait for `commit`. */
+  get dirty(): boolean {
+    return this.appliedSeq !== this.current.seq;
+  }
+
+  async apply(events: readonly ProjectedEvent[]): Promise<void> {
+    this.requireOpen();
+    const ids = [
+      ...new Set(
+        events.filter((e) => e.seq > this.appliedSeq && isClaimEvent(e.event) && !this.states.has(e.event.aggregateId)).map((e) => e.event.aggregateId),
+      ),
+    ];
+    const loaded = new Map<string, ClaimState>();
+    if (ids.length > 0) {
+      const stored = await this.redis.mget(...ids.map((id) => this.generationKeys.state(id)));
+      ids.forEach((id, i) => loaded.set(id, parseState(stored[i] ?? null)));
+    }
+    const plan = planBatch(this.generationKeys, events, this.appliedSeq, (id) => this.states.get(id) ?? loaded.get(id) ?? parseState(null));
+    for (const [id, state] of plan.states) this.states.set(id, state);
+    this.pending.push(...plan.commands);
+    this.appliedSeq = plan.lastSeq;
+  }
+
+  async commit(seq: number): Promise<void> {
+    this.requireOpen();
+    if (seq <= this.current.seq && this.pending.length === 0) return;
+    if (seq < this.appliedSeq) throw invalid(`claims projection: commit(${seq}) is behind applied sequence ${this.appliedSeq}`);
+    const { checkpoint } = this.generationKeys;
+    const watched = this.visible ? [checkpoint, this.keys.pointer] : [checkpoint];
+    await this.redis.watch(...watched);
+    try {
+      const [stored, pointer] = await Promise.all([this.redis.get(checkpoint), this.redis.get(this.keys.pointer)]);
+      if (Number(stored ?? 0) !== this.current.seq) {
+        throw conflict(`claims projection: checkpoint of generation ${this.generation} is ${stored ?? 0}, not ${this.current.seq}: another writer`, {
+          reason: "checkpoint_moved",
+        });
+      }
+      if (this.visible && pointer !== this.generation) {
+        throw conflict(`claims projection: generation ${this.generation} was replaced by ${pointer}: reopen`, { reason: "generation_replaced" });
+      }
+      const transaction = this.redis.multi();
+      for (const [command, ...args] of this.pending) transaction.call(command, ...args);
+      transaction.set(checkpoint, String(seq));
+      const result = await transaction.exec();
+      if (result === null) throw conflict("claims projection: the checkpoint or generation moved during commit", { reason: "checkpoint_moved" });
+      const failed = result.find(([err]) => err !== null);
+      if (failed) throw unavailable(`claims projection: Redis refused a write: ${(failed[0] as Error).message}`);
+    } catch (err) {
+      await this.redis.unwatch().catch(() => undefined);
+      // What was applied but not written is dropped: the caller re-feeds from the durable checkpoint.
+      this.reset();
+      throw err;
+    }
+    this.current = { seq, generation: this.generation };
+    this.appliedSeq = seq;
+    this.pending = [];
+    this.states.clear();
+  }
+
+  async currentGeneration(): Promise<string> {
+    return (await this.redis.get(this.keys.pointer)) ?? "";
+  }
+
+  /** Forgets everything applied since the last commit. */
+  reset(): void {
+    this.pending = [];
+    this.states.clear();
+    this.appliedSeq = this.current.seq;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.redis.disconnect();
+  }
+
+  private requireOpen(): void {
+    if (this.closed) throw invalid("claims projection: target is closed");
+  }
+}
+
+/** The `claims` projection definition, with targets typed as what they are. */
+export interface ClaimsProjection extends ProjectionDefinition {
+  openLive(scope: ProjectionScope): Promise<RedisClaimsTarget>;
+  openFresh(scope: ProjectionScope): Promise<RedisClaimsTarget>;
+}
+
+/**
+ * The `claims` projection: live claims, what each agent holds, and open tasks by priority, in Redis.
+ * Each target opens its own connection (WATCH/MULTI are per connection).
+ */
+export function claimsProjection(options: ClaimsProjectionOptions): ClaimsProjection {
+  const open = async (scope: ProjectionScope, live: boolean): Promise<RedisClaimsTarget> => {
+    const redis = connectionOf(options.redis);
+    try {
+      const keys = claimKeys(options.keyPrefix, scope.app);
+      let generation: string;
+      if (live) {
+        await redis.set(keys.pointer, newGeneration(), "NX");
+        generation = (await redis.get(keys.pointer)) ?? "";
+      } else {
+        generation = newGeneration();
+      }
+      const generationKeys = keys.generation(generation);
+      const seq = live ? Number((await redis.get(generationKeys.checkpoint)) ?? 0) : 0;
+      return new RedisClaimsTarget(redis, keys, generationKeys, { seq, generation }, live);
+    } catch (err) {
+      redis.disconnect();
+      throw isMemledgerError(err) ? err : unavailable(`claims projection: Redis: ${(err as Error).message}`);
+    }
+  };
+
+  return {
+    name: "claims",
+    openLive: (scope) => open(scope, true),
+    openFresh: (scope) => open(scope, false),
+    async promote(scope, fresh) {
+      if (!(fresh instanceof RedisClaimsTarget)) throw invalid("claims projection: can only promote a target it opened");
+      if (fresh.dirty) throw invalid("claims projection: commit the fresh target before promoting it");
+      const keys = claimKeys(options.keyPrefix, scope.app);
+      if (fresh.keys.root !== keys.root) throw invalid(`claims projection: the fresh target belongs to ${fresh.keys.root}, not ${keys.root}`);
+      const redis = connectionOf(options.redis);
+      try {
+        // One atomic flip: readers see the old generation or the new one, never a mix.
+        const old = await redis.getset(keys.pointer, fresh.generation);
+        fresh.visible = true;
+        if (old !== null && old !== fresh.generation) await unlinkMatching(redis, keys.generation(old).pattern);
+      } finally {
+        redis.disconnect();
+      }
+    },
+  };
+}
