@@ -1,0 +1,98 @@
+import path from "node:path";
+import { invalid } from "../../schemas/errors.js";
+import type { ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { listFiles, readTextIfExists, writeFileAtomic } from "./fs.js";
+import { AppLayout } from "./layout.js";
+import { CHECKPOINT_FILE, INDEX_FILE } from "./paths.js";
+import { FilesTarget, type FilesTargetOptions } from "./target.js";
+
+/**
+ * The file store projection: one markdown file per memory plus a capped MEMORY.md per app, laid out
+ *
+ *   <root>/<app>/MEMORY.md
+ *   <root>/<app>/<scope…>/<memoryId>.md        scope folders: app, org, agent/<id>, team/<name>
+ *
+ * where `<root>/<app>` is a link to the current generation under `<root>.gen/<app>/` (see layout.ts).
+ * The durable, human-readable layer: agents and people read it, git can track it, rebuilds reproduce it
+ * byte for byte.
+ */
+
+export const DEFAULT_FILES_ROOT = ".memledger/files";
+
+export interface FilesProjectionOptions extends FilesTargetOptions {
+  /** The directory readers open; `--files DIR` / `MEMLEDGER_FILES` on the CLI. */
+  root: string;
+}
+
+export function filesProjection(options: FilesProjectionOptions): ProjectionDefinition {
+  const { root, ...targetOptions } = options;
+  const layoutOf = (scope: ProjectionScope) => new AppLayout(root, scope.app);
+
+  return {
+    name: "files",
+
+    async openLive(scope) {
+      const layout = layoutOf(scope);
+      let generation = await layout.current();
+      if (generation === null) {
+        // First start: generation 1 (or the next free number if a rebuild left directories behind),
+        // given an empty checkpoint before readers can see it.
+        generation = await layout.allocate();
+        await writeFileAtomic(
+          path.join(layout.generationDir(generation), CHECKPOINT_FILE),
+          `${JSON.stringify({ seq: 0, generation })}\n`,
+        );
+        await layout.switchTo(generation);
+      }
+      return FilesTarget.open(layout, generation, targetOptions);
+    },
+
+    async openFresh(scope) {
+      const layout = layoutOf(scope);
+      // One rebuild per app at a time: directories of earlier rebuilds that never got promoted are junk.
+      const current = await layout.current();
+      for (const abandoned of await layout.generations()) {
+        if (abandoned !== current) await layout.remove(abandoned);
+      }
+      return FilesTarget.open(layout, await layout.allocate(), targetOptions);
+    },
+
+    async promote(scope, fresh: ProjectionTarget) {
+      const layout = layoutOf(scope);
+      if (!(fresh instanceof FilesTarget) || fresh.layout.generationsDir !== layout.generationsDir) {
+        throw invalid(`promote needs a files target opened by openFresh for app ${scope.app}`);
+      }
+      if (fresh.hasUncommitted) throw invalid("commit the fresh target before promoting it");
+      const previous = await layout.current();
+      await layout.switchTo(fresh.generation);
+      if (previous !== null && previous !== fresh.generation) await layout.remove(previous);
+    },
+  };
+}
+
+// ---- readers -----------------------------------------------------------------------------------
+
+/** The app's MEMORY.md as readers see it now, or null when the app has no index yet. */
+export async function readMemoryIndex(root: string, app: string): Promise<string | null> {
+  return readTextIfExists(path.join(new AppLayout(root, app).appDir, INDEX_FILE));
+}
+
+/** The app's memory files, relative to `<root>/<app>` with '/' separators, sorted; MEMORY.md excluded. */
+export async function listMemoryFiles(root: string, app: string): Promise<string[]> {
+  try {
+    const files = await listFiles(new AppLayout(root, app).appDir);
+    return files.filter((file) => file !== INDEX_FILE && file.endsWith(".md"));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+}
+
+export { treeHash, listFiles } from "./fs.js";
+export type { WalkOptions } from "./fs.js";
+export { FilesTarget } from "./target.js";
+export { AppLayout } from "./layout.js";
+export { safeSegment, scopeSegments, memoryFilePath } from "./paths.js";
+export { renderMemoryFile, renderMemoryIndex, compareIndexEntries, INDEX_LIMITS, KIND_RANK } from "./render.js";
+export { applyEvent, emptyRecord, indexEntryOf, shownVersion } from "./model.js";
+export type { MemoryRecord, IndexEntry, Provenance, VersionProvenance } from "./model.js";

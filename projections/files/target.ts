@@ -1,0 +1,235 @@
+import { mkdir, readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { conflict, internal } from "../../schemas/errors.js";
+import type { Checkpoint, ProjectedEvent, ProjectionTarget } from "../projection.js";
+import { isNotFound, readTextIfExists, removeLeftoverTemps, writeFileAtomic } from "./fs.js";
+import type { AppLayout } from "./layout.js";
+import { applyEvent, emptyRecord, indexEntryOf, isMemoryEvent, type IndexEntry, type MemoryRecord } from "./model.js";
+import { CHECKPOINT_FILE, INDEX_FILE, STATE_DIR, memoryFilePath, memoryStatePath, resolveInside } from "./paths.js";
+import { renderMemoryFile, renderMemoryIndex } from "./render.js";
+
+/** The on-disk form of one memory's record (`.state/<id>.json`). */
+interface StoredRecord extends MemoryRecord {
+  format: 1;
+}
+
+export interface FilesTargetOptions {
+  /** fsync every file before its rename (survives an OS crash; much slower). Default false. */
+  sync?: boolean;
+  /**
+   * Test hook: the target fails (as a crash would) once it has written this many files, so tests can
+   * leave a commit half-written and check that resuming from the checkpoint still converges.
+   */
+  failAfterWrites?: number;
+}
+
+/** Files read or written at once: enough to keep libuv's thread pool busy, few enough to bound open files. */
+const IO_CONCURRENCY = 32;
+
+/** Runs `run` over `items`, a chunk at a time; a failure surfaces only after its whole chunk has settled,
+ * so no write is still in flight when a commit rejects and the target is reopened. */
+async function inChunks<T>(items: readonly T[], run: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += IO_CONCURRENCY) {
+    const results = await Promise.allSettled(items.slice(i, i + IO_CONCURRENCY).map(run));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failure) throw failure.reason;
+  }
+}
+
+/**
+ * One generation directory of one app, as a projection target.
+ *
+ * Persisted per generation:
+ *   <app>/<scope…>/<id>.md   what readers read
+ *   MEMORY.md                the capped index
+ *   .state/<id>.json         each memory's full record (MemoryState with pending versions, provenance, seq)
+ *   .checkpoint.json         { seq, generation }, written last by every commit
+ *
+ * One state file per memory (rather than a state file per batch) keeps a commit proportional to what
+ * the batch touched, makes the state of one memory readable and replaceable on its own, and needs no
+ * compaction. In memory the target keeps only the index entries of all memories (small) and the full
+ * records of the memories touched since the last commit; other records are read from disk when an event
+ * touches them.
+ */
+export class FilesTarget implements ProjectionTarget {
+  private committed: Checkpoint;
+  /** Index entries of every memory with something to show, by memory id. */
+  private readonly entries = new Map<string, IndexEntry>();
+  /** Memories with ids on disk (with or without an index entry): their records must be read, not started afresh. */
+  private readonly stored = new Set<string>();
+  /** Records touched since the last commit: written once each by the next commit. */
+  private readonly touched = new Map<string, MemoryRecord>();
+  private indexOnDisk = false;
+  private readonly knownDirs = new Set<string>();
+  private writes = 0;
+  private closed = false;
+
+  private constructor(
+    readonly layout: AppLayout,
+    readonly generation: string,
+    readonly dir: string,
+    private readonly options: FilesTargetOptions,
+  ) {
+    this.committed = { seq: 0, generation };
+  }
+
+  /** Opens a generation directory that exists, resuming from its checkpoint and state files. */
+  static async open(layout: AppLayout, generation: string, options: FilesTargetOptions = {}): Promise<FilesTarget> {
+    const target = new FilesTarget(layout, generation, layout.generationDir(generation), options);
+    await target.load();
+    return target;
+  }
+
+  get checkpoint(): Checkpoint {
+    return { ...this.committed };
+  }
+
+  /** True when events were applied since the last commit (promote refuses such a target). */
+  get hasUncommitted(): boolean {
+    return this.touched.size > 0;
+  }
+
+  private async load(): Promise<void> {
+    await removeLeftoverTemps(this.dir);
+    const checkpointText = await readTextIfExists(path.join(this.dir, CHECKPOINT_FILE));
+    if (checkpointText !== null) {
+      const saved = JSON.parse(checkpointText) as Checkpoint;
+      if (saved.generation !== this.generation) {
+        throw internal(`${this.dir} holds the checkpoint of generation ${saved.generation}, not ${this.generation}`);
+      }
+      this.committed = { seq: saved.seq, generation: this.generation };
+    }
+    this.indexOnDisk = (await readTextIfExists(path.join(this.dir, INDEX_FILE))) !== null;
+    let stateFiles: string[] = [];
+    try {
+      stateFiles = (await readdir(path.join(this.dir, STATE_DIR))).filter((name) => !name.startsWith(".") && name.endsWith(".json"));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    await inChunks(stateFiles, async (name) => {
+      const record = JSON.parse(await readFile(path.join(this.dir, STATE_DIR, name), "utf8")) as StoredRecord;
+      this.remember(record);
+    });
+  }
+
+  private remember(record: MemoryRecord): void {
+    const id = record.state.id;
+    if (id === null) return;
+    this.stored.add(id);
+    const entry = indexEntryOf(record);
+    if (entry) this.entries.set(id, entry);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw internal(`the files target of generation ${this.generation} is closed`);
+  }
+
+  async apply(events: readonly ProjectedEvent[]): Promise<void> {
+    this.assertOpen();
+    // Events at or below the checkpoint are already durable: skipping them is what makes redelivery harmless.
+    const fresh = events.filter((e) => e.seq > this.committed.seq && isMemoryEvent(e.event));
+    const toLoad = [...new Set(fresh.map((e) => e.event.aggregateId))].filter((id) => !this.touched.has(id) && this.stored.has(id));
+    const loaded = new Map<string, MemoryRecord>();
+    try {
+      await inChunks(toLoad, async (id) => {
+        loaded.set(id, JSON.parse(await readFile(resolveInside(this.dir, memoryStatePath(id)), "utf8")) as StoredRecord);
+      });
+    } catch (err) {
+      await this.assertStillMine(); // a promoted rebuild deleted this generation: say so, not "file not found"
+      throw err;
+    }
+    for (const projected of fresh) {
+      const id = projected.event.aggregateId;
+      const record = this.touched.get(id) ?? loaded.get(id) ?? emptyRecord();
+      // Marked touched even when the record already holds the event: after a crash in the middle of a
+      // commit, state files may be ahead of the checkpoint, and the redelivered events must still cause
+      // the memory's file and MEMORY.md to be rewritten.
+      this.touched.set(id, applyEvent(record, projected));
+    }
+  }
+
+  async commit(seq: number): Promise<void> {
+    this.assertOpen();
+    await this.assertStillMine();
+    if (this.touched.size === 0 && seq <= this.committed.seq && this.indexOnDisk) return;
+
+    // Write order is the crash-safety argument:
+    // 1. each touched memory's file, then its state (a crash here leaves the checkpoint behind: the
+    //    runner redelivers these events, they mark the memories touched again, and they are rewritten);
+    // 2. MEMORY.md, after the files it links to exist (readers following a link never find nothing);
+    // 3. the checkpoint, last: it promises that everything up to `seq` is on disk.
+    const records = [...this.touched.values()].filter((r) => r.state.id !== null);
+    await inChunks(records, async (record) => {
+      const id = record.state.id!;
+      const markdown = renderMemoryFile(this.layout.app, record);
+      if (markdown !== undefined) await this.write(memoryFilePath(record.state.scope ?? "app", id), markdown);
+      await this.write(memoryStatePath(id), JSON.stringify({ format: 1, ...record } satisfies StoredRecord));
+    });
+    for (const record of records) this.remember(record);
+
+    if (records.length > 0 || !this.indexOnDisk) {
+      await this.write(INDEX_FILE, renderMemoryIndex(this.layout.app, this.entries.values()));
+      this.indexOnDisk = true;
+    }
+
+    const checkpoint: Checkpoint = { seq: Math.max(seq, this.committed.seq), generation: this.generation };
+    await this.write(CHECKPOINT_FILE, `${JSON.stringify(checkpoint)}\n`);
+    this.committed = checkpoint;
+    this.touched.clear();
+  }
+
+  /**
+   * A target may write while its generation is the one readers see, or is newer (a rebuild not promoted
+   * yet). Once a newer generation was promoted, the old directory is being deleted: a live target still
+   * holding it must not write there (and must not recreate it); the runner reopens on this error.
+   */
+  private async assertStillMine(): Promise<void> {
+    const current = await this.layout.current();
+    const replaced = current !== null && Number(current) > Number(this.generation);
+    const present = await stat(this.dir).then(
+      () => true,
+      () => false,
+    );
+    if (replaced || !present) {
+      throw conflict(`generation ${this.generation} of ${this.layout.app} was replaced by ${current ?? "nothing"}: reopen the target`, {
+        reason: "generation_replaced",
+      });
+    }
+  }
+
+  private async write(relative: string, content: string): Promise<void> {
+    // Counted when started, so that with concurrent writes exactly `failAfterWrites` of them happen.
+    if (this.options.failAfterWrites !== undefined && this.writes >= this.options.failAfterWrites) {
+      throw internal(`simulated crash after ${this.writes} writes`);
+    }
+    this.writes++;
+    const file = resolveInside(this.dir, relative);
+    await this.ensureParent(relative);
+    await writeFileAtomic(file, content, this.options.sync);
+  }
+
+  /**
+   * Creates the folders between the generation directory and a file, one level at a time and never the
+   * generation directory itself: if a promote deleted it, writing fails instead of resurrecting it.
+   */
+  private async ensureParent(relative: string): Promise<void> {
+    const segments = relative.split("/").slice(0, -1);
+    for (let depth = 1; depth <= segments.length; depth++) {
+      const dir = resolveInside(this.dir, segments.slice(0, depth).join("/"));
+      if (this.knownDirs.has(dir)) continue;
+      await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "EEXIST") throw err;
+      });
+      this.knownDirs.add(dir);
+    }
+  }
+
+  async currentGeneration(): Promise<string> {
+    return (await this.layout.current()) ?? "";
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.touched.clear();
+  }
+}
