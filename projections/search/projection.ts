@@ -1,0 +1,215 @@
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { SearchIndex } from "./search-index.js";
+import {
+  appDir,
+  newGeneration,
+  readCurrentGeneration,
+  readSnapshot,
+  snapshotFile,
+  writeCurrentGeneration,
+  writeSnapshot,
+} from "./snapshot.js";
+
+export const DEFAULT_SEARCH_DIR = ".memledger/search";
+
+export interface SearchProjectionOptions {
+  /** Where snapshots live; one subdirectory per app. */
+  dir?: string;
+  /**
+   * A snapshot costs about a second at 10k memories (Orama's save plus the write), so `commit` writes
+   * one only when this many events were applied since the last one, or when `snapshotIntervalMs` has
+   * passed. Between snapshots the durable checkpoint stays at the last snapshot; after a restart the
+   * runner replays from there, and `apply` skips what the snapshot already holds.
+   */
+  snapshotEveryEvents?: number;
+  snapshotIntervalMs?: number;
+  /** The clock for the interval; tests pass their own. */
+  now?: () => number;
+}
+
+export interface SearchProjection extends ProjectionDefinition {
+  readonly name: "search";
+  readonly dir: string;
+  /** The index readers in this process query: the one last opened live or promoted for `app`. */
+  index(app: string): SearchIndex | undefined;
+}
+
+/** A commit on a target whose generation was replaced by a rebuild: the runner must reopen the live target. */
+export class StaleGenerationError extends Error {
+  constructor(
+    readonly generation: string,
+    readonly current: string | null,
+  ) {
+    super(`search index generation ${generation} was replaced by ${current ?? "nothing"}; reopen the live target`);
+    this.name = "StaleGenerationError";
+  }
+}
+
+interface SnapshotPolicy {
+  everyEvents: number;
+  intervalMs: number;
+  now: () => number;
+}
+
+class SearchTarget implements ProjectionTarget {
+  private durable: Checkpoint;
+  private lastSnapshotAt: number;
+  private committedSeq: number;
+  private writing = false;
+  private closed = false;
+
+  constructor(
+    private readonly dir: string,
+    readonly index: SearchIndex,
+    /** Live targets are what readers see; a fresh one is invisible until promoted. */
+    public role: "live" | "fresh",
+    private readonly policy: SnapshotPolicy,
+  ) {
+    this.durable = { seq: index.appliedSeq, generation: index.generation };
+    this.committedSeq = index.appliedSeq;
+    this.lastSnapshotAt = policy.now();
+  }
+
+  get checkpoint(): Checkpoint {
+    return this.durable;
+  }
+
+  async apply(events: readonly ProjectedEvent[]): Promise<void> {
+    this.assertUsable("apply");
+    this.index.apply(events);
+  }
+
+  async commit(seq: number): Promise<void> {
+    this.assertUsable("commit");
+    // The runner may commit past events it did not hand over (other subjects): they changed nothing here.
+    this.index.advanceTo(seq);
+    this.committedSeq = Math.max(this.committedSeq, seq);
+    const pending = this.index.appliedSeq - this.durable.seq;
+    const due = pending >= this.policy.everyEvents || this.policy.now() - this.lastSnapshotAt >= this.policy.intervalMs;
+    if (pending > 0 && due) await this.snapshot();
+  }
+
+  async currentGeneration(): Promise<string> {
+    return (await readCurrentGeneration(this.dir, this.index.app)) ?? this.index.generation;
+  }
+
+  /**
+   * A graceful close keeps what was committed. If events were applied after the last commit, the
+   * in-memory model is ahead of what the runner acknowledged, so nothing is written: like a crash,
+   * the runner replays from the durable checkpoint.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const committedAndUnsaved = this.index.appliedSeq === this.committedSeq && this.committedSeq > this.durable.seq;
+    if (committedAndUnsaved && (this.role === "fresh" || (await this.isCurrent()))) await this.snapshot();
+    this.closed = true;
+  }
+
+  /** Writes the model and its checkpoint in one file; only then does the durable checkpoint move. */
+  async snapshot(): Promise<void> {
+    if (this.role === "live" && !(await this.isCurrent())) {
+      throw new StaleGenerationError(this.index.generation, await readCurrentGeneration(this.dir, this.index.app));
+    }
+    this.writing = true;
+    try {
+      const seq = this.index.appliedSeq;
+      await writeSnapshot(snapshotFile(this.dir, this.index.app, this.index.generation), this.index);
+      this.durable = { seq, generation: this.index.generation };
+      this.lastSnapshotAt = this.policy.now();
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async isCurrent(): Promise<boolean> {
+    return (await readCurrentGeneration(this.dir, this.index.app)) === this.index.generation;
+  }
+
+  private assertUsable(operation: string): void {
+    if (this.closed) throw new Error(`search target ${this.index.generation}: ${operation} after close`);
+    // The saved Orama index shares structures with the live one while a snapshot is written.
+    if (this.writing) throw new Error(`search target ${this.index.generation}: ${operation} while a snapshot is being written`);
+  }
+}
+
+/**
+ * The `search` projection: a BM25 index over the active version of every memory of one app, for
+ * `memledger search` and for agents' recall. See search-index.ts for the model and snapshot.ts for
+ * the files.
+ */
+export function searchProjection(options: SearchProjectionOptions = {}): SearchProjection {
+  const dir = options.dir ?? DEFAULT_SEARCH_DIR;
+  const policy: SnapshotPolicy = {
+    everyEvents: options.snapshotEveryEvents ?? 5_000,
+    intervalMs: options.snapshotIntervalMs ?? 30_000,
+    now: options.now ?? Date.now,
+  };
+  const liveIndexes = new Map<string, SearchIndex>();
+
+  return {
+    name: "search",
+    dir,
+    index: (app) => liveIndexes.get(app),
+
+    async openLive(scope: ProjectionScope): Promise<ProjectionTarget> {
+      let index = await loadCurrent(dir, scope.app);
+      if (!index) {
+        // First start (or a CURRENT that names a lost file): an empty generation, made current at
+        // once so that checkpoint, file and pointer agree from the start. The runner replays from 0.
+        index = new SearchIndex(scope.app, newGeneration());
+        await writeSnapshot(snapshotFile(dir, scope.app, index.generation), index);
+        await writeCurrentGeneration(dir, scope.app, index.generation);
+      }
+      liveIndexes.set(scope.app, index);
+      return new SearchTarget(dir, index, "live", policy);
+    },
+
+    async openFresh(scope: ProjectionScope): Promise<ProjectionTarget> {
+      // Built in memory; its file appears on its first snapshot, and readers only follow CURRENT.
+      return new SearchTarget(dir, new SearchIndex(scope.app, newGeneration()), "fresh", policy);
+    },
+
+    async promote(scope: ProjectionScope, target: ProjectionTarget): Promise<void> {
+      if (!(target instanceof SearchTarget) || target.role !== "fresh" || target.index.app !== scope.app) {
+        throw new Error("search promote: expected a fresh search target of the same app");
+      }
+      await target.snapshot();
+      await writeCurrentGeneration(dir, scope.app, target.index.generation);
+      target.role = "live";
+      liveIndexes.set(scope.app, target.index);
+      await removeOtherGenerations(dir, scope.app, target.index.generation);
+    },
+  };
+}
+
+/** The current generation's index, or undefined when there is none (or its file is gone). */
+async function loadCurrent(dir: string, app: string): Promise<SearchIndex | undefined> {
+  // A promote in another process may replace CURRENT and delete the file it named between our two reads.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const generation = await readCurrentGeneration(dir, app);
+    if (!generation) return undefined;
+    try {
+      return await readSnapshot(snapshotFile(dir, app, generation));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      if ((await readCurrentGeneration(dir, app)) === generation) return undefined;
+    }
+  }
+  throw new Error(`search index of ${app}: CURRENT kept changing while it was being read`);
+}
+
+async function removeOtherGenerations(dir: string, app: string, keep: string): Promise<void> {
+  for (const name of await readdir(appDir(dir, app))) {
+    if (name.endsWith(".snapshot") && name !== `${keep}.snapshot`) await rm(join(appDir(dir, app), name), { force: true });
+  }
+}
+
+/**
+ * For the CLI: the latest snapshot of `app`'s search index, or an empty index at sequence 0 when there
+ * is none. The caller catches up from `index.appliedSeq + 1` with `index.apply`.
+ */
+export async function openSearchIndex(dir: string, app: string): Promise<SearchIndex> {
+  return (await loadCurrent(dir, app)) ?? new SearchIndex(app, "none");
+}

@@ -1,0 +1,152 @@
+import type { Tokenizer } from "@orama/orama";
+
+/**
+ * Tokens for text written by and for programmers.
+ *
+ * Orama's default English tokenizer lowercases and splits on anything that is not a Latin letter, digit,
+ * `_`, `'` or `-`. That loses what people search a code memory for: `src/payments/webhook.ts` becomes
+ * four common words, and `StripeWebhookHandler` one opaque token that a query for "webhook handler"
+ * never reaches. It also drops every non-Latin letter (Cyrillic, Greek, CJK vanish from the index).
+ *
+ * Here every whitespace-separated chunk yields
+ *   - the whole identifier, lowercased (`src/payments/webhook.ts`, `err_token_expired`,
+ *     `stripewebhookhandler`): rare, so a query naming the identifier ranks its memory first;
+ *   - each path segment whole (`webhook.ts`), so a file name finds the memory that names its full path;
+ *   - the words inside (`src`, `payments`, `webhook`, `ts`; `stripe`, `webhook`, `handler`), so prose
+ *     queries still reach identifiers.
+ * Queries go through the same function (Orama tokenizes the search term with the index's tokenizer),
+ * so the identifier in a query produces the same whole token as in the document.
+ *
+ * Tokens are unique per call: Orama's BM25 counts a token's document frequency once per insert call
+ * and its default tokenizer deduplicates too.
+ */
+
+/** Characters that may sit inside one identifier, path, or package name; anything else separates chunks. */
+const CHUNK = /[\p{L}\p{N}\p{M}_\-./\\@$#:]+/gu;
+/** Punctuation that ends a sentence or wraps an identifier rather than belonging to it. */
+const EDGE_PUNCTUATION = /^[\-./\\:#@$]+|[\-./\\:#]+$/gu;
+/** Separators inside an identifier: what splits it into words. */
+const WORD_SEPARATOR = /[^\p{L}\p{N}\p{M}]+/u;
+const PATH_SEPARATOR = /[/\\]/;
+/** camelCase and PascalCase boundaries: `useAuthStore` → use Auth Store, `HTTPServer` → HTTP Server. */
+const LOWER_UPPER = /(\p{Ll}|\p{N})(\p{Lu})/gu;
+const UPPER_UPPER_LOWER = /(\p{Lu})(\p{Lu}\p{Ll})/gu;
+const COMBINING_MARKS = /\p{M}/gu;
+
+/** Longer whole tokens are hashes, URLs with query strings or base64: only their parts are useful. */
+const MAX_WHOLE_TOKEN_LENGTH = 128;
+const MAX_WORD_LENGTH = 64;
+
+/**
+ * Words so common in English prose that they carry no ranking signal and, through Orama's prefix
+ * matching ("the" also matches "then", "there"), add noise. Only dropped as standalone words:
+ * an identifier that contains one (`the_end`, `useAuthStore`) keeps its whole token.
+ */
+const STOP_WORDS = new Set(
+  `a an and are as at be but by for from has have how i if in into is it its of on or so such that the their then there these
+  they this to was we were what when where which while who why will with you your do does did can could should would not no
+  our us my me he she him her them than too very just also about over after before`.split(/\s+/),
+);
+
+const NON_ASCII = /[^\x00-\x7f]/;
+/** Lowercase without diacritics (café → cafe); the Unicode work only for text that needs it. */
+const fold = (text: string): string =>
+  NON_ASCII.test(text) ? text.normalize("NFKD").replace(COMBINING_MARKS, "").toLowerCase() : text.toLowerCase();
+
+function wordsOf(identifier: string): string[] {
+  const spaced = identifier.replace(UPPER_UPPER_LOWER, "$1 $2").replace(LOWER_UPPER, "$1 $2");
+  return spaced.split(/[^\p{L}\p{N}\p{M}]+/u).filter((w) => w.length > 0);
+}
+
+interface TextTokens {
+  /** Everything: words and whole identifiers. */
+  all: string[];
+  /** Only whole identifiers: compound chunks, their path segments and camelCase runs. */
+  identifiers: string[];
+  /** Only the chunk-level identifiers, as written (lowercased): what a query names. */
+  named: string[];
+}
+
+function analyze(text: string): TextTokens {
+  const all = new Set<string>();
+  const identifiers = new Set<string>();
+  const named = new Set<string>();
+  const addWhole = (token: string, isNamed: boolean) => {
+    if (token.length === 0 || token.length > MAX_WHOLE_TOKEN_LENGTH) return;
+    all.add(token);
+    identifiers.add(token);
+    if (isNamed) named.add(token);
+  };
+  for (const match of text.matchAll(CHUNK)) {
+    const chunk = match[0].replace(EDGE_PUNCTUATION, "");
+    if (chunk.length === 0) continue;
+    const words = wordsOf(chunk);
+    const compound = words.length > 1;
+    if (compound) {
+      addWhole(fold(chunk), true);
+      if (PATH_SEPARATOR.test(chunk)) {
+        for (const segment of chunk.split(PATH_SEPARATOR)) {
+          if (wordsOf(segment).length > 1) addWhole(fold(segment), false);
+        }
+      }
+      // `useAuthStore` inside `src/useAuthStore.ts`: the camelCase run is itself an identifier.
+      for (const part of chunk.split(WORD_SEPARATOR)) {
+        if (part !== chunk && wordsOf(part).length > 1) addWhole(fold(part), false);
+      }
+    }
+    for (const word of words) {
+      const folded = fold(word);
+      if (!compound && STOP_WORDS.has(folded)) continue;
+      if (folded.length <= MAX_WORD_LENGTH) all.add(folded);
+    }
+  }
+  return { all: [...all], identifiers: [...identifiers], named: [...named] };
+}
+
+/** The tokens of one text; pure and deterministic (Orama re-tokenizes stored documents to remove them). */
+export const tokenizeText = (text: string): string[] => analyze(text).all;
+
+/** The whole identifiers in a text, for the exact-identifier field. */
+export const identifierTokens = (text: string): string[] => analyze(text).identifiers;
+
+/** The identifiers a query names, whole: `where is ERR_TOKEN_EXPIRED handled?` names `err_token_expired`. */
+export const namedIdentifiers = (query: string): string[] => analyze(query).named;
+
+/**
+ * An Orama tokenizer component. Orama passes the property being indexed (and none for a search term):
+ * the properties in `wholeTokenProperties` hold space-separated identifiers already tokenized by
+ * {@link identifierTokens}, and are split on spaces only, so that an exact search on them matches a
+ * whole identifier and never one of its words.
+ */
+export interface IdentifierAwareTokenizer extends Tokenizer {
+  /**
+   * Runs `search` with query terms taken as one whole identifier each. Orama tokenizes a search term
+   * without saying which property it searches, so the exact-identifier lookup says it here; Orama's
+   * search is synchronous, so no other search can run in between.
+   */
+  wholeTokenQuery<T>(search: () => T): T;
+}
+
+export function identifierAwareTokenizer(wholeTokenProperties: readonly string[] = []): IdentifierAwareTokenizer {
+  const whole = new Set(wholeTokenProperties);
+  const splitWhole = (raw: string) => [...new Set(raw.split(" ").filter((t) => t.length > 0))];
+  let queryAsWholeTokens = false;
+  return {
+    language: "english",
+    // Orama's interface requires the cache; tokenizeText is cheap enough not to need it.
+    normalizationCache: new Map(),
+    tokenize: (raw: string, _language?: string, prop?: string) => {
+      if (typeof raw !== "string") return [];
+      if (prop !== undefined ? whole.has(prop) : queryAsWholeTokens) return splitWhole(raw);
+      return tokenizeText(raw);
+    },
+    wholeTokenQuery<T>(search: () => T): T {
+      queryAsWholeTokens = true;
+      try {
+        return search();
+      } finally {
+        queryAsWholeTokens = false;
+      }
+    },
+  };
+}

@@ -1,0 +1,130 @@
+import { describe, expect, test } from "vitest";
+import { SearchIndex, searchMemories } from "../../projections/search/index.js";
+import { EventLog } from "./events.js";
+
+const ids = (index: SearchIndex, query: string, options: Parameters<typeof searchMemories>[2] = { k: 10 }) =>
+  searchMemories(index, query, options).map((hit) => hit.memoryId);
+
+const build = (log: EventLog): SearchIndex => {
+  const index = new SearchIndex(log.app, "test");
+  index.apply(log.events);
+  return index;
+};
+
+describe("search index over the memory lifecycle", () => {
+  test("a proposal is not searchable until approved; then its active version is", () => {
+    const log = new EventLog();
+    log.propose("m1", { title: "Retry policy for flaky uploads", body: "Uploads retry three times with jitter." });
+    const index = build(log);
+    expect(ids(index, "jitter")).toEqual([]);
+    expect(index.recordCount).toBe(1);
+
+    log.approve("m1", 1);
+    index.apply(log.after(index.appliedSeq));
+    const [hit] = searchMemories(index, "jitter", { k: 5 });
+    expect(hit).toMatchObject({ memoryId: "m1", version: 1, title: "Retry policy for flaky uploads", scope: "app", kind: "note" });
+    expect(hit?.snippet).toContain("jitter");
+  });
+
+  test("an approved revision replaces the old text; a pending one does not", () => {
+    const log = new EventLog();
+    log.write("m1", { title: "Cache settings", body: "The cache uses memcached with a 60s TTL." });
+    const v2 = log.propose("m1", { title: "Cache settings", body: "The cache uses redis with a 300s TTL." });
+    const index = build(log);
+    expect(ids(index, "memcached")).toEqual(["m1"]);
+    expect(ids(index, "redis")).toEqual([]);
+
+    log.approve("m1", v2);
+    index.apply(log.after(index.appliedSeq));
+    expect(ids(index, "memcached")).toEqual([]);
+    expect(ids(index, "redis")).toEqual(["m1"]);
+    expect(searchMemories(index, "redis", { k: 1 })[0]?.version).toBe(2);
+    expect(index.indexedCount).toBe(1);
+  });
+
+  test("a rollback brings back the earlier version's text", () => {
+    const log = new EventLog();
+    log.write("m1", { title: "Deploy window", body: "Deploys happen on tuesday mornings." });
+    log.write("m1", { title: "Deploy window", body: "Deploys happen on thursday evenings." });
+    log.rollback("m1", 2, 1);
+    const index = build(log);
+    expect(ids(index, "tuesday")).toEqual(["m1"]);
+    expect(ids(index, "thursday")).toEqual([]);
+    expect(searchMemories(index, "tuesday", { k: 1 })[0]?.version).toBe(1);
+  });
+
+  test("supersede removes a memory; a rejected version is never indexed", () => {
+    const log = new EventLog();
+    log.write("old", { title: "Auth uses sessions", body: "Login creates a server-side session." });
+    log.write("new", { title: "Auth uses tokens", body: "Login issues a bearer token." });
+    log.supersede("old", "new");
+    const rejected = log.propose("new", { title: "Auth uses magic links", body: "Login sends a passwordless email." });
+    log.reject("new", rejected);
+    log.propose("never", { title: "Passwordless experiment", body: "A passwordless trial." });
+    log.reject("never", 1);
+    const index = build(log);
+    expect(ids(index, "login")).toEqual(["new"]);
+    expect(ids(index, "passwordless")).toEqual([]);
+    expect(ids(index, "session")).toEqual([]);
+    expect(index.indexedCount).toBe(1);
+    // The superseded memory keeps a tombstone without versions; rejected versions are dropped.
+    expect(index.record("old")?.versions).toEqual([]);
+    expect(index.record("new")?.versions.map((v) => v.version)).toEqual([1]);
+  });
+
+  test("re-applying events (at-least-once delivery) changes nothing", () => {
+    const log = new EventLog();
+    log.write("m1", { title: "Queue backpressure", body: "Workers pause consumers when the queue exceeds 10k." });
+    log.propose("m1", { title: "Queue backpressure", body: "Workers shed load when lag grows." });
+    log.write("m2", { title: "Queue naming", body: "Queues are named after the consuming service." });
+    const index = build(log);
+    const before = searchMemories(index, "queue workers", { k: 10 });
+    index.apply(log.events);
+    index.apply(log.events.slice(2, 4));
+    expect(searchMemories(index, "queue workers", { k: 10 })).toEqual(before);
+    expect(index.record("m1")?.versions).toHaveLength(2);
+    expect(index.appliedSeq).toBe(log.lastSeq);
+  });
+
+  test("session events only advance the sequence", () => {
+    const log = new EventLog();
+    log.sessionStarted("s1");
+    log.write("m1", { title: "Linting", body: "Run the linter before pushing." });
+    log.sessionStarted("s2");
+    const index = build(log);
+    expect(index.appliedSeq).toBe(4);
+    expect(index.recordCount).toBe(1);
+  });
+
+  test("filters by scope, kind and tags (all tags, case-insensitive)", () => {
+    const log = new EventLog();
+    log.write("a", { title: "Database migrations", body: "Run migrations in a transaction.", scope: "app", kind: "convention", tags: ["DB", "ops"] });
+    log.write("t", { title: "Database migrations for payments", body: "Payments migrations need approval.", scope: "team:payments", kind: "procedure", tags: ["db"] });
+    log.write("o", { title: "Database vendors", body: "Migrations to a new vendor need legal review.", scope: "org", kind: "decision", tags: ["vendors"] });
+    const index = build(log);
+    expect(ids(index, "migrations").sort()).toEqual(["a", "o", "t"]);
+    expect(ids(index, "migrations", { k: 10, scope: "team:payments" })).toEqual(["t"]);
+    expect(ids(index, "migrations", { k: 10, scope: "app" })).toEqual(["a"]);
+    expect(ids(index, "migrations", { k: 10, kind: "decision" })).toEqual(["o"]);
+    expect(ids(index, "migrations", { k: 10, tags: ["db"] }).sort()).toEqual(["a", "t"]);
+    expect(ids(index, "migrations", { k: 10, tags: ["db", "OPS"] })).toEqual(["a"]);
+    expect(ids(index, "migrations", { k: 10, scope: "team:other" })).toEqual([]);
+    // A memory keeps its scope through revisions: the filter follows the active version.
+    log.write("t", { title: "Payments schema changes", body: "Schema changes need approval.", scope: "team:payments", tags: ["db"] });
+    index.apply(log.after(index.appliedSeq));
+    expect(ids(index, "migrations", { k: 10, scope: "team:payments" })).toEqual([]);
+  });
+
+  test("k limits results, ranks by score, and a query without words finds nothing", () => {
+    const log = new EventLog();
+    for (let i = 0; i < 20; i++) log.write(`m${i}`, { title: `Note ${i}`, body: `Kafka partition note number ${i}.` });
+    log.write("best", { title: "Kafka partitions", body: "Kafka partitions: key by tenant so a partition keeps per-tenant order." });
+    const index = build(log);
+    const hits = searchMemories(index, "kafka partition", { k: 5 });
+    expect(hits).toHaveLength(5);
+    expect(hits[0]?.memoryId).toBe("best");
+    for (let i = 1; i < hits.length; i++) expect(hits[i - 1]!.score).toBeGreaterThanOrEqual(hits[i]!.score);
+    expect(searchMemories(index, "the of and", { k: 5 })).toEqual([]);
+    expect(searchMemories(index, "   ", { k: 5 })).toEqual([]);
+  });
+});
