@@ -1,0 +1,300 @@
+import { z } from "zod";
+import { invalid } from "../../schemas/errors.js";
+import { AppName, FilePath, Id, MemoryKind, Scope, Tag, Version, nonEmptyLine } from "../../schemas/primitives.js";
+
+/**
+ * The vector channel of retrieval: one point per memory (its active version's embedding), searched by
+ * cosine similarity and narrowed by the same fields the full-text channel filters on.
+ *
+ * Implementations (one conformance suite, test/vectors/conformance.ts, runs over each):
+ *   - OramaVectorIndex (orama-vectors.ts): embedded default, exact (linear scan);
+ *   - HnswVectorIndex (hnsw-vectors.ts): embedded, approximate (HNSW graph), for 100k-memory apps;
+ *   - QdrantVectorIndex (qdrant-vectors.ts): a Qdrant server.
+ *
+ * Every input is checked before anything changes: a bad point (wrong dimensions, non-finite or zero
+ * vector, malformed payload) makes the whole call fail with an `invalid` MemledgerError and leaves the
+ * index as it was.
+ */
+
+/** What a point carries besides its vector: the fields filters use, and what produced the vector. */
+export interface VectorPayload {
+  app: string;
+  scope: string;
+  kind: MemoryKind;
+  status: string;
+  version: number;
+  tags: string[];
+  paths: string[];
+  /** The embedding model that produced the vector; vectors of different models are not comparable. */
+  modelId: string;
+}
+
+export interface VectorPoint {
+  /** The memory id. */
+  id: string;
+  vector: Float32Array;
+  payload: VectorPayload;
+}
+
+/**
+ * Every field narrows the result; within a list field any one value matching is enough
+ * (`tags: ["a", "b"]` keeps points tagged a or b). An empty list is refused: it would match nothing,
+ * which is almost always a caller's bug rather than an intent.
+ */
+export interface VectorFilter {
+  app?: string;
+  scope?: string | string[];
+  kind?: MemoryKind | MemoryKind[];
+  status?: string | string[];
+  tags?: string[];
+  paths?: string[];
+}
+
+export interface VectorSearchOptions {
+  /** How many hits at most. */
+  k: number;
+  filter?: VectorFilter;
+}
+
+export interface VectorHit {
+  /** The memory id. */
+  id: string;
+  /** Cosine similarity in [-1, 1]; higher is closer. */
+  score: number;
+}
+
+export interface VectorIndex {
+  readonly name: string;
+  readonly dimensions: number;
+  /** Inserts or replaces points by id (a point's vector and payload are replaced whole). */
+  upsert(points: readonly VectorPoint[]): Promise<void>;
+  /** Removes points by id; unknown ids are ignored, so replaying a delete is harmless. */
+  delete(ids: readonly string[]): Promise<void>;
+  /** Hits sorted by score descending, ties by id ascending. */
+  search(vector: Float32Array, options: VectorSearchOptions): Promise<VectorHit[]>;
+  count(): Promise<number>;
+  /** Removes every point (a projection rebuild starts from an empty index). */
+  clear(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What `save` records beside the vectors, so a loader can tell which checkpoint they belong to. */
+export interface VectorSnapshotInfo {
+  /** Opaque to the index: the search projection stores its checkpoint (generation and seq) here. */
+  label: string;
+  count: number;
+  dimensions: number;
+  savedAt: string;
+}
+
+/**
+ * An index that lives in this process and must be saved with its projection's checkpoint: `save`
+ * writes a self-contained directory (replacing what was there), `load` replaces the index's content
+ * with a saved directory's and returns what was recorded with it. A directory that is incomplete,
+ * damaged or of other dimensions is refused with an `invalid` error and the index is left as it was.
+ */
+export interface PersistentVectorIndex extends VectorIndex {
+  save(dir: string, label: string): Promise<VectorSnapshotInfo>;
+  load(dir: string): Promise<VectorSnapshotInfo>;
+}
+
+export const isPersistentVectorIndex = (index: VectorIndex): index is PersistentVectorIndex =>
+  typeof (index as Partial<PersistentVectorIndex>).save === "function" &&
+  typeof (index as Partial<PersistentVectorIndex>).load === "function";
+
+// ---------------------------------------------------------------------------------------------------
+// Validation and the shared semantics every implementation must agree on (pure, no I/O).
+
+export const MAX_SEARCH_K = 1000;
+export const MAX_DIMENSIONS = 65_536;
+
+const Status = z.string().regex(/^[a-z][a-z_-]{0,31}$/, "a lowercase word (e.g. active)");
+
+export const VectorPayloadSchema = z.strictObject({
+  app: AppName,
+  scope: Scope,
+  kind: MemoryKind,
+  status: Status,
+  version: Version,
+  tags: z.array(Tag),
+  paths: z.array(FilePath),
+  modelId: nonEmptyLine(128),
+});
+
+const oneOrMany = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1, "an empty list matches nothing; omit the field")]);
+
+export const VectorFilterSchema = z.strictObject({
+  app: AppName.optional(),
+  scope: oneOrMany(Scope).optional(),
+  kind: oneOrMany(MemoryKind).optional(),
+  status: oneOrMany(Status).optional(),
+  tags: z.array(Tag).min(1, "an empty list matches nothing; omit the field").optional(),
+  paths: z.array(FilePath).min(1, "an empty list matches nothing; omit the field").optional(),
+});
+
+const SearchOptionsSchema = z.strictObject({
+  k: z.number().int().min(1).max(MAX_SEARCH_K),
+  filter: VectorFilterSchema.optional(),
+});
+
+/** A filter with every list field as a list, which is what every implementation translates from. */
+export interface NormalizedFilter {
+  app?: string;
+  scope?: string[];
+  kind?: string[];
+  status?: string[];
+  tags?: string[];
+  paths?: string[];
+}
+
+const asList = (value: string | string[] | undefined): string[] | undefined =>
+  value === undefined ? undefined : Array.isArray(value) ? [...new Set(value)] : [value];
+
+export function checkDimensions(dimensions: number): number {
+  if (!Number.isInteger(dimensions) || dimensions < 1 || dimensions > MAX_DIMENSIONS) {
+    throw invalid(`vector dimensions must be an integer from 1 to ${MAX_DIMENSIONS}`, { dimensions });
+  }
+  return dimensions;
+}
+
+/** Squared length, or throws when the vector cannot have a direction (cosine needs one). */
+function checkVector(vector: unknown, dimensions: number, what: string): Float32Array {
+  if (!(vector instanceof Float32Array)) throw invalid(`${what}: vector must be a Float32Array`);
+  if (vector.length !== dimensions) {
+    throw invalid(`${what}: vector has ${vector.length} dimensions, the index has ${dimensions}`, {
+      expected: dimensions,
+      actual: vector.length,
+    });
+  }
+  let squared = 0;
+  for (let i = 0; i < vector.length; i++) {
+    const x = vector[i]!;
+    if (!Number.isFinite(x)) throw invalid(`${what}: vector has a non-finite component at ${i}`);
+    squared += x * x;
+  }
+  if (squared === 0) throw invalid(`${what}: a zero vector has no direction, so no cosine similarity`);
+  return vector;
+}
+
+/** A unit-length copy: cosine similarity of unit vectors is their dot product. */
+export function unitVector(vector: Float32Array): Float32Array {
+  let squared = 0;
+  for (let i = 0; i < vector.length; i++) squared += vector[i]! * vector[i]!;
+  const norm = Math.sqrt(squared);
+  const unit = new Float32Array(vector.length);
+  for (let i = 0; i < vector.length; i++) unit[i] = vector[i]! / norm;
+  return unit;
+}
+
+export function dot(a: Float32Array, b: Float32Array, bOffset = 0): number {
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) sum += a[i]! * b[bOffset + i]!;
+  return sum;
+}
+
+const describeIssues = (error: z.ZodError): string =>
+  error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`).join("; ");
+
+/**
+ * Checks a whole upsert batch before anything is written, and returns it with unit vectors. When the
+ * same id appears twice, the later point wins, as if the batch had been applied one point at a time.
+ */
+export function preparePoints(points: readonly VectorPoint[], dimensions: number): VectorPoint[] {
+  if (!Array.isArray(points)) throw invalid("points must be an array");
+  const byId = new Map<string, VectorPoint>();
+  points.forEach((point, position) => {
+    const what = `point ${position}`;
+    const id = Id.safeParse(point?.id);
+    if (!id.success) throw invalid(`${what}: id ${describeIssues(id.error)}`, { position });
+    const payload = VectorPayloadSchema.safeParse(point.payload);
+    if (!payload.success) throw invalid(`${what} (${point.id}): payload ${describeIssues(payload.error)}`, { id: point.id });
+    const vector = checkVector(point.vector, dimensions, `${what} (${point.id})`);
+    byId.delete(id.data);
+    byId.set(id.data, { id: id.data, vector: unitVector(vector), payload: payload.data });
+  });
+  return [...byId.values()];
+}
+
+export function prepareIds(ids: readonly string[]): string[] {
+  if (!Array.isArray(ids)) throw invalid("ids must be an array");
+  ids.forEach((id, position) => {
+    const parsed = Id.safeParse(id);
+    if (!parsed.success) throw invalid(`id ${position}: ${describeIssues(parsed.error)}`, { position });
+  });
+  return [...new Set(ids)];
+}
+
+export interface PreparedSearch {
+  /** Unit length. */
+  vector: Float32Array;
+  k: number;
+  filter: NormalizedFilter | undefined;
+}
+
+export function prepareSearch(vector: Float32Array, options: VectorSearchOptions, dimensions: number): PreparedSearch {
+  const checked = checkVector(vector, dimensions, "query");
+  const parsed = SearchOptionsSchema.safeParse(options);
+  if (!parsed.success) throw invalid(`search options: ${describeIssues(parsed.error)}`);
+  const raw = parsed.data.filter;
+  let filter: NormalizedFilter | undefined;
+  if (raw) {
+    filter = {};
+    if (raw.app !== undefined) filter.app = raw.app;
+    for (const field of ["scope", "kind", "status", "tags", "paths"] as const) {
+      const list = asList(raw[field]);
+      if (list) filter[field] = list;
+    }
+    if (Object.keys(filter).length === 0) filter = undefined;
+  }
+  return { vector: unitVector(checked), k: parsed.data.k, filter };
+}
+
+const anyOf = (wanted: string[] | undefined, actual: string): boolean => wanted === undefined || wanted.includes(actual);
+const intersects = (wanted: string[] | undefined, actual: readonly string[]): boolean =>
+  wanted === undefined || actual.some((value) => wanted.includes(value));
+
+/** The one definition of what a filter keeps; the embedded indexes use it, Qdrant's is translated from it. */
+export function matchesFilter(payload: VectorPayload, filter: NormalizedFilter | undefined): boolean {
+  if (!filter) return true;
+  return (
+    (filter.app === undefined || filter.app === payload.app) &&
+    anyOf(filter.scope, payload.scope) &&
+    anyOf(filter.kind, payload.kind) &&
+    anyOf(filter.status, payload.status) &&
+    intersects(filter.tags, payload.tags) &&
+    intersects(filter.paths, payload.paths)
+  );
+}
+
+/** Score descending, then id ascending (code-unit order, the same in every implementation). */
+export function compareHits(a: VectorHit, b: VectorHit): number {
+  if (a.score !== b.score) return b.score - a.score;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/**
+ * Keeps the best `k` hits in order. Scores are rounded to float32 precision first: implementations
+ * compute the same cosine with different accumulation orders, and the last bits must not decide ties.
+ */
+export function topHits(hits: VectorHit[], k: number): VectorHit[] {
+  for (const hit of hits) hit.score = Math.fround(hit.score);
+  hits.sort(compareHits);
+  return hits.length > k ? hits.slice(0, k) : hits;
+}
+
+/**
+ * For indexes that return a score-sorted list cut at a limit and break ties their own way: asks for
+ * one more than k to see whether a tie straddles the cut, and only then for more, so that hits tied at
+ * the cut are chosen by id like everywhere else.
+ */
+export async function searchCutAtK(k: number, fetch: (limit: number) => Promise<VectorHit[]>): Promise<VectorHit[]> {
+  let limit = k + 1;
+  for (;;) {
+    const hits = await fetch(limit);
+    const cut = hits[k - 1];
+    const last = hits[limit - 1];
+    const tiedPastCut = hits.length >= limit && cut !== undefined && last !== undefined && Math.fround(last.score) === Math.fround(cut.score);
+    if (!tiedPastCut) return topHits(hits, k);
+    limit *= 2;
+  }
+}
