@@ -18,7 +18,7 @@ export interface SearchProjectionOptions {
   /** Where snapshots live; one subdirectory per app. */
   dir?: string;
   /**
-   * A snapshot costs about a second at 10k memories (Orama's save plus the write), so `commit` writes
+   * A snapshot costs about 1.8 s at 10k memories (Orama's save plus the write), so `commit` writes
    * one only when this many events were applied since the last one, or when `snapshotIntervalMs` has
    * passed. Between snapshots the durable checkpoint stays at the last snapshot; after a restart the
    * runner replays from there, and `apply` skips what the snapshot already holds.
