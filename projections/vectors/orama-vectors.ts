@@ -1,5 +1,5 @@
 import { create, insert, remove, search, type Orama, type WhereCondition } from "@orama/orama";
-import { checkDimensions, prepareIds, preparePoints, prepareSearch, searchCutAtK, type NormalizedFilter, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
+import { checkDimensions, compareHits, dot, prepareIds, preparePoints, prepareSearch, searchCutAtK, type NormalizedFilter, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
 import { loadVectorSnapshot, saveVectorSnapshot } from "./vector-snapshot.js";
 import { VectorStore } from "./vector-store.js";
 
@@ -101,7 +101,9 @@ export class OramaVectorIndex implements PersistentVectorIndex {
         }),
         "search",
       );
-      return result.hits.map((hit) => ({ id: hit.id, score: hit.score }));
+      // Rescored from the store: Orama divides by magnitudes it computes itself, which differs from
+      // the unit-vector dot product in the last bit, and the embedded indexes must agree exactly.
+      return result.hits.map((hit) => ({ id: hit.id, score: dot(query, this.store.vectorOf(hit.id)!) })).sort(compareHits);
     });
   }
 

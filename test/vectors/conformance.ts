@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, test } from "vitest";
 import { isMemledgerError, type ErrorCode } from "../../schemas/errors.js";
+import { randomVector, seededRandom } from "./data.js";
 import { isPersistentVectorIndex, type PersistentVectorIndex, type VectorIndex, type VectorPayload, type VectorPoint } from "../../projections/vectors/vector-index.js";
 
 /**
@@ -35,24 +36,6 @@ export const point = (id: string, vector: number[], overrides: Partial<VectorPay
   vector: Float32Array.from(vector),
   payload: payload(overrides),
 });
-
-/** Deterministic pseudo-random numbers (mulberry32), so a failing case can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function randomVector(random: () => number, dimensions: number): Float32Array {
-  const vector = new Float32Array(dimensions);
-  for (let i = 0; i < dimensions; i++) vector[i] = random() * 2 - 1;
-  return vector;
-}
 
 export async function expectLedgerError(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
   const error = await promise.then(
