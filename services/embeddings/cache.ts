@@ -1,0 +1,233 @@
+import { createHash } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+import { LRUCache } from "lru-cache";
+import { naming } from "../../events/subjects.js";
+import { isMemledgerError, unavailable } from "../../schemas/errors.js";
+import { isBlankText, type Embedder } from "./embedder.js";
+
+/**
+ * Embedding is the slowest step of the pipeline, so a text is embedded once per model, ever: vectors are
+ * kept in a NATS KV bucket (one per prefix, shared by every process and every projection generation),
+ * keyed by the model id and the exact text. A projection rebuild with a warm cache calls the model zero times.
+ */
+
+/** sha256(modelId + "\0" + text), hex: a valid KV key of fixed length whatever the text, and a new model never hits. */
+export function embeddingCacheKey(modelId: string, text: string): string {
+  return createHash("sha256").update(modelId).update("\0").update(text).digest("hex");
+}
+
+/** Float32 little-endian bytes, whatever the host's byte order, so any machine can read any other's entries. */
+export function encodeVector(vector: Float32Array): Uint8Array {
+  const bytes = new Uint8Array(vector.length * 4);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < vector.length; i++) view.setFloat32(i * 4, vector[i]!, true);
+  return bytes;
+}
+
+/** The inverse of encodeVector; undefined for bytes that cannot be a vector (empty, or not a multiple of 4). */
+export function decodeVector(bytes: Uint8Array): Float32Array | undefined {
+  if (bytes.length === 0 || bytes.length % 4 !== 0) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const vector = new Float32Array(bytes.length / 4);
+  for (let i = 0; i < vector.length; i++) vector[i] = view.getFloat32(i * 4, true);
+  return vector;
+}
+
+/** Runs fn over items with at most `limit` in flight, results in item order. */
+export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** Where vectors persist between processes. The KV implementation is the real one; the interface keeps CachedEmbedder's logic apart from NATS. */
+export interface VectorStore {
+  get(key: string): Promise<Uint8Array | undefined>;
+  put(key: string, value: Uint8Array): Promise<void>;
+}
+
+/** The embedding cache bucket of one prefix. Values are small (2 KiB for 512-d), one revision per key is enough. */
+export class KvVectorStore implements VectorStore {
+  private constructor(
+    readonly bucket: string,
+    private readonly kv: KV,
+  ) {}
+
+  static async open(nc: NatsConnection, prefix: string): Promise<KvVectorStore> {
+    const bucket = naming(prefix).embeddingCacheBucket();
+    try {
+      const kv = await new Kvm(nc).create(bucket, { history: 1, description: "memledger embeddings by sha256(modelId \\0 text)" });
+      return new KvVectorStore(bucket, kv);
+    } catch (err) {
+      throw unavailable(`cannot open the embedding cache bucket ${bucket}: ${(err as Error).message}`, { bucket });
+    }
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    try {
+      const entry = await this.kv.get(key);
+      // A deleted or purged key reads back as an entry with an operation other than PUT.
+      return entry && entry.operation === "PUT" ? entry.value : undefined;
+    } catch (err) {
+      throw unavailable(`embedding cache ${this.bucket}: get failed: ${(err as Error).message}`, { bucket: this.bucket });
+    }
+  }
+
+  async put(key: string, value: Uint8Array): Promise<void> {
+    try {
+      await this.kv.put(key, value);
+    } catch (err) {
+      throw unavailable(`embedding cache ${this.bucket}: put failed: ${(err as Error).message}`, { bucket: this.bucket });
+    }
+  }
+}
+
+export interface EmbeddingCacheStats {
+  /** Distinct non-blank texts found in the LRU or the KV bucket. */
+  hits: number;
+  /** Distinct non-blank texts found in neither, each sent to the embedder once. */
+  misses: number;
+  /** Texts the wrapped embedder was asked to embed (misses, and all-blank calls it sized). */
+  embedded: number;
+  /** Calls made to the wrapped embedder: zero on a rebuild with a warm cache. */
+  embedderCalls: number;
+  /** Of the hits, those answered by the in-process LRU without a KV read. */
+  lruHits: number;
+}
+
+export interface CachedEmbedderOptions {
+  /** KV reads and writes in flight at once per embed call. */
+  concurrency?: number;
+  /** Bytes of vectors held in the in-process LRU in front of the bucket. */
+  lruMaxBytes?: number;
+}
+
+export const CACHE_DEFAULTS = { concurrency: 32, lruMaxBytes: 64 * 1024 * 1024 } as const;
+
+/**
+ * Wraps any Embedder with the two-level cache: an in-process LRU in front of the KV bucket. One embed call
+ * reads every distinct text (bounded parallel), sends only the misses to the wrapped embedder in a single
+ * call (it does its own batching), stores them, and answers in input order. Identical texts within a call
+ * are embedded once. Blank texts get zero vectors here (the Embedder contract), are never stored, and
+ * never call the wrapped embedder unless nothing else in the call tells their width.
+ *
+ * Cache failures are not hidden: a KV read or write that fails rejects the call as `unavailable`. Silently
+ * skipping the cache would turn the next rebuild into a full, slow re-embedding. Fresh vectors enter the
+ * LRU before the KV write, so a retry after a failed write does not embed again.
+ */
+export class CachedEmbedder implements Embedder {
+  private readonly lru: LRUCache<string, Float32Array>;
+  private readonly concurrency: number;
+  private readonly counters: EmbeddingCacheStats = { hits: 0, misses: 0, embedded: 0, embedderCalls: 0, lruHits: 0 };
+
+  constructor(
+    readonly inner: Embedder,
+    private readonly store: VectorStore,
+    options: CachedEmbedderOptions = {},
+  ) {
+    this.concurrency = options.concurrency ?? CACHE_DEFAULTS.concurrency;
+    this.lru = new LRUCache<string, Float32Array>({
+      maxSize: options.lruMaxBytes ?? CACHE_DEFAULTS.lruMaxBytes,
+      // 64-character hex key, plus the vector's bytes.
+      sizeCalculation: (vector) => vector.byteLength + 64,
+    });
+  }
+
+  /** The wrapped model's id: cached vectors are only valid for the model that made them. */
+  get modelId(): string {
+    return this.inner.modelId;
+  }
+
+  get dimensions(): number {
+    return this.inner.dimensions;
+  }
+
+  stats(): EmbeddingCacheStats {
+    return { ...this.counters };
+  }
+
+  async embed(texts: readonly string[]): Promise<Float32Array[]> {
+    const modelId = this.inner.modelId;
+    const keyOf = new Map<string, string>();
+    for (const text of texts) {
+      if (!isBlankText(text) && !keyOf.has(text)) keyOf.set(text, embeddingCacheKey(modelId, text));
+    }
+    const distinct = [...keyOf.keys()];
+
+    const found = await mapBounded(distinct, this.concurrency, (text) => this.lookup(keyOf.get(text)!));
+    const vectorOf = new Map<string, Float32Array>();
+    const missing: string[] = [];
+    distinct.forEach((text, i) => {
+      const vector = found[i];
+      if (vector) vectorOf.set(text, vector);
+      else missing.push(text);
+    });
+    this.counters.hits += vectorOf.size;
+    this.counters.misses += missing.length;
+
+    if (missing.length > 0) {
+      const fresh = await this.callInner(missing);
+      missing.forEach((text, i) => {
+        vectorOf.set(text, fresh[i]!);
+        this.lru.set(keyOf.get(text)!, fresh[i]!);
+      });
+      await mapBounded(missing, this.concurrency, (text, i) => this.store.put(keyOf.get(text)!, encodeVector(fresh[i]!)));
+    }
+
+    const width = await this.widthForBlanks(texts, vectorOf);
+    // Copies, so that a caller scaling or zeroing its vector cannot change what the cache answers next.
+    return texts.map((text) => vectorOf.get(text)?.slice() ?? new Float32Array(width));
+  }
+
+  private async lookup(key: string): Promise<Float32Array | undefined> {
+    const inMemory = this.lru.get(key);
+    if (inMemory) {
+      this.counters.lruHits++;
+      return inMemory;
+    }
+    const bytes = await this.store.get(key);
+    // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
+    const vector = bytes && decodeVector(bytes);
+    if (vector) this.lru.set(key, vector);
+    return vector;
+  }
+
+  private async callInner(texts: string[]): Promise<Float32Array[]> {
+    this.counters.embedderCalls++;
+    this.counters.embedded += texts.length;
+    return this.inner.embed(texts);
+  }
+
+  /** Zero vectors for blank texts need a width; the call's own vectors give it, else the wrapped embedder. */
+  private async widthForBlanks(texts: readonly string[], vectorOf: Map<string, Float32Array>): Promise<number> {
+    if (!texts.some(isBlankText)) return 0;
+    const any = vectorOf.values().next();
+    if (!any.done) return any.value.length;
+    try {
+      return this.inner.dimensions;
+    } catch (err) {
+      // An OpenAI-compatible embedder that has not seen a response yet: it sizes the zero vector itself.
+      if (!isMemledgerError(err)) throw err;
+      const [zero] = await this.callInner([""]);
+      return zero!.length;
+    }
+  }
+}
+
+/** The usual wiring: the prefix's KV bucket behind the LRU, in front of the configured model. */
+export async function cachedEmbedder(
+  nc: NatsConnection,
+  prefix: string,
+  inner: Embedder,
+  options: CachedEmbedderOptions = {},
+): Promise<CachedEmbedder> {
+  return new CachedEmbedder(inner, await KvVectorStore.open(nc, prefix), options);
+}
