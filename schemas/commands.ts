@@ -22,6 +22,11 @@ import { ClaimKind, LeaseMs, LockName, Priority, TaskName } from "./events.js";
  * (`expected_seq`) fails loudly instead of silently dropping a concurrency check.
  */
 const context = {
+  /**
+   * Ignored: the actor is the subject's, which broker permissions pin to the sender. A payload that
+   * claims another identity is accepted and recorded as the subject's actor (the field is dropped).
+   */
+  actor: z.unknown().transform(() => undefined).optional(),
   /** Sequence of the memory's last event as the sender read it; a stale one is a conflict. */
   expectedSeq: Sequence.optional(),
   /** Idempotency key: the same key on the same memory yields the same result and one event, forever. */

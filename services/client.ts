@@ -4,7 +4,7 @@ import type { AppendOutcome, ClaimOutcome, Reply, RequestOf, SessionOutcome, Ver
 import type { ClaimView } from "../commands/claim.js";
 import type { LiveClaim, OpenTask } from "../projections/claims/reader.js";
 import type { LedgerEvent } from "../schemas/events.js";
-import { ErrorCode, MemledgerError, invalid, unavailable } from "../schemas/errors.js";
+import { ErrorCode, MemledgerError, forbidden, invalid, unavailable } from "../schemas/errors.js";
 import { Actor, ActorKind } from "../schemas/primitives.js";
 import type { MemoryView } from "./command-service.js";
 import { connectNats } from "./nats.js";
@@ -82,6 +82,10 @@ export class MemoryClient {
       const message = (err as Error).message ?? String(err);
       if (/NoResponders|no responders/i.test(name + message)) {
         throw unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`);
+      }
+      // An auth-enabled broker lets a user publish only as itself (memledger auth config).
+      if (name === "PermissionViolationError" || ((err as Error).cause as Error | undefined)?.name === "PermissionViolationError") {
+        throw forbidden(`the broker refused ${verb} on ${subject}: this connection's user may not act as ${this.actor.kind}:${this.actor.id}`, { subject });
       }
       throw unavailable(`request ${verb} failed: ${message}`);
     }

@@ -19,6 +19,8 @@ import type { ClaimEvent } from "../schemas/events.js";
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
+import { PolicyGuard } from "./auth/guard.js";
+import type { Policy } from "../schemas/policy.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
   prefix?: string;
@@ -26,6 +28,8 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   onError?: (err: unknown, subject: string) => void;
   /** Read side of the `claims` and `tasks` queries (the Redis claims projection); without it they answer `unavailable`. */
   claims?: ClaimsReader;
+  /** Who may do what (schemas/policy.ts); without one every actor may do everything, as before policies. */
+  policy?: Policy;
 }
 
 /** A memory as `show` returns it: every version, the active one, and the sequence to send back. */
@@ -77,6 +81,7 @@ export class CommandService {
   /** The clock claims' leases are decided against (CommandHandlerOptions.now; tests inject one). */
   private clock: () => Date = () => new Date();
   private claimsReader: ClaimsReader | undefined;
+  private guard: PolicyGuard | undefined;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -93,6 +98,13 @@ export class CommandService {
     const service = new CommandService(nc, store, new CommandHandler(store, options), options.onError ?? (() => undefined));
     if (options.now) service.clock = options.now;
     service.claimsReader = options.claims;
+    if (options.policy) {
+      service.guard = new PolicyGuard(options.policy, {
+        scopeOf: async (app, id) => (await service.handler.load(memoryDecider, app, id)).state.scope,
+        approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
+        onError: (err, where) => service.onError(err, where),
+      });
+    }
     service.subscription = nc.subscribe(names.allCommands(), {
       queue: COMMAND_QUEUE,
       callback: (err, msg) => {
@@ -144,7 +156,11 @@ export class CommandService {
     const verb = route.verb as Verb;
     const request = parseRequest(verb, data);
     const handler = this.handlers[verb] as Handler<Verb>;
-    return handler(request, contextOf(app.data, actor.data, request as Record<string, unknown>));
+    const ctx = contextOf(app.data, actor.data, request as Record<string, unknown>);
+    // Authorization (services/auth/guard.ts): refuses before anything is appended; may follow up (auto-approve).
+    const followUp = await this.guard?.check(verb, request as Record<string, unknown>, ctx);
+    const result = await handler(request, ctx);
+    return followUp ? followUp(result) : result;
   }
 
   private memoryOutcome(executed: { aggregateId: string; seq: number; replayed: boolean; event: { id: string; type: string; data: unknown } }, version: number | null): AppendOutcome {

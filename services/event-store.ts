@@ -239,6 +239,44 @@ export class EventStore {
     return out;
   }
 
+  /**
+   * Reads the stream from `fromSeq` until it has caught up (nothing pending at the moment of the last
+   * delivery), handing events over in batches. An ordered consumer: the fastest way to read a stream.
+   */
+  async replay(
+    stream: string,
+    options: { fromSeq?: number; batchSize?: number },
+    onBatch: (events: StoredEvent[]) => Promise<void> | void,
+  ): Promise<number> {
+    const fromSeq = Math.max(1, options.fromSeq ?? 1);
+    const batchSize = options.batchSize ?? 2000;
+    if ((await this.lastSeq(stream)) < fromSeq) return fromSeq - 1;
+    const consumer = await this.js.consumers.get(stream, {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: fromSeq,
+    });
+    const messages = await consumer.consume({ max_messages: batchSize });
+    let buffer: StoredEvent[] = [];
+    let lastSeq = fromSeq - 1;
+    try {
+      for await (const m of messages) {
+        buffer.push({ seq: m.seq, subject: m.subject, event: decodeEvent(m.data) });
+        lastSeq = m.seq;
+        // pending = what the stream holds beyond this message right now: zero means caught up.
+        const caughtUp = m.info.pending === 0;
+        if (buffer.length >= batchSize || caughtUp) {
+          const batch = buffer;
+          buffer = [];
+          await onBatch(batch);
+        }
+        if (caughtUp) break;
+      }
+    } finally {
+      messages.stop();
+    }
+    return lastSeq;
+  }
+
   async deleteStream(name: string): Promise<void> {
     this.streams.delete(name);
     await this.jsm.streams.delete(name).catch((err) => {

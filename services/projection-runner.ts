@@ -11,8 +11,10 @@ export interface ProjectionStatus {
   app: string;
   stream: string;
   checkpoint: number;
+  /** What readers see (at or ahead of the checkpoint for targets that persist lazily). */
+  position: number;
   generation: string;
-  /** Stream last sequence minus checkpoint, when last measured. */
+  /** Stream last sequence minus position, when last measured. */
   lag: number;
   /** The event the projection is stuck on, if any: it retries it and never checkpoints past it. */
   blocked: { seq: number; error: string; attempts: number; since: string } | null;
@@ -67,6 +69,7 @@ export class ProjectionRunner {
   private statusKv: KV | undefined;
   private status: ProjectionStatus;
   private lastStatusWrite = 0;
+  private committed = 0;
   private messages: ConsumerMessages | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   private readonly options: Required<Omit<RunnerOptions, "afterCommit">> & Pick<RunnerOptions, "afterCommit">;
@@ -88,6 +91,7 @@ export class ProjectionRunner {
       app: scope.app,
       stream: scope.stream,
       checkpoint: 0,
+      position: 0,
       generation: "",
       lag: 0,
       blocked: null,
@@ -100,8 +104,17 @@ export class ProjectionRunner {
     return `projection-${this.definition.name}`;
   }
 
+  /** The last sequence durably in the read model: a restart resumes after it. */
   get checkpoint(): number {
     return this.target?.checkpoint.seq ?? 0;
+  }
+
+  /**
+   * The last sequence readers can see. Usually the checkpoint; ahead of it for targets that persist
+   * lazily (the search index snapshots every few thousand events and replays the rest after a restart).
+   */
+  get position(): number {
+    return Math.max(this.committed, this.checkpoint);
   }
 
   async start(): Promise<void> {
@@ -125,11 +138,11 @@ export class ProjectionRunner {
   /** Resolves once the checkpoint has reached `seq` (or the runner stopped). */
   async waitFor(seq: number, timeoutMs = 30_000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (!this.stopped && this.checkpoint < seq) {
+    while (!this.stopped && this.position < seq) {
       if (Date.now() > deadline) return false;
       await sleep(20);
     }
-    return this.checkpoint >= seq;
+    return this.position >= seq;
   }
 
   private errorContext(seq: number | null) {
@@ -139,6 +152,7 @@ export class ProjectionRunner {
   private async open(): Promise<void> {
     await this.target?.close();
     this.target = await this.definition.openLive(this.scope);
+    this.committed = this.target.checkpoint.seq;
     await this.resetConsumer(this.target.checkpoint.seq);
     this.status.checkpoint = this.target.checkpoint.seq;
     this.status.generation = this.target.checkpoint.generation;
@@ -218,11 +232,12 @@ export class ProjectionRunner {
   /** Applies and commits one batch; false when the target was replaced underneath and nothing was committed. */
   private async applyBatch(messages: JsMsg[]): Promise<boolean> {
     const target = this.target!;
-    const events = messages.filter((m) => m.seq > target.checkpoint.seq).map(toProjected);
+    const events = messages.filter((m) => m.seq > this.committed).map(toProjected);
     const last = messages[messages.length - 1]!.seq;
     if (events.length > 0) await target.apply(events);
     if (!(await this.checkGeneration())) return false;
-    if (last > target.checkpoint.seq) await target.commit(last);
+    if (last > this.committed) await target.commit(last);
+    this.committed = Math.max(this.committed, last);
     await this.options.afterCommit?.(last);
     this.status.checkpoint = target.checkpoint.seq;
     await this.writeStatus(false);
@@ -252,7 +267,8 @@ export class ProjectionRunner {
       const last = await this.store.lastSeq(this.scope.stream);
       this.status.checkpoint = this.checkpoint;
       this.status.generation = this.target?.checkpoint.generation ?? this.status.generation;
-      this.status.lag = Math.max(0, last - this.status.checkpoint);
+      this.status.position = this.position;
+      this.status.lag = Math.max(0, last - this.position);
       this.status.updatedAt = new Date().toISOString();
       await this.statusKv?.put(statusKey(this.definition.name, this.scope.stream), JSON.stringify(this.status));
     } catch {
@@ -316,35 +332,17 @@ export async function rebuildProjection(
       });
     };
 
-    if (initialTarget > 0) {
-      const consumer = await store.js.consumers.get(scope.stream, { deliver_policy: DeliverPolicy.All });
-      const messages = await consumer.consume({ max_messages: batchSize });
-      let buffer: ProjectedEvent[] = [];
-      const flush = async () => {
-        if (buffer.length === 0) return;
-        await fresh.apply(buffer);
-        applied += buffer.length;
-        sinceCommit += buffer.length;
-        buffer = [];
-        if (sinceCommit >= commitEvery) {
-          await fresh.commit(lastSeq);
-          sinceCommit = 0;
-        }
-        report(false);
-      };
-      try {
-        for await (const m of messages) {
-          buffer.push(toProjected(m));
-          lastSeq = m.seq;
-          // pending = what the stream holds beyond this message right now: zero means caught up.
-          if (m.info.pending === 0) break;
-          if (buffer.length >= batchSize) await flush();
-        }
-        await flush();
-      } finally {
-        messages.stop();
+    lastSeq = await store.replay(scope.stream, { batchSize }, async (events) => {
+      await fresh.apply(events);
+      applied += events.length;
+      sinceCommit += events.length;
+      lastSeq = events[events.length - 1]!.seq;
+      if (sinceCommit >= commitEvery) {
+        await fresh.commit(lastSeq);
+        sinceCommit = 0;
       }
-    }
+      report(false);
+    });
     await fresh.commit(lastSeq);
     report(true);
     await definition.promote(scope, fresh);

@@ -3,12 +3,19 @@ import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
 import { invalid } from "../schemas/errors.js";
 import { CommandService } from "./command-service.js";
 import { connectNats } from "./nats.js";
+import type { Policy } from "../schemas/policy.js";
+import { EventStore } from "./event-store.js";
+import { naming } from "../events/subjects.js";
+import { ProjectionSupervisor } from "./projection-supervisor.js";
+import { openReadModels, readModelConfig, type ReadModelConfig, type ReadModels } from "./read-models.js";
 
 /** What every component of a running memledger shares: one connection and one naming prefix. */
 export interface RuntimeContext {
   nc: NatsConnection;
   prefix: string;
   replicas: number;
+  /** Who may do what; undefined: everyone may do everything. */
+  policy?: Policy | undefined;
   /** Failures that are nobody's input error (a bug, a lost dependency), for the operator's log. */
   onError(err: unknown, where: string): void;
 }
@@ -34,6 +41,8 @@ export interface MemledgerOptions {
   prefix?: string;
   /** Stream replicas for streams this process creates: 1 on a single server, 3 in a cluster. */
   replicas?: number;
+  /** Who may do what (schemas/policy.ts); default: everyone may do everything. */
+  policy?: Policy;
   /** Default: `defaultComponents()`. */
   components?: Component[];
   onError?: (err: unknown, where: string) => void;
@@ -52,15 +61,62 @@ export interface Memledger {
   stop(): Promise<void>;
 }
 
-export const commandServiceComponent = (): Component => ({
+export const commandServiceComponent = (readModels?: () => ReadModels | undefined): Component => ({
   name: "command-service",
   async start(ctx) {
-    return CommandService.start(ctx.nc, { prefix: ctx.prefix, replicas: ctx.replicas, onError: ctx.onError });
+    return CommandService.start(ctx.nc, {
+      prefix: ctx.prefix,
+      replicas: ctx.replicas,
+      onError: ctx.onError,
+      claims: readModels?.()?.claims,
+      policy: ctx.policy,
+    });
   },
 });
 
-/** What `memledger up` runs. Add projections and the curator here. */
-export const defaultComponents = (): Component[] => [commandServiceComponent()];
+/** Every projection over every app stream (and the org stream), started as apps appear. */
+export const projectionsComponent = (readModels: () => ReadModels | undefined): Component => ({
+  name: "projections",
+  async start(ctx) {
+    const models = readModels();
+    if (!models) throw new Error("projections need the read models component to start first");
+    const store = await EventStore.open(ctx.nc, naming(ctx.prefix));
+    const supervisor = new ProjectionSupervisor(store, models.definitions, {
+      onError: (err, where) => ctx.onError(err, `projection ${where.projection} on ${where.stream}${where.seq ? ` at seq ${where.seq}` : ""}`),
+    });
+    await supervisor.start();
+    return supervisor;
+  },
+});
+
+/** The read models' shared resources (Redis readers), opened before the components that use them. */
+export const readModelsComponent = (config: ReadModelConfig, onOpen: (models: ReadModels) => void): Component => ({
+  name: "read-models",
+  async start(ctx) {
+    const models = openReadModels(ctx.prefix, config);
+    onOpen(models);
+    return { stop: () => models.close() };
+  },
+});
+
+export interface DefaultComponentOptions {
+  readModels?: ReadModelConfig;
+  /** Run the projections in this process (default true). */
+  projections?: boolean;
+}
+
+/** What `memledger up` runs: read models, the command service, the projections (later the curator). */
+export const defaultComponents = (options: DefaultComponentOptions = {}): Component[] => {
+  let models: ReadModels | undefined;
+  const config = options.readModels ?? readModelConfig();
+  return [
+    readModelsComponent(config, (opened) => {
+      models = opened;
+    }),
+    commandServiceComponent(() => models),
+    ...(options.projections === false ? [] : [projectionsComponent(() => models)]),
+  ];
+};
 
 const nonEmpty = (s: string | undefined): string | undefined => (s === undefined || s === "" ? undefined : s);
 
@@ -93,7 +149,7 @@ export async function startMemledger(options: MemledgerOptions = {}): Promise<Me
 
   const nc = await connectNats({ servers: options.servers, name: `memledger-${prefix}`, reconnect: true });
   const closed = nc.closed();
-  const ctx: RuntimeContext = { nc, prefix, replicas, onError };
+  const ctx: RuntimeContext = { nc, prefix, replicas, policy: options.policy, onError };
   const started: { name: string; running: RunningComponent }[] = [];
 
   const stopAll = async (): Promise<void> => {

@@ -6,9 +6,11 @@ import { MemoryClient, type LogEntry } from "../client.js";
 import { printJson, printLine, readAll, reportFailure, toFailure, type Io } from "./io.js";
 import { checkRequest, commaList, defined, resolveGlobals, wholeNumber, type GlobalOptions } from "./options.js";
 import { up } from "./up.js";
+import { writeAuthConfig } from "../auth/broker-config.js";
+import { registerReadModelCommands } from "./read-models.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
-async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
+export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
   checkRequest(verb, payload);
   const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
   try {
@@ -101,10 +103,12 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
 
   program
     .command("up")
-    .description("run the ledger service (command service) until SIGINT or SIGTERM")
+    .description("run the ledger: command service and projections, until SIGINT or SIGTERM")
     .option("--replicas <n>", "replicas for the streams it creates (1 on a single server, 3 in a cluster)", wholeNumber(1))
-    .action(async (opts: { replicas?: number }, cmd: Command) => {
-      setExitCode(await up(globals(cmd), opts.replicas, io));
+    .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES, default .memledger/files)")
+    .option("--policy <file>", "who may do what, JSON or YAML (env MEMLEDGER_POLICY; default: everyone may do everything)")
+    .action(async (opts: { replicas?: number; files?: string; policy?: string }, cmd: Command) => {
+      setExitCode(await up(globals(cmd), opts, io));
     });
 
   program
@@ -254,6 +258,23 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
       const g = globals(cmd);
       printJson(io, await send(g, "session_show", { sessionId: sessionIdOf(id, g, "show") }), !g.json);
     });
+
+  program
+    .command("auth")
+    .description("identity from the broker: nats-server users and permissions from a policy")
+    .command("config")
+    .description("write a nats-server config (users, permissions, JetStream) and, beside it, a 0600 credentials file; prints no secret")
+    .requiredOption("--policy <file>", "the policy whose actors become users (JSON or YAML)")
+    .option("--out <file>", "the config to write (default nats.conf); credentials go to <name>.credentials.json beside it")
+    .option("--port <n>", "port nats-server listens on (default 4222)", wholeNumber(1))
+    .option("--host <addr>", "address nats-server listens on (default 127.0.0.1)")
+    .option("--store-dir <dir>", "JetStream store directory (default: jetstream beside the config)")
+    .action(async (opts: { policy: string; out?: string; port?: number; host?: string; storeDir?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await writeAuthConfig({ policyFile: opts.policy, out: opts.out, prefix: g.prefix, port: opts.port, host: opts.host, storeDir: opts.storeDir }), !g.json);
+    });
+
+  registerReadModelCommands(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
 
   return program;
 }

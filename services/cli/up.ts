@@ -1,4 +1,6 @@
-import { startMemledger } from "../runtime.js";
+import { defaultComponents, startMemledger } from "../runtime.js";
+import { readModelConfig } from "../read-models.js";
+import { resolvePolicy } from "../auth/load.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
 
@@ -8,12 +10,16 @@ const describe = (err: unknown): string => toFailure(err).message;
  * Runs the ledger until SIGINT or SIGTERM, then drains and resolves 0. A second signal while draining
  * exits at once (1). Losing the connection for good (it reconnects forever otherwise) resolves 1.
  */
-export async function up(globals: GlobalOptions, replicas: number | undefined, io: Io): Promise<number> {
+export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string }, io: Io): Promise<number> {
   const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
+  // --policy, else MEMLEDGER_POLICY, else the permissive built-in default (schemas/policy.ts).
+  const { policy, source } = await resolvePolicy(options.policy, io.env);
   const runtime = await startMemledger({
     servers: globals.nats,
     prefix: globals.prefix,
-    replicas,
+    replicas: options.replicas,
+    policy,
+    components: defaultComponents({ readModels: readModelConfig(io.env, { filesRoot: options.files }) }),
     onError: (err, where) => log(`error: ${where}: ${describe(err)}`),
   });
 
@@ -26,9 +32,9 @@ export async function up(globals: GlobalOptions, replicas: number | undefined, i
   })().catch(() => undefined);
 
   const nats = redactUrl(globals.nats);
-  const ready = { status: "ready", prefix: runtime.prefix, nats, components: runtime.components };
+  const ready = { status: "ready", prefix: runtime.prefix, nats, components: runtime.components, policy: source };
   if (globals.json) printJson(io, ready);
-  else printLine(io, `memledger ready: serving commands on ${runtime.prefix}.cmd.> via ${nats} (${runtime.components.join(", ")})`);
+  else printLine(io, `memledger ready: serving commands on ${runtime.prefix}.cmd.> via ${nats} (${runtime.components.join(", ")}; policy: ${source})`);
 
   return new Promise<number>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

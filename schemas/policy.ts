@@ -1,0 +1,163 @@
+import { z } from "zod";
+import { AppName, type Actor } from "./primitives.js";
+
+/**
+ * Who may do what, as data. A policy names roles (each a list of rules: these verbs on these scopes)
+ * and gives actors roles. `authorize` evaluates it; no code path branches on a role's name.
+ *
+ * Only the memory verbs that change a memory are governed: they are where scopes matter. Sessions,
+ * claims and reads are open to every actor the broker lets send commands at all.
+ *
+ * Scope patterns in rules:
+ *   `*`            any scope
+ *   `app`, `org`   that scope
+ *   `agent:self`   the acting agent's own scratchpad (`agent:<its id>`, only for actors of kind agent)
+ *   `agent:*`      any agent's scratchpad;  `agent:<id>` one of them
+ *   `team:*`       any team;                `team:<name>` one team
+ *
+ * Actor patterns: `<kind>:<id>` (one actor), `<kind>:*` (every actor of that kind), `*` (everyone).
+ * An actor's roles are the union of every entry that matches it. An actor with no role may do nothing.
+ */
+export const GOVERNED_VERBS = ["propose", "approve", "reject", "supersede", "rollback"] as const;
+export const GovernedVerb = z.enum(GOVERNED_VERBS);
+export type GovernedVerb = z.infer<typeof GovernedVerb>;
+
+export const isGoverned = (verb: string): verb is GovernedVerb => (GOVERNED_VERBS as readonly string[]).includes(verb);
+
+const NAME = "[A-Za-z0-9_-]{1,64}";
+export const ScopePattern = z
+  .string()
+  .regex(new RegExp(`^(\\*|app|org|agent:self|agent:\\*|team:\\*|agent:${NAME}|team:${NAME})$`), "one of *, app, org, agent:self, agent:*, agent:<id>, team:*, team:<name>");
+export const ActorPattern = z
+  .string()
+  .regex(new RegExp(`^(\\*|(agent|human|service):(\\*|${NAME}))$`), "one of *, <kind>:*, <kind>:<id> with kind agent, human or service");
+export const RoleName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '_' and '-' (at most 64)");
+
+export const Rule = z.strictObject({
+  /** Governed verbs, or `*` for all of them. */
+  verbs: z.array(z.union([GovernedVerb, z.literal("*")])).min(1),
+  scopes: z.array(ScopePattern).min(1),
+  /**
+   * A proposal this rule allows is approved at once, on behalf of the policy (actor `service:policy`),
+   * without a reviewer. Only meaningful for rules that allow `propose`.
+   */
+  autoApprove: z.boolean().default(false),
+});
+export type Rule = z.infer<typeof Rule>;
+
+export const Role = z.strictObject({
+  description: z.string().max(2000).optional(),
+  allow: z.array(Rule),
+});
+export type Role = z.infer<typeof Role>;
+
+export const ActorEntry = z.strictObject({
+  roles: z.array(RoleName).min(1),
+  /** Broker config only: the apps whose command subjects this actor may publish on (default: the policy's, else all). */
+  apps: z.array(AppName).min(1).optional(),
+});
+export type ActorEntry = z.infer<typeof ActorEntry>;
+
+export const Policy = z
+  .strictObject({
+    version: z.literal(1),
+    description: z.string().max(2000).optional(),
+    /** Broker config only: the apps whose command subjects actors may publish on (default: all). */
+    apps: z.array(AppName).min(1).optional(),
+    roles: z.record(RoleName, Role),
+    actors: z.record(ActorPattern, ActorEntry),
+  })
+  .superRefine((policy, ctx) => {
+    for (const [actor, entry] of Object.entries(policy.actors)) {
+      entry.roles.forEach((role, i) => {
+        if (!Object.hasOwn(policy.roles, role)) {
+          ctx.addIssue({ code: "custom", path: ["actors", actor, "roles", i], message: `unknown role '${role}'; roles: ${Object.keys(policy.roles).join(", ") || "(none)"}` });
+        }
+      });
+    }
+    for (const [name, role] of Object.entries(policy.roles)) {
+      role.allow.forEach((rule, i) => {
+        if (rule.autoApprove && !rule.verbs.some((v) => v === "propose" || v === "*")) {
+          ctx.addIssue({ code: "custom", path: ["roles", name, "allow", i, "autoApprove"], message: "autoApprove needs a rule that allows propose" });
+        }
+      });
+    }
+  });
+export type Policy = z.output<typeof Policy>;
+export type PolicyInput = z.input<typeof Policy>;
+
+/**
+ * The policy when none is given: every actor may do everything, nothing is auto-approved, which is
+ * memledger's behaviour without a policy (fine on a laptop; use a real policy with an auth-enabled broker).
+ */
+export const PERMISSIVE_POLICY: Policy = Policy.parse({
+  version: 1,
+  description: "built-in default: every actor may do everything; nothing is auto-approved",
+  roles: { anyone: { description: "may do everything", allow: [{ verbs: ["*"], scopes: ["*"] }] } },
+  actors: { "*": { roles: ["anyone"] } },
+});
+
+/** The actor the policy acts as when it approves a proposal by itself (autoApprove). */
+export const POLICY_ACTOR: Actor = Object.freeze({ kind: "service", id: "policy" });
+
+export type Decision =
+  | { allowed: true; /** The proposal is to be approved at once by the policy. */ autoApprove: boolean; roles: string[] }
+  | { allowed: false; reason: string; roles: string[]; missing: { verb: GovernedVerb; scope: string } };
+
+const actorLabel = (actor: Actor) => `${actor.kind}:${actor.id}`;
+
+/** The roles the policy gives an actor: the union of every matching entry, in policy order, without repeats. */
+export function rolesOf(policy: Policy, actor: Actor): string[] {
+  const roles = new Set<string>();
+  for (const [pattern, entry] of Object.entries(policy.actors)) {
+    if (pattern === "*" || pattern === `${actor.kind}:*` || pattern === actorLabel(actor)) {
+      for (const role of entry.roles) roles.add(role);
+    }
+  }
+  return [...roles];
+}
+
+export function scopeMatches(pattern: string, scope: string, actor: Actor): boolean {
+  if (pattern === "*" || pattern === scope) return true;
+  if (pattern === "agent:self") return actor.kind === "agent" && scope === `agent:${actor.id}`;
+  if (pattern === "agent:*") return scope.startsWith("agent:");
+  if (pattern === "team:*") return scope.startsWith("team:");
+  return false;
+}
+
+const rulesFor = (policy: Policy, roles: string[], verb: GovernedVerb): Rule[] =>
+  roles.flatMap((role) => policy.roles[role]?.allow ?? []).filter((rule) => rule.verbs.includes(verb) || rule.verbs.includes("*"));
+
+/**
+ * May `actor` do `verb` on a memory in `scope`? Pure: the answer depends on the policy data only.
+ * Allowed when any rule of any of the actor's roles names the verb and a matching scope; the proposal
+ * is auto-approved when such a rule says so.
+ */
+export function authorize(policy: Policy, actor: Actor, verb: GovernedVerb, scope: string): Decision {
+  const roles = rolesOf(policy, actor);
+  const matching = rulesFor(policy, roles, verb).filter((rule) => rule.scopes.some((p) => scopeMatches(p, scope, actor)));
+  if (matching.length > 0) {
+    return { allowed: true, autoApprove: verb === "propose" && matching.some((r) => r.autoApprove), roles };
+  }
+  const held = roles.length > 0 ? `its roles (${roles.join(", ")}) do not allow it` : "it has no role in the policy";
+  return {
+    allowed: false,
+    reason: `${actorLabel(actor)} may not ${verb} in scope ${scope}: missing permission ${verb} on ${scope}; ${held}`,
+    roles,
+    missing: { verb, scope },
+  };
+}
+
+/**
+ * When an allowing decision for this verb does not depend on the scope (a rule allows it on `*` and no
+ * rule could auto-approve), that decision; otherwise null, and the caller must find the scope first
+ * (a refusal always names the scope).
+ * Lets the permissive default skip reading a memory's state before each command.
+ */
+export function scopeIndependent(policy: Policy, actor: Actor, verb: GovernedVerb): Decision | null {
+  const roles = rolesOf(policy, actor);
+  const rules = rulesFor(policy, roles, verb);
+  if (verb === "propose" && rules.some((r) => r.autoApprove)) return null;
+  if (rules.some((r) => r.scopes.includes("*"))) return { allowed: true, autoApprove: false, roles };
+  return null;
+}

@@ -1,0 +1,229 @@
+import { Command } from "commander";
+import cliProgress from "cli-progress";
+import ms from "ms";
+import { naming } from "../../events/subjects.js";
+import type { ProjectionScope } from "../../projections/projection.js";
+import { MemledgerError, invalid } from "../../schemas/errors.js";
+import { openSearchIndex, searchMemories } from "../../projections/search/index.js";
+import { EventStore } from "../event-store.js";
+import { connectNats } from "../nats.js";
+import { readStatuses, rebuildProjection, type RebuildProgress } from "../projection-runner.js";
+import { ORG_APP } from "../projection-supervisor.js";
+import { openReadModels, readModelConfig } from "../read-models.js";
+import { printJson, printLine, type Io } from "./io.js";
+import { defined, wholeNumber, type GlobalOptions } from "./options.js";
+
+type Send = <R>(g: GlobalOptions, verb: string, payload: Record<string, unknown>) => Promise<R>;
+
+/** `10m`, `90s`, `2h` or plain milliseconds. */
+export function leaseMs(value: string): number {
+  const parsed = /^\d+$/.test(value) ? Number(value) : ms(value as ms.StringValue);
+  if (typeof parsed !== "number" || !Number.isFinite(parsed) || parsed <= 0) {
+    throw invalid(`bad duration '${value}': use e.g. 90s, 10m, 2h`);
+  }
+  return parsed;
+}
+
+const scopeOf = (store: EventStore, app: string): ProjectionScope =>
+  app === ORG_APP
+    ? { prefix: store.names.prefix, app, stream: store.names.orgStream() }
+    : { prefix: store.names.prefix, app, stream: store.names.appStream(app) };
+
+async function withStore<T>(g: GlobalOptions, work: (store: EventStore) => Promise<T>): Promise<T> {
+  const nc = await connectNats({ servers: g.nats, name: "memledger-cli", reconnect: false });
+  try {
+    return await work(await EventStore.open(nc, naming(g.prefix)));
+  } finally {
+    await nc.close().catch(() => undefined);
+  }
+}
+
+/** A bar with events/s and ETA on a terminal; a plain line a second otherwise (logs, CI). */
+function progressReporter(io: Io, json: boolean) {
+  const tty = (io.stderr as NodeJS.WriteStream).isTTY === true && !json;
+  let bar: cliProgress.SingleBar | undefined;
+  let lastLine = 0;
+  return {
+    update(p: RebuildProgress) {
+      if (tty) {
+        bar ??= new cliProgress.SingleBar(
+          {
+            stream: io.stderr as NodeJS.WriteStream,
+            format: `${p.projection} [{bar}] {percentage}% | {value}/{total} events | {rate} ev/s | ETA {eta_formatted}`,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        if (!bar.isActive) bar.start(Math.max(p.target, 1), 0, { rate: 0 });
+        bar.setTotal(Math.max(p.target, p.seq, 1));
+        bar.update(p.seq, { rate: p.eventsPerSecond });
+        return;
+      }
+      const now = Date.now();
+      if (now - lastLine < 1000) return;
+      lastLine = now;
+      const eta = p.etaSeconds === null ? "?" : `${Math.ceil(p.etaSeconds)}s`;
+      io.stderr.write(`rebuild ${p.projection} ${p.stream}: ${p.seq}/${p.target} events, ${p.eventsPerSecond} ev/s, ETA ${eta}\n`);
+    },
+    done() {
+      bar?.stop();
+      bar = undefined;
+    },
+  };
+}
+
+export function registerReadModelCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions, send: Send): void {
+  program
+    .command("rebuild")
+    .description("replay an app's stream from sequence 0 into fresh read models, then switch readers over")
+    .argument("[name]", "files, claims, search or all", "all")
+    .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES)")
+    .action(async (name: string, opts: { files?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }));
+      try {
+        const definitions = models.select(name);
+        await withStore(g, async (store) => {
+          const scope = scopeOf(store, g.app);
+          for (const definition of definitions) {
+            const progress = progressReporter(io, g.json);
+            const result = await rebuildProjection(store, definition, scope, { onProgress: (p) => progress.update(p) });
+            progress.done();
+            const summary = { projection: definition.name, app: g.app, stream: scope.stream, ...result };
+            if (g.json) printJson(io, summary);
+            else printLine(io, `rebuilt ${definition.name} for ${g.app}: ${result.events} events to seq ${result.seq} in ${result.seconds.toFixed(2)} s`);
+          }
+        });
+      } finally {
+        await models.close();
+      }
+    });
+
+  program
+    .command("status")
+    .description("each projection's checkpoint, lag and last error")
+    .action(async (_opts, cmd: Command) => {
+      const g = globals(cmd);
+      await withStore(g, async (store) => {
+        const statuses = await readStatuses(store);
+        for (const s of statuses) {
+          // Lag now, not when the runner last wrote its status.
+          const last = await store.lastSeq(s.stream).catch(() => s.position + s.lag);
+          const row = { ...s, lag: Math.max(0, last - s.position) };
+          if (g.json) {
+            printJson(io, row);
+            continue;
+          }
+          const problem = row.blocked
+            ? `BLOCKED at seq ${row.blocked.seq}: ${row.blocked.error}`
+            : row.lastError
+              ? `last error at ${row.lastError.at}: ${row.lastError.error}`
+              : "ok";
+          printLine(io, `${row.projection.padEnd(8)} ${row.app.padEnd(16)} checkpoint ${String(row.checkpoint).padStart(8)}  lag ${String(row.lag).padStart(6)}  ${problem}`);
+        }
+        if (statuses.length === 0 && !g.json) printLine(io, "no projection has reported yet: is `memledger up` running?");
+      });
+    });
+
+  program
+    .command("search")
+    .description("full-text search over the app's active memories (loads the index snapshot, catches up from the log)")
+    .argument("<query>", "words, identifiers or paths")
+    .option("--k <n>", "how many results (default 10)", wholeNumber(1))
+    .option("--scope <scope>", "only this scope")
+    .option("--kind <kind>", "only this kind")
+    .action(async (query: string, opts: { k?: number; scope?: string; kind?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const config = readModelConfig(io.env);
+      const hits = await withStore(g, async (store) => {
+        const index = await openSearchIndex(config.searchDir, g.app);
+        // The snapshot may be behind the log: fold what it lacks (in memory only; the projection persists).
+        await store.replay(scopeOf(store, g.app).stream, { fromSeq: index.appliedSeq + 1 }, (events) => index.apply(events)).catch((err) => {
+          if (!(err instanceof MemledgerError && err.code === "not_found")) throw err;
+        });
+        return searchMemories(index, query, defined({ k: opts.k ?? 10, scope: opts.scope, kind: opts.kind }));
+      });
+      for (const [rank, hit] of hits.entries()) {
+        if (g.json) printJson(io, { rank: rank + 1, ...hit });
+        else printLine(io, `${String(rank + 1).padStart(2)}. ${hit.title}  [${hit.kind}, ${hit.scope}]  ${hit.memoryId}  score ${hit.score.toFixed(3)}\n    ${hit.snippet}`);
+      }
+      if (hits.length === 0 && !g.json) printLine(io, "no matching memory");
+    });
+
+  const claimOptions = (c: Command) =>
+    c.option("--lock", "a lock on a module or path instead of a task").option("--key <key>", "idempotency key");
+
+  claimOptions(
+    program
+      .command("claim")
+      .description("claim a task (or, with --lock, a module or path) for a lease; conflict (exit 3) names the holder")
+      .argument("<name>", "task id, or the path/module with --lock")
+      .option("--ttl <duration>", "lease length, e.g. 90s, 10m, 2h (default 10m)", leaseMs)
+      .option("--priority <n>", "1 (most urgent) to 5, when the claim opens the task", wholeNumber(1)),
+  ).action(async (name: string, opts, cmd: Command) => {
+    const g = globals(cmd);
+    printJson(io, await send(g, "claim", defined({ name, kind: opts.lock ? "lock" : "task", ttlMs: opts.ttl, priority: opts.priority, key: opts.key, sessionId: g.session })));
+  });
+
+  claimOptions(
+    program
+      .command("renew")
+      .description("extend your lease")
+      .argument("<name>", "task id, or the path/module with --lock")
+      .option("--ttl <duration>", "new lease length (default: the current one)", leaseMs),
+  ).action(async (name: string, opts, cmd: Command) => {
+    const g = globals(cmd);
+    printJson(io, await send(g, "renew", defined({ name, kind: opts.lock ? "lock" : "task", ttlMs: opts.ttl, key: opts.key, sessionId: g.session })));
+  });
+
+  claimOptions(
+    program
+      .command("release")
+      .description("give a claim back; --done marks the task finished")
+      .argument("<name>", "task id, or the path/module with --lock")
+      .option("--done", "the task is finished for good"),
+  ).action(async (name: string, opts, cmd: Command) => {
+    const g = globals(cmd);
+    printJson(io, await send(g, "release", defined({ name, kind: opts.lock ? "lock" : "task", done: opts.done, key: opts.key, sessionId: g.session })));
+  });
+
+  program
+    .command("claims")
+    .description("live claims and locks (from the Redis projection)")
+    .option("--agent <id>", "only what this agent holds")
+    .action(async (opts: { agent?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const claims = await send<{ kind: string; name: string; holder: string; expiresAt: string }[]>(g, "claims", defined({ agent: opts.agent }));
+      for (const c of claims) {
+        if (g.json) printJson(io, c);
+        else printLine(io, `${c.kind.padEnd(4)}  ${c.name}  held by ${c.holder} until ${c.expiresAt}`);
+      }
+    });
+
+  program
+    .command("tasks")
+    .description("open tasks by priority")
+    .option("--unclaimed", "only tasks nobody holds")
+    .option("--limit <n>", "at most this many (default 100)", wholeNumber(1))
+    .action(async (opts: { unclaimed?: boolean; limit?: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const tasks = await send<{ name: string; priority: number; title: string | null; holder?: string | null }[]>(g, "tasks", defined({ unclaimed: opts.unclaimed, limit: opts.limit }));
+      for (const t of tasks) {
+        if (g.json) printJson(io, t);
+        else printLine(io, `p${t.priority}  ${t.name}${t.title ? `  ${t.title}` : ""}${t.holder ? `  (held by ${t.holder})` : ""}`);
+      }
+    });
+
+  program
+    .command("task")
+    .description("tasks: open")
+    .command("open")
+    .description("open a task others can claim")
+    .argument("<name>", "task id")
+    .option("--title <text>", "what it is")
+    .option("--priority <n>", "1 (most urgent) to 5 (default 3)", wholeNumber(1))
+    .option("--key <key>", "idempotency key")
+    .action(async (name: string, opts, cmd: Command) => {
+      const g = globals(cmd);
+      printJson(io, await send(g, "open_task", defined({ name, title: opts.title, priority: opts.priority, key: opts.key, sessionId: g.session })));
+    });
+}
