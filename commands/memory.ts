@@ -1,4 +1,3 @@
-import { produce } from "immer";
 import type { DomainEventOf, MemoryEvent } from "../schemas/events.js";
 import { conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor, MemoryKind, Scope } from "../schemas/primitives.js";
@@ -163,20 +162,47 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
   }
 }
 
-const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState =>
-  produce(state, (draft) => {
-    if (draft.applied[event.id]) return; // at-least-once delivery: an event applies once
-    draft.id ??= event.aggregateId;
-    draft.app ??= event.app;
-    draft.scope ??= event.scope;
-    draft.createdAt ??= event.time;
-    draft.updatedAt = event.time;
-    let version: number | null = null;
-    switch (event.type) {
-      case "memory.proposed": {
-        version = event.data.version;
-        draft.versions.push({
-          ...event.data,
+/**
+ * Deep-freezes plain objects and arrays, stopping at anything already frozen (the parts shared with the
+ * previous state), as immer's auto-freeze did.
+ */
+function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value;
+  Object.freeze(value);
+  for (const key in value) deepFreeze(value[key]);
+  return value;
+}
+
+/**
+ * Folds one event into a new state, sharing every untouched part with the old one. Written by hand rather
+ * than with immer's produce: this runs once per command on the append path, where produce's drafting and
+ * finalising were a quarter of the command service's CPU. The result is deep-frozen as produce's was.
+ */
+const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
+  if (state.applied[event.id]) return deepFreeze(state); // at-least-once delivery: an event applies once
+  let versions = state.versions;
+  let activeVersion = state.activeVersion;
+  let superseded = state.superseded;
+  let version: number | null = null;
+  switch (event.type) {
+    case "memory.proposed": {
+      const { data } = event;
+      version = data.version;
+      versions = [
+        ...versions,
+        {
+          // Field by field rather than `...event.data`: V8 turned that spread plus the added fields into
+          // a slow path costing microseconds. The data schema is strict, so these are all of its fields,
+          // in the order the schema (and so every parsed event) gives them.
+          version: data.version,
+          title: data.title,
+          body: data.body,
+          kind: data.kind,
+          tags: data.tags,
+          paths: data.paths,
+          importance: data.importance,
           status: "proposed",
           proposedBy: event.actor,
           proposedAt: event.time,
@@ -185,35 +211,46 @@ const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState =>
           decidedBy: null,
           decidedAt: null,
           rejectReason: null,
-        });
-        break;
-      }
-      case "memory.approved":
-      case "memory.rejected": {
-        version = event.data.version;
-        const target = draft.versions.find((v) => v.version === version);
-        if (!target) break;
-        target.decidedBy = event.actor;
-        target.decidedAt = event.time;
-        if (event.type === "memory.approved") {
-          target.status = "approved";
-          draft.activeVersion = version;
-        } else {
-          target.status = "rejected";
-          target.rejectReason = event.data.reason;
-        }
-        break;
-      }
-      case "memory.superseded":
-        draft.superseded = { by: event.data.by, reason: event.data.reason, by_actor: event.actor, at: event.time };
-        break;
-      case "memory.rolled_back":
-        version = event.data.toVersion;
-        draft.activeVersion = event.data.toVersion;
-        break;
+        },
+      ];
+      break;
     }
-    draft.applied[event.id] = { type: event.type, version };
+    case "memory.approved":
+    case "memory.rejected": {
+      version = event.data.version;
+      const at = versions.findIndex((v) => v.version === version);
+      if (at < 0) break;
+      const target = versions[at]!;
+      versions = versions.with(
+        at,
+        event.type === "memory.approved"
+          ? { ...target, decidedBy: event.actor, decidedAt: event.time, status: "approved" }
+          : { ...target, decidedBy: event.actor, decidedAt: event.time, status: "rejected", rejectReason: event.data.reason },
+      );
+      if (event.type === "memory.approved") activeVersion = version;
+      break;
+    }
+    case "memory.superseded":
+      superseded = { by: event.data.by, reason: event.data.reason, by_actor: event.actor, at: event.time };
+      break;
+    case "memory.rolled_back":
+      version = event.data.toVersion;
+      activeVersion = event.data.toVersion;
+      break;
+  }
+  return deepFreeze({
+      ...state,
+      id: state.id ?? event.aggregateId,
+      app: state.app ?? event.app,
+      scope: state.scope ?? event.scope,
+      versions,
+      activeVersion,
+      superseded,
+      createdAt: state.createdAt ?? event.time,
+      updatedAt: event.time,
+      applied: { ...state.applied, [event.id]: { type: event.type, version } },
   });
+};
 
 export const memoryDecider: Decider<MemoryCommand, MemoryEvent, MemoryState> = {
   aggregate: "memory",

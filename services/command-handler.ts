@@ -1,3 +1,4 @@
+import { randomFillSync } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { v5 as uuidv5, v7 as uuidv7 } from "uuid";
 import type { Decider } from "../commands/decider.js";
@@ -51,12 +52,37 @@ const KEY_NAMESPACE = "5b0c3f1e-8a47-4e43-9d7e-2f1a6c9b7d10";
 export const idForKey = (ctx: Pick<CommandContext, "app" | "actor">, aggregate: string, key: string): string =>
   uuidv5(`${ctx.app}\u0000${aggregate}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${key}`, KEY_NAMESPACE);
 
+// uuid's v7 asks WebCrypto for 16 fresh bytes per id, which cost more than the rest of the id: draw them
+// from a pool refilled 4 KiB at a time instead, and keep v7's monotonic per-millisecond counter here
+// (the same algorithm as uuid's own state, which it skips once random bytes are passed in).
+const RANDOM_POOL = new Uint8Array(4096);
+let poolOffset = RANDOM_POOL.length;
+const v7State = { msecs: -Infinity, seq: 0 };
+
+/** A UUIDv7, as uuid's `v7()` makes it, with the random bytes from a pool. */
+export function fastUuidv7(): string {
+  if (poolOffset + 16 > RANDOM_POOL.length) {
+    randomFillSync(RANDOM_POOL);
+    poolOffset = 0;
+  }
+  const random = RANDOM_POOL.subarray(poolOffset, (poolOffset += 16));
+  const now = Date.now();
+  if (now > v7State.msecs) {
+    v7State.seq = ((random[6]! & 0x7f) << 24) | (random[7]! << 16) | (random[8]! << 8) | random[9]!;
+    v7State.msecs = now;
+  } else {
+    v7State.seq = (v7State.seq + 1) | 0;
+    if (v7State.seq === 0) v7State.msecs++;
+  }
+  return uuidv7({ random, msecs: v7State.msecs, seq: v7State.seq });
+}
+
 const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string): string =>
   ctx.key === undefined
-    ? uuidv7()
+    ? fastUuidv7()
     : uuidv5(`${ctx.app}\u0000${aggregate}:${aggregateId}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${ctx.key}`, KEY_NAMESPACE);
 
-export const newAggregateId = (): string => uuidv7();
+export const newAggregateId = (): string => fastUuidv7();
 
 /**
  * Runs a command against one aggregate with optimistic concurrency:
