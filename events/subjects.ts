@@ -8,6 +8,8 @@ import type { ActorKind } from "../schemas/primitives.js";
  *   <prefix>.app.<app>.memory.<memoryId>      one subject per memory aggregate (optimistic concurrency)
  *   <prefix>.app.<app>.session.<sessionId>    one subject per agent session
  *   <prefix>.app.<app>.claim.<claimId>        one subject per task or lock (claims, leases)
+ *   <prefix>.app.<app>.promotion.<promotionId>  one subject per promotion: the curator's decision, written
+ *                                              once (expected sequence 0), so a redelivered request is answered
  *   <prefix>.org.memory.<memoryId>            org memories, in the separate org stream
  *   <prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>   commands and queries, served by a queue group
  */
@@ -25,6 +27,12 @@ export interface Naming {
   appEvents(app: string): string;
   orgEvents(): string;
   aggregate(app: string, kind: AggregateKind, id: string): string;
+  /** Every memory subject of one app: the curator's consumer filter (2.9 allows one filter subject). */
+  appMemories(app: string): string;
+  /** Where the curator's decision on one promotion request goes (appended with expected sequence 0). */
+  promotion(app: string, promotionId: string): string;
+  /** One org memory aggregate, in the org stream. */
+  orgMemory(memoryId: string): string;
   command(app: string, actorKind: ActorKind, actorId: string, verb: string): string;
   allCommands(): string;
   parseCommand(subject: string): { app: string; actorKind: string; actorId: string; verb: string } | null;
@@ -41,6 +49,9 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     appEvents: (app) => `${prefix}.app.${app}.>`,
     orgEvents: () => `${prefix}.org.>`,
     aggregate: (app, kind, id) => `${prefix}.app.${app}.${kind}.${id}`,
+    appMemories: (app) => `${prefix}.app.${app}.memory.>`,
+    promotion: (app, promotionId) => `${prefix}.app.${app}.promotion.${promotionId}`,
+    orgMemory: (memoryId) => `${prefix}.org.memory.${memoryId}`,
     command: (app, actorKind, actorId, verb) => `${prefix}.cmd.${app}.${actorKind}.${actorId}.${verb}`,
     allCommands: () => `${prefix}.cmd.>`,
     embeddingCacheBucket: () => `${prefix}_embeddings`,

@@ -16,6 +16,8 @@ const UPCASTERS: Partial<Record<LedgerEventType, Record<number, Upcaster>>> = {
       const data = (e.data ?? {}) as Record<string, unknown>;
       return { ...e, schemaVersion: 2, data: { importance: 3, paths: [], ...data } };
     },
+    // v3 added the optional `provenance` of org memories; a v2 event has none, so its data is unchanged.
+    2: (e) => ({ ...e, schemaVersion: 3 }),
   },
 };
 

@@ -10,6 +10,7 @@ import {
   Markdown,
   MemoryKind,
   Scope,
+  Sequence,
   Tag,
   Version,
   nonEmptyLine,
@@ -41,6 +42,33 @@ const event = <T extends string, V extends number, D extends z.ZodType>(type: T,
 
 // ---- memory lifecycle -------------------------------------------------------------------------
 
+/**
+ * Where an org memory's version came from: the app memory version the curator promoted (its stream,
+ * sequence and event, who wrote it and in which session) and the promotion request that asked for it.
+ * Only the curator writes it; agents' proposals cannot carry it (the propose command has no such field).
+ */
+export const OrgProvenance = z.strictObject({
+  promotionId: Id,
+  source: z.strictObject({
+    app: AppName,
+    stream: z.string().min(1).max(255),
+    memoryId: Id,
+    version: Version,
+    /** Stream sequence and id of the `memory.proposed` event that wrote the promoted version. */
+    seq: Sequence,
+    eventId: z.string().min(1).max(64),
+    actor: Actor,
+    sessionId: Id.nullable(),
+  }),
+  request: z.strictObject({
+    seq: Sequence,
+    eventId: z.string().min(1).max(64),
+    actor: Actor,
+    sessionId: Id.nullable(),
+  }),
+});
+export type OrgProvenance = z.infer<typeof OrgProvenance>;
+
 export const MemoryProposedData = z.strictObject({
   version: Version,
   title: nonEmptyLine(LIMITS.titleLength),
@@ -49,9 +77,14 @@ export const MemoryProposedData = z.strictObject({
   tags: z.array(Tag).max(LIMITS.tags),
   paths: z.array(FilePath).max(LIMITS.paths),
   importance: Importance,
+  /**
+   * v3: set on org memories the curator wrote from a promotion; absent on everything proposed directly.
+   * Optional rather than nullable-with-default so every existing writer of v2 data stays valid as is.
+   */
+  provenance: OrgProvenance.optional(),
 });
 
-export const MemoryProposed = event("memory.proposed", 2, MemoryProposedData);
+export const MemoryProposed = event("memory.proposed", 3, MemoryProposedData);
 export const MemoryApproved = event("memory.approved", 1, z.strictObject({ version: Version }));
 export const MemoryRejected = event(
   "memory.rejected",
@@ -77,6 +110,55 @@ export const MemoryEvent = z.discriminatedUnion("type", [
   MemoryRolledBack,
 ]);
 export type MemoryEvent = z.infer<typeof MemoryEvent>;
+
+// ---- promotion to org knowledge ---------------------------------------------------------------
+// Typed `memory.*` because they are about one app memory (aggregateId is that memory's id), but kept out
+// of MemoryEvent: the memory lifecycle does not change when a memory is promoted. The request lives on the
+// memory's subject (optimistic concurrency with its lifecycle); the curator's decision on the promotion's
+// own subject (events/subjects.ts `promotion`), written once with expected sequence 0.
+
+/** Why the curator decided as it did: a stable code (`secret:<rule>`, `app_specific`, …) and a sentence. */
+export const PromotionReason = z.strictObject({
+  code: z.string().min(1).max(128),
+  message: nonEmptyLine(LIMITS.reasonLength),
+});
+export type PromotionReason = z.infer<typeof PromotionReason>;
+
+export const MemoryPromotionRequested = event(
+  "memory.promotion_requested",
+  1,
+  z.strictObject({
+    /** Deterministic from app, memory id and version (commands/promotion.ts): one promotion per version. */
+    promotionId: Id,
+    /** The active, approved version being promoted. */
+    version: Version,
+    reason: oneLine(LIMITS.reasonLength).nullable(),
+  }),
+);
+export const MemoryPromotionAccepted = event(
+  "memory.promotion_accepted",
+  1,
+  z.strictObject({
+    promotionId: Id,
+    version: Version,
+    /** "created": a new org memory; "merged": a new version of an existing, near-duplicate org memory. */
+    outcome: z.enum(["created", "merged"]),
+    orgMemoryId: Id,
+    orgVersion: Version,
+    /** True when the curator's policy approved the org version at once. */
+    approved: z.boolean(),
+    /** Flags a reviewer should look at (e.g. the near-duplicate it was merged into); empty when none. */
+    reasons: z.array(PromotionReason).max(64),
+  }),
+);
+export const MemoryPromotionRejected = event(
+  "memory.promotion_rejected",
+  1,
+  z.strictObject({ promotionId: Id, version: Version, reasons: z.array(PromotionReason).min(1).max(64) }),
+);
+
+export const PromotionEvent = z.discriminatedUnion("type", [MemoryPromotionRequested, MemoryPromotionAccepted, MemoryPromotionRejected]);
+export type PromotionEvent = z.infer<typeof PromotionEvent>;
 
 // ---- agent sessions ---------------------------------------------------------------------------
 
@@ -150,7 +232,12 @@ export type ClaimEvent = z.infer<typeof ClaimEvent>;
 
 // ---- every event ------------------------------------------------------------------------------
 
-export const LedgerEvent = z.discriminatedUnion("type", [...MemoryEvent.options, ...SessionEvent.options, ...ClaimEvent.options]);
+export const LedgerEvent = z.discriminatedUnion("type", [
+  ...MemoryEvent.options,
+  ...PromotionEvent.options,
+  ...SessionEvent.options,
+  ...ClaimEvent.options,
+]);
 export type LedgerEvent = z.infer<typeof LedgerEvent>;
 export type LedgerEventType = LedgerEvent["type"];
 

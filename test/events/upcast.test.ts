@@ -51,9 +51,9 @@ const expectInvalid = (parse: () => unknown, message?: RegExp) => {
 };
 
 describe("upcasting stored events", () => {
-  it("reads a v1 memory.proposed as v2 with the neutral importance and no paths", () => {
+  it("reads a v1 memory.proposed as today's (v3) with the neutral importance, no paths and no provenance", () => {
     const event = parseStoredEvent(storedV1Proposal());
-    expect(event.schemaVersion).toBe(2);
+    expect(event.schemaVersion).toBe(3);
     expect(event.type).toBe("memory.proposed");
     expect(event.data).toStrictEqual({
       version: 1,
@@ -70,7 +70,15 @@ describe("upcasting stored events", () => {
     const stored = storedV1Proposal();
     const event = decodeEvent(bytesOf(stored));
     const { schemaVersion: _v, data: _d, ...envelope } = stored;
-    expect(event).toMatchObject({ ...envelope, schemaVersion: 2, data: { importance: 3, paths: [] } });
+    expect(event).toMatchObject({ ...envelope, schemaVersion: 3, data: { importance: 3, paths: [] } });
+  });
+
+  it("reads a v2 memory.proposed as v3 with its data unchanged (v3 only added the optional org provenance)", () => {
+    const v2 = { ...storedV1Proposal(), schemaVersion: 2, data: { ...storedV1Proposal().data, importance: 4, paths: ["a.ts"] } };
+    const event = parseStoredEvent(v2);
+    expect(event.schemaVersion).toBe(3);
+    expect(event.data).toStrictEqual(v2.data);
+    expect("provenance" in event.data).toBe(false);
   });
 
   it("does not touch the stored object it lifts", () => {
@@ -126,8 +134,8 @@ describe("upcasting stored events", () => {
       expect(CURRENT_SCHEMA_VERSION[option.shape.type.value], option.shape.type.value).toBe(option.shape.schemaVersion.value);
     }
     expect(Object.values(CURRENT_SCHEMA_VERSION).every((v) => Number.isInteger(v) && v >= 1)).toBe(true);
-    // memory.proposed is the one type with history: v1 is still in old logs, so v2 must stay current.
-    expect(CURRENT_SCHEMA_VERSION["memory.proposed"]).toBe(2);
+    // memory.proposed is the one type with history: v1 and v2 are still in old logs, so v3 must stay current.
+    expect(CURRENT_SCHEMA_VERSION["memory.proposed"]).toBe(3);
   });
 
   it("has a round-trip sample of every memory and session event type", () => {
