@@ -1,5 +1,6 @@
 import { count, create, insert, load, remove, save, search, type Orama, type RawData, type WhereCondition } from "@orama/orama";
 import type { IndexedMemory } from "./memory-records.js";
+import { asList, tagKey, type RetrievalFilter } from "./retrieval-filter.js";
 import { identifierAwareTokenizer, identifierTokens, namedIdentifiers, type IdentifierAwareTokenizer } from "./tokenizer.js";
 
 /**
@@ -38,19 +39,15 @@ type FullTextDb = Orama<typeof SCHEMA>;
 /** Where a word counts most: a title or tag that names the subject outweighs a mention in the body. */
 const BOOST = { title: 2, tags: 1.5, paths: 1.5, body: 1 } as const;
 
-export interface RetrievalFilter {
-  scope?: string | undefined;
-  kind?: string | undefined;
-  /** Every listed tag must be on the memory (case-insensitive). */
-  tags?: readonly string[] | undefined;
-}
+export type { RetrievalFilter } from "./retrieval-filter.js";
+export { tagKey } from "./retrieval-filter.js";
 
 export interface ChannelHit {
   memoryId: string;
   score: number;
+  /** How many of the identifiers the query names this memory contains as whole tokens (BM25 only). */
+  identifiersMatched?: number;
 }
-
-export const tagKey = (tag: string): string => tag.toLowerCase();
 
 /**
  * Orama's calls return a promise only when a plugin or hook is async. This index has neither, and the
@@ -158,7 +155,7 @@ export class FullTextChannel {
     const merged = new Map(textHits.map((hit) => [hit.memoryId, hit.score]));
     for (const [memoryId, matched] of identifiersMatched) merged.set(memoryId, (textScore.get(memoryId) ?? 0) + matched * bonus);
     return [...merged]
-      .map(([memoryId, score]) => ({ memoryId, score }))
+      .map(([memoryId, score]) => ({ memoryId, score, identifiersMatched: identifiersMatched.get(memoryId) ?? 0 }))
       .sort((a, b) => b.score - a.score)
       .slice(0, limit);
   }
@@ -181,10 +178,15 @@ export class FullTextChannel {
   }
 }
 
+/** The exactly evaluable part of the filter (paths are checked by the caller: "under" is not an enum match). */
 function whereClause(filter: RetrievalFilter): WhereCondition<typeof SCHEMA> | undefined {
   const clauses: WhereCondition<typeof SCHEMA>[] = [];
-  if (filter.scope !== undefined) clauses.push({ scope: { eq: filter.scope } });
-  if (filter.kind !== undefined) clauses.push({ kind: { eq: filter.kind } });
+  if (filter.app !== undefined) clauses.push({ app: { eq: filter.app } });
+  if (filter.status !== undefined) clauses.push({ status: { eq: filter.status } });
+  const scopes = asList(filter.scope);
+  if (scopes) clauses.push({ scope: { in: [...scopes] } });
+  const kinds = asList(filter.kind);
+  if (kinds) clauses.push({ kind: { in: [...kinds] } });
   if (filter.tags && filter.tags.length > 0) clauses.push({ tagKeys: { containsAll: filter.tags.map(tagKey) } });
   if (clauses.length === 0) return undefined;
   return clauses.length === 1 ? clauses[0] : { and: clauses };

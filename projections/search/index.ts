@@ -2,6 +2,15 @@ export { searchProjection, openSearchIndex, StaleGenerationError, DEFAULT_SEARCH
 export type { SearchProjection, SearchProjectionOptions } from "./projection.js";
 export { SearchIndex, searchMemories, snippetOf } from "./search-index.js";
 export type { SearchHit, SearchOptions } from "./search-index.js";
-export type { RetrievalFilter } from "./fulltext-channel.js";
+export { matchesRetrievalFilter, pathIsUnder } from "./retrieval-filter.js";
+export type { RetrievalFilter } from "./retrieval-filter.js";
 export type { IndexedMemory, IndexChange, MemoryRecord } from "./memory-records.js";
 export { tokenizeText } from "./tokenizer.js";
+export { fuseRrf, DEFAULT_RRF_K } from "./fusion.js";
+export type { FusedItem, FuseOptions } from "./fusion.js";
+export { retrieve, candidateDepth, BOOST_FACTOR, ORG_INDEX_APP, RETRIEVAL_MODES } from "./retrieve.js";
+export type { RetrievalMode, RetrieveOptions, RetrievedMemory, MemoryOrigin, ChannelRank } from "./retrieve.js";
+export { VectorChannel, embeddingTextOf, vectorFilterOf } from "./vector-channel.js";
+export type { VectorChanges, VectorWriteStats } from "./vector-channel.js";
+export { vectorSetup, attachVectorChannel, embedderDimensions } from "./vector-setup.js";
+export type { VectorSetup, VectorSource } from "./vector-setup.js";

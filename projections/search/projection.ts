@@ -2,12 +2,14 @@ import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { SearchIndex } from "./search-index.js";
+import { attachVectorChannel, saveVectorChannel, type VectorSetup, type VectorSource } from "./vector-setup.js";
 import {
   appDir,
   newGeneration,
   readCurrentGeneration,
   readSnapshot,
   snapshotFile,
+  vectorsDir,
   writeCurrentGeneration,
   writeSnapshot,
 } from "./snapshot.js";
@@ -27,6 +29,13 @@ export interface SearchProjectionOptions {
   snapshotIntervalMs?: number;
   /** The clock for the interval; tests pass their own. */
   now?: () => number;
+  /**
+   * The vector channel: the embedder and where vectors live. A function is called once, on the first
+   * target opened (opening the embedding cache needs a NATS connection). Without it, BM25 only.
+   */
+  vectors?: VectorSetup | (() => Promise<VectorSetup>) | undefined;
+  /** Told how each opened index got its vectors (loaded with the snapshot, or derived again). */
+  onVectors?: (app: string, generation: string, source: VectorSource) => void;
 }
 
 export interface SearchProjection extends ProjectionDefinition {
@@ -78,13 +87,16 @@ class SearchTarget implements ProjectionTarget {
 
   async apply(events: readonly ProjectedEvent[]): Promise<void> {
     this.assertUsable("apply");
-    this.index.apply(events);
+    // BM25 at once, then every memory of the batch whose active version changed embedded in one call.
+    await this.index.ingest(events);
   }
 
   async commit(seq: number): Promise<void> {
     this.assertUsable("commit");
     // The runner may commit past events it did not hand over (other subjects): they changed nothing here.
     this.index.advanceTo(seq);
+    // Left queued only by a failed embed; the checkpoint must not pass vectors that were not written.
+    await this.index.flushVectors();
     this.committedSeq = Math.max(this.committedSeq, seq);
     const pending = this.index.appliedSeq - this.durable.seq;
     const due = pending >= this.policy.everyEvents || this.policy.now() - this.lastSnapshotAt >= this.policy.intervalMs;
@@ -102,7 +114,8 @@ class SearchTarget implements ProjectionTarget {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    const committedAndUnsaved = this.index.appliedSeq === this.committedSeq && this.committedSeq > this.durable.seq;
+    const committedAndUnsaved =
+      this.index.appliedSeq === this.committedSeq && this.committedSeq > this.durable.seq && this.index.pendingVectorCount === 0;
     if (committedAndUnsaved && (this.role === "fresh" || (await this.isCurrent()))) await this.snapshot();
     this.closed = true;
   }
@@ -115,6 +128,9 @@ class SearchTarget implements ProjectionTarget {
     this.writing = true;
     try {
       const seq = this.index.appliedSeq;
+      // Vectors first, labelled with this checkpoint: a crash before the snapshot below leaves vectors
+      // whose label does not match the older snapshot, and they are derived again on load.
+      await saveVectorChannel(this.index, vectorsDir(this.dir, this.index.app, this.index.generation));
       await writeSnapshot(snapshotFile(this.dir, this.index.app, this.index.generation), this.index);
       this.durable = { seq, generation: this.index.generation };
       this.lastSnapshotAt = this.policy.now();
@@ -147,6 +163,21 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
     now: options.now ?? Date.now,
   };
   const liveIndexes = new Map<string, SearchIndex>();
+  let vectorSetup: Promise<VectorSetup> | undefined;
+  const setupOf = (): Promise<VectorSetup> | undefined => {
+    const configured = options.vectors;
+    if (!configured) return undefined;
+    vectorSetup ??= typeof configured === "function" ? configured() : Promise.resolve(configured);
+    vectorSetup.catch(() => (vectorSetup = undefined));
+    return vectorSetup;
+  };
+  const withVectors = async (index: SearchIndex, savedDir: string | undefined): Promise<SearchIndex> => {
+    const setup = setupOf();
+    if (!setup) return index;
+    const source = await attachVectorChannel(index, await setup, savedDir);
+    options.onVectors?.(index.app, index.generation, source);
+    return index;
+  };
 
   return {
     name: "search",
@@ -155,10 +186,12 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
 
     async openLive(scope: ProjectionScope): Promise<ProjectionTarget> {
       let index = await loadCurrent(dir, scope.app);
-      if (!index) {
+      if (index) {
+        await withVectors(index, vectorsDir(dir, scope.app, index.generation));
+      } else {
         // First start (or a CURRENT that names a lost file): an empty generation, made current at
         // once so that checkpoint, file and pointer agree from the start. The runner replays from 0.
-        index = new SearchIndex(scope.app, newGeneration());
+        index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
         await writeSnapshot(snapshotFile(dir, scope.app, index.generation), index);
         await writeCurrentGeneration(dir, scope.app, index.generation);
       }
@@ -168,7 +201,8 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
 
     async openFresh(scope: ProjectionScope): Promise<ProjectionTarget> {
       // Built in memory; its file appears on its first snapshot, and readers only follow CURRENT.
-      return new SearchTarget(dir, new SearchIndex(scope.app, newGeneration()), "fresh", policy);
+      const index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
+      return new SearchTarget(dir, index, "fresh", policy);
     },
 
     async promote(scope: ProjectionScope, target: ProjectionTarget): Promise<void> {
@@ -176,10 +210,23 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
         throw new Error("search promote: expected a fresh search target of the same app");
       }
       await target.snapshot();
+      const replaced = liveIndexes.get(scope.app);
       await writeCurrentGeneration(dir, scope.app, target.index.generation);
       target.role = "live";
       liveIndexes.set(scope.app, target.index);
       await removeOtherGenerations(dir, scope.app, target.index.generation);
+      // An external vector index (a Qdrant collection) of the replaced generation is not a file here.
+      const setup = setupOf();
+      const old = replaced?.vectors;
+      if (setup && replaced && old && replaced.generation !== target.index.generation) {
+        await (await setup).dropIndex({
+          prefix: (await setup).prefix,
+          app: scope.app,
+          generation: replaced.generation,
+          modelId: old.modelId,
+          dimensions: old.index.dimensions,
+        });
+      }
     },
   };
 }
@@ -202,14 +249,21 @@ async function loadCurrent(dir: string, app: string): Promise<SearchIndex | unde
 
 async function removeOtherGenerations(dir: string, app: string, keep: string): Promise<void> {
   for (const name of await readdir(appDir(dir, app))) {
-    if (name.endsWith(".snapshot") && name !== `${keep}.snapshot`) await rm(join(appDir(dir, app), name), { force: true });
+    const generation = name.endsWith(".snapshot") ? name.slice(0, -".snapshot".length) : name.endsWith(".vectors") ? name.slice(0, -".vectors".length) : null;
+    if (generation !== null && generation !== keep) await rm(join(appDir(dir, app), name), { recursive: true, force: true });
   }
 }
 
 /**
- * For the CLI: the latest snapshot of `app`'s search index, or an empty index at sequence 0 when there
- * is none. The caller catches up from `index.appliedSeq + 1` with `index.apply`.
+ * For readers outside `up` (the CLI): the latest snapshot of `app`'s search index, or an empty index at
+ * sequence 0 when there is none. The caller catches up from `index.appliedSeq + 1` with `index.ingest`.
+ * With `vectors`, the index gets a private vector channel (pass an embedded backend: a reader catching
+ * up must not write into the live projection's Qdrant collection), loaded from the saved vectors or
+ * derived through the embedder's cache.
  */
-export async function openSearchIndex(dir: string, app: string): Promise<SearchIndex> {
-  return (await loadCurrent(dir, app)) ?? new SearchIndex(app, "none");
+export async function openSearchIndex(dir: string, app: string, options: { vectors?: VectorSetup } = {}): Promise<SearchIndex> {
+  const loaded = await loadCurrent(dir, app);
+  const index = loaded ?? new SearchIndex(app, "none");
+  if (options.vectors) await attachVectorChannel(index, options.vectors, loaded ? vectorsDir(dir, app, loaded.generation) : undefined);
+  return index;
 }

@@ -1,18 +1,26 @@
 import type { ProjectedEvent } from "../projection.js";
-import { FullTextChannel, type RetrievalFilter, type SavedFullTextIndex } from "./fulltext-channel.js";
-import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexChange, type MemoryRecord } from "./memory-records.js";
+import { FullTextChannel, type ChannelHit, type RetrievalFilter, type SavedFullTextIndex } from "./fulltext-channel.js";
+import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexChange, type IndexedMemory, type MemoryRecord } from "./memory-records.js";
+import type { VectorChannel, VectorWriteStats } from "./vector-channel.js";
 import { tokenizeText } from "./tokenizer.js";
 
 /**
  * The live search model of one app: per-memory records (the state needed to continue folding events)
- * and the retrieval channels built from them. Only BM25 today; a vector channel is added as another
- * field fed by the same `IndexChange`s, and `searchMemories` fuses the channels' rankings.
+ * and the retrieval channels built from them: BM25 (always) and vectors (when a VectorChannel is
+ * attached). Both are fed by the same `IndexChange`s; `retrieve` (retrieve.ts) fuses their rankings.
  *
- * It is in-process and synchronous: the projection target applies events to it, readers in the same
- * process query it, the CLI loads one from a snapshot and catches up with `apply` itself.
+ * `apply` is synchronous: it folds events and updates BM25 at once, and only queues the vector
+ * changes (net per memory), because embedding is slow and is done for a whole batch in one call by
+ * `flushVectors`. `ingest` is the two together, which is what a projection target or a catching-up
+ * reader calls. A snapshot is only taken with nothing queued, so both channels describe the same
+ * checkpoint.
  */
 export class SearchIndex {
   private readonly records = new Map<string, MemoryRecord>();
+  /** `memoryId \0 version` → the git branch the version was proposed on (for retrieval's branch boost). */
+  private readonly branches = new Map<string, string>();
+  private pendingVectors = new Map<string, IndexedMemory | null>();
+  private vectorChannel: VectorChannel | undefined;
   private seq = 0;
 
   constructor(
@@ -36,6 +44,25 @@ export class SearchIndex {
     return this.records.size;
   }
 
+  /** The vector channel, when one is attached. */
+  get vectors(): VectorChannel | undefined {
+    return this.vectorChannel;
+  }
+
+  /** Memories whose vector change is applied to BM25 but not yet to the vector index. */
+  get pendingVectorCount(): number {
+    return this.pendingVectors.size;
+  }
+
+  /**
+   * Attaches a vector channel whose index already holds this index's active memories (loaded from the
+   * snapshot, or derived with `VectorChannel.rebuildFrom(index.activeMemories())`).
+   */
+  attachVectors(channel: VectorChannel): void {
+    if (this.vectorChannel) throw new Error(`search index ${this.app}/${this.generation} already has a vector channel`);
+    this.vectorChannel = channel;
+  }
+
   /**
    * Applies events in stream order. Non-memory events only advance the sequence. Delivery is
    * at-least-once and in order, so an event at or below the applied sequence has already been folded.
@@ -45,10 +72,37 @@ export class SearchIndex {
       if (seq <= this.seq) continue;
       this.seq = seq;
       if (!isMemoryEvent(event)) continue;
+      if (event.type === "memory.proposed" && event.git?.branch) {
+        this.branches.set(branchKey(event.aggregateId, event.data.version), event.git.branch);
+      }
       const { record, change } = evolveMemoryRecord(this.records.get(event.aggregateId), event);
       this.records.set(event.aggregateId, record);
       this.applyChange(change);
     }
+  }
+
+  /**
+   * Embeds and writes the queued vector changes in one embedder call. On failure they stay queued (the
+   * events are already folded, so a retried batch is skipped by `apply` and only this step repeats).
+   */
+  async flushVectors(): Promise<VectorWriteStats> {
+    const channel = this.vectorChannel;
+    if (!channel || this.pendingVectors.size === 0) return { embedded: 0, upserted: 0, removed: 0 };
+    const batch = this.pendingVectors;
+    this.pendingVectors = new Map();
+    try {
+      return await channel.write(batch);
+    } catch (error) {
+      // Changes queued meanwhile are newer than the failed ones and win.
+      for (const [memoryId, view] of batch) if (!this.pendingVectors.has(memoryId)) this.pendingVectors.set(memoryId, view);
+      throw error;
+    }
+  }
+
+  /** `apply` then `flushVectors`: every channel reflects the events when it resolves. */
+  async ingest(events: readonly ProjectedEvent[]): Promise<void> {
+    this.apply(events);
+    await this.flushVectors();
   }
 
   /** Moves the applied sequence forward without events (a runner committing past events it filtered out). */
@@ -60,20 +114,56 @@ export class SearchIndex {
     return this.records.get(memoryId);
   }
 
-  /** What a snapshot holds: the records (the state to continue from) and the channels' saved indexes. */
-  exportState(): { seq: number; records: IterableIterator<MemoryRecord>; fullText: SavedFullTextIndex } {
-    return { seq: this.seq, records: this.records.values(), fullText: this.fullText.exportIndex() };
+  /** The active view of a memory, or undefined when retrieval may not return it. */
+  view(memoryId: string): IndexedMemory | undefined {
+    const record = this.records.get(memoryId);
+    return (record && indexedViewOf(record)) ?? undefined;
+  }
+
+  /** Every memory retrieval can return, e.g. to derive a vector channel again. */
+  activeMemories(): IndexedMemory[] {
+    const views: IndexedMemory[] = [];
+    for (const record of this.records.values()) {
+      const view = indexedViewOf(record);
+      if (view) views.push(view);
+    }
+    return views;
+  }
+
+  /** The git branch a memory's version was proposed on, when the proposal named one. */
+  branchOf(memoryId: string, version: number): string | undefined {
+    return this.branches.get(branchKey(memoryId, version));
+  }
+
+  /**
+   * What a snapshot holds: the records (the state to continue from), the branches of versions still
+   * kept, and the channels' saved indexes. Refused while vector changes are queued: the vectors saved
+   * beside it must be at the same sequence.
+   */
+  exportState(): { seq: number; records: IterableIterator<MemoryRecord>; branches: [string, number, string][]; fullText: SavedFullTextIndex } {
+    if (this.pendingVectors.size > 0) throw new Error(`search index ${this.app}/${this.generation}: flush vectors before a snapshot`);
+    const branches: [string, number, string][] = [];
+    for (const record of this.records.values()) {
+      if (record.id === null) continue;
+      for (const { version } of record.versions) {
+        const branch = this.branches.get(branchKey(record.id, version));
+        if (branch !== undefined) branches.push([record.id, version, branch]);
+      }
+    }
+    return { seq: this.seq, records: this.records.values(), branches, fullText: this.fullText.exportIndex() };
   }
 
   /**
    * An index from a snapshot. With a saved full-text index it is loaded as is; without one (an older
-   * snapshot, or one whose index was dropped) the channel is derived again from the records.
+   * snapshot, or one whose index was dropped) the channel is derived again from the records. The
+   * vector channel is attached afterwards (see snapshot.ts), since it needs an embedder and I/O.
    */
   static restore(state: {
     app: string;
     generation: string;
     seq: number;
     records: Iterable<MemoryRecord>;
+    branches?: Iterable<[string, number, string]> | undefined;
     fullText?: SavedFullTextIndex | undefined;
   }): SearchIndex {
     const records = new Map<string, MemoryRecord>();
@@ -82,21 +172,28 @@ export class SearchIndex {
     const fullText = state.fullText ? FullTextChannel.importIndex(state.fullText, active()) : undefined;
     const index = new SearchIndex(state.app, state.generation, fullText);
     for (const [id, record] of records) index.records.set(id, record);
+    for (const [memoryId, version, branch] of state.branches ?? []) index.branches.set(branchKey(memoryId, version), branch);
     if (!fullText) for (const view of active()) index.fullText.upsert(view);
     index.seq = state.seq;
     return index;
   }
 
-  /** Ranked memory ids for a query; used by {@link searchMemories}. */
-  rank(query: string, filter: RetrievalFilter, limit: number) {
+  /** Ranked memory ids for a query; used by {@link searchMemories} and `retrieve`. */
+  rank(query: string, filter: RetrievalFilter, limit: number): ChannelHit[] {
     return this.fullText.search(query, filter, limit);
   }
 
   private applyChange(change: IndexChange): void {
     if (change?.type === "upsert") this.fullText.upsert(change.memory);
     else if (change?.type === "remove") this.fullText.remove(change.memoryId);
+    if (change && this.vectorChannel) {
+      const memoryId = change.type === "upsert" ? change.memory.memoryId : change.memoryId;
+      this.pendingVectors.set(memoryId, change.type === "upsert" ? change.memory : null);
+    }
   }
 }
+
+const branchKey = (memoryId: string, version: number): string => `${memoryId}\u0000${version}`;
 
 export interface SearchOptions extends RetrievalFilter {
   /** How many results at most. */

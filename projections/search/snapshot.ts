@@ -12,17 +12,21 @@ import { SearchIndex } from "./search-index.js";
  *
  *   <dir>/<app>/CURRENT                 the generation readers use (one line)
  *   <dir>/<app>/<generation>.snapshot   that generation's model and checkpoint, in one file
+ *   <dir>/<app>/<generation>.vectors/   its vector channel (embedded indexes only), see vector-snapshot.ts
  *
  * A snapshot carries its checkpoint in its first line, so the model and the checkpoint can never
  * disagree: it is written to a temporary file, fsynced, and renamed over the previous one. A crash
  * leaves either the old snapshot or the new one. Lines:
  *   1. header: format, app, generation, checkpoint seq, number of records
  *   2. one line per memory record
+ *   2b. (v2) one line per [memoryId, version, branch] of versions proposed on a git branch
  *   3. the saved Orama index as chunked JSON lines (no line holds more than a small piece)
  *   4. trailer: {"end":true,"lines":N}, so a file cut short is refused rather than half-loaded.
  */
 const FORMAT = "memledger-search-snapshot";
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
+/** Version 1 had no branch lines; it is read as a snapshot without branches. */
+const READABLE_VERSIONS = [1, 2];
 
 interface SnapshotHeader {
   format: typeof FORMAT;
@@ -31,11 +35,14 @@ interface SnapshotHeader {
   generation: string;
   seq: number;
   records: number;
+  /** Number of branch lines (v2). */
+  branches?: number;
   savedAt: string;
 }
 
 export const appDir = (dir: string, app: string): string => join(dir, app);
 export const snapshotFile = (dir: string, app: string, generation: string): string => join(appDir(dir, app), `${generation}.snapshot`);
+export const vectorsDir = (dir: string, app: string, generation: string): string => join(appDir(dir, app), `${generation}.vectors`);
 const currentFile = (dir: string, app: string): string => join(appDir(dir, app), "CURRENT");
 
 export const newGeneration = (): string => `g${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
@@ -102,6 +109,7 @@ export async function writeSnapshot(file: string, index: SearchIndex): Promise<S
     generation: index.generation,
     seq: state.seq,
     records: records.length,
+    branches: state.branches.length,
     savedAt: new Date().toISOString(),
   };
   let bytes = 0;
@@ -114,6 +122,7 @@ export async function writeSnapshot(file: string, index: SearchIndex): Promise<S
     };
     await line(JSON.stringify(header));
     for (const record of records) await line(JSON.stringify(record));
+    for (const branch of state.branches) await line(JSON.stringify(branch));
     for (const chunk of chunkLines(state.fullText)) await line(chunk);
     await line(JSON.stringify({ end: true, lines: lines + 1 }));
   });
@@ -128,6 +137,7 @@ export async function readSnapshot(file: string): Promise<SearchIndex> {
   const lines = createInterface({ input, crlfDelay: Infinity });
   let header: SnapshotHeader | undefined;
   const records: MemoryRecord[] = [];
+  const branches: [string, number, string][] = [];
   const fullText = new ChunkAssembler();
   let count = 0;
   let ended = false;
@@ -137,11 +147,13 @@ export async function readSnapshot(file: string): Promise<SearchIndex> {
       if (ended) throw new Error(`search snapshot ${file}: data after the trailer`);
       if (!header) {
         header = JSON.parse(line) as SnapshotHeader;
-        if (header.format !== FORMAT || header.version !== FORMAT_VERSION) {
+        if (header.format !== FORMAT || !READABLE_VERSIONS.includes(header.version)) {
           throw new Error(`search snapshot ${file}: unknown format ${header.format} v${header.version}`);
         }
       } else if (records.length < header.records) {
         records.push(JSON.parse(line) as MemoryRecord);
+      } else if (branches.length < (header.branches ?? 0)) {
+        branches.push(JSON.parse(line) as [string, number, string]);
       } else if (line.startsWith("{")) {
         const trailer = JSON.parse(line) as { end?: boolean; lines?: number };
         if (trailer.end !== true || trailer.lines !== count) throw new Error(`search snapshot ${file}: bad trailer`);
@@ -164,6 +176,7 @@ export async function readSnapshot(file: string): Promise<SearchIndex> {
     generation: header.generation,
     seq: header.seq,
     records,
+    branches,
     fullText: fullText.value as SavedFullTextIndex | undefined,
   });
 }

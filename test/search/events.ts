@@ -35,7 +35,7 @@ export class EventLog {
     const version = (this.nextVersion.get(memoryId) ?? 0) + 1;
     this.nextVersion.set(memoryId, version);
     if (content.scope) this.scopes.set(memoryId, content.scope);
-    this.append(memoryId, "memory.proposed", 2, {
+    this.append(memoryId, "memory.proposed", 3, {
       version,
       title: content.title,
       body: content.body,
