@@ -67,6 +67,8 @@ export const SupersedeRequest = z.strictObject({
   reason: nonEmptyLine(LIMITS.reasonLength),
 });
 export const RollbackRequest = z.strictObject({ ...context, memoryId: Id, toVersion: Version });
+/** Asks the curator to make the memory's active (approved) version org knowledge. */
+export const PromoteRequest = z.strictObject({ ...context, memoryId: Id, reason: nonEmptyLine(LIMITS.reasonLength).optional() });
 
 export const SessionStartRequest = z.strictObject({
   ...context,
@@ -138,6 +140,7 @@ export const REQUESTS = {
   reject: RejectRequest,
   supersede: SupersedeRequest,
   rollback: RollbackRequest,
+  promote: PromoteRequest,
   session_start: SessionStartRequest,
   session_end: SessionEndRequest,
   show: ShowRequest,
@@ -169,6 +172,17 @@ export interface AppendOutcome {
   eventId: string;
   type: string;
   /** True when this reply answers a retry of a command that was already applied. */
+  replayed: boolean;
+}
+
+/** The reply to promote: the request as appended on the memory's subject; the curator decides later. */
+export interface PromoteOutcome {
+  memoryId: string;
+  promotionId: string;
+  version: number;
+  seq: number;
+  eventId: string;
+  type: string;
   replayed: boolean;
 }
 

@@ -159,6 +159,9 @@ export const MemoryPromotionRejected = event(
 
 export const PromotionEvent = z.discriminatedUnion("type", [MemoryPromotionRequested, MemoryPromotionAccepted, MemoryPromotionRejected]);
 export type PromotionEvent = z.infer<typeof PromotionEvent>;
+export type MemoryPromotionRequested = z.infer<typeof MemoryPromotionRequested>;
+export type MemoryPromotionAccepted = z.infer<typeof MemoryPromotionAccepted>;
+export type MemoryPromotionRejected = z.infer<typeof MemoryPromotionRejected>;
 
 // ---- agent sessions ---------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { naming, type Naming } from "../events/subjects.js";
-import type { AppendOutcome, ClaimOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
+import type { AppendOutcome, ClaimOutcome, PromoteOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
 import type { ClaimView } from "../commands/claim.js";
 import type { LiveClaim, OpenTask } from "../projections/claims/reader.js";
 import type { LedgerEvent } from "../schemas/events.js";
@@ -113,6 +113,15 @@ export class MemoryClient {
 
   rollback(memoryId: string, toVersion: number, options: Without<RequestOf<"rollback">, "memoryId" | "toVersion"> = {}): Promise<AppendOutcome> {
     return this.request("rollback", { ...options, memoryId, toVersion });
+  }
+
+  /**
+   * Asks the curator to make the memory's active, approved version org knowledge. Resolves once the request
+   * is stored; the curator's decision (accepted, merged or rejected, with reasons) appears in `show`'s
+   * `promotions`. Promoting the same version twice is a `conflict` (details.promotionId).
+   */
+  promote(memoryId: string, options: Without<RequestOf<"promote">, "memoryId"> = {}): Promise<PromoteOutcome> {
+    return this.request("promote", { ...options, memoryId });
   }
 
   show(memoryId: string): Promise<MemoryView> {

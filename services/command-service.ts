@@ -3,6 +3,7 @@ import { z } from "zod";
 import { memoryDecider, memoryStatus, type MemoryState } from "../commands/memory.js";
 import { sessionDecider, type SessionState } from "../commands/session.js";
 import { claimDecider, claimIdOf, claimView, type ClaimState } from "../commands/claim.js";
+import { promotionDecider, promotionView, type PromotableMemoryState, type PromotionView } from "../commands/promotion.js";
 import type { ClaimsReader } from "../projections/claims/reader.js";
 import { COMMAND_QUEUE, naming, type Naming } from "../events/subjects.js";
 import {
@@ -10,12 +11,13 @@ import {
   type AppendOutcome,
   type ClaimOutcome,
   type ParsedRequestOf,
+  type PromoteOutcome,
   type Reply,
   type SessionOutcome,
   type Verb,
 } from "../schemas/commands.js";
 import { ErrorCode, MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
-import type { ClaimEvent } from "../schemas/events.js";
+import type { ClaimEvent, MemoryPromotionAccepted, MemoryPromotionRejected } from "../schemas/events.js";
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
@@ -32,8 +34,8 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   policy?: Policy;
 }
 
-/** A memory as `show` returns it: every version, the active one, and the sequence to send back. */
-export type MemoryView = ReturnType<typeof memoryView>;
+/** A memory as `show` returns it: every version, the active one, the sequence to send back, its promotions. */
+export type MemoryView = ReturnType<typeof memoryView> & { promotions: PromotionView[] };
 
 const memoryView = (id: string, state: MemoryState, seq: number) => ({
   memoryId: id,
@@ -82,6 +84,12 @@ export class CommandService {
   private clock: () => Date = () => new Date();
   private claimsReader: ClaimsReader | undefined;
   private guard: PolicyGuard | undefined;
+  /**
+   * Promotions are decided over the memory subject with their own fold (lifecycle plus promotions), so
+   * they get their own handler: the handler caches state by subject, and the two folds must not share it.
+   * Either cache going stale costs a reload on the next append (10071), never a lost update.
+   */
+  private promotionHandler!: CommandHandler;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -96,6 +104,7 @@ export class CommandService {
     const names = naming(options.prefix);
     const store = await EventStore.open(nc, names, options);
     const service = new CommandService(nc, store, new CommandHandler(store, options), options.onError ?? (() => undefined));
+    service.promotionHandler = new CommandHandler(store, options);
     if (options.now) service.clock = options.now;
     service.claimsReader = options.claims;
     if (options.policy) {
@@ -197,6 +206,19 @@ export class CommandService {
     };
   }
 
+  /** Each requested promotion with the curator's decision, read from the promotion's own subject. */
+  private async promotionsOf(app: string, state: PromotableMemoryState): Promise<PromotionView[]> {
+    const stream = this.names.appStream(app);
+    return Promise.all(
+      state.promotions.map(async (request) => {
+        for await (const stored of this.store.readSubject(stream, this.names.promotion(app, request.promotionId))) {
+          return promotionView(request, { seq: stored.seq, event: stored.event as MemoryPromotionAccepted | MemoryPromotionRejected });
+        }
+        return promotionView(request, null);
+      }),
+    );
+  }
+
   private readonly handlers: { [V in Verb]: Handler<V> } = {
     propose: async (r, ctx) => {
       const memoryId = r.memoryId ?? (ctx.key !== undefined ? idForKey(ctx, "memory", ctx.key) : newAggregateId());
@@ -236,6 +258,19 @@ export class CommandService {
       const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "rollback", toVersion: r.toVersion }, ctx);
       return this.memoryOutcome(executed, versionOf(executed.event));
     },
+    promote: async (r, ctx): Promise<PromoteOutcome> => {
+      const executed = await this.promotionHandler.execute(promotionDecider, r.memoryId, { type: "promote", reason: r.reason ?? null }, ctx);
+      const data = executed.event.data as { promotionId: string; version: number };
+      return {
+        memoryId: executed.aggregateId,
+        promotionId: data.promotionId,
+        version: data.version,
+        seq: executed.seq,
+        eventId: executed.event.id,
+        type: executed.event.type,
+        replayed: executed.replayed,
+      };
+    },
     session_start: async (r, ctx): Promise<SessionOutcome> => {
       const sessionId = r.sessionId ?? (ctx.key !== undefined ? idForKey(ctx, "session", ctx.key) : newAggregateId());
       const executed = await this.handler.execute(
@@ -251,10 +286,10 @@ export class CommandService {
       const executed = await this.handler.execute(sessionDecider, r.sessionId, { type: "end", summary: r.summary ?? null }, ctx);
       return { sessionId: r.sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
     },
-    show: async (r, ctx) => {
-      const loaded = await this.handler.load(memoryDecider, ctx.app, r.memoryId);
-      if (loaded.state.id === null) throw notFound(`no memory ${r.memoryId} in app ${ctx.app}`);
-      return memoryView(r.memoryId, loaded.state, loaded.seq);
+    show: async (r, ctx): Promise<MemoryView> => {
+      const loaded = await this.promotionHandler.load(promotionDecider, ctx.app, r.memoryId);
+      if (loaded.state.memory.id === null) throw notFound(`no memory ${r.memoryId} in app ${ctx.app}`);
+      return { ...memoryView(r.memoryId, loaded.state.memory, loaded.seq), promotions: await this.promotionsOf(ctx.app, loaded.state) };
     },
     session_show: async (r, ctx) => {
       const loaded = await this.handler.load(sessionDecider, ctx.app, r.sessionId);
