@@ -188,22 +188,13 @@ const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
   let version: number | null = null;
   switch (event.type) {
     case "memory.proposed": {
-      const { data } = event;
-      version = data.version;
+      version = event.data.version;
+      // Object.assign rather than `{ ...event.data, status, ... }`, which V8 ran on a slow path costing
+      // about 10 µs here; same keys in the same order (every field of the data, whatever its version).
       versions = [
         ...versions,
-        {
-          // Field by field rather than `...event.data`: V8 turned that spread plus the added fields into
-          // a slow path costing microseconds. The data schema is strict, so these are all of its fields,
-          // in the order the schema (and so every parsed event) gives them.
-          version: data.version,
-          title: data.title,
-          body: data.body,
-          kind: data.kind,
-          tags: data.tags,
-          paths: data.paths,
-          importance: data.importance,
-          status: "proposed",
+        Object.assign({}, event.data, {
+          status: "proposed" as const,
           proposedBy: event.actor,
           proposedAt: event.time,
           proposedInSession: event.sessionId,
@@ -211,7 +202,7 @@ const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
           decidedBy: null,
           decidedAt: null,
           rejectReason: null,
-        },
+        }),
       ];
       break;
     }
