@@ -1,10 +1,15 @@
 import path from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { claimsProjection, claimsReader, type ClaimsReader } from "../projections/claims/index.js";
 import { DEFAULT_FILES_ROOT, filesProjection } from "../projections/files/index.js";
 import type { ProjectionDefinition } from "../projections/projection.js";
-import { searchProjection, type SearchProjection } from "../projections/search/index.js";
+import { searchProjection, vectorSetup, type SearchProjection, type VectorSetup } from "../projections/search/index.js";
+import { vectorBackendFromEnv, type VectorBackendConfig } from "../projections/vectors/backend.js";
 import { invalid } from "../schemas/errors.js";
+import { cachedEmbedder } from "./embeddings/cache.js";
+import { embedderConfigFromEnv, embedderFromConfig, type EmbedderConfig } from "./embeddings/config.js";
+import type { Embedder } from "./embeddings/embedder.js";
 
 export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
 export const DEFAULT_DATA_DIR = ".memledger";
@@ -17,6 +22,10 @@ export interface ReadModelConfig {
   searchDir: string;
   /** Redis for live claims (REDIS_URL). */
   redisUrl: string;
+  /** Where the search projection keeps vectors (MEMLEDGER_VECTORS, QDRANT_URL); null: BM25 only. */
+  vectors: VectorBackendConfig | null;
+  /** The model that embeds memories and queries (MEMLEDGER_EMBEDDER, MEMLEDGER_EMBED_*). */
+  embedder: EmbedderConfig;
 }
 
 const nonEmpty = (s: string | undefined): string | undefined => (s === undefined || s.trim() === "" ? undefined : s);
@@ -27,6 +36,8 @@ export function readModelConfig(env: NodeJS.ProcessEnv = process.env, overrides:
     filesRoot: overrides.filesRoot ?? nonEmpty(env.MEMLEDGER_FILES) ?? (nonEmpty(env.MEMLEDGER_DATA) ? path.join(dataDir, "files") : DEFAULT_FILES_ROOT),
     searchDir: overrides.searchDir ?? path.join(dataDir, "search"),
     redisUrl: overrides.redisUrl ?? nonEmpty(env.REDIS_URL) ?? DEFAULT_REDIS_URL,
+    vectors: overrides.vectors !== undefined ? overrides.vectors : vectorBackendFromEnv(env),
+    embedder: overrides.embedder ?? embedderConfigFromEnv(env),
   };
 }
 
@@ -46,11 +57,41 @@ export interface ReadModels {
   close(): Promise<void>;
 }
 
+export interface ReadModelResources {
+  /**
+   * The connection whose KV bucket caches embeddings (`<prefix>_embeddings`). Without it the search
+   * projection runs BM25 only: embedding without the cache would re-embed every memory on each rebuild.
+   */
+  nc?: NatsConnection;
+  /** The model, instead of the one `config.embedder` describes (tests pass a small deterministic one). */
+  embedder?: Embedder;
+}
+
+/**
+ * The search projection's vector setup: the configured model behind the prefix's embedding cache, and
+ * the configured backend. Opened on first use (the KV bucket is created then).
+ */
+export async function searchVectorSetup(
+  nc: NatsConnection,
+  prefix: string,
+  config: Pick<ReadModelConfig, "vectors" | "embedder">,
+  embedder?: Embedder,
+  backend: VectorBackendConfig | null = config.vectors,
+): Promise<VectorSetup> {
+  if (!backend) throw invalid("vectors are off (MEMLEDGER_VECTORS=off): only BM25 search is available");
+  const cached = await cachedEmbedder(nc, prefix, embedder ?? embedderFromConfig(config.embedder));
+  return vectorSetup({ embedder: cached, prefix, backend });
+}
+
 /** Opens the read models' shared resources (one Redis connection for readers; targets open their own). */
-export function openReadModels(prefix: string, config: ReadModelConfig = readModelConfig()): ReadModels {
+export function openReadModels(prefix: string, config: ReadModelConfig = readModelConfig(), resources: ReadModelResources = {}): ReadModels {
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
   const keyPrefix = `${prefix}:claims`;
-  const search = searchProjection({ dir: config.searchDir });
+  const { nc } = resources;
+  const search = searchProjection({
+    dir: config.searchDir,
+    vectors: nc && config.vectors ? () => searchVectorSetup(nc, prefix, config, resources.embedder) : undefined,
+  });
   const definitions: ProjectionDefinition[] = [
     filesProjection({ root: config.filesRoot }),
     claimsProjection({ redis: config.redisUrl, keyPrefix }),

@@ -93,7 +93,7 @@ export const projectionsComponent = (readModels: () => ReadModels | undefined): 
 export const readModelsComponent = (config: ReadModelConfig, onOpen: (models: ReadModels) => void): Component => ({
   name: "read-models",
   async start(ctx) {
-    const models = openReadModels(ctx.prefix, config);
+    const models = openReadModels(ctx.prefix, config, { nc: ctx.nc });
     onOpen(models);
     return { stop: () => models.close() };
   },

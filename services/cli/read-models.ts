@@ -4,12 +4,13 @@ import ms from "ms";
 import { naming } from "../../events/subjects.js";
 import type { ProjectionScope } from "../../projections/projection.js";
 import { MemledgerError, invalid } from "../../schemas/errors.js";
-import { openSearchIndex, searchMemories } from "../../projections/search/index.js";
+import { ORG_INDEX_APP, RETRIEVAL_MODES, openSearchIndex, retrieve, type RetrievalMode, type RetrievedMemory, type SearchIndex, type VectorSetup } from "../../projections/search/index.js";
+import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
 import { EventStore } from "../event-store.js";
 import { connectNats } from "../nats.js";
 import { readStatuses, rebuildProjection, type RebuildProgress } from "../projection-runner.js";
 import { ORG_APP } from "../projection-supervisor.js";
-import { openReadModels, readModelConfig } from "../read-models.js";
+import { openReadModels, readModelConfig, searchVectorSetup, type ReadModelConfig } from "../read-models.js";
 import { printJson, printLine, type Io } from "./io.js";
 import { defined, wholeNumber, type GlobalOptions } from "./options.js";
 
@@ -79,10 +80,11 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
     .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES)")
     .action(async (name: string, opts: { files?: string }, cmd: Command) => {
       const g = globals(cmd);
-      const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }));
-      try {
-        const definitions = models.select(name);
-        await withStore(g, async (store) => {
+      await withStore(g, async (store) => {
+        // With the connection, the search rebuild re-creates its vectors through the embedding cache.
+        const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }), { nc: store.nc });
+        try {
+          const definitions = models.select(name);
           const scope = scopeOf(store, g.app);
           for (const definition of definitions) {
             const progress = progressReporter(io, g.json);
@@ -92,10 +94,10 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
             if (g.json) printJson(io, summary);
             else printLine(io, `rebuilt ${definition.name} for ${g.app}: ${result.events} events to seq ${result.seq} in ${result.seconds.toFixed(2)} s`);
           }
-        });
-      } finally {
-        await models.close();
-      }
+        } finally {
+          await models.close();
+        }
+      });
     });
 
   program
@@ -126,25 +128,28 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
 
   program
     .command("search")
-    .description("full-text search over the app's active memories (loads the index snapshot, catches up from the log)")
+    .description("hybrid (BM25 + vector) search over the app's and the org's active memories (loads the index snapshots, catches up from the log)")
     .argument("<query>", "words, identifiers or paths")
+    .option("--mode <mode>", `${RETRIEVAL_MODES.join(", ")} (default hybrid)`, retrievalMode)
     .option("--k <n>", "how many results (default 10)", wholeNumber(1))
     .option("--scope <scope>", "only this scope")
     .option("--kind <kind>", "only this kind")
-    .action(async (query: string, opts: { k?: number; scope?: string; kind?: string }, cmd: Command) => {
+    .option("--explain", "show each result's rank and score per channel and the fused score")
+    .action(async (query: string, opts: { mode?: RetrievalMode; k?: number; scope?: string; kind?: string; explain?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const config = readModelConfig(io.env);
+      const mode = opts.mode ?? "hybrid";
       const hits = await withStore(g, async (store) => {
-        const index = await openSearchIndex(config.searchDir, g.app);
-        // The snapshot may be behind the log: fold what it lacks (in memory only; the projection persists).
-        await store.replay(scopeOf(store, g.app).stream, { fromSeq: index.appliedSeq + 1 }, (events) => index.apply(events)).catch((err) => {
-          if (!(err instanceof MemledgerError && err.code === "not_found")) throw err;
-        });
-        return searchMemories(index, query, defined({ k: opts.k ?? 10, scope: opts.scope, kind: opts.kind }));
+        const vectors = mode === "bm25" ? undefined : await searchVectorSetup(store.nc, g.prefix, config, undefined, readerBackend(config));
+        // The org's memories are every app's: searched with the app's, marked origin "org".
+        const apps = g.app === ORG_APP ? [ORG_APP] : [g.app, ORG_APP];
+        const indexes: SearchIndex[] = [];
+        for (const app of apps) indexes.push(await openCaughtUp(store, config, app, vectors));
+        return retrieve(indexes, query, defined({ k: opts.k ?? 10, mode, scope: opts.scope, kind: opts.kind }));
       });
       for (const [rank, hit] of hits.entries()) {
         if (g.json) printJson(io, { rank: rank + 1, ...hit });
-        else printLine(io, `${String(rank + 1).padStart(2)}. ${hit.title}  [${hit.kind}, ${hit.scope}]  ${hit.memoryId}  score ${hit.score.toFixed(3)}\n    ${hit.snippet}`);
+        else printLine(io, describeHit(rank + 1, hit, opts.explain === true));
       }
       if (hits.length === 0 && !g.json) printLine(io, "no matching memory");
     });
@@ -226,4 +231,43 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
       const g = globals(cmd);
       printJson(io, await send(g, "open_task", defined({ name, title: opts.title, priority: opts.priority, key: opts.key, sessionId: g.session })));
     });
+}
+
+function retrievalMode(value: string): RetrievalMode {
+  if (!(RETRIEVAL_MODES as readonly string[]).includes(value)) throw invalid(`bad mode '${value}': use ${RETRIEVAL_MODES.join(", ")}`);
+  return value as RetrievalMode;
+}
+
+/**
+ * The CLI's own vector index: embedded, loaded from the saved vectors or derived through the embedding
+ * cache. Catching up must never write into the projection's Qdrant collection: a reader behind `up`
+ * would put back versions `up` already replaced.
+ */
+function readerBackend(config: ReadModelConfig): VectorBackendConfig | null {
+  if (!config.vectors) return null;
+  return config.vectors.kind === "qdrant" ? { kind: "orama" } : config.vectors;
+}
+
+/** One app's index from its snapshot, with what the snapshot lacks folded in memory (the projection persists). */
+async function openCaughtUp(store: EventStore, config: ReadModelConfig, app: string, vectors: VectorSetup | undefined): Promise<SearchIndex> {
+  const index = await openSearchIndex(config.searchDir, app, vectors ? { vectors } : {});
+  await store.replay(scopeOf(store, app).stream, { fromSeq: index.appliedSeq + 1 }, (events) => index.ingest(events)).catch((err) => {
+    if (!(err instanceof MemledgerError && err.code === "not_found")) throw err;
+  });
+  return index;
+}
+
+function describeHit(rank: number, hit: RetrievedMemory, explain: boolean): string {
+  const origin = hit.origin === "org" ? "  (org)" : "";
+  const lines = [`${String(rank).padStart(2)}. ${hit.title}  [${hit.kind}, ${hit.scope}]  ${hit.memoryId}${origin}  score ${hit.score.toFixed(4)}`];
+  if (explain) {
+    const channel = (name: "bm25" | "vector") => {
+      const c = hit.channels[name];
+      return c ? `${name} #${c.rank} (${c.score.toFixed(4)})` : `${name} -`;
+    };
+    const identifiers = hit.identifiersMatched > 0 ? `  identifiers ${hit.identifiersMatched}` : "";
+    lines.push(`    ${channel("bm25")}  ${channel("vector")}  fused ${hit.fused.toFixed(5)}${identifiers}`);
+  }
+  lines.push(`    ${hit.snippet}`);
+  return lines.join("\n");
 }

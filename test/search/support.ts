@@ -1,0 +1,78 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { naming } from "../../events/subjects.js";
+import { vectorSetup, type VectorSetup } from "../../projections/search/index.js";
+import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
+import { CachedEmbedder, KvVectorStore } from "../../services/embeddings/cache.js";
+import type { Embedder } from "../../services/embeddings/embedder.js";
+import { connectNats } from "../../services/nats.js";
+import { NATS_URL, uniquePrefix } from "../support/env.js";
+
+/**
+ * A small deterministic stand-in for the model (not for NATS or Redis): a bag of words hashed into
+ * `dimensions` buckets, identifiers split into their parts (StripeWebhookHandler → stripe, webhook,
+ * handler), so texts sharing words are close, as they would be for a sentence encoder, and an exact
+ * identifier is no closer to its own note than to notes about the same words. Every call is counted.
+ */
+export class WordHashEmbedder implements Embedder {
+  readonly calls: string[][] = [];
+  constructor(
+    readonly modelId = "word-hash@1",
+    readonly dimensions = 64,
+  ) {}
+
+  async embed(texts: readonly string[]): Promise<Float32Array[]> {
+    this.calls.push([...texts]);
+    return texts.map((text) => this.vectorOf(text));
+  }
+
+  get embeddedTexts(): number {
+    return this.calls.reduce((n, call) => n + call.length, 0);
+  }
+
+  private vectorOf(text: string): Float32Array {
+    const vector = new Float32Array(this.dimensions);
+    const words = text
+      .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
+      .toLowerCase()
+      .split(/[^a-z0-9]+/)
+      .filter((word) => word.length > 2);
+    for (const word of words) {
+      let hash = 2166136261;
+      for (let i = 0; i < word.length; i++) hash = Math.imul(hash ^ word.charCodeAt(i), 16777619);
+      vector[(hash >>> 0) % this.dimensions]! += 1;
+    }
+    const norm = Math.hypot(...vector);
+    return norm === 0 ? vector : vector.map((x) => x / norm);
+  }
+}
+
+/** A private embedding cache bucket on the real NATS server, removed by `cleanup`. */
+export interface EmbeddingCacheFixture {
+  nc: NatsConnection;
+  prefix: string;
+  /** A new CachedEmbedder (empty LRU, fresh counters) over the shared bucket: what a new process would have. */
+  cached(inner: Embedder): Promise<CachedEmbedder>;
+  setup(inner: Embedder, backend?: VectorBackendConfig): Promise<VectorSetup & { embedder: CachedEmbedder }>;
+  cleanup(): Promise<void>;
+}
+
+export async function embeddingCacheFixture(label = "srch"): Promise<EmbeddingCacheFixture> {
+  const prefix = uniquePrefix(label);
+  const nc = await connectNats({ servers: NATS_URL, name: `test-${prefix}` });
+  const cached = async (inner: Embedder) => new CachedEmbedder(inner, await KvVectorStore.open(nc, prefix));
+  return {
+    nc,
+    prefix,
+    cached,
+    async setup(inner, backend = { kind: "orama" }) {
+      const embedder = await cached(inner);
+      return { ...vectorSetup({ embedder, prefix, backend }), embedder };
+    },
+    async cleanup() {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(`KV_${naming(prefix).embeddingCacheBucket()}`).catch(() => undefined);
+      await nc.close();
+    },
+  };
+}
