@@ -133,6 +133,21 @@ export const TasksRequest = z.strictObject({
   unclaimed: z.boolean().default(false),
 });
 
+/**
+ * A context pack for an agent starting a session (services/hydration). A read: nothing is appended.
+ * `agent` defaults to the subject's actor id (an orchestrator may hydrate for the agent it starts).
+ */
+export const HydrateRequest = z.strictObject({
+  agent: Id.optional(),
+  task: oneLine(LIMITS.taskLength).default(""),
+  branch: oneLine(LIMITS.branchLength).optional(),
+  paths: z.array(FilePath).max(LIMITS.paths).default([]).transform(uniq),
+  /** Token ceiling for the markdown (o200k_base); the pack never exceeds it. */
+  budget: z.number().int().min(1).max(200_000).default(4000),
+  /** The agent's current session, so "changes since your last session" looks past it. */
+  sessionId: Id.optional(),
+});
+
 /** Every verb the command service answers, and the schema of its payload. */
 export const REQUESTS = {
   propose: ProposeRequest,
@@ -153,6 +168,7 @@ export const REQUESTS = {
   claim_show: ClaimShowRequest,
   claims: ClaimsRequest,
   tasks: TasksRequest,
+  hydrate: HydrateRequest,
 } as const;
 
 export type Verb = keyof typeof REQUESTS;

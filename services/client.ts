@@ -7,6 +7,7 @@ import type { LedgerEvent } from "../schemas/events.js";
 import { ErrorCode, MemledgerError, forbidden, invalid, unavailable } from "../schemas/errors.js";
 import { Actor, ActorKind } from "../schemas/primitives.js";
 import type { MemoryView } from "./command-service.js";
+import type { ContextPack } from "./hydration/pack.js";
 import { connectNats } from "./nats.js";
 
 export interface MemoryClientOptions {
@@ -181,5 +182,14 @@ export class MemoryClient {
   /** Tasks not done, most urgent first, from the Redis claims projection. */
   tasks(options: RequestOf<"tasks"> = {}): Promise<OpenTask[]> {
     return this.request("tasks", options);
+  }
+
+  /**
+   * One markdown context pack for starting a session (fragile memories on `paths`, others' claims,
+   * memories relevant to `task`, MEMORY.md, changes since your last session), never over `budget`
+   * tokens (default 4000), with per-section metadata. `agent` defaults to this client's actor id.
+   */
+  hydrate(input: RequestOf<"hydrate"> = {}): Promise<ContextPack> {
+    return this.request("hydrate", input);
   }
 }

@@ -22,6 +22,7 @@ import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
 import { PolicyGuard } from "./auth/guard.js";
+import { Hydrator, type HydrationOptions } from "./hydration/service.js";
 import type { Policy } from "../schemas/policy.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
@@ -32,6 +33,8 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   claims?: ClaimsReader;
   /** Who may do what (schemas/policy.ts); without one every actor may do everything, as before policies. */
   policy?: Policy;
+  /** Where `hydrate` finds MEMORY.md and the live search index; claims and the clock come from above. */
+  hydration?: Omit<HydrationOptions, "claims" | "now">;
 }
 
 /** A memory as `show` returns it: every version, the active one, the sequence to send back, its promotions. */
@@ -84,6 +87,7 @@ export class CommandService {
   private clock: () => Date = () => new Date();
   private claimsReader: ClaimsReader | undefined;
   private guard: PolicyGuard | undefined;
+  private hydrator!: Hydrator;
   /**
    * Promotions are decided over the memory subject with their own fold (lifecycle plus promotions), so
    * they get their own handler: the handler caches state by subject, and the two folds must not share it.
@@ -107,6 +111,7 @@ export class CommandService {
     service.promotionHandler = new CommandHandler(store, options);
     if (options.now) service.clock = options.now;
     service.claimsReader = options.claims;
+    service.hydrator = new Hydrator(store, { ...options.hydration, claims: options.claims, now: () => service.clock() });
     if (options.policy) {
       service.guard = new PolicyGuard(options.policy, {
         scopeOf: async (app, id) => (await service.handler.load(memoryDecider, app, id)).state.scope,
@@ -330,6 +335,15 @@ export class CommandService {
       if (!this.claimsReader) throw unavailable("the tasks query needs the Redis claims projection (CommandServiceOptions.claims)");
       return this.claimsReader.openTasks(ctx.app, { now: this.clock().getTime(), limit: r.limit, unclaimed: r.unclaimed });
     },
+    hydrate: async (r, ctx) =>
+      this.hydrator.hydrate(ctx.app, {
+        agent: r.agent ?? ctx.actor.id,
+        task: r.task,
+        branch: r.branch ?? ctx.git?.branch ?? null,
+        paths: r.paths,
+        budget: r.budget,
+        sessionId: r.sessionId,
+      }),
   };
 }
 
