@@ -8,6 +8,7 @@ import { checkRequest, commaList, defined, resolveGlobals, wholeNumber, type Glo
 import { up } from "./up.js";
 import { writeAuthConfig } from "../auth/broker-config.js";
 import { registerReadModelCommands } from "./read-models.js";
+import { registerHydrateCommand } from "./hydrate.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
 export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
@@ -275,6 +276,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     });
 
   registerReadModelCommands(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
+  registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
 
   return program;
 }

@@ -1,0 +1,74 @@
+import type { Command } from "commander";
+import { readMemoryIndex } from "../../projections/files/index.js";
+import { MemledgerError } from "../../schemas/errors.js";
+import { assemblePack, type ContextPack } from "../hydration/pack.js";
+import { o200kTokens } from "../hydration/tokens.js";
+import { readModelConfig } from "../read-models.js";
+import { printJson, type Io } from "./io.js";
+import { commaList, defined, wholeNumber, type GlobalOptions } from "./options.js";
+
+type Send = <R>(g: GlobalOptions, verb: string, payload: Record<string, unknown>) => Promise<R>;
+
+interface HydrateOptions {
+  agent?: string;
+  task?: string;
+  branch?: string;
+  paths?: string[];
+  budget?: number;
+  files?: string;
+}
+
+/**
+ * When no service answers, an agent still gets the part it can read itself: MEMORY.md from the local
+ * files root, in the same pack format and budget, every other section saying why it is missing.
+ */
+async function localPack(g: GlobalOptions, opts: HydrateOptions, io: Io, why: string): Promise<ContextPack | null> {
+  const root = readModelConfig(io.env, { filesRoot: opts.files }).filesRoot;
+  const index = await readMemoryIndex(root, g.app).catch(() => null);
+  if (index === null) return null;
+  const unavailable = { available: false as const, reason: why };
+  return assemblePack(
+    {
+      app: g.app,
+      agent: opts.agent ?? g.as.id,
+      task: opts.task ?? "",
+      branch: opts.branch ?? null,
+      paths: opts.paths ?? [],
+      memoryIndex: { available: true, value: index },
+      relevant: [],
+      fragileCandidates: [],
+      claims: unavailable,
+      changes: { since: null, events: [], omittedOlder: 0 },
+    },
+    { budget: opts.budget ?? 4000 },
+    o200kTokens,
+  );
+}
+
+export function registerHydrateCommand(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions, send: Send): void {
+  program
+    .command("hydrate")
+    .description("one markdown context pack for starting a session: fragile memories on your paths, others' claims, relevant memories, MEMORY.md, changes since your last session")
+    .option("--agent <id>", "whose pack (default: --as)")
+    .option("--task <text>", "what the session is for: ranks the relevant memories")
+    .option("--branch <name>", "git branch: boosts memories proposed on it")
+    .option("--paths <p,q>", "paths you will touch: fragile memories and locks on them, boosts", commaList)
+    .option("--budget <tokens>", "token ceiling for the pack, o200k_base (default 4000)", wholeNumber(1))
+    .option("--files <dir>", "local files root for MEMORY.md when no service answers (env MEMLEDGER_FILES)")
+    .action(async (opts: HydrateOptions, cmd: Command) => {
+      const g = globals(cmd);
+      const payload = defined({ agent: opts.agent, task: opts.task, branch: opts.branch, paths: opts.paths, budget: opts.budget, sessionId: g.session });
+      let pack: ContextPack;
+      try {
+        pack = await send<ContextPack>(g, "hydrate", payload);
+      } catch (err) {
+        if (!(err instanceof MemledgerError && err.code === "unavailable")) throw err;
+        const local = await localPack(g, opts, io, "no memledger service answered, so only the local MEMORY.md is shown");
+        if (!local) throw err;
+        io.stderr.write(`memledger: ${err.message}; falling back to the local MEMORY.md\n`);
+        pack = local;
+      }
+      if (g.json) printJson(io, pack);
+      else io.stdout.write(pack.markdown);
+    });
+}
