@@ -5,9 +5,10 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { ProjectionTarget } from "../../projections/projection.js";
 import { ORG_INDEX_APP, SearchIndex, attachVectorChannel, retrieve, searchProjection, type RetrievalMode, type VectorSource } from "../../projections/search/index.js";
 import { EventLog, type ContentInput } from "./events.js";
-import { WordHashEmbedder, embeddingCacheFixture, type EmbeddingCacheFixture } from "./support.js";
+import { WordHashEmbedder, embeddingCacheFixture, identifierCorpus, type EmbeddingCacheFixture } from "./support.js";
 
 const scope = { prefix: "t", app: "app1", stream: "t_app_app1" };
+
 const ids = (hits: { memoryId: string }[]) => hits.map((hit) => hit.memoryId);
 
 async function feed(target: ProjectionTarget, log: EventLog, batch = 1000): Promise<void> {
@@ -17,28 +18,6 @@ async function feed(target: ProjectionTarget, log: EventLog, batch = 1000): Prom
     await target.apply(slice);
     await target.commit(slice.at(-1)!.seq);
   }
-}
-
-/** About 100 notes on the Stripe webhook handler, none naming the class, plus the one that does. */
-export function identifierCorpus(): EventLog {
-  const log = new EventLog(scope.app);
-  const topics = ["retries", "signature checks", "idempotency keys", "event ordering", "timeouts", "logging", "dead letters", "replays", "alerts", "tests"];
-  for (let i = 0; i < 100; i++) {
-    const topic = topics[i % topics.length]!;
-    log.write(`similar${i}`, {
-      title: `Stripe webhook handler: ${topic} (${i})`,
-      body:
-        `The Stripe webhook handler deals with ${topic}. Webhook events from Stripe reach the handler, ` +
-        `which checks them and hands them to the payment workers; handler failures make Stripe retry the webhook (${i}).`,
-      tags: ["payments", "webhooks"],
-    });
-  }
-  log.write("target", {
-    title: "StripeWebhookHandler race condition",
-    body: "Two deliveries of one event can run concurrently in StripeWebhookHandler; take the per-event lock first.",
-    tags: ["payments"],
-  });
-  return log;
 }
 
 describe("hybrid retrieval over the search projection (embedding cache on real NATS)", () => {

@@ -7,6 +7,7 @@ import { CachedEmbedder, KvVectorStore } from "../../services/embeddings/cache.j
 import type { Embedder } from "../../services/embeddings/embedder.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL, uniquePrefix } from "../support/env.js";
+import { EventLog } from "./events.js";
 
 /**
  * A small deterministic stand-in for the model (not for NATS or Redis): a bag of words hashed into
@@ -76,3 +77,26 @@ export async function embeddingCacheFixture(label = "srch"): Promise<EmbeddingCa
     },
   };
 }
+
+/** About 100 notes on the Stripe webhook handler, none naming the class, plus the one that does. */
+export function identifierCorpus(app = "app1"): EventLog {
+  const log = new EventLog(app);
+  const topics = ["retries", "signature checks", "idempotency keys", "event ordering", "timeouts", "logging", "dead letters", "replays", "alerts", "tests"];
+  for (let i = 0; i < 100; i++) {
+    const topic = topics[i % topics.length]!;
+    log.write(`similar${i}`, {
+      title: `Stripe webhook handler: ${topic} (${i})`,
+      body:
+        `The Stripe webhook handler deals with ${topic}. Webhook events from Stripe reach the handler, ` +
+        `which checks them and hands them to the payment workers; handler failures make Stripe retry the webhook (${i}).`,
+      tags: ["payments", "webhooks"],
+    });
+  }
+  log.write("target", {
+    title: "StripeWebhookHandler race condition",
+    body: "Two deliveries of one event can run concurrently in StripeWebhookHandler; take the per-event lock first.",
+    tags: ["payments"],
+  });
+  return log;
+}
+
