@@ -70,6 +70,8 @@ export const commandServiceComponent = (readModels?: () => ReadModels | undefine
       onError: ctx.onError,
       claims: readModels?.()?.claims,
       policy: ctx.policy,
+      // hydrate reads MEMORY.md from the files root and ranks with the live search index (vectors too).
+      hydration: readModels?.() && { filesRoot: readModels()!.config.filesRoot, searchIndex: (app: string) => readModels()?.search.index(app) },
     });
   },
 });
