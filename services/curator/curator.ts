@@ -1,0 +1,461 @@
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
+import { v5 as uuidv5 } from "uuid";
+import { activeVersionOf, initialMemoryState, memoryDecider, type MemoryState } from "../../commands/memory.js";
+import { decodeEvent } from "../../events/upcast.js";
+import { naming, type Naming } from "../../events/subjects.js";
+import {
+  CURRENT_SCHEMA_VERSION,
+  LedgerEvent,
+  type MemoryEvent,
+  type MemoryPromotionRequested,
+  type OrgProvenance,
+} from "../../schemas/events.js";
+import { MemledgerError, forbidden, internal } from "../../schemas/errors.js";
+import { PERMISSIVE_POLICY, authorize, type Policy } from "../../schemas/policy.js";
+import type { Actor } from "../../schemas/primitives.js";
+import { EventStore, WrongLastSequenceError, type EventStoreOptions } from "../event-store.js";
+import { ORG_APP, discoverScopes } from "../projection-supervisor.js";
+import { OrgView, type OrgEffect } from "./org-view.js";
+import { CuratorPolicy, assessCandidate, decidePromotion, type CuratorPolicyInput, type PromotedContent, type PromotionCandidate, type PromotionDecision } from "./policy.js";
+import { scanSecrets } from "./secrets.js";
+
+/** The curator acts as this actor; the access policy must let it propose and approve in scope org. */
+export const CURATOR_ACTOR: Actor = Object.freeze({ kind: "service", id: "curator" });
+export const CURATOR_DURABLE = "curator";
+
+export interface CuratorOptions extends EventStoreOptions {
+  prefix?: string;
+  /** How the curator decides (policy.ts); default: nothing auto-approved, thresholds as documented. */
+  policy?: CuratorPolicyInput;
+  /** Who may write what (schemas/policy.ts): the curator refuses to write the org unless it allows service:curator. */
+  access?: Policy;
+  /** Only these apps; default every app stream under the prefix, found as they appear. */
+  apps?: string[];
+  discoverEveryMs?: number;
+  /** How long a delivered request may stay unacknowledged before JetStream redelivers it (a crashed curator's). */
+  ackWaitMs?: number;
+  now?: () => Date;
+  onError?: (err: unknown, where: string) => void;
+  /** Test hooks: run between the steps of one promotion, to crash the curator there. */
+  hooks?: { afterOrgAppend?: (promotionId: string) => void | Promise<void> };
+}
+
+// Namespace for the ids the curator derives from a promotion id (a fixed, random UUID).
+const CURATOR_NAMESPACE = "8d3b1f5a-2c7e-4e9b-a6d1-3f0c9b7e5a24";
+const derivedId = (promotionId: string, what: "org-memory" | "org-proposal" | "org-approval" | "decision") => uuidv5(`${promotionId}\u0000${what}`, CURATOR_NAMESPACE);
+
+/** The org memory a promotion creates: derived from the promotion id, so a second attempt finds the first. */
+export const orgMemoryIdOf = (promotionId: string): string => derivedId(promotionId, "org-memory");
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+interface SourceMemory {
+  state: MemoryState;
+  /** Stream sequence of each of its events, by event id. */
+  seqOf: Map<string, number>;
+}
+
+/**
+ * Turns promotion requests into org knowledge, exactly once.
+ *
+ * One durable pull consumer per app stream (filter `<prefix>.app.<app>.memory.>`: 2.9 takes one filter
+ * subject, and the requests live on the memory subjects), started as apps appear. Requests are handled one
+ * at a time across apps, against an org view caught up first, so two decisions never race each other here.
+ *
+ * Steps of one promotion, each safe to repeat after a crash anywhere (the request is acknowledged only at
+ * the end, so a crash means redelivery):
+ *   1. a decision already on `<prefix>.app.<app>.promotion.<id>`: finish what it promised (an approval), done;
+ *   2. the org already holds this promotion's proposal (its provenance names the promotion): accepted;
+ *      that is not decided again, since the content in the org is what was decided;
+ *   3. otherwise decide (policy.ts) and write the org proposal: a new org memory whose id derives from the
+ *      promotion id, first event expected at sequence 0 (a second writer gets 10071 and reads it back), or
+ *      the next version of the near-duplicate, expected at that memory's sequence, its event id derived
+ *      from the promotion id (a retry finds it applied);
+ *   4. the decision, on the promotion's own subject, expected at sequence 0 (a second one is refused);
+ *   5. the approval, when the policy auto-approves, again with a derived event id.
+ *
+ * The curator appends to the stores directly as a trusted service rather than through the command
+ * service: provenance must not be something an agent can send in a command, and the org stream is not an
+ * app stream. It checks the access policy itself before every org write, as the command service would.
+ */
+export class Curator {
+  private readonly names: Naming;
+  private readonly policy: CuratorPolicy;
+  private readonly access: Policy;
+  private readonly org: OrgView;
+  private readonly loops = new Map<string, Promise<void>>();
+  private readonly iterators = new Set<ConsumerMessages>();
+  private serial: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private discovering: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private readonly now: () => Date;
+  private readonly onError: (err: unknown, where: string) => void;
+
+  private constructor(
+    readonly store: EventStore,
+    private readonly options: CuratorOptions,
+  ) {
+    this.names = store.names;
+    this.policy = CuratorPolicy.parse(options.policy ?? {});
+    this.access = options.access ?? PERMISSIVE_POLICY;
+    this.org = new OrgView(store);
+    this.now = options.now ?? (() => new Date());
+    this.onError = options.onError ?? (() => undefined);
+  }
+
+  static async start(nc: NatsConnection, options: CuratorOptions = {}): Promise<Curator> {
+    const store = await EventStore.open(nc, naming(options.prefix), options);
+    const curator = new Curator(store, options);
+    await store.ensureOrgStream();
+    await curator.discover();
+    curator.timer = setInterval(() => {
+      curator.discovering = curator.discovering.then(() => curator.discover()).catch((err) => curator.onError(err, "discovering app streams"));
+    }, options.discoverEveryMs ?? 2000);
+    curator.timer.unref();
+    return curator;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.discovering.catch(() => undefined);
+    for (const messages of this.iterators) messages.stop();
+    await Promise.allSettled([...this.loops.values()]);
+    await this.serial.catch(() => undefined);
+  }
+
+  /** The apps whose promotion requests are being consumed. */
+  get apps(): string[] {
+    return [...this.loops.keys()].sort();
+  }
+
+  private async discover(): Promise<void> {
+    if (this.stopped) return;
+    for (const scope of await discoverScopes(this.store)) {
+      if (scope.stream === this.names.orgStream() || this.loops.has(scope.app)) continue;
+      if (this.options.apps && !this.options.apps.includes(scope.app)) continue;
+      await this.ensureConsumer(scope.stream, scope.app);
+      this.loops.set(scope.app, this.consume(scope.app, scope.stream));
+    }
+  }
+
+  private async ensureConsumer(stream: string, app: string): Promise<void> {
+    const config = {
+      durable_name: CURATOR_DURABLE,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      filter_subject: this.names.appMemories(app),
+      ack_wait: nanos(this.options.ackWaitMs ?? 30_000),
+      max_ack_pending: 256,
+    };
+    try {
+      await this.store.jsm.consumers.add(stream, config);
+    } catch (err) {
+      // It exists with other settings (another ack wait): keep its position, take the new settings.
+      if (!(err instanceof JetStreamApiError)) throw err;
+      await this.store.jsm.consumers.update(stream, CURATOR_DURABLE, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+    }
+  }
+
+  private async consume(app: string, stream: string): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        const consumer = await this.store.js.consumers.get(stream, CURATOR_DURABLE);
+        const messages = await consumer.consume({ max_messages: 64 });
+        this.iterators.add(messages);
+        try {
+          if (this.stopped) break;
+          for await (const m of messages) {
+            await this.handle(app, m);
+            failures = 0;
+            if (this.stopped) break;
+          }
+        } finally {
+          messages.stop();
+          this.iterators.delete(messages);
+        }
+      } catch (err) {
+        if (this.stopped || this.store.nc.isClosed()) break;
+        this.onError(err, `curator consumer on ${stream}`);
+        await sleep(Math.min(30_000, 200 * 2 ** Math.min(++failures, 8)));
+      }
+    }
+  }
+
+  private async handle(app: string, m: JsMsg): Promise<void> {
+    let event: LedgerEvent;
+    try {
+      event = decodeEvent(m.data);
+    } catch (err) {
+      // A damaged event is not a promotion we can ever read: say so loudly, do not block the others.
+      this.onError(err, `curator: unreadable event at ${this.names.appStream(app)} seq ${m.seq}`);
+      m.term();
+      return;
+    }
+    if (event.type !== "memory.promotion_requested") {
+      m.ack();
+      return;
+    }
+    try {
+      // One promotion at a time across apps: each decides against an org view nobody else is changing here.
+      const run = this.serial.then(() => this.promote(app, m.seq, event as MemoryPromotionRequested));
+      this.serial = run.catch(() => undefined);
+      await run;
+      m.ack();
+    } catch (err) {
+      if (this.store.nc.isClosed()) return; // crashed or stopped: JetStream redelivers after ack_wait
+      this.onError(err, `curator: promotion ${(event as MemoryPromotionRequested).data.promotionId} of ${app}`);
+      m.nak(Math.min(60_000, 1_000 * 2 ** Math.min(m.info.deliveryCount, 6)));
+    }
+  }
+
+  /** Steps 1–5 of the class comment, for the request stored at `requestSeq` of the app stream. */
+  async promote(app: string, requestSeq: number, request: MemoryPromotionRequested): Promise<void> {
+    const { promotionId } = request.data;
+    const appStream = this.names.appStream(app);
+    const decisionSubject = this.names.promotion(app, promotionId);
+
+    // 1. Decided before (a redelivery, a second curator, a restart after step 4).
+    for await (const stored of this.store.readSubject(appStream, decisionSubject)) {
+      const decided = stored.event;
+      if (decided.type === "memory.promotion_accepted" && decided.data.approved) {
+        await this.ensureApproved(decided.data.orgMemoryId, decided.data.orgVersion, promotionId, request);
+      }
+      return;
+    }
+
+    await this.org.catchUp();
+    const source = await this.loadSource(app, request.aggregateId);
+    const candidate = await this.candidateOf(app, source, request);
+
+    // 2. Already applied to the org (a crash between steps 3 and 4): accepted, as it was decided then.
+    let effect = this.org.effectOf(promotionId);
+    let decision: Exclude<PromotionDecision, { type: "reject" }>;
+    if (effect) {
+      const { flags } = assessCandidate(candidate, this.policy);
+      const approve = this.policy.autoApprove && flags.length === 0;
+      const created = effect.orgMemoryId === orgMemoryIdOf(promotionId);
+      decision = created
+        ? { type: "accept", content: candidate.content, flags, approve }
+        : { type: "merge", into: effect.orgMemoryId, intoVersion: effect.orgVersion, similarity: 1, content: candidate.content, flags, approve };
+    } else {
+      // 3. Decide, and write the org proposal.
+      const outcome = await this.decideAndPropose(app, candidate, source, requestSeq, request);
+      if (outcome.decision.type === "reject") {
+        await this.appendDecision(app, request, { type: "memory.promotion_rejected", data: { promotionId, version: request.data.version, reasons: outcome.decision.reasons } });
+        return;
+      }
+      decision = outcome.decision;
+      effect = outcome.effect!;
+      await this.options.hooks?.afterOrgAppend?.(promotionId);
+    }
+
+    // 4. The decision, once.
+    await this.appendDecision(app, request, {
+      type: "memory.promotion_accepted",
+      data: {
+        promotionId,
+        version: request.data.version,
+        outcome: decision.type === "merge" ? "merged" : "created",
+        orgMemoryId: effect.orgMemoryId,
+        orgVersion: effect.orgVersion,
+        approved: decision.approve,
+        reasons: decision.flags,
+      },
+    });
+
+    // 5. The approval it promised.
+    if (decision.approve) await this.ensureApproved(effect.orgMemoryId, effect.orgVersion, promotionId, request);
+  }
+
+  private async loadSource(app: string, memoryId: string): Promise<SourceMemory> {
+    let state = initialMemoryState();
+    const seqOf = new Map<string, number>();
+    for await (const stored of this.store.readSubject(this.names.appStream(app), this.names.aggregate(app, "memory", memoryId))) {
+      state = memoryDecider.evolve(state, stored.event as MemoryEvent);
+      seqOf.set(stored.event.id, stored.seq);
+    }
+    return { state, seqOf };
+  }
+
+  private async candidateOf(app: string, source: SourceMemory, request: MemoryPromotionRequested): Promise<PromotionCandidate> {
+    const version = source.state.versions.find((v) => v.version === request.data.version);
+    if (!version) throw internal(`promotion ${request.data.promotionId} names version ${request.data.version} of ${request.aggregateId}, which does not exist`);
+    const content: PromotedContent = {
+      title: version.title,
+      body: version.body,
+      kind: version.kind,
+      tags: [...version.tags],
+      paths: [...version.paths],
+      importance: version.importance,
+    };
+    const active = activeVersionOf(source.state);
+    return {
+      app,
+      memoryId: request.aggregateId,
+      version: version.version,
+      content,
+      active: active?.version === version.version && source.state.superseded === null,
+      approvedBy: version.status === "approved" ? version.decidedBy : null,
+      secrets: await scanSecrets(content),
+    };
+  }
+
+  private provenanceOf(app: string, source: SourceMemory, requestSeq: number, request: MemoryPromotionRequested): OrgProvenance {
+    const version = source.state.versions.find((v) => v.version === request.data.version)!;
+    return {
+      promotionId: request.data.promotionId,
+      source: {
+        app,
+        stream: this.names.appStream(app),
+        memoryId: request.aggregateId,
+        version: version.version,
+        seq: source.seqOf.get(version.eventId) ?? 0,
+        eventId: version.eventId,
+        actor: version.proposedBy,
+        sessionId: version.proposedInSession,
+      },
+      request: { seq: requestSeq, eventId: request.id, actor: request.actor, sessionId: request.sessionId },
+    };
+  }
+
+  /**
+   * Decides and appends the org proposal. A merge target that moved (another revision landed) is
+   * reloaded and proposed again; one that cannot take a revision any more (superseded meanwhile) makes
+   * the curator catch up and decide again.
+   */
+  private async decideAndPropose(
+    app: string,
+    candidate: PromotionCandidate,
+    source: SourceMemory,
+    requestSeq: number,
+    request: MemoryPromotionRequested,
+  ): Promise<{ decision: PromotionDecision; effect?: OrgEffect }> {
+    const { promotionId } = request.data;
+    const provenance = this.provenanceOf(app, source, requestSeq, request);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const view = await this.org.viewFor(`${candidate.content.title}\n${candidate.content.body}`, this.policy.candidates);
+      const decision = decidePromotion(candidate, view, this.policy);
+      if (decision.type === "reject") return { decision };
+      this.requireOrgPermission("propose");
+      const orgMemoryId = decision.type === "merge" ? decision.into : orgMemoryIdOf(promotionId);
+      const eventId = derivedId(promotionId, "org-proposal");
+      const subject = this.names.orgMemory(orgMemoryId);
+      const current = await this.loadOrgMemory(orgMemoryId);
+      if (current.state.applied[eventId]) {
+        return { decision, effect: { orgMemoryId, orgVersion: current.state.applied[eventId]!.version!, eventId } };
+      }
+      let domain;
+      try {
+        domain = memoryDecider.decide({ type: "propose", revision: decision.type === "merge", scope: "org", ...decision.content }, current.state);
+      } catch (err) {
+        if (!(err instanceof MemledgerError)) throw err;
+        await this.org.catchUp(); // the target changed under us (superseded): decide again
+        continue;
+      }
+      const data = { ...(domain.data as Record<string, unknown>), provenance };
+      const event = this.envelope(eventId, "memory.proposed", orgMemoryId, ORG_APP, "org", data, request);
+      try {
+        const ack = await this.store.append(subject, event, current.seq);
+        const version = (domain.data as { version: number }).version;
+        if (ack.duplicate) {
+          const again = await this.loadOrgMemory(orgMemoryId);
+          const applied = again.state.applied[eventId];
+          if (!applied) throw internal(`org append of ${eventId} was a duplicate but is not on ${subject}`);
+          return { decision, effect: { orgMemoryId, orgVersion: applied.version!, eventId } };
+        }
+        await this.org.catchUp();
+        return { decision, effect: { orgMemoryId, orgVersion: version, eventId } };
+      } catch (err) {
+        if (!(err instanceof WrongLastSequenceError)) throw err;
+        // Another writer got there first: our own earlier attempt (found by its event id next round), or
+        // another revision of the merge target (propose again on top of it).
+        await this.org.catchUp();
+      }
+    }
+    throw internal(`promotion ${promotionId}: the org memory kept changing; will retry`);
+  }
+
+  private async loadOrgMemory(orgMemoryId: string): Promise<{ state: MemoryState; seq: number }> {
+    let state = initialMemoryState();
+    let seq = 0;
+    for await (const stored of this.store.readSubject(this.names.orgStream(), this.names.orgMemory(orgMemoryId))) {
+      state = memoryDecider.evolve(state, stored.event as MemoryEvent);
+      seq = stored.seq;
+    }
+    return { state, seq };
+  }
+
+  private async appendDecision(
+    app: string,
+    request: MemoryPromotionRequested,
+    decided: { type: "memory.promotion_accepted" | "memory.promotion_rejected"; data: Record<string, unknown> },
+  ): Promise<void> {
+    const { promotionId } = request.data;
+    const event = this.envelope(derivedId(promotionId, "decision"), decided.type, request.aggregateId, app, request.scope, decided.data, request);
+    try {
+      await this.store.append(this.names.promotion(app, promotionId), event, 0);
+    } catch (err) {
+      // Decided already (by us before a crash, or another curator): that decision stands.
+      if (!(err instanceof WrongLastSequenceError)) throw err;
+    }
+  }
+
+  /** Approves the org version the decision promised to approve, unless it was decided (by anyone) already. */
+  private async ensureApproved(orgMemoryId: string, version: number, promotionId: string, request: MemoryPromotionRequested): Promise<void> {
+    this.requireOrgPermission("approve");
+    const eventId = derivedId(promotionId, "org-approval");
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const current = await this.loadOrgMemory(orgMemoryId);
+      const target = current.state.versions.find((v) => v.version === version);
+      if (!target || target.status !== "proposed" || current.state.superseded || current.state.applied[eventId]) return;
+      const event = this.envelope(eventId, "memory.approved", orgMemoryId, ORG_APP, "org", { version }, request);
+      try {
+        await this.store.append(this.names.orgMemory(orgMemoryId), event, current.seq);
+        return;
+      } catch (err) {
+        if (!(err instanceof WrongLastSequenceError)) throw err;
+      }
+    }
+    throw internal(`approving org memory ${orgMemoryId} v${version}: it kept changing; will retry`);
+  }
+
+  private requireOrgPermission(verb: "propose" | "approve"): void {
+    const decision = authorize(this.access, CURATOR_ACTOR, verb, "org");
+    if (!decision.allowed) throw forbidden(`the curator may not write the org: ${decision.reason}`, { verb, scope: "org" });
+  }
+
+  private envelope(
+    id: string,
+    type: LedgerEvent["type"],
+    aggregateId: string,
+    app: string,
+    scope: string,
+    data: Record<string, unknown>,
+    request: MemoryPromotionRequested,
+  ): LedgerEvent {
+    const candidate = {
+      id,
+      type,
+      schemaVersion: CURRENT_SCHEMA_VERSION[type],
+      aggregateId,
+      app,
+      scope,
+      actor: CURATOR_ACTOR,
+      sessionId: null,
+      transcriptRef: null,
+      git: null,
+      causationId: request.id,
+      correlationId: request.correlationId,
+      time: this.now().toISOString(),
+      data,
+    };
+    // The last gate before the log, as in the command handler: nothing that fails its schema is stored.
+    const parsed = LedgerEvent.safeParse(candidate);
+    if (!parsed.success) throw internal(`curator event failed its schema: ${parsed.error.issues[0]?.message}`, { issues: parsed.error.issues });
+    return parsed.data;
+  }
+}
