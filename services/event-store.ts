@@ -1,15 +1,18 @@
-import type { NatsConnection } from "@nats-io/transport-node";
-import { nanos } from "@nats-io/transport-node";
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { createInbox, headers, nanos } from "@nats-io/transport-node";
 import {
   DeliverPolicy,
   DiscardPolicy,
+  JetStreamApiCodes,
   JetStreamApiError,
+  PubHeaders,
   RetentionPolicy,
   StorageType,
   jetstream,
   jetstreamManager,
   type JetStreamClient,
   type JetStreamManager,
+  type PubAck,
   type StoredMsg,
   type StreamConfig,
 } from "@nats-io/jetstream";
@@ -63,6 +66,7 @@ const RETRYABLE = (err: unknown) =>
  */
 export class EventStore {
   private readonly streams = new Map<string, Promise<string>>();
+  private appendReplies: AppendReplies | undefined;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -142,20 +146,41 @@ export class EventStore {
   /**
    * Appends one event if, and only if, the last event on its subject is still `expectedLastSubjectSeq`
    * (0: the subject is empty). The event id is the message id, so a retried append is recognised.
+   *
+   * This is what `js.publish(subject, data, { msgID, expect: { lastSubjectSequence } })` sends and how
+   * it reads the ack, with the same errors, but over one long-lived reply subscription: js.publish's
+   * request machinery (a timer, a request object and a stack-capturing Error per call) cost the command
+   * service about 14 µs of its ~75 µs per command.
    */
   async append(subject: string, event: LedgerEvent, expectedLastSubjectSeq: number): Promise<AppendResult> {
+    let reply: Msg;
     try {
-      const ack = await this.js.publish(subject, encodeEvent(event), {
-        msgID: event.id,
-        expect: { lastSubjectSequence: expectedLastSubjectSeq },
-      });
-      return { seq: ack.seq, duplicate: ack.duplicate };
+      const hdrs = headers();
+      hdrs.set(PubHeaders.MsgIdHdr, event.id);
+      hdrs.set(PubHeaders.ExpectedLastSubjectSequenceHdr, `${expectedLastSubjectSeq}`);
+      if (!this.appendReplies || this.appendReplies.closed) this.appendReplies = new AppendReplies(this.nc, APPEND_TIMEOUT_MS);
+      reply = await this.appendReplies.request(subject, encodeEvent(event), hdrs);
     } catch (err) {
-      if (err instanceof JetStreamApiError && err.code === JS_ERR.wrongLastSequence) {
-        throw new WrongLastSequenceError(subject, expectedLastSubjectSeq);
-      }
       throw asUnavailable(err);
     }
+    if (reply.data.length === 0 && reply.headers?.code === 503) {
+      throw unavailable("JetStream request failed: jetstream is not enabled");
+    }
+    let ack: PubAck & { error?: { code: number; err_code: number; description: string } };
+    try {
+      ack = JSON.parse(reply.string());
+    } catch (err) {
+      throw asUnavailable(err);
+    }
+    if (ack.error) {
+      if (ack.error.err_code === JS_ERR.wrongLastSequence) throw new WrongLastSequenceError(subject, expectedLastSubjectSeq);
+      if (ack.error.err_code === JetStreamApiCodes.JetStreamNotEnabledForAccount) {
+        throw unavailable(`JetStream request failed: ${ack.error.description}`);
+      }
+      throw asUnavailable(new JetStreamApiError(ack.error));
+    }
+    if (ack.stream === "") throw unavailable("JetStream request failed: invalid ack response");
+    return { seq: ack.seq, duplicate: ack.duplicate ?? false };
   }
 
   /**
@@ -282,6 +307,90 @@ export class EventStore {
     await this.jsm.streams.delete(name).catch((err) => {
       if (!(err instanceof JetStreamApiError && err.code === JS_ERR.streamNotFound)) throw err;
     });
+  }
+}
+
+/** The JetStream client's default request timeout, which appends always used. */
+const APPEND_TIMEOUT_MS = 5_000;
+
+interface PendingReply {
+  resolve(msg: Msg): void;
+  reject(err: Error): void;
+  deadline: number;
+}
+
+/**
+ * Request/reply over one wildcard inbox subscription (`<inbox>.<n>`), with one timer sweeping for
+ * timeouts instead of one timer per request. Created on the first append; gone with the connection.
+ */
+class AppendReplies {
+  private readonly inbox: string;
+  private readonly pending = new Map<string, PendingReply>();
+  private readonly subscription: Subscription;
+  private readonly sweeper: NodeJS.Timeout;
+  private next = 0;
+  /** Its subscription ended (the connection closed, or the server refused it): make a new one. */
+  closed = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {
+    this.inbox = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+    const prefixLength = this.inbox.length + 1;
+    this.subscription = nc.subscribe(`${this.inbox}.*`, {
+      callback: (err, msg) => {
+        if (err) return this.failAll(err);
+        const token = msg.subject.slice(prefixLength);
+        const waiting = this.pending.get(token);
+        if (!waiting) return; // it timed out already
+        this.pending.delete(token);
+        waiting.resolve(msg);
+      },
+    });
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, timeoutMs / 4)));
+    this.sweeper.unref();
+    void this.subscription.closed.then(
+      () => this.failAll(new Error("connection closed")),
+      (err: Error) => this.failAll(err),
+    );
+  }
+
+  request(subject: string, data: Uint8Array, hdrs: MsgHdrs): Promise<Msg> {
+    if (this.nc.isClosed()) throw new Error("closed connection");
+    if (this.nc.isDraining()) throw new Error("connection draining");
+    const token = (this.next++).toString(36);
+    return new Promise<Msg>((resolve, reject) => {
+      this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+      try {
+        this.nc.publish(subject, data, { reply: `${this.inbox}.${token}`, headers: hdrs });
+      } catch (err) {
+        this.pending.delete(token);
+        reject(err as Error);
+      }
+    });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [token, waiting] of this.pending) {
+      if (waiting.deadline > now) continue;
+      this.pending.delete(token);
+      waiting.reject(new Error("timeout"));
+    }
+  }
+
+  private failAll(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const waiting of this.pending.values()) waiting.reject(err);
+    this.pending.clear();
+    try {
+      this.subscription.unsubscribe();
+    } catch {
+      // already gone with its connection
+    }
   }
 }
 
