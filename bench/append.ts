@@ -14,7 +14,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
 import { encodeEvent } from "../events/upcast.js";
 import { naming } from "../events/subjects.js";
-import { LedgerEvent } from "../schemas/events.js";
+import { memoryDecider } from "../commands/memory.js";
+import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../schemas/events.js";
 import { MemoryClient } from "../services/client.js";
 import { CommandService } from "../services/command-service.js";
 import { EventStore } from "../services/event-store.js";
@@ -168,13 +169,17 @@ async function phase(
   return row;
 }
 
-/** A `memory.proposed` event exactly as the command handler would store it. */
+/** A `memory.proposed` event as the command handler would store it (the decider's data, today's schema version). */
 function sampleEvent(i: number, actorId: string): LedgerEvent {
   const id = uuidv7();
+  const decided = memoryDecider.decide(
+    { type: "propose", revision: false, scope: "app", title: titleFor(i), body: BODY, kind: "note", tags: ["bench"], paths: [], importance: 3 },
+    memoryDecider.initialState(),
+  );
   return LedgerEvent.parse({
     id,
-    type: "memory.proposed",
-    schemaVersion: 2,
+    type: decided.type,
+    schemaVersion: CURRENT_SCHEMA_VERSION[decided.type],
     aggregateId: uuidv7(),
     app: APP,
     scope: "app",
@@ -185,7 +190,7 @@ function sampleEvent(i: number, actorId: string): LedgerEvent {
     causationId: null,
     correlationId: id,
     time: new Date().toISOString(),
-    data: { version: 1, title: titleFor(i), body: BODY, kind: "note", tags: ["bench"], paths: [], importance: 3 },
+    data: decided.data,
   });
 }
 
