@@ -8,7 +8,8 @@ export type MemoryCommand =
       type: "propose";
       /** A revision must find its memory; false creates the memory under the id the handler chose. */
       revision: boolean;
-      scope: Scope;
+      /** Absent: a new memory goes to `app`, a revision stays where its memory lives. */
+      scope?: Scope | undefined;
       title: string;
       body: string;
       kind: MemoryKind;
@@ -118,7 +119,7 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
     case "propose": {
       if (command.revision) requireExisting(state);
       requireNotSuperseded(state);
-      if (state.scope !== null && state.scope !== command.scope) {
+      if (state.scope !== null && command.scope !== undefined && state.scope !== command.scope) {
         throw invalid(`memory ${state.id} lives in scope ${state.scope}; a revision cannot move it to ${command.scope}`);
       }
       const { type: _type, scope: _scope, revision: _revision, ...content } = command;
@@ -147,13 +148,13 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
       requireNotSuperseded(state);
       const target = state.versions.find((v) => v.version === command.toVersion);
       if (!target) throw notFound(`memory ${state.id} has no version ${command.toVersion}`, { version: command.toVersion });
+      if (state.activeVersion === null) throw conflict(`memory ${state.id} has no active version to roll back`, { reason: "no_active_version" });
       if (target.status !== "approved") {
         throw conflict(`version ${command.toVersion} was never approved, so it cannot become active`, {
           reason: "never_approved",
           version: command.toVersion,
         });
       }
-      if (state.activeVersion === null) throw conflict(`memory ${state.id} has no active version to roll back`, { reason: "no_active_version" });
       if (state.activeVersion === command.toVersion) {
         throw conflict(`version ${command.toVersion} is already active`, { reason: "already_active", version: command.toVersion });
       }
@@ -248,6 +249,6 @@ export const memoryDecider: Decider<MemoryCommand, MemoryEvent, MemoryState> = {
   initialState: initialMemoryState,
   decide: decideMemory,
   evolve: evolveMemory,
-  scopeOf: (command, state) => state.scope ?? (command.type === "propose" ? command.scope : "app"),
+  scopeOf: (command, state) => state.scope ?? (command.type === "propose" ? (command.scope ?? "app") : "app"),
   outcomeOf: (state, eventId) => state.applied[eventId],
 };

@@ -46,7 +46,8 @@ export const ProposeRequest = z.strictObject({
   memoryId: Id.optional(),
   title: nonEmptyLine(LIMITS.titleLength),
   body: Markdown,
-  scope: Scope.default("app"),
+  /** Default: `app` for a new memory; a revision keeps its memory's scope. */
+  scope: Scope.optional(),
   kind: MemoryKind.default("note"),
   tags: z.array(Tag).max(LIMITS.tags).default([]).transform(uniq),
   paths: z.array(FilePath).max(LIMITS.paths).default([]).transform(uniq),

@@ -77,10 +77,17 @@ export function fastUuidv7(): string {
   return uuidv7({ random, msecs: v7State.msecs, seq: v7State.seq });
 }
 
-const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string): string =>
+/**
+ * A keyed command's event id names the command type too: reusing a key for another verb on the same
+ * memory (propose with K, later approve with K) is a different command, not a replay of the first.
+ */
+const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string, commandType: string): string =>
   ctx.key === undefined
     ? fastUuidv7()
-    : uuidv5(`${ctx.app}\u0000${aggregate}:${aggregateId}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${ctx.key}`, KEY_NAMESPACE);
+    : uuidv5(
+        `${ctx.app}\u0000${aggregate}:${aggregateId}\u0000${commandType}\u0000${ctx.actor.kind}:${ctx.actor.id}\u0000${ctx.key}`,
+        KEY_NAMESPACE,
+      );
 
 export const newAggregateId = (): string => fastUuidv7();
 
@@ -146,7 +153,7 @@ export class CommandHandler {
   ): Promise<Executed<S>> {
     const stream = await this.store.ensureAppStream(ctx.app);
     const subject = this.subjectOf(ctx.app, decider.aggregate, aggregateId);
-    const eventId = eventIdFor(ctx, decider.aggregate, aggregateId);
+    const eventId = eventIdFor(ctx, decider.aggregate, aggregateId, (command as { type?: string }).type ?? "");
 
     // A freshly generated id cannot have history: skip the read.
     let loaded: Loaded<S> | undefined = options.isNew

@@ -163,7 +163,11 @@ export class CommandService {
     const app = AppName.safeParse(route.app);
     if (!app.success) throw invalid(`bad app name '${route.app}': ${app.error.issues[0]?.message}`);
     const actor = Actor.safeParse({ kind: route.actorKind, id: route.actorId });
-    if (!actor.success) throw invalid(`bad actor '${route.actorKind}.${route.actorId}' in the subject`);
+    if (!actor.success) {
+      throw invalid(
+        `bad actor '${route.actorKind}.${route.actorId}' in the subject: kind must be agent, human or service, and the id 1-64 of A-Z a-z 0-9 _ -`,
+      );
+    }
     if (!Object.hasOwn(REQUESTS, route.verb)) {
       throw invalid(`unknown verb '${route.verb}'; known: ${Object.keys(REQUESTS).join(", ")}`);
     }

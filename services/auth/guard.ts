@@ -41,7 +41,7 @@ export class PolicyGuard {
       const memoryId = request.memoryId as string | undefined;
       const stored = memoryId === undefined ? null : await this.ports.scopeOf(ctx.app, memoryId);
       // A new proposal acts on the scope it names; a revision on the memory's (the decider refuses a move).
-      scope = stored ?? (verb === "propose" ? (request.scope as string) : null);
+      scope = stored ?? (verb === "propose" ? ((request.scope as string | undefined) ?? "app") : null);
       // Not there: let the handler answer not_found (or create it, for a keyed proposal).
       if (scope === null) return undefined;
       decision = authorize(this.policy, ctx.actor, verb, scope);

@@ -309,8 +309,9 @@ describe("memory decider: rollback", () => {
   });
 
   it("refuses a memory with no active version", () => {
-    spec.given([proposed(1)]).when({ type: "rollback", toVersion: 1 }).thenThrows("conflict");
-    spec.given([proposed(1), rejected(1), proposed(2)]).when({ type: "rollback", toVersion: 1 }).thenThrows("conflict");
+    const onlyPending = spec.given([proposed(1)]).when({ type: "rollback", toVersion: 1 }).thenThrows("conflict", /no active version/);
+    expect(onlyPending.details).toEqual({ reason: "no_active_version" });
+    spec.given([proposed(1), rejected(1), proposed(2)]).when({ type: "rollback", toVersion: 1 }).thenThrows("conflict", /no active version/);
   });
 
   it("refuses a superseded memory", () => {

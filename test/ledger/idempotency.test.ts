@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { AppendOutcome } from "../../schemas/commands.js";
 import { CommandService } from "../../services/command-service.js";
 import { idForKey } from "../../services/command-handler.js";
+import { memoryDecider } from "../../commands/memory.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL, startLedger, streamMessageCount, type Ledger } from "../support/env.js";
 import { json, probe, rejectionOf, sleep, waitUntil } from "./support.js";
@@ -92,7 +93,7 @@ describe("idempotency keys", () => {
     // A second instance caches the memory now, so it will be stale when the keyed revision lands.
     const stale = await anotherInstance(ledger, { duplicateWindowMs: 1000 });
     const staleProbe = probe(stale);
-    await stale.dispatch(client.subjectFor("show"), json({ memoryId: created.memoryId }));
+    await stale.handler.load(memoryDecider, ledger.app, created.memoryId);
 
     const revision = { memoryId: created.memoryId, title: "Timeouts", body: "HTTP clients time out after 3 s.", key: "k-window-rev" };
     const revised = (await ledger.service.dispatch(client.subjectFor("propose"), json(revision))) as AppendOutcome;
@@ -215,6 +216,28 @@ describe("idempotency keys", () => {
     // Without a key, the same content is a new command: it is not mistaken for a retry.
     const unkeyed = await client.propose({ memoryId: created.memoryId, title: "Migrations", body: "Forward-only, reviewed by a human." });
     expect(unkeyed).toMatchObject({ version: 3, replayed: false });
+  });
+
+  it("a key reused for another verb on the same memory is a new command, not a replay of the first", async () => {
+    ledger = await startLedger();
+    const client = ledger.client("agent-a");
+    const proposed = await client.propose({ title: "Pin the Node version", body: "Node 20 everywhere.", key: "k-reuse" });
+    const approved = await client.approve(proposed.memoryId, { key: "k-reuse" });
+    expect(approved).toMatchObject({ type: "memory.approved", version: 1, replayed: false });
+    expect((await client.show(proposed.memoryId)).activeVersion).toBe(1);
+    // Each is still idempotent on its own.
+    expect(await client.approve(proposed.memoryId, { key: "k-reuse" })).toMatchObject({ seq: approved.seq, replayed: true });
+    expect(await count(ledger)).toBe(2);
+  });
+
+  it("a revision that names no scope stays in its memory's scope", async () => {
+    ledger = await startLedger();
+    const client = ledger.client("agent-a");
+    const first = await client.propose({ title: "Team rule", body: "Review in pairs.", scope: "team:core" });
+    await client.propose({ memoryId: first.memoryId, title: "Team rule, revised", body: "Review in pairs, always." });
+    const shown = await client.show(first.memoryId);
+    expect(shown.scope).toBe("team:core");
+    expect(shown.versions.map((v) => v.version)).toEqual([1, 2]);
   });
 
   it("a keyed command that was refused is refused again on retry, and stores nothing", async () => {
