@@ -8,6 +8,9 @@ import { EventStore } from "./event-store.js";
 import { naming } from "../events/subjects.js";
 import { ProjectionSupervisor } from "./projection-supervisor.js";
 import { openReadModels, readModelConfig, type ReadModelConfig, type ReadModels } from "./read-models.js";
+import { Curator } from "./curator/curator.js";
+import type { CuratorPolicyInput } from "./curator/policy.js";
+import { resolveCuratorPolicy } from "./curator/load.js";
 
 /** What every component of a running memledger shares: one connection and one naming prefix. */
 export interface RuntimeContext {
@@ -91,6 +94,24 @@ export const projectionsComponent = (readModels: () => ReadModels | undefined): 
   },
 });
 
+/**
+ * The curator: turns promotion requests of every app into org memories (services/curator). Checks the
+ * runtime's access policy before writing the org, as the command service does for commands.
+ */
+export const curatorComponent = (policy?: CuratorPolicyInput): Component => ({
+  name: "curator",
+  async start(ctx) {
+    return Curator.start(ctx.nc, {
+      prefix: ctx.prefix,
+      replicas: ctx.replicas,
+      // Without one given, MEMLEDGER_CURATOR_POLICY (a file), else the defaults.
+      policy: policy ?? (await resolveCuratorPolicy(undefined)),
+      access: ctx.policy,
+      onError: (err, where) => ctx.onError(err, where),
+    });
+  },
+});
+
 /** The read models' shared resources (Redis readers), opened before the components that use them. */
 export const readModelsComponent = (config: ReadModelConfig, onOpen: (models: ReadModels) => void): Component => ({
   name: "read-models",
@@ -105,6 +126,9 @@ export interface DefaultComponentOptions {
   readModels?: ReadModelConfig;
   /** Run the projections in this process (default true). */
   projections?: boolean;
+  /** Run the curator in this process (default true), with this policy (default: services/curator/policy.ts). */
+  curator?: boolean;
+  curatorPolicy?: CuratorPolicyInput;
 }
 
 /** What `memledger up` runs: read models, the command service, the projections (later the curator). */
@@ -117,6 +141,7 @@ export const defaultComponents = (options: DefaultComponentOptions = {}): Compon
     }),
     commandServiceComponent(() => models),
     ...(options.projections === false ? [] : [projectionsComponent(() => models)]),
+    ...(options.curator === false ? [] : [curatorComponent(options.curatorPolicy)]),
   ];
 };
 
