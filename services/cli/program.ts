@@ -8,6 +8,7 @@ import { checkRequest, commaList, defined, resolveGlobals, wholeNumber, type Glo
 import { up } from "./up.js";
 import { writeAuthConfig } from "../auth/broker-config.js";
 import { registerReadModelCommands } from "./read-models.js";
+import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
@@ -277,6 +278,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
 
   registerReadModelCommands(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
+  registerOrgCommands(program, io, globals, send, run, setExitCode);
 
   return program;
 }
