@@ -355,3 +355,41 @@ export async function rebuildProjection(
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Rebuilds several projections of one stream in a single replay: every batch goes to each fresh target
+ * (their applies and commits run side by side, so one target's I/O overlaps another's CPU), then each
+ * target is promoted. Same promises as {@link rebuildProjection} per target; reading the log once
+ * instead of once per projection.
+ */
+export async function rebuildProjections(
+  store: EventStore,
+  definitions: readonly ProjectionDefinition[],
+  scope: ProjectionScope,
+  options: Omit<RebuildOptions, "onProgress"> = {},
+): Promise<{ seq: number; events: number; seconds: number }> {
+  const batchSize = options.batchSize ?? 2000;
+  const commitEvery = options.commitEvery ?? 100_000;
+  const started = performance.now();
+  const fresh: ProjectionTarget[] = [];
+  try {
+    for (const definition of definitions) fresh.push(await definition.openFresh(scope));
+    let applied = 0;
+    let sinceCommit = 0;
+    const lastSeq = await store.replay(scope.stream, { batchSize }, async (events) => {
+      await Promise.all(fresh.map((target) => target.apply(events)));
+      applied += events.length;
+      sinceCommit += events.length;
+      if (sinceCommit >= commitEvery) {
+        const seq = events[events.length - 1]!.seq;
+        await Promise.all(fresh.map((target) => target.commit(seq)));
+        sinceCommit = 0;
+      }
+    });
+    await Promise.all(fresh.map((target) => target.commit(lastSeq)));
+    for (const [i, definition] of definitions.entries()) await definition.promote(scope, fresh[i]!);
+    return { seq: lastSeq, events: applied, seconds: (performance.now() - started) / 1000 };
+  } finally {
+    await Promise.all(fresh.map((target) => target.close()));
+  }
+}

@@ -36,8 +36,15 @@ export async function unlinkMatching(redis: Redis, pattern: string): Promise<num
  * watching the checkpoint (and, once visible, the generation pointer), so a second writer or a promote
  * that replaced this generation makes the commit fail instead of writing into the void.
  */
+/** Commands an invisible (fresh) target sends ahead of its commit in one pipeline, once this many are pending. */
+const FLUSH_AHEAD_COMMANDS = 20_000;
+
 export class RedisClaimsTarget implements ProjectionTarget {
   private pending: RedisCommand[] = [];
+  /** Pipelined writes of an invisible target, sent ahead of its commit (see flushAhead). */
+  private flushing: Promise<void> = Promise.resolve();
+  private flushesInFlight = 0;
+  private flushedSinceCommit = false;
   private readonly states = new Map<string, ClaimState>();
   private appliedSeq: number;
   private closed = false;
@@ -80,14 +87,50 @@ export class RedisClaimsTarget implements ProjectionTarget {
     }
     const plan = planBatch(this.generationKeys, events, this.appliedSeq, (id) => this.states.get(id) ?? loaded.get(id) ?? parseState(null));
     for (const [id, state] of plan.states) this.states.set(id, state);
-    this.pending.push(...plan.commands);
+    for (const command of plan.commands) this.pending.push(command);
     this.appliedSeq = plan.lastSeq;
+    if (!this.visible && this.pending.length >= FLUSH_AHEAD_COMMANDS) await this.flushAhead();
+  }
+
+  /**
+   * A fresh generation is invisible until promoted and never resumed (a failed rebuild starts another),
+   * so its writes need not wait for one MULTI at commit: they go out in pipelines while the next events
+   * are folded (Redis works on the other core), and a rebuild's commit never builds a transaction of
+   * millions of commands. Only the checkpoint still waits for the commit's MULTI, after every write
+   * before it succeeded. A live (visible) target never does this: readers must see whole commits.
+   */
+  private async flushAhead(): Promise<void> {
+    // At most two pipelines in flight: folding must not run ahead of Redis without bound.
+    if (this.flushesInFlight >= 2) await this.flushing;
+    const chunk = this.pending;
+    this.pending = [];
+    this.flushedSinceCommit = true;
+    this.flushesInFlight++;
+    this.flushing = this.flushing.then(async () => {
+      try {
+        const pipeline = this.redis.pipeline();
+        for (const [command, ...args] of chunk) pipeline.call(command, ...args);
+        const result = await pipeline.exec();
+        const failed = result?.find(([err]) => err !== null);
+        if (failed) throw unavailable(`claims projection: Redis refused a write: ${(failed[0] as Error).message}`);
+      } finally {
+        this.flushesInFlight--;
+      }
+    });
+    // A failure surfaces at the next flush or at commit, not as an unhandled rejection.
+    this.flushing.catch(() => undefined);
   }
 
   async commit(seq: number): Promise<void> {
     this.requireOpen();
-    if (seq <= this.current.seq && this.pending.length === 0) return;
+    if (seq <= this.current.seq && this.pending.length === 0 && !this.flushedSinceCommit) return;
     if (seq < this.appliedSeq) throw invalid(`claims projection: commit(${seq}) is behind applied sequence ${this.appliedSeq}`);
+    try {
+      await this.flushing;
+    } catch (err) {
+      this.reset();
+      throw err;
+    }
     const { checkpoint } = this.generationKeys;
     const watched = this.visible ? [checkpoint, this.keys.pointer] : [checkpoint];
     await this.redis.watch(...watched);
@@ -117,6 +160,7 @@ export class RedisClaimsTarget implements ProjectionTarget {
     this.current = { seq, generation: this.generation };
     this.appliedSeq = seq;
     this.pending = [];
+    this.flushedSinceCommit = false;
     this.states.clear();
   }
 
@@ -127,6 +171,8 @@ export class RedisClaimsTarget implements ProjectionTarget {
   /** Forgets everything applied since the last commit. */
   reset(): void {
     this.pending = [];
+    this.flushing = Promise.resolve();
+    this.flushedSinceCommit = false;
     this.states.clear();
     this.appliedSeq = this.current.seq;
   }

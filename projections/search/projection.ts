@@ -98,6 +98,10 @@ class SearchTarget implements ProjectionTarget {
     // Left queued only by a failed embed; the checkpoint must not pass vectors that were not written.
     await this.index.flushVectors();
     this.committedSeq = Math.max(this.committedSeq, seq);
+    // A fresh target is invisible and never resumed (a failed rebuild starts a new generation from 0),
+    // so snapshots before its promote would only be thrown away: promote writes the one that counts.
+    // Skipping them saves a full Orama save + write + fsync per commit (seconds each at 100k memories).
+    if (this.role === "fresh") return;
     const pending = this.index.appliedSeq - this.durable.seq;
     const due = pending >= this.policy.everyEvents || this.policy.now() - this.lastSnapshotAt >= this.policy.intervalMs;
     if (pending > 0 && due) await this.snapshot();

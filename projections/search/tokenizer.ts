@@ -67,38 +67,77 @@ interface TextTokens {
   named: string[];
 }
 
+/** What one chunk contributes, in order: whole identifiers (with whether the chunk names them), then words. */
+interface ChunkTokens {
+  wholes: readonly (readonly [token: string, named: boolean])[];
+  words: readonly string[];
+}
+
+const NO_TOKENS: ChunkTokens = { wholes: [], words: [] };
+
+function chunkTokensUncached(raw: string): ChunkTokens {
+  const chunk = raw.replace(EDGE_PUNCTUATION, "");
+  if (chunk.length === 0) return NO_TOKENS;
+  const wholes: (readonly [string, boolean])[] = [];
+  const addWhole = (token: string, isNamed: boolean) => {
+    if (token.length === 0 || token.length > MAX_WHOLE_TOKEN_LENGTH) return;
+    wholes.push([token, isNamed]);
+  };
+  const words = wordsOf(chunk);
+  const compound = words.length > 1;
+  if (compound) {
+    addWhole(fold(chunk), true);
+    if (PATH_SEPARATOR.test(chunk)) {
+      for (const segment of chunk.split(PATH_SEPARATOR)) {
+        if (wordsOf(segment).length > 1) addWhole(fold(segment), false);
+      }
+    }
+    // `useAuthStore` inside `src/useAuthStore.ts`: the camelCase run is itself an identifier.
+    for (const part of chunk.split(WORD_SEPARATOR)) {
+      if (part !== chunk && wordsOf(part).length > 1) addWhole(fold(part), false);
+    }
+  }
+  const kept: string[] = [];
+  for (const word of words) {
+    const folded = fold(word);
+    if (!compound && STOP_WORDS.has(folded)) continue;
+    if (folded.length <= MAX_WORD_LENGTH) kept.push(folded);
+  }
+  return { wholes, words: kept };
+}
+
+/**
+ * A chunk's tokens depend on the chunk alone, and prose repeats its words: indexing spent most of its
+ * tokenizer time re-deriving the same few thousand chunks (regex splits, case folding), so they are
+ * remembered. Bounded: the cache is dropped when full; long chunks (hashes, URLs) are never kept.
+ */
+const CHUNK_CACHE_LIMIT = 50_000;
+const CACHEABLE_CHUNK_LENGTH = 64;
+const chunkCache = new Map<string, ChunkTokens>();
+
+function chunkTokens(raw: string): ChunkTokens {
+  if (raw.length > CACHEABLE_CHUNK_LENGTH) return chunkTokensUncached(raw);
+  let tokens = chunkCache.get(raw);
+  if (tokens === undefined) {
+    tokens = chunkTokensUncached(raw);
+    if (chunkCache.size >= CHUNK_CACHE_LIMIT) chunkCache.clear();
+    chunkCache.set(raw, tokens);
+  }
+  return tokens;
+}
+
 function analyze(text: string): TextTokens {
   const all = new Set<string>();
   const identifiers = new Set<string>();
   const named = new Set<string>();
-  const addWhole = (token: string, isNamed: boolean) => {
-    if (token.length === 0 || token.length > MAX_WHOLE_TOKEN_LENGTH) return;
-    all.add(token);
-    identifiers.add(token);
-    if (isNamed) named.add(token);
-  };
   for (const match of text.matchAll(CHUNK)) {
-    const chunk = match[0].replace(EDGE_PUNCTUATION, "");
-    if (chunk.length === 0) continue;
-    const words = wordsOf(chunk);
-    const compound = words.length > 1;
-    if (compound) {
-      addWhole(fold(chunk), true);
-      if (PATH_SEPARATOR.test(chunk)) {
-        for (const segment of chunk.split(PATH_SEPARATOR)) {
-          if (wordsOf(segment).length > 1) addWhole(fold(segment), false);
-        }
-      }
-      // `useAuthStore` inside `src/useAuthStore.ts`: the camelCase run is itself an identifier.
-      for (const part of chunk.split(WORD_SEPARATOR)) {
-        if (part !== chunk && wordsOf(part).length > 1) addWhole(fold(part), false);
-      }
+    const { wholes, words } = chunkTokens(match[0]);
+    for (const [token, isNamed] of wholes) {
+      all.add(token);
+      identifiers.add(token);
+      if (isNamed) named.add(token);
     }
-    for (const word of words) {
-      const folded = fold(word);
-      if (!compound && STOP_WORDS.has(folded)) continue;
-      if (folded.length <= MAX_WORD_LENGTH) all.add(folded);
-    }
+    for (const word of words) all.add(word);
   }
   return { all: [...all], identifiers: [...identifiers], named: [...named] };
 }

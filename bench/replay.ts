@@ -1,0 +1,602 @@
+/**
+ * `npm run bench -- replay`: how fast the read models rebuild from the log, against how fast the log
+ * can be read at all.
+ *
+ * For each size (`--events 100000,1000000`, `--quick` = 10k) it
+ *   1. generates a realistic app stream: valid `LedgerEvent` envelopes built the way the command handler
+ *      builds them (proposals with ~300-byte bodies, approvals, revisions, rejections, rollbacks,
+ *      supersessions, claims/renews/releases of tasks and locks, sessions), interleaved over ~10% as many
+ *      memories as events, published with pipelined JetStream publishes into a stream with the ledger's
+ *      own configuration (no expected-sequence or msg-id headers: the generator is the only writer);
+ *   2. reads the whole stream with an ordered consumer and does nothing with the messages (raw read: the
+ *      ceiling), and again decoding every event (what EventStore.replay does before any projection);
+ *   3. rebuilds each projection alone into a fresh target (rebuildProjection: openFresh, replay from
+ *      seq 1 until caught up, commit, promote): files, claims, search (BM25 only: the search projection
+ *      has no vector channel, so no embedder is involved);
+ *   4. rebuilds all three as `memledger rebuild all` does (one rebuildProjection after the other), and in
+ *      one pass (one replay feeding every fresh target: rebuildProjections).
+ * Every phase gets its own files root, search directory and Redis key prefix, all removed afterwards, as
+ * are the streams (also on error and on Ctrl-C).
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Redis } from "ioredis";
+import { claimIdOf } from "../commands/claim.js";
+import { encodeEvent } from "../events/upcast.js";
+import { naming, type Naming } from "../events/subjects.js";
+import { decodeEvent } from "../events/upcast.js";
+import { claimsProjection, unlinkMatching } from "../projections/claims/target.js";
+import { filesProjection } from "../projections/files/index.js";
+import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
+import { searchProjection } from "../projections/search/index.js";
+import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../schemas/events.js";
+import { fastUuidv7 } from "../services/command-handler.js";
+import { EventStore } from "../services/event-store.js";
+import { connectNats } from "../services/nats.js";
+import { rebuildProjection, rebuildProjections } from "../services/projection-runner.js";
+import { DEFAULT_REDIS_URL } from "../services/read-models.js";
+import { benchPrefix, deleteStreamsWithPrefix, flag, fmt, fmtInt, intOption, machineInfo, table, type BenchArgs, type Benchmark } from "./util.js";
+
+const APP = "bench";
+const GOAL = 0.25;
+
+// ---- a deterministic random source -------------------------------------------------------------
+
+/** mulberry32: small, fast, seeded, so two runs generate the same stream shape. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// ---- the event stream generator ----------------------------------------------------------------
+
+const WORDS = (
+  "payment webhook retry idempotency key stripe invoice ledger refund customer session token expired cache " +
+  "redis queue worker deploy rollback migration schema index postgres replica timeout circuit breaker test " +
+  "fixture mock build lint typescript module import export config environment secret vault rotate certificate " +
+  "latency budget alert dashboard metric trace span log error handler middleware router endpoint request " +
+  "response header cookie auth oauth scope role permission review approve release branch merge conflict " +
+  "rebase commit hook script docker image container kubernetes pod node cluster shard partition backup restore " +
+  "snapshot checkpoint projection event stream consumer producer topic subject memory agent claim lease lock " +
+  "task priority owner team convention decision procedure fragile fact note always never before after because"
+).split(" ");
+const IDENTIFIERS = ["ERR_TOKEN_EXPIRED", "StripeWebhookHandler", "useAuthStore", "PAYMENT_RETRY_LIMIT", "createInvoice", "LedgerClient", "E_CONN_RESET", "withIdempotencyKey"];
+const PATHS = ["src/payments/webhook.ts", "src/auth/session.ts", "lib/ledger/client.ts", "services/billing/invoice.go", "infra/deploy.yaml", "packages/ui/Button.tsx"];
+const KINDS = ["note", "fact", "decision", "convention", "procedure", "fragile"] as const;
+const AGENTS = Array.from({ length: 40 }, (_, i) => `agent-${i}`);
+const HUMANS = ["alice", "bob", "carol"];
+const TEAMS = ["payments", "platform", "web"];
+
+type Draft = { subject: string; bytes: Uint8Array; event: LedgerEvent };
+type Emit = (aggregate: "memory" | "session" | "claim", id: string, type: LedgerEvent["type"], data: unknown, env: Partial<Envelope>) => Draft;
+interface Envelope {
+  scope: string;
+  actor: { kind: "agent" | "human" | "service"; id: string };
+  sessionId: string | null;
+  git: { branch?: string; worktree?: string } | null;
+}
+
+/**
+ * Interleaved lifecycles ("scripts") of memories, claims and sessions: a window of scripts is active at
+ * once and each event advances a random one, so a memory's events are spread over a stretch of the log
+ * as they would be with many agents at work. A new memory script starts whenever memories fall below
+ * `memoryRatio` of the events emitted; otherwise a claim (2/3) or session (1/3) script starts.
+ */
+class StreamGenerator {
+  private readonly random: () => number;
+  private readonly active: Generator<Draft, void, void>[] = [];
+  private readonly names: Naming;
+  private emitted = 0;
+  memories = 0;
+  private clock: number;
+  private readonly stepMs: number;
+  readonly counts = new Map<string, number>();
+  private bodyBytes = 0;
+  private bodies = 0;
+  private readonly openSessions: { id: string; agent: string }[] = [];
+
+  constructor(prefix: string, private readonly total: number, private readonly memoryRatio: number, seed = 42, private readonly window = Math.max(20, Math.min(2000, Math.floor(total / 100)))) {
+    this.random = rng(seed);
+    this.names = naming(prefix);
+    // The stream ends about now, so the last claims' leases are live, as in a ledger in use.
+    this.stepMs = 5_000;
+    this.clock = Date.now() - total * this.stepMs;
+  }
+
+  get averageBodyBytes(): number {
+    return this.bodies ? this.bodyBytes / this.bodies : 0;
+  }
+
+  private pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.random() * items.length)]!;
+  }
+
+  private chance(p: number): boolean {
+    return this.random() < p;
+  }
+
+  private readonly emit: Emit = (aggregate, id, type, data, env) => {
+    this.clock += 1 + Math.floor(this.random() * this.stepMs * 2);
+    const eventId = fastUuidv7();
+    // Exactly the command handler's envelope (CommandHandler.envelope), in its field order.
+    const event = {
+      id: eventId,
+      type,
+      schemaVersion: CURRENT_SCHEMA_VERSION[type],
+      aggregateId: id,
+      app: APP,
+      scope: env.scope ?? "app",
+      actor: env.actor ?? { kind: "agent", id: this.pick(AGENTS) },
+      sessionId: env.sessionId ?? null,
+      transcriptRef: null,
+      git: env.git ?? null,
+      causationId: null,
+      correlationId: eventId,
+      time: new Date(this.clock).toISOString(),
+      data,
+    } as LedgerEvent;
+    this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
+    return { subject: this.names.aggregate(APP, aggregate, id), bytes: encodeEvent(event), event };
+  };
+
+  private body(): { title: string; body: string; tags: string[]; paths: string[] } {
+    const words = (n: number) => Array.from({ length: n }, () => this.pick(WORDS)).join(" ");
+    const title = `${words(3)} ${this.pick(IDENTIFIERS)} ${words(2)}`.slice(0, 200);
+    const paths = this.chance(0.5) ? [this.pick(PATHS)] : [];
+    // ~300 bytes of markdown: two short paragraphs, an identifier and sometimes a path.
+    let body = `${words(20)} \`${this.pick(IDENTIFIERS)}\`.\n\n${words(16)}${paths.length ? ` in \`${paths[0]}\`` : ""}.\n\n- ${words(6)}`;
+    while (body.length < 280) body += ` ${this.pick(WORDS)}`;
+    this.bodyBytes += body.length;
+    this.bodies++;
+    return { title, body, tags: [this.pick(TEAMS), this.pick(WORDS)], paths };
+  }
+
+  private agentContext(agent: string): Partial<Envelope> {
+    const session = this.openSessions.find((s) => s.agent === agent);
+    return {
+      actor: { kind: "agent", id: agent },
+      sessionId: session?.id ?? null,
+      git: this.chance(0.7) ? { branch: `feat/${this.pick(WORDS)}`, worktree: `/work/${agent}` } : null,
+    };
+  }
+
+  private *memory(): Generator<Draft, void, void> {
+    const id = fastUuidv7();
+    const author = this.pick(AGENTS);
+    const roll = this.random();
+    const scope = roll < 0.6 ? "app" : roll < 0.85 ? `team:${this.pick(TEAMS)}` : `agent:${author}`;
+    const reviewer = () => ({ actor: { kind: "human" as const, id: this.pick(HUMANS) }, scope });
+    const approved: number[] = [];
+    let version = 0;
+    let active: number | null = null;
+    const propose = () => {
+      version++;
+      const content = this.body();
+      return this.emit("memory", id, "memory.proposed", {
+        version,
+        title: content.title,
+        body: content.body,
+        kind: this.pick(KINDS),
+        tags: content.tags,
+        paths: content.paths,
+        importance: 1 + Math.floor(this.random() * 5),
+      }, { ...this.agentContext(author), scope });
+    };
+    // Version 1, then revisions (on average 1.5): each approved (85%), rejected (10%) or left pending.
+    let revisions = 0;
+    while (revisions === 0 || this.chance(0.6)) {
+      yield propose();
+      const decision = this.random();
+      if (decision < 0.85) {
+        yield this.emit("memory", id, "memory.approved", { version }, reviewer());
+        approved.push(version);
+        active = version;
+      } else if (decision < 0.95) {
+        yield this.emit("memory", id, "memory.rejected", { version, reason: `needs work: ${this.pick(WORDS)} ${this.pick(WORDS)}` }, reviewer());
+      } else {
+        break; // pending: nothing more happens to this memory
+      }
+      revisions++;
+      if (revisions > 6) break;
+    }
+    if (active !== null && approved.length >= 2 && this.chance(0.25)) {
+      const to = approved.find((v) => v !== active)!;
+      yield this.emit("memory", id, "memory.rolled_back", { fromVersion: active, toVersion: to }, reviewer());
+      active = to;
+    }
+    if (this.chance(0.1)) {
+      yield this.emit("memory", id, "memory.superseded", { by: null, reason: `outdated: ${this.pick(WORDS)} changed` }, reviewer());
+    }
+  }
+
+  private *claim(): Generator<Draft, void, void> {
+    const task = this.chance(0.6);
+    const name = task ? `t${fastUuidv7().slice(-12)}` : `${this.pick(PATHS)}#${Math.floor(this.random() * 1e6)}`;
+    const kind = task ? "task" : "lock";
+    const id = claimIdOf(kind, name);
+    const holder = this.pick(AGENTS);
+    const ctx = () => ({ ...this.agentContext(holder), scope: "app" });
+    let opened = false;
+    if (task && this.chance(0.4)) {
+      yield this.emit("claim", id, "claim.task_opened", { name, title: `${this.pick(WORDS)} ${this.pick(WORDS)}`, priority: 1 + Math.floor(this.random() * 5) }, {
+        actor: { kind: "human", id: this.pick(HUMANS) },
+        scope: "app",
+      });
+      opened = true;
+    }
+    const leaseMs = 10 * 60 * 1000;
+    const lease = () => new Date(this.clock + leaseMs).toISOString();
+    yield this.emit("claim", id, "claim.claimed", {
+      kind,
+      name,
+      holder,
+      leaseMs,
+      expiresAt: lease(),
+      takeoverOf: null,
+      priority: task && !opened ? 3 : null,
+    }, ctx());
+    const renews = Math.floor(this.random() * 3);
+    for (let i = 0; i < renews; i++) yield this.emit("claim", id, "claim.renewed", { holder, leaseMs, expiresAt: lease() }, ctx());
+    if (this.chance(0.9)) yield this.emit("claim", id, "claim.released", { holder, done: task && this.chance(0.7) }, ctx());
+  }
+
+  private *session(): Generator<Draft, void, void> {
+    const id = fastUuidv7();
+    const agent = this.pick(AGENTS);
+    const env = { actor: { kind: "agent" as const, id: agent }, scope: `agent:${agent}`, sessionId: id };
+    const branch = `feat/${this.pick(WORDS)}`;
+    yield this.emit("session", id, "session.started", { agentId: agent, task: `${this.pick(WORDS)} ${this.pick(WORDS)}`, branch, worktree: `/work/${agent}` }, env);
+    this.openSessions.push({ id, agent });
+    if (this.openSessions.length > 40) this.openSessions.shift();
+    if (this.chance(0.85)) yield this.emit("session", id, "session.ended", { summary: `${this.pick(WORDS)} done` }, env);
+    const at = this.openSessions.findIndex((s) => s.id === id);
+    if (at >= 0) this.openSessions.splice(at, 1);
+  }
+
+  private newScript(): Generator<Draft, void, void> {
+    if (this.memories < this.memoryRatio * (this.emitted + 1)) {
+      this.memories++;
+      return this.memory();
+    }
+    return this.chance(2 / 3) ? this.claim() : this.session();
+  }
+
+  /** The next event, or undefined once `total` were emitted. */
+  next(): Draft | undefined {
+    if (this.emitted >= this.total) return undefined;
+    for (;;) {
+      while (this.active.length < this.window) this.active.push(this.newScript());
+      const at = Math.floor(this.random() * this.active.length);
+      const step = this.active[at]!.next();
+      if (step.done) {
+        this.active[at] = this.newScript();
+        continue;
+      }
+      this.emitted++;
+      return step.value;
+    }
+  }
+}
+
+interface Generated {
+  events: number;
+  memories: number;
+  seconds: number;
+  bytes: number;
+  counts: Map<string, number>;
+  averageBodyBytes: number;
+  validated: number;
+}
+
+/** Publishes `total` events with up to `window` publishes in flight; every `validateEvery`-th is schema-checked. */
+async function generate(js: JetStreamClient, prefix: string, total: number, memoryRatio: number, validateEvery: number, log: (l: string) => void): Promise<Generated> {
+  const gen = new StreamGenerator(prefix, total, memoryRatio);
+  const window = 4096;
+  let inflight = 0;
+  let wake: (() => void) | null = null;
+  let failure: unknown;
+  let bytes = 0;
+  let validated = 0;
+  let n = 0;
+  const t0 = performance.now();
+  let lastLog = t0;
+  const settle = () => {
+    inflight--;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  for (let draft = gen.next(); draft; draft = gen.next()) {
+    if (n % validateEvery === 0) {
+      LedgerEvent.parse(JSON.parse(new TextDecoder().decode(draft.bytes))); // throws on a bad envelope
+      validated++;
+    }
+    while (inflight >= window) await new Promise<void>((resolve) => (wake = resolve));
+    if (failure) throw failure;
+    inflight++;
+    bytes += draft.bytes.length;
+    n++;
+    js.publish(draft.subject, draft.bytes, { timeout: 30_000 }).then(settle, (err: unknown) => {
+      failure ??= err;
+      settle();
+    });
+    if (n % 50_000 === 0 && performance.now() - lastLog > 5_000) {
+      lastLog = performance.now();
+      log(`    generated ${fmtInt(n)} / ${fmtInt(total)} (${fmtInt(n / ((lastLog - t0) / 1000))} ev/s)`);
+    }
+  }
+  while (inflight > 0) await new Promise<void>((resolve) => (wake = resolve));
+  if (failure) throw failure;
+  return {
+    events: n,
+    memories: gen.memories,
+    seconds: (performance.now() - t0) / 1000,
+    bytes,
+    counts: gen.counts,
+    averageBodyBytes: gen.averageBodyBytes,
+    validated,
+  };
+}
+
+// ---- reading ----------------------------------------------------------------------------------
+
+/** The whole stream through an ordered consumer, as EventStore.replay reads it; `each` gets every message. */
+async function orderedRead(store: EventStore, stream: string, each: (data: Uint8Array) => void): Promise<number> {
+  const consumer = await store.js.consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+  const messages = await consumer.consume({ max_messages: 2000 });
+  let n = 0;
+  try {
+    for await (const m of messages) {
+      each(m.data);
+      n++;
+      if (m.info.pending === 0) break;
+    }
+  } finally {
+    messages.stop();
+  }
+  return n;
+}
+
+// ---- phases -----------------------------------------------------------------------------------
+
+interface Row {
+  size: number;
+  phase: string;
+  events: number;
+  seconds: number;
+  eventsPerSec: number;
+  /** Of the raw ordered-consumer read of the same stream. */
+  ratio: number;
+  cpuSeconds: number;
+  rssMB: number;
+  note: string;
+}
+
+interface Ctx {
+  store: EventStore;
+  scope: ProjectionScope;
+  workDir: string;
+  redisUrl: string;
+  keyPrefixBase: string;
+  redis: Redis;
+  log: (l: string) => void;
+}
+
+let runCounter = 0;
+
+/** Fresh, private read-model locations for one measured rebuild, and a way to delete them. */
+async function freshModels(ctx: Ctx) {
+  const run = ++runCounter;
+  const dir = path.join(ctx.workDir, `run${run}`);
+  const keyPrefix = `${ctx.keyPrefixBase}:run${run}`;
+  const definitions = {
+    files: filesProjection({ root: path.join(dir, "files") }),
+    claims: claimsProjection({ redis: ctx.redisUrl, keyPrefix }),
+    search: searchProjection({ dir: path.join(dir, "search") }),
+  };
+  const cleanup = async () => {
+    await rm(dir, { recursive: true, force: true });
+    await unlinkMatching(ctx.redis, `${keyPrefix}:*`);
+  };
+  return { definitions, cleanup };
+}
+
+async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: number; cpuSeconds: number; rssMB: number }> {
+  let peakRss = process.memoryUsage.rss();
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 200);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  try {
+    const value = await work();
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    return { value, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, rssMB: Math.max(peakRss, process.memoryUsage.rss()) / 2 ** 20 };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+type Selected = (name: string) => ProjectionDefinition[];
+
+async function rebuildPhase(
+  ctx: Ctx,
+  size: number,
+  raw: number,
+  phase: string,
+  note: string,
+  run: (select: Selected) => Promise<number>,
+): Promise<Row> {
+  const models = await freshModels(ctx);
+  const select: Selected = (name) =>
+    name === "all" ? [models.definitions.files, models.definitions.claims, models.definitions.search] : [models.definitions[name as "files" | "claims" | "search"]];
+  try {
+    global.gc?.();
+    const { value: events, seconds, cpuSeconds, rssMB } = await timed(() => run(select));
+    const eventsPerSec = events / seconds;
+    const row: Row = { size, phase, events, seconds, eventsPerSec, ratio: eventsPerSec / raw, cpuSeconds, rssMB, note };
+    ctx.log(`  ${phase}: ${fmtInt(events)} events in ${fmt(seconds)} s = ${fmtInt(eventsPerSec)} ev/s (${fmt(row.ratio * 100, 1)}% of raw read)${note ? `; ${note}` : ""}`);
+    return row;
+  } finally {
+    await models.cleanup();
+  }
+}
+
+interface Options {
+  sizes: number[];
+  memoryRatio: number;
+  only: Set<string>;
+  filesMaxEvents: number;
+  json: boolean;
+}
+
+const ALL_PHASES = ["raw", "decode", "files", "claims", "search", "all-sequential", "all-single-pass"];
+
+async function runSize(nc: NatsConnection, base: string, size: number, opts: Options, workDir: string, redis: Redis, redisUrl: string, log: (l: string) => void) {
+  const prefix = `${base}n${size}`;
+  const store = await EventStore.open(nc, naming(prefix));
+  const stream = await store.ensureAppStream(APP);
+  const scope: ProjectionScope = { prefix, app: APP, stream };
+  const rows: Row[] = [];
+
+  log(`\n== ${fmtInt(size)} events (stream ${stream}) ==`);
+  const gen = await generate(store.js, prefix, size, opts.memoryRatio, size <= 10_000 ? 1 : 100, log);
+  const mix = [...gen.counts].sort((a, b) => b[1] - a[1]).map(([t, c]) => `${t} ${fmt((c / gen.events) * 100, 1)}%`).join(", ");
+  log(`  generated ${fmtInt(gen.events)} events over ${fmtInt(gen.memories)} memories in ${fmt(gen.seconds)} s (${fmtInt(gen.events / gen.seconds)} ev/s pipelined), ` +
+    `${fmt(gen.bytes / gen.events, 0)} B/event, bodies ${fmt(gen.averageBodyBytes, 0)} B; ${fmtInt(gen.validated)} checked against LedgerEvent`);
+  log(`  mix: ${mix}`);
+  const stored = await store.lastSeq(stream);
+  if (stored !== gen.events) throw new Error(`the stream holds ${stored} events, not ${gen.events}`);
+
+  // Raw read twice (start and end of the size's phases): the better of the two is the reference, so a
+  // noisy first read cannot flatter the ratios.
+  const rawRead = async (label: string) => {
+    const { value: n, seconds, cpuSeconds, rssMB } = await timed(() => orderedRead(store, stream, () => undefined));
+    log(`  ${label}: ${fmtInt(n)} messages in ${fmt(seconds)} s = ${fmtInt(n / seconds)} msg/s`);
+    return { n, seconds, cpuSeconds, rssMB };
+  };
+  const raw1 = await rawRead("raw ordered-consumer read");
+  let raw = raw1.n / raw1.seconds;
+  const rawRow = (r: typeof raw1, phase: string): Row => ({ size, phase, events: r.n, seconds: r.seconds, eventsPerSec: r.n / r.seconds, ratio: r.n / r.seconds / raw, cpuSeconds: r.cpuSeconds, rssMB: r.rssMB, note: "ordered consumer, messages dropped" });
+  rows.push(rawRow(raw1, "raw read (1)"));
+
+  if (opts.only.has("decode")) {
+    const { value: n, seconds, cpuSeconds, rssMB } = await timed(() => store.replay(stream, {}, () => undefined));
+    rows.push({ size, phase: "read + decode", events: n, seconds, eventsPerSec: n / seconds, ratio: n / seconds / raw, cpuSeconds, rssMB, note: "EventStore.replay, JSON + schema check, no projection" });
+    log(`  read + decode (EventStore.replay): ${fmtInt(n / seconds)} ev/s`);
+  }
+
+  const rebuild = (name: string) => async (select: Selected) => (await rebuildProjection(store, select(name)[0]!, scope)).events;
+  for (const name of ["files", "claims", "search"]) {
+    if (!opts.only.has(name)) continue;
+    if (name === "files" && size > opts.filesMaxEvents) {
+      log(`  files: skipped at ${fmtInt(size)} events (--files-max-events ${fmtInt(opts.filesMaxEvents)})`);
+      continue;
+    }
+    rows.push(await rebuildPhase({ store, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log }, size, raw, `rebuild ${name}`, name === "search" ? "BM25 only (no vector channel)" : "", rebuild(name)));
+  }
+
+  const ctx: Ctx = { store, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log };
+  if (opts.only.has("all-sequential")) {
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "what `memledger rebuild all` does: one rebuildProjection per projection", async (select) => {
+      let events = 0;
+      for (const definition of select("all")) events = (await rebuildProjection(store, definition, scope)).events;
+      return events;
+    }));
+  }
+  if (opts.only.has("all-single-pass")) {
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections: one replay feeds all three fresh targets", async (select) => (await rebuildProjections(store, select("all"), scope)).events));
+  }
+
+  const raw2 = await rawRead("raw ordered-consumer read, again");
+  rows.push(rawRow(raw2, "raw read (2)"));
+  raw = Math.max(raw, raw2.n / raw2.seconds);
+  for (const row of rows) row.ratio = row.eventsPerSec / raw;
+  await store.deleteStream(stream);
+  return { rows, raw, gen };
+}
+
+async function run(args: BenchArgs): Promise<number> {
+  const quick = flag(args, "quick");
+  const sizesRaw = args.options.get("events");
+  const sizes = quick
+    ? [10_000]
+    : typeof sizesRaw === "string"
+      ? sizesRaw.split(",").map((s) => {
+          const n = Number(s.replace(/_/g, ""));
+          if (!Number.isInteger(n) || n < 100) throw new Error(`--events takes sizes like 100000,1000000; got ${s}`);
+          return n;
+        })
+      : [100_000, 1_000_000];
+  const onlyRaw = args.options.get("only");
+  const only = new Set(typeof onlyRaw === "string" ? ["raw", ...onlyRaw.split(",")] : ALL_PHASES);
+  for (const p of only) if (!ALL_PHASES.includes(p)) throw new Error(`--only takes ${ALL_PHASES.join(",")}; got ${p}`);
+  const opts: Options = {
+    sizes,
+    memoryRatio: intOption(args, "memories-percent", 10) / 100,
+    only,
+    filesMaxEvents: intOption(args, "files-max-events", Number.MAX_SAFE_INTEGER),
+    json: flag(args, "json"),
+  };
+  const log = opts.json ? (_: string) => undefined : (line: string) => console.log(line);
+  const base = benchPrefix("benchreplay");
+  const redisUrl = process.env.REDIS_URL ?? DEFAULT_REDIS_URL;
+  const nc = await connectNats({ name: `bench-replay-${base}` });
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
+  const workDir = await mkdtemp(path.join(tmpdir(), `memledger-${base}-`));
+  const cleanup = async () => {
+    const deleted = await deleteStreamsWithPrefix(nc, base).catch(() => [] as string[]);
+    const keys = await unlinkMatching(redis, `${base}:*`).catch(() => 0);
+    await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    log(`\ncleanup: deleted streams ${deleted.join(", ") || "none left"}, ${keys} Redis keys, ${workDir}`);
+  };
+  const onSignal = () => void cleanup().finally(() => process.exit(130));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    log(`replay benchmark: prefix ${base}, sizes ${sizes.map(fmtInt).join(", ")}, memories ~${opts.memoryRatio * 100}% of events, ` +
+      `node ${process.version}, load ${machineInfo().loadavg.join(" ")}, files in ${workDir}`);
+    const results = [];
+    for (const size of sizes) results.push(await runSize(nc, base, size, opts, workDir, redis, redisUrl, log));
+    const rows = results.flatMap((r) => r.rows);
+
+    const goals = results.flatMap((r) =>
+      r.rows
+        .filter((row) => row.phase.startsWith("rebuild all"))
+        .map((row) => ({ name: `${fmtInt(r.gen.events)} events: ${row.phase} / raw read`, value: row.ratio, pass: row.ratio >= GOAL })),
+    );
+    if (opts.json) {
+      console.log(JSON.stringify({ benchmark: "replay", config: { ...opts, only: [...opts.only], ...machineInfo() }, rows, goals }, null, 2));
+    } else {
+      console.log("");
+      console.log(table(
+        ["events", "phase", "seconds", "events/s", "of raw", "CPU s", "peak RSS MB", "note"],
+        rows.map((r) => [fmtInt(r.size), r.phase, fmt(r.seconds), fmtInt(r.eventsPerSec), `${fmt(r.ratio * 100, 1)}%`, fmt(r.cpuSeconds, 1), fmtInt(r.rssMB), r.note]),
+      ));
+      console.log("\n(of raw = events/s over the better of the two raw ordered-consumer reads of the same stream)\n");
+      console.log(table(["goal: all projections together >= 25% of the raw read rate", "value", "result"], goals.map((g) => [g.name, `${fmt(g.value * 100, 1)}%`, g.pass ? "PASS" : "MISS"])));
+    }
+    return 0;
+  } finally {
+    await cleanup();
+    redis.disconnect();
+    await nc.close().catch(() => undefined);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+export const replayBenchmark: Benchmark = {
+  name: "replay",
+  summary: "raw ordered-consumer read vs. rebuilding each projection (files, claims, search) and all together, at 100k and 1M events",
+  usage: "replay [--events 100000,1000000] [--quick] [--only decode,files,claims,search,all-sequential,all-single-pass] [--files-max-events N] [--memories-percent 10] [--json]",
+  run,
+};
