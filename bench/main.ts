@@ -3,9 +3,10 @@
  * Each benchmark is its own module exporting a `Benchmark`; add new ones (replay, search) to BENCHMARKS.
  */
 import { appendBenchmark } from "./append.js";
+import { replayBenchmark } from "./replay.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");
