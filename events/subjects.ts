@@ -16,6 +16,13 @@ import type { ActorKind } from "../schemas/primitives.js";
 export const Prefix = z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "letters, digits, '_' and '-' (at most 32)");
 
 export const DEFAULT_PREFIX = "memledger";
+
+/**
+ * The org is addressed like an app named "org" (a reserved name): its stream is the org stream and its
+ * aggregates live under `<prefix>.org.`, so reviewers approve, reject or roll back org memories with the
+ * same commands, and readers fold the org stream with the same code.
+ */
+export const ORG_APP = "org";
 export const COMMAND_QUEUE = "memledger-commands";
 
 export type AggregateKind = "memory" | "session" | "claim";
@@ -44,11 +51,11 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
   Prefix.parse(prefix);
   return {
     prefix,
-    appStream: (app) => `${prefix}_app_${app}`,
+    appStream: (app) => (app === ORG_APP ? `${prefix}_org` : `${prefix}_app_${app}`),
     orgStream: () => `${prefix}_org`,
-    appEvents: (app) => `${prefix}.app.${app}.>`,
+    appEvents: (app) => (app === ORG_APP ? `${prefix}.org.>` : `${prefix}.app.${app}.>`),
     orgEvents: () => `${prefix}.org.>`,
-    aggregate: (app, kind, id) => `${prefix}.app.${app}.${kind}.${id}`,
+    aggregate: (app, kind, id) => (app === ORG_APP ? `${prefix}.org.${kind}.${id}` : `${prefix}.app.${app}.${kind}.${id}`),
     appMemories: (app) => `${prefix}.app.${app}.memory.>`,
     promotion: (app, promotionId) => `${prefix}.app.${app}.promotion.${promotionId}`,
     orgMemory: (memoryId) => `${prefix}.org.memory.${memoryId}`,

@@ -5,7 +5,7 @@ import { sessionDecider, type SessionState } from "../commands/session.js";
 import { claimDecider, claimIdOf, claimView, type ClaimState } from "../commands/claim.js";
 import { promotionDecider, promotionView, type PromotableMemoryState, type PromotionView } from "../commands/promotion.js";
 import type { ClaimsReader } from "../projections/claims/reader.js";
-import { COMMAND_QUEUE, naming, type Naming } from "../events/subjects.js";
+import { COMMAND_QUEUE, ORG_APP, naming, type Naming } from "../events/subjects.js";
 import {
   REQUESTS,
   type AppendOutcome,
@@ -230,6 +230,11 @@ export class CommandService {
 
   private readonly handlers: { [V in Verb]: Handler<V> } = {
     propose: async (r, ctx) => {
+      // The org stream holds org memories only: whatever lands there is in scope org.
+      if (ctx.app === ORG_APP && r.scope !== undefined && r.scope !== "org") {
+        throw invalid(`the org holds only scope org, not ${r.scope}; propose app memories in their app and promote them`);
+      }
+      const scope = ctx.app === ORG_APP ? "org" : r.scope;
       const memoryId = r.memoryId ?? (ctx.key !== undefined ? idForKey(ctx, "memory", ctx.key) : newAggregateId());
       const isNew = r.memoryId === undefined && ctx.key === undefined;
       const executed = await this.handler.execute(
@@ -238,7 +243,7 @@ export class CommandService {
         {
           type: "propose",
           revision: r.memoryId !== undefined && r.expectedSeq !== 0,
-          scope: r.scope,
+          scope,
           title: r.title,
           body: r.body,
           kind: r.kind,

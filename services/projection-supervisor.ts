@@ -1,8 +1,9 @@
+import { ORG_APP } from "../events/subjects.js";
 import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { ProjectionRunner, type RunnerOptions } from "./projection-runner.js";
 
-export const ORG_APP = "org";
+export { ORG_APP } from "../events/subjects.js";
 
 /** The streams of a prefix: one per app, plus the org stream if it exists. */
 export async function discoverScopes(store: EventStore): Promise<ProjectionScope[]> {

@@ -1,5 +1,6 @@
 import type { AppendOutcome } from "../../schemas/commands.js";
 import { ErrorCode, MemledgerError, forbidden } from "../../schemas/errors.js";
+import { ORG_APP } from "../../events/subjects.js";
 import { POLICY_ACTOR, authorize, isGoverned, scopeIndependent, type Decision, type Policy } from "../../schemas/policy.js";
 import type { CommandContext } from "../command-handler.js";
 
@@ -41,7 +42,7 @@ export class PolicyGuard {
       const memoryId = request.memoryId as string | undefined;
       const stored = memoryId === undefined ? null : await this.ports.scopeOf(ctx.app, memoryId);
       // A new proposal acts on the scope it names; a revision on the memory's (the decider refuses a move).
-      scope = stored ?? (verb === "propose" ? ((request.scope as string | undefined) ?? "app") : null);
+      scope = stored ?? (verb === "propose" ? ((request.scope as string | undefined) ?? (ctx.app === ORG_APP ? "org" : "app")) : null);
       // Not there: let the handler answer not_found (or create it, for a keyed proposal).
       if (scope === null) return undefined;
       decision = authorize(this.policy, ctx.actor, verb, scope);

@@ -97,6 +97,30 @@ describe("curator over real NATS", () => {
     ]);
   });
 
+  it("without auto-approval the org memory waits as proposed, and a reviewer approves it through the org app", async () => {
+    await curator({ policy: { autoApprove: false } });
+    const source = await approvedMemory();
+    const promoted = await ledger.client("agent-a").promote(source.memoryId);
+    const decision = (await decisionOf(store, ledger.app, promoted.promotionId)).event as MemoryPromotionAccepted;
+    expect(decision.data).toMatchObject({ outcome: "created", approved: false });
+
+    const orgId = decision.data.orgMemoryId;
+    const reviewer = ledger.client("human:rita", "org");
+    expect((await reviewer.show(orgId)).status).toBe("proposed");
+    const approved = await reviewer.approve(orgId);
+    expect(approved.version).toBe(1);
+    const shown = await reviewer.show(orgId);
+    expect(shown).toMatchObject({ status: "active", activeVersion: 1, scope: "org" });
+
+    // Same stream the curator writes: nothing went to an app stream named org.
+    const org = await eventsOnAll(store, store.names.orgStream());
+    expect(org.map((e) => e.event.type)).toEqual(["memory.proposed", "memory.approved"]);
+    expect(org[1]!.event.actor).toEqual({ kind: "human", id: "rita" });
+    // An app-scoped proposal has no place in the org stream.
+    await expect(reviewer.propose({ title: "x", body: "y", scope: "app" })).rejects.toMatchObject({ code: "invalid" });
+    expect(await streamMessageCount(ledger.nc, store.names.orgStream())).toBe(2);
+  });
+
   it("never lets a secret reach the org: the rejection names the rule and holds no part of the secret", async () => {
     await curator({ policy: { autoApprove: true } });
     const body = `${GENERIC.body}\n\nFor the CI deploy use GH_TOKEN=${GITHUB_TOKEN} and AWS_SECRET_ACCESS_KEY=${AWS_SECRET}.`;
