@@ -4,9 +4,10 @@
  */
 import { appendBenchmark } from "./append.js";
 import { replayBenchmark } from "./replay.js";
+import { searchBenchmark } from "./search.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");

@@ -1,6 +1,7 @@
 import { count, create, insert, load, remove, save, search, type Orama, type RawData, type WhereCondition } from "@orama/orama";
 import type { IndexedMemory } from "./memory-records.js";
 import { asList, tagKey, type RetrievalFilter } from "./retrieval-filter.js";
+import { exactTermIndex, type ExactTermIndex } from "./exact-term-index.js";
 import { identifierAwareTokenizer, identifierTokens, namedIdentifiers, type IdentifierAwareTokenizer } from "./tokenizer.js";
 
 /**
@@ -8,13 +9,15 @@ import { identifierAwareTokenizer, identifierTokens, namedIdentifiers, type Iden
  * same shape (upsert, remove, ranked ids for a query and filter), and the search index fuses their
  * rankings; nothing here knows about the other channels.
  *
- * Orama's text fields are tokenized by the identifier-aware tokenizer. Filters use `enum` fields: NOTES
- * measured `where` on a `string` field at 112 ms p50 and it is not an exact match.
+ * Orama's text fields are tokenized by the identifier-aware tokenizer, and a query token matches only the
+ * equal indexed token (exact-term-index.ts: Orama's prefix lookup made BM25 p99 300+ ms on real text at
+ * 10k memories). Filters use `enum` fields: NOTES measured `where` on a `string` field at 112 ms p50 and
+ * it is not an exact match.
  *
  * Exact identifiers need more than good tokens. Orama's BM25 adds a constant per matched token
- * (its tf is count / field length, so the `d` term dominates) and matches query tokens as prefixes, so
- * twenty notes that mention "token", "expired" and "errors" in their titles outscore the one note that
- * names `ERR_TOKEN_EXPIRED`, whose rare whole token adds only one idf. So the whole identifiers of each
+ * (its tf is count / field length, so the `d` term dominates), so twenty notes that mention "token", "expired" and "errors" in their titles outscore the one note that
+ * names `ERR_TOKEN_EXPIRED`, whose rare whole token adds only one idf (before exact-term-index.ts, prefix
+ * matching made it worse: "token" also scored "tokens", "tokenizer"). So the whole identifiers of each
  * memory also go into an `identifiers` field, matched exactly (whole token, no prefix, no parts), and a
  * memory that contains every identifier the query names ranks above those that do not.
  */
@@ -58,10 +61,11 @@ function synchronously<T>(value: T | Promise<T>, what: string): T {
   return value;
 }
 
-const createDb = (tokenizer: IdentifierAwareTokenizer): FullTextDb =>
+const createDb = (tokenizer: IdentifierAwareTokenizer, index: ExactTermIndex): FullTextDb =>
   create({
     schema: SCHEMA,
-    components: { tokenizer },
+    // Query tokens match whole indexed tokens, not as prefixes (see exact-term-index.ts).
+    components: { tokenizer, index: index.component },
     // Results are ordered by score only; a sort index would cost memory for every document.
     sort: { enabled: false },
   });
@@ -85,7 +89,8 @@ export type SavedFullTextIndex = Omit<RawData, "docs">;
 
 export class FullTextChannel {
   private readonly tokenizer = identifierAwareTokenizer([IDENTIFIERS]);
-  private readonly db: FullTextDb = createDb(this.tokenizer);
+  private readonly index = exactTermIndex();
+  private readonly db: FullTextDb = createDb(this.tokenizer, this.index);
 
   /**
    * Orama's own save(): at 10k memories loading it took 4.1 s against 9.9 s for re-inserting every
@@ -136,13 +141,13 @@ export class FullTextChannel {
   search(query: string, filter: RetrievalFilter, limit: number): ChannelHit[] {
     if (limit <= 0 || query.trim().length === 0) return [];
     const where = whereClause(filter);
-    const textHits = this.bm25(query, ["title", "body", "tags", "paths"], where, limit, false);
+    const textHits = this.bm25(query, ["title", "body", "tags", "paths"], where, limit);
     const identifiers = namedIdentifiers(query);
     if (identifiers.length === 0) return textHits;
 
     const identifiersMatched = new Map<string, number>();
     for (const identifier of identifiers) {
-      const exactHits = this.tokenizer.wholeTokenQuery(() => this.bm25(identifier, [IDENTIFIERS], where, limit, true));
+      const exactHits = this.tokenizer.wholeTokenQuery(() => this.bm25(identifier, [IDENTIFIERS], where, limit));
       for (const hit of exactHits) {
         identifiersMatched.set(hit.memoryId, (identifiersMatched.get(hit.memoryId) ?? 0) + 1);
       }
@@ -160,17 +165,20 @@ export class FullTextChannel {
       .slice(0, limit);
   }
 
-  private bm25(term: string, properties: (keyof typeof SCHEMA)[], where: WhereCondition<typeof SCHEMA> | undefined, limit: number, exact: boolean): ChannelHit[] {
+  private bm25(term: string, properties: (keyof typeof SCHEMA)[], where: WhereCondition<typeof SCHEMA> | undefined, limit: number): ChannelHit[] {
     const results = synchronously(
-      search(this.db, {
-        term,
-        properties,
-        boost: BOOST,
-        limit,
-        // exact: whole indexed tokens only, and Orama then checks the stored field contains the term as a word.
-        exact,
-        ...(where ? { where } : {}),
-      }),
+      this.index.withLimit(limit, () =>
+        search(this.db, {
+          term,
+          properties,
+          boost: BOOST,
+          limit,
+          // Whole indexed tokens only: the index component never matches a token as a prefix. Orama's own
+          // `exact` would also re-check every hit with a case-sensitive regex of the raw term.
+          exact: false,
+          ...(where ? { where } : {}),
+        }),
+      ),
       "search",
     );
     // A term that tokenizes to nothing (only stop words) makes Orama list documents with score 0.
