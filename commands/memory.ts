@@ -1,4 +1,4 @@
-import type { DomainEventOf, MemoryEvent } from "../schemas/events.js";
+import type { DomainEventOf, MemoryContent, MemoryEvent } from "../schemas/events.js";
 import { conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor, MemoryKind, Scope } from "../schemas/primitives.js";
 import type { AppliedEvent, Decider } from "./decider.js";
@@ -10,13 +10,7 @@ export type MemoryCommand =
       revision: boolean;
       /** Absent: a new memory goes to `app`, a revision stays where its memory lives. */
       scope?: Scope | undefined;
-      title: string;
-      body: string;
-      kind: MemoryKind;
-      tags: string[];
-      paths: string[];
-      importance: number;
-    }
+    } & MemoryContent
   | { type: "approve"; version?: number | undefined }
   | { type: "reject"; version?: number | undefined; reason: string }
   | { type: "supersede"; by: string | null; reason: string }

@@ -84,6 +84,9 @@ export const MemoryProposedData = z.strictObject({
   provenance: OrgProvenance.optional(),
 });
 
+/** What a memory version says: everything a proposal carries but its number and provenance. */
+export type MemoryContent = Omit<z.infer<typeof MemoryProposedData>, "version" | "provenance">;
+
 export const MemoryProposed = event("memory.proposed", 3, MemoryProposedData);
 export const MemoryApproved = event("memory.approved", 1, z.strictObject({ version: Version }));
 export const MemoryRejected = event(

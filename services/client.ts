@@ -7,6 +7,7 @@ import type { LedgerEvent } from "../schemas/events.js";
 import { ErrorCode, MemledgerError, forbidden, invalid, unavailable } from "../schemas/errors.js";
 import { Actor, ActorKind } from "../schemas/primitives.js";
 import type { MemoryView } from "./command-service.js";
+import type { SessionState } from "../commands/session.js";
 import type { ContextPack } from "./hydration/pack.js";
 import { connectNats } from "./nats.js";
 
@@ -20,17 +21,7 @@ export interface MemoryClientOptions {
 
 export type LogEntry = LedgerEvent & { seq: number; subject: string };
 
-export type SessionView = {
-  sessionId: string;
-  agentId: string | null;
-  task: string | null;
-  branch: string | null;
-  worktree: string | null;
-  startedAt: string | null;
-  endedAt: string | null;
-  summary: string | null;
-  seq: number;
-};
+export type SessionView = Omit<SessionState, "id" | "applied"> & { sessionId: string; seq: number };
 
 export function parseActor(spec: string | Actor): Actor {
   if (typeof spec !== "string") return Actor.parse(spec);

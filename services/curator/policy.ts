@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { tokenizeText } from "../../projections/search/tokenizer.js";
-import type { PromotionReason } from "../../schemas/events.js";
+import type { MemoryContent, PromotionReason } from "../../schemas/events.js";
 import { LIMITS, type Actor, type MemoryKind } from "../../schemas/primitives.js";
 import type { SecretFinding } from "./secrets.js";
 
@@ -39,14 +39,7 @@ export type CuratorPolicyInput = z.input<typeof CuratorPolicy>;
 
 export const DEFAULT_CURATOR_POLICY: CuratorPolicy = CuratorPolicy.parse({});
 
-export interface PromotedContent {
-  title: string;
-  body: string;
-  kind: MemoryKind;
-  tags: string[];
-  paths: string[];
-  importance: number;
-}
+export type PromotedContent = MemoryContent;
 
 /** The promoted memory as the curator found it when it decided. */
 export interface PromotionCandidate {
