@@ -10,6 +10,7 @@ import { writeAuthConfig } from "../auth/broker-config.js";
 import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
+import { registerEvalCommand } from "./eval.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
 export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
@@ -279,6 +280,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerReadModelCommands(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
+  registerEvalCommand(program, io, globals);
 
   return program;
 }
