@@ -89,7 +89,8 @@ export type SavedFullTextIndex = Omit<RawData, "docs">;
 
 export class FullTextChannel {
   private readonly tokenizer = identifierAwareTokenizer([IDENTIFIERS]);
-  private readonly index = exactTermIndex();
+  // Scalar text fields: the identifier-aware tokenizer returns each token once per value.
+  private readonly index = exactTermIndex(["title", "body", IDENTIFIERS]);
   private readonly db: FullTextDb = createDb(this.tokenizer, this.index);
 
   /**

@@ -7,10 +7,12 @@ import type { VectorIndex } from "./vector-index.js";
 
 /**
  * Which VectorIndex the search projection keeps its vectors in:
- *   - `orama` (default): embedded, exact linear scan; right for apps up to about 10k memories
- *     (NOTES: p50 26 ms at 10k, about 300 ms at 100k);
- *   - `hnsw`: embedded, approximate (exact below 4,096 candidate points); for 100k-memory apps
- *     (p50 1.3 ms at 100k), its graph saved with the snapshot so a restart does not rebuild it;
+ *   - `hnsw` (default): embedded HNSW graph (hnswlib-node, a dependency that `npm ci` builds with
+ *     node-gyp); exact, like Orama, whenever the query (or its filter) leaves at most 4,096 candidate
+ *     points, approximate above; its graph saved with the snapshot so a restart does not rebuild it.
+ *     The default because the exact scan does not scale: bench/search.ts measured Orama's vector
+ *     search at p99 87 ms at 10k memories, and NOTES about 300 ms p50 at 100k;
+ *   - `orama`: embedded, exact linear scan; fine up to a few thousand memories per app;
  *   - `qdrant`: a Qdrant server (the default when QDRANT_URL is set), one collection per app,
  *     generation and embedding model.
  */
@@ -22,13 +24,16 @@ export interface VectorBackendConfig {
   qdrant?: { url: string; apiKey?: string | undefined };
 }
 
+/** What MEMLEDGER_VECTORS defaults to without QDRANT_URL. */
+export const DEFAULT_EMBEDDED_BACKEND: VectorBackendKind = "hnsw";
+
 export const VECTORS_ENV = { kind: "MEMLEDGER_VECTORS", qdrantUrl: "QDRANT_URL", qdrantApiKey: "QDRANT_API_KEY" } as const;
 
 /** The backend the environment asks for; null when `MEMLEDGER_VECTORS=off` (BM25 only). */
 export function vectorBackendFromEnv(env: NodeJS.ProcessEnv = process.env): VectorBackendConfig | null {
   const read = (name: string): string | undefined => env[name]?.trim() || undefined;
   const qdrantUrl = read(VECTORS_ENV.qdrantUrl);
-  const kind = read(VECTORS_ENV.kind) ?? (qdrantUrl ? "qdrant" : "orama");
+  const kind = read(VECTORS_ENV.kind) ?? (qdrantUrl ? "qdrant" : DEFAULT_EMBEDDED_BACKEND);
   if (kind === "off") return null;
   if (!(VECTOR_BACKENDS as readonly string[]).includes(kind)) {
     throw invalid(`${VECTORS_ENV.kind} must be one of ${VECTOR_BACKENDS.join(", ")} or off, got ${JSON.stringify(kind)}`, { kind });
