@@ -500,9 +500,13 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
     return false;
   };
   if (wanted("decode")) {
-    const { value: n, seconds, cpuSeconds, rssMB } = await timed(() => store.replay(stream, {}, () => undefined));
-    rows.push({ size, phase: "read + decode", events: n, seconds, eventsPerSec: n / seconds, ratio: n / seconds / raw, cpuSeconds, rssMB, note: "EventStore.replay, JSON + schema check, no projection" });
-    log(`  read + decode (EventStore.replay): ${fmtInt(n / seconds)} ev/s`);
+    for (const verify of [false, true]) {
+      const { value: n, seconds, cpuSeconds, rssMB } = await timed(() => store.replay(stream, { verify }, () => undefined));
+      const phase = verify ? "read + decode --verify" : "read + decode";
+      const note = verify ? "EventStore.replay, JSON + strict zod parse, no projection" : "EventStore.replay, JSON + structural check (what rebuilds use), no projection";
+      rows.push({ size, phase, events: n, seconds, eventsPerSec: n / seconds, ratio: n / seconds / raw, cpuSeconds, rssMB, note });
+      log(`  ${phase} (EventStore.replay): ${fmtInt(n / seconds)} ev/s`);
+    }
   }
 
   const rebuild = (name: string) => async (select: Selected) => (await rebuildProjection(store, select(name)[0]!, scope)).events;

@@ -1,5 +1,6 @@
 import { CURRENT_SCHEMA_VERSION, LedgerEvent, type LedgerEventType } from "../schemas/events.js";
 import { invalid } from "../schemas/errors.js";
+import { EVENT_SHAPES } from "./shape.js";
 
 type RawEvent = Record<string, unknown> & { type: string; schemaVersion: number };
 type Upcaster = (event: RawEvent) => RawEvent;
@@ -50,6 +51,32 @@ const decoder = new TextDecoder();
 
 export const encodeEvent = (event: LedgerEvent): Uint8Array => encoder.encode(JSON.stringify(event));
 export const decodeEvent = (bytes: Uint8Array): LedgerEvent => parseStoredEvent(parseJson(decoder.decode(bytes)));
+
+/**
+ * A stored event checked for structure only: known type, schema version (after upcasting), and every
+ * field present with the right JSON type (events/shape.ts, compiled from the same zod schemas), but no
+ * string lengths, regexes, datetime formats or numeric ranges. What replays use (EventStore.replay,
+ * so every rebuild); `decodeEvent` keeps the full check (`memledger rebuild --verify`, live runners).
+ *
+ * Why that is safe: no event reaches a stream without the full check. The command handler parses every
+ * envelope with the strict schema before it appends, the streams deny edits and deletes, and the only
+ * other writers are our own (the curator, through the same handler). Re-running every refinement on
+ * every replay re-proved what the append path proved, and cost more than the projections' own folding
+ * (JSON + strict zod ran at ~40% of the raw read rate). What a replay must still catch is an event that
+ * would corrupt a read model: a damaged or foreign payload, a field missing or of the wrong type, an
+ * unknown type or version. Those fail here, cost what the strict parse costs only on failure (it runs
+ * then to produce the precise error), and surface as the same `invalid` error, so a rebuild stops on
+ * them and a runner blocks on them exactly as before. The refinements it skips (an id longer than 64
+ * characters, a title with a control character) cannot reach a file path or a Redis key unsanitised:
+ * the file projection sanitises every segment again (projections/files/paths.ts).
+ */
+export function decodeEventStructural(bytes: Uint8Array): LedgerEvent {
+  const raw = upcast(parseJson(decoder.decode(bytes)));
+  const type = (raw as { type?: unknown } | null)?.type;
+  const check = typeof type === "string" ? EVENT_SHAPES.get(type) : undefined;
+  if (check?.(raw)) return raw as LedgerEvent;
+  return parseStoredEvent(raw); // throws the precise error (or accepts what the shape check was unsure of)
+}
 
 // Damaged bytes are a malformed event like any other: a bare SyntaxError would reach callers uncoded
 // (and EventStore.eventAt would report it as a retryable outage).

@@ -16,7 +16,7 @@ import {
   type StoredMsg,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import { decodeEvent, encodeEvent } from "../events/upcast.js";
+import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcast.js";
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, notFound, unavailable } from "../schemas/errors.js";
@@ -267,14 +267,18 @@ export class EventStore {
   /**
    * Reads the stream from `fromSeq` until it has caught up (nothing pending at the moment of the last
    * delivery), handing events over in batches. An ordered consumer: the fastest way to read a stream.
+   *
+   * Events are checked for structure (decodeEventStructural: types and presence of every field, the
+   * refinements were checked when they were appended); `verify` runs the full schema check on each.
    */
   async replay(
     stream: string,
-    options: { fromSeq?: number; batchSize?: number },
+    options: { fromSeq?: number; batchSize?: number; verify?: boolean },
     onBatch: (events: StoredEvent[]) => Promise<void> | void,
   ): Promise<number> {
     const fromSeq = Math.max(1, options.fromSeq ?? 1);
     const batchSize = options.batchSize ?? 2000;
+    const decode = options.verify ? decodeEvent : decodeEventStructural;
     if ((await this.lastSeq(stream)) < fromSeq) return fromSeq - 1;
     const consumer = await this.js.consumers.get(stream, {
       deliver_policy: DeliverPolicy.StartSequence,
@@ -285,7 +289,7 @@ export class EventStore {
     let lastSeq = fromSeq - 1;
     try {
       for await (const m of messages) {
-        buffer.push({ seq: m.seq, subject: m.subject, event: decodeEvent(m.data) });
+        buffer.push({ seq: m.seq, subject: m.subject, event: decode(m.data) });
         lastSeq = m.seq;
         // pending = what the stream holds beyond this message right now: zero means caught up.
         const caughtUp = m.info.pending === 0;

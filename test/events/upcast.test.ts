@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeEvent, encodeEvent, parseStoredEvent, upcast } from "../../events/upcast.js";
+import { decodeEvent, decodeEventStructural, encodeEvent, parseStoredEvent, upcast } from "../../events/upcast.js";
 import { CURRENT_SCHEMA_VERSION, LedgerEvent, MemoryEvent, SessionEvent, type DomainEventOf } from "../../schemas/events.js";
 import { MemledgerError } from "../../schemas/errors.js";
 import { envelopes } from "../support/decider-spec.js";
@@ -120,6 +120,40 @@ describe("upcasting stored events", () => {
     // A version this reader does not know, from the future or from before the first.
     expectInvalid(() => parseStoredEvent({ ...approved, schemaVersion: 2 }));
     expectInvalid(() => parseStoredEvent({ ...proposed, schemaVersion: 0 }), /no upcaster/);
+  });
+
+  it("the structural decode of replays returns what the strict decode returns, and refuses what would corrupt a read model", () => {
+    const events = envelopes<LedgerEvent>(oneOfEachType, { sessionId: "ses-1", git: { branch: "main" }, causationId: "cmd-1" });
+    for (const event of events) expect(decodeEventStructural(encodeEvent(event))).toStrictEqual(decodeEvent(encodeEvent(event)));
+    expect(decodeEventStructural(bytesOf(storedV1Proposal()))).toStrictEqual(decodeEvent(bytesOf(storedV1Proposal())));
+
+    const [approved] = envelopes([oneOfEachType[1] as DomainEventOf<LedgerEvent>]);
+    const [proposed] = envelopes([oneOfEachType[0] as DomainEventOf<LedgerEvent>]);
+    const proposedData = (proposed as Extract<LedgerEvent, { type: "memory.proposed" }>).data;
+    const { importance: _i, ...dataWithoutImportance } = proposedData;
+    const { actor: _a, ...withoutActor } = approved as LedgerEvent;
+    for (const damaged of [
+      null,
+      "memory.approved",
+      withoutActor,
+      { ...approved, type: "memory.teleported" },
+      { ...approved, surprise: true },
+      { ...approved, schemaVersion: "1" },
+      { ...approved, schemaVersion: 2 },
+      { ...approved, data: {} },
+      { ...approved, data: { version: "1" } },
+      { ...approved, actor: { kind: "robot", id: "x" } },
+      { ...proposed, data: dataWithoutImportance },
+      { ...proposed, data: { ...proposedData, title: null } },
+      { ...proposed, data: { ...proposedData, tags: ["ok", 3] } },
+      { ...proposed, data: { ...proposedData, kind: "rumour" } },
+    ]) {
+      expectInvalid(() => decodeEventStructural(bytesOf(damaged)));
+    }
+    expectInvalid(() => decodeEventStructural(new TextEncoder().encode("{not json")));
+    // What the structural check leaves to the append path: refinements such as a version of 0.
+    expect(decodeEventStructural(bytesOf({ ...approved, data: { version: 0 } })).type).toBe("memory.approved");
+    expectInvalid(() => decodeEvent(bytesOf({ ...approved, data: { version: 0 } })));
   });
 
   it("refuses stored bytes that are not JSON with code invalid", () => {
