@@ -1,6 +1,7 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
+import { getHeapStatistics } from "node:v8";
 import { decodeEvent } from "../events/upcast.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
@@ -289,8 +290,17 @@ export interface RebuildProgress {
 
 export interface RebuildOptions {
   batchSize?: number;
-  /** Commit the fresh target every this many events, bounding what it buffers. */
+  /**
+   * Commit the fresh targets every this many events, bounding what they buffer. Default: only at the
+   * end (and whenever the heap passes `commitAtHeapFraction`). A fresh target folds events in memory
+   * and writes each aggregate's final state once at commit, so every extra commit rewrites what changed
+   * since the previous one: commits should be as rare as memory allows.
+   */
   commitEvery?: number;
+  /** Commit early when the V8 heap holds more than this fraction of its limit (default 0.6). */
+  commitAtHeapFraction?: number;
+  /** Full schema check of every event (`memledger rebuild --verify`); default: structural (see decodeEventStructural). */
+  verify?: boolean;
   onProgress?: (progress: RebuildProgress) => void;
 }
 
@@ -305,11 +315,35 @@ export async function rebuildProjection(
   scope: ProjectionScope,
   options: RebuildOptions = {},
 ): Promise<{ seq: number; events: number; seconds: number }> {
+  return rebuildProjections(store, [definition], scope, options);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+const MIN_EVENTS_PER_HEAP_COMMIT = 50_000;
+
+/**
+ * Rebuilds several projections of one stream in a single replay: every batch goes to each fresh target
+ * (their applies and commits run side by side, so one target's I/O overlaps another's CPU), then each
+ * target is promoted. Same promises as {@link rebuildProjection} per target; reading the log once
+ * instead of once per projection.
+ */
+export async function rebuildProjections(
+  store: EventStore,
+  definitions: readonly ProjectionDefinition[],
+  scope: ProjectionScope,
+  options: RebuildOptions = {},
+): Promise<{ seq: number; events: number; seconds: number }> {
   const batchSize = options.batchSize ?? 2000;
-  const commitEvery = options.commitEvery ?? 100_000;
+  const commitEvery = options.commitEvery ?? Number.POSITIVE_INFINITY;
+  const heapLimit = getHeapStatistics().heap_size_limit * (options.commitAtHeapFraction ?? 0.6);
   const started = performance.now();
-  const fresh = await definition.openFresh(scope);
+  const name = definitions.map((d) => d.name).join("+");
+  const fresh: ProjectionTarget[] = [];
   try {
+    for (const definition of definitions) fresh.push(await definition.openFresh(scope));
     const initialTarget = await store.lastSeq(scope.stream);
     let applied = 0;
     let lastSeq = 0;
@@ -323,7 +357,7 @@ export async function rebuildProjection(
       const rate = seconds > 0 ? applied / seconds : 0;
       const remaining = Math.max(0, initialTarget - lastSeq);
       options.onProgress({
-        projection: definition.name,
+        projection: name,
         stream: scope.stream,
         seq: lastSeq,
         target: initialTarget,
@@ -331,62 +365,21 @@ export async function rebuildProjection(
         etaSeconds: rate > 0 ? remaining / rate : null,
       });
     };
-
-    lastSeq = await store.replay(scope.stream, { batchSize }, async (events) => {
-      await fresh.apply(events);
+    lastSeq = await store.replay(scope.stream, { batchSize, verify: options.verify ?? false }, async (events) => {
+      await Promise.all(fresh.map((target) => target.apply(events)));
       applied += events.length;
       sinceCommit += events.length;
       lastSeq = events[events.length - 1]!.seq;
-      if (sinceCommit >= commitEvery) {
-        await fresh.commit(lastSeq);
+      // Checked per batch. What a commit cannot free (the search index lives in memory) must not turn
+      // every later batch into a commit: at least MIN_EVENTS_PER_HEAP_COMMIT events between them.
+      if (sinceCommit >= commitEvery || (sinceCommit >= MIN_EVENTS_PER_HEAP_COMMIT && process.memoryUsage().heapUsed > heapLimit)) {
+        await Promise.all(fresh.map((target) => target.commit(lastSeq)));
         sinceCommit = 0;
       }
       report(false);
     });
-    await fresh.commit(lastSeq);
-    report(true);
-    await definition.promote(scope, fresh);
-    return { seq: lastSeq, events: applied, seconds: (performance.now() - started) / 1000 };
-  } finally {
-    await fresh.close();
-  }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/**
- * Rebuilds several projections of one stream in a single replay: every batch goes to each fresh target
- * (their applies and commits run side by side, so one target's I/O overlaps another's CPU), then each
- * target is promoted. Same promises as {@link rebuildProjection} per target; reading the log once
- * instead of once per projection.
- */
-export async function rebuildProjections(
-  store: EventStore,
-  definitions: readonly ProjectionDefinition[],
-  scope: ProjectionScope,
-  options: Omit<RebuildOptions, "onProgress"> = {},
-): Promise<{ seq: number; events: number; seconds: number }> {
-  const batchSize = options.batchSize ?? 2000;
-  const commitEvery = options.commitEvery ?? 100_000;
-  const started = performance.now();
-  const fresh: ProjectionTarget[] = [];
-  try {
-    for (const definition of definitions) fresh.push(await definition.openFresh(scope));
-    let applied = 0;
-    let sinceCommit = 0;
-    const lastSeq = await store.replay(scope.stream, { batchSize }, async (events) => {
-      await Promise.all(fresh.map((target) => target.apply(events)));
-      applied += events.length;
-      sinceCommit += events.length;
-      if (sinceCommit >= commitEvery) {
-        const seq = events[events.length - 1]!.seq;
-        await Promise.all(fresh.map((target) => target.commit(seq)));
-        sinceCommit = 0;
-      }
-    });
     await Promise.all(fresh.map((target) => target.commit(lastSeq)));
+    report(true);
     for (const [i, definition] of definitions.entries()) await definition.promote(scope, fresh[i]!);
     return { seq: lastSeq, events: applied, seconds: (performance.now() - started) / 1000 };
   } finally {

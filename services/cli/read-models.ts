@@ -8,7 +8,7 @@ import { ORG_INDEX_APP, RETRIEVAL_MODES, openSearchIndex, retrieve, type Retriev
 import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
 import { EventStore } from "../event-store.js";
 import { connectNats } from "../nats.js";
-import { readStatuses, rebuildProjection, type RebuildProgress } from "../projection-runner.js";
+import { readStatuses, rebuildProjections, type RebuildProgress } from "../projection-runner.js";
 import { ORG_APP } from "../projection-supervisor.js";
 import { openReadModels, readModelConfig, searchVectorSetup, type ReadModelConfig } from "../read-models.js";
 import { printJson, printLine, type Io } from "./io.js";
@@ -78,7 +78,8 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
     .description("replay an app's stream from sequence 0 into fresh read models, then switch readers over")
     .argument("[name]", "files, claims, search or all", "all")
     .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES)")
-    .action(async (name: string, opts: { files?: string }, cmd: Command) => {
+    .option("--verify", "check every stored event against its full schema (default: structure only; see decodeEventStructural)")
+    .action(async (name: string, opts: { files?: string; verify?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       await withStore(g, async (store) => {
         // With the connection, the search rebuild re-creates its vectors through the embedding cache.
@@ -86,10 +87,12 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
         try {
           const definitions = models.select(name);
           const scope = scopeOf(store, g.app);
+          // One replay feeds every selected projection's fresh target (rebuildProjections): the log is
+          // read and decoded once, and one target's I/O overlaps another's folding.
+          const progress = progressReporter(io, g.json);
+          const result = await rebuildProjections(store, definitions, scope, { verify: opts.verify ?? false, onProgress: (p) => progress.update(p) });
+          progress.done();
           for (const definition of definitions) {
-            const progress = progressReporter(io, g.json);
-            const result = await rebuildProjection(store, definition, scope, { onProgress: (p) => progress.update(p) });
-            progress.done();
             const summary = { projection: definition.name, app: g.app, stream: scope.stream, ...result };
             if (g.json) printJson(io, summary);
             else printLine(io, `rebuilt ${definition.name} for ${g.app}: ${result.events} events to seq ${result.seq} in ${result.seconds.toFixed(2)} s`);
