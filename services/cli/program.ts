@@ -147,55 +147,49 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
       printJson(io, result);
     });
 
-  program
-    .command("approve")
-    .description("approve a pending version (default: the pending one) and make it active")
-    .argument("<id>", "memory id")
-    .option("--version <v>", "the version to approve", wholeNumber(1))
-    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
-    .option("--key <key>", "idempotency key")
-    .action(async (id: string, opts, cmd: Command) => {
-      const g = globals(cmd);
-      printJson(io, await send(g, "approve", defined({ memoryId: id, version: opts.version, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
-    });
+  /**
+   * A write on one existing memory: `<verb> <id> [verb options] [--expected-seq N] [--key K]`. Each verb
+   * adds its own options and maps them onto its payload.
+   */
+  const memoryWrite = <V extends "approve" | "reject" | "supersede" | "rollback">(
+    verb: V,
+    description: string,
+    withOptions: (c: Command) => Command,
+    payloadOf: (opts: Record<string, unknown>) => Record<string, unknown>,
+  ) =>
+    withOptions(program.command(verb).description(description).argument("<id>", "memory id"))
+      .option("--expected-seq <n>", "the memory's sequence as you read it; a stale one is a conflict (exit 3)", wholeNumber(0))
+      .option("--key <key>", "idempotency key")
+      .action(async (id: string, opts: Record<string, unknown>, cmd: Command) => {
+        const g = globals(cmd);
+        const payload = defined({ memoryId: id, ...payloadOf(opts), expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session });
+        printJson(io, await send(g, verb, payload as RequestOf<V>));
+      });
 
-  program
-    .command("reject")
-    .description("reject a pending version")
-    .argument("<id>", "memory id")
-    .requiredOption("--reason <text>", "why")
-    .option("--version <v>", "the version to reject (default: the pending one)", wholeNumber(1))
-    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
-    .option("--key <key>", "idempotency key")
-    .action(async (id: string, opts, cmd: Command) => {
-      const g = globals(cmd);
-      printJson(io, await send(g, "reject", defined({ memoryId: id, version: opts.version, reason: opts.reason, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
-    });
-
-  program
-    .command("supersede")
-    .description("retire a memory, optionally naming the one that replaces it")
-    .argument("<id>", "memory id")
-    .option("--by <id>", "the memory that replaces it")
-    .requiredOption("--reason <text>", "why")
-    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
-    .option("--key <key>", "idempotency key")
-    .action(async (id: string, opts, cmd: Command) => {
-      const g = globals(cmd);
-      printJson(io, await send(g, "supersede", defined({ memoryId: id, by: opts.by, reason: opts.reason, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
-    });
-
-  program
-    .command("rollback")
-    .description("make an earlier approved version active again")
-    .argument("<id>", "memory id")
-    .requiredOption("--to-version <v>", "the approved version to restore", wholeNumber(1))
-    .option("--expected-seq <n>", "the memory's sequence as you read it", wholeNumber(0))
-    .option("--key <key>", "idempotency key")
-    .action(async (id: string, opts, cmd: Command) => {
-      const g = globals(cmd);
-      printJson(io, await send(g, "rollback", defined({ memoryId: id, toVersion: opts.toVersion, expectedSeq: opts.expectedSeq, key: opts.key, sessionId: g.session })));
-    });
+  memoryWrite(
+    "approve",
+    "approve a pending version (default: the pending one) and make it active",
+    (c) => c.option("--version <v>", "the version to approve", wholeNumber(1)),
+    (o) => ({ version: o.version }),
+  );
+  memoryWrite(
+    "reject",
+    "reject a pending version",
+    (c) => c.requiredOption("--reason <text>", "why").option("--version <v>", "the version to reject (default: the pending one)", wholeNumber(1)),
+    (o) => ({ version: o.version, reason: o.reason }),
+  );
+  memoryWrite(
+    "supersede",
+    "retire a memory, optionally naming the one that replaces it",
+    (c) => c.option("--by <id>", "the memory that replaces it").requiredOption("--reason <text>", "why"),
+    (o) => ({ by: o.by, reason: o.reason }),
+  );
+  memoryWrite(
+    "rollback",
+    "make an earlier approved version active again",
+    (c) => c.requiredOption("--to-version <v>", "the approved version to restore", wholeNumber(1)),
+    (o) => ({ toVersion: o.toVersion }),
+  );
 
   program
     .command("show")
