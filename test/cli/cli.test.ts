@@ -7,58 +7,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { naming } from "../../events/subjects.js";
 import { connectNats } from "../../services/nats.js";
-import { NATS_URL, deleteStreams, streamMessageCount, uniquePrefix } from "../support/env.js";
-
-const CLI = resolve(import.meta.dirname, "../../dist/services/cli/main.js");
-
-interface Ran {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** An environment without the caller's MEMLEDGER_* settings, so only what a test passes counts. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("MEMLEDGER_")) env[k] = v;
-  return { ...env, NATS_URL, ...extra };
-}
-
-function collect(child: ChildProcess, input?: string): Promise<Ran> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-  child.stderr?.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-  if (child.stdin) child.stdin.end(input ?? "");
-  return new Promise((resolvePromise, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
-  });
-}
-
-function cli(args: string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<Ran> {
-  return collect(spawn(process.execPath, [CLI, ...args], { env: cleanEnv(options.env) }), options.input);
-}
-
-const lines = (s: string): string[] => s.split("\n").filter((l) => l.length > 0);
-
-/** The one JSON line a command printed; fails with its output when it did not succeed. */
-function jsonLine(ran: Ran): any {
-  expect(ran.code, `exit ${ran.code}, stderr: ${ran.stderr}`).toBe(0);
-  expect(lines(ran.stdout)).toHaveLength(1);
-  return JSON.parse(ran.stdout);
-}
-
-/** A failure: the expected status and exactly one line on stderr, `memledger: <code>: …`, nothing on stdout. */
-function failed(ran: Ran, exitCode: number, code: string): string {
-  expect(ran.code, `stdout: ${ran.stdout} stderr: ${ran.stderr}`).toBe(exitCode);
-  expect(lines(ran.stderr), ran.stderr).toHaveLength(1);
-  expect(ran.stderr).toMatch(new RegExp(`^memledger: ${code}: \\S`));
-  expect(ran.stderr).not.toMatch(/\n\s+at /);
-  expect(ran.stdout).toBe("");
-  return ran.stderr;
-}
+import { NATS_URL, deleteRedisKeys, deleteStreams, streamMessageCount, uniquePrefix } from "../support/env.js";
+import { CLI, cleanEnv, cli, collect, failed, jsonLine, lines, type Ran } from "./support.js";
 
 describe("memledger CLI against a real NATS", () => {
   const prefix = uniquePrefix("cli");
@@ -81,7 +31,8 @@ describe("memledger CLI against a real NATS", () => {
     }
     nc = await connectNats({ servers: NATS_URL, name: `test-${prefix}` });
     tmp = await mkdtemp(join(tmpdir(), "memledger-cli-"));
-    up = spawn(process.execPath, [CLI, "up", "--prefix", prefix], { env: cleanEnv() });
+    // Read models go to the test's own directory, never the working tree's .memledger.
+    up = spawn(process.execPath, [CLI, "up", "--prefix", prefix], { env: cleanEnv({ MEMLEDGER_DATA: tmp }) });
     upExit = collect(up);
     await new Promise<void>((resolveReady, reject) => {
       up!.stdout!.on("data", (s: string) => {
@@ -97,6 +48,7 @@ describe("memledger CLI against a real NATS", () => {
       up.kill("SIGKILL");
       await upExit.catch(() => undefined);
     }
+    await deleteRedisKeys(prefix);
     if (nc) {
       await deleteStreams(nc, prefix);
       await nc.close();

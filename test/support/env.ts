@@ -43,10 +43,24 @@ export async function startLedger(options: CommandServiceOptions & { app?: strin
   };
 }
 
+/** Every stream of the prefix: ledger streams and the KV buckets (projection status, embedding cache). */
 export async function deleteStreams(nc: NatsConnection, prefix: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
+  const ours = [`${prefix}_`, `KV_${prefix}_`, `OBJ_${prefix}_`];
   for await (const name of jsm.streams.names()) {
-    if (name.startsWith(`${prefix}_`)) await jsm.streams.delete(name).catch(() => undefined);
+    if (ours.some((p) => name.startsWith(p))) await jsm.streams.delete(name).catch(() => undefined);
+  }
+}
+
+/** Every Redis key of the prefix (the claims projection keeps its keys under `<prefix>:`). */
+export async function deleteRedisKeys(prefix: string): Promise<void> {
+  const { Redis } = await import("ioredis");
+  const { unlinkMatching, escapeGlob } = await import("../../projections/claims/index.js");
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
+  try {
+    await unlinkMatching(redis, `${escapeGlob(prefix)}:*`);
+  } finally {
+    redis.disconnect();
   }
 }
 
