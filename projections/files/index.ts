@@ -54,7 +54,7 @@ export function filesProjection(options: FilesProjectionOptions): ProjectionDefi
       for (const abandoned of await layout.generations()) {
         if (abandoned !== current) await layout.remove(abandoned);
       }
-      return FilesTarget.open(layout, await layout.allocate(), targetOptions);
+      return FilesTarget.open(layout, await layout.allocate(), { ...targetOptions, fresh: true });
     },
 
     async promote(scope, fresh: ProjectionTarget) {

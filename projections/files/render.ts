@@ -77,7 +77,63 @@ export function renderMemoryFile(app: string, record: MemoryRecord): string | un
   const note = statusNote(status, shown.version, state.superseded?.by ?? null);
   const title = displayLine(shown.title) || displayLine(state.id);
   const body = shown.body.replace(/\s+$/, "");
-  return `---\n${stringify(frontMatter, YAML_OPTIONS)}---\n\n# ${title}\n\n${note ? `${note}\n\n` : ""}${body}\n`;
+  return `---\n${plainYaml(frontMatter) ?? stringify(frontMatter, YAML_OPTIONS)}---\n\n# ${title}\n\n${note ? `${note}\n\n` : ""}${body}\n`;
+}
+
+// ---- front matter without the YAML library, when that is provably the same text ---------------------
+
+// A string the YAML library writes as a plain scalar, unquoted: starts with a letter, digit or '_', uses
+// a small alphabet, has no ': ' or ' #' (no ':' or '#' at all once there is a space), does not end with
+// ':' or a space, and does not read as another core-schema scalar (number, boolean, null). Anything else
+// (quotes, escapes, unicode, leading indicators) goes through the library. Ids, scopes, kinds, actors,
+// ISO times, paths and most tags fall in this class. test/projections/files.test.ts checks the class
+// against the library on random strings.
+const PLAIN_NO_SPACE = /^[A-Za-z0-9_][A-Za-z0-9_./:@+-]*$/;
+const PLAIN_WITH_SPACE = /^[A-Za-z0-9_][A-Za-z0-9_./@+ -]*[A-Za-z0-9_./@+-]$/;
+const CORE_SCALAR = /^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[Tt]rue|TRUE|[Ff]alse|FALSE|[Nn]ull|NULL)$/;
+
+export const isPlainYamlString = (text: string): boolean =>
+  ((PLAIN_NO_SPACE.test(text) && !text.endsWith(":")) || PLAIN_WITH_SPACE.test(text)) && !CORE_SCALAR.test(text);
+
+function plainScalar(value: unknown): string | undefined {
+  if (value === null) return "null";
+  if (typeof value === "number") return Number.isSafeInteger(value) ? String(value) : undefined;
+  if (typeof value === "string") return isPlainYamlString(value) ? value : undefined;
+  return undefined;
+}
+
+/**
+ * The YAML library's output for `stringify(value, YAML_OPTIONS)` of a map whose keys are identifiers and
+ * whose values are null, safe integers, plain strings, lists of those, or such maps; undefined when
+ * anything falls outside (the caller then uses the library). The library cost ~15% of a rebuild's CPU.
+ */
+export function plainYaml(map: Record<string, unknown>, indent = ""): string | undefined {
+  let out = "";
+  for (const key in map) {
+    const value = map[key];
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) return undefined;
+    if (Array.isArray(value)) {
+      if (value.length === 0) {
+        out += `${indent}${key}: []\n`;
+        continue;
+      }
+      out += `${indent}${key}:\n`;
+      for (const item of value) {
+        const scalar = plainScalar(item);
+        if (scalar === undefined) return undefined;
+        out += `${indent}  - ${scalar}\n`;
+      }
+    } else if (typeof value === "object" && value !== null) {
+      const nested = plainYaml(value as Record<string, unknown>, `${indent}  `);
+      if (nested === undefined || nested === "") return undefined;
+      out += `${indent}${key}:\n${nested}`;
+    } else {
+      const scalar = plainScalar(value);
+      if (scalar === undefined) return undefined;
+      out += `${indent}${key}: ${scalar}\n`;
+    }
+  }
+  return out;
 }
 
 function statusNote(status: string, version: number, supersededBy: string | null): string | null {

@@ -2,7 +2,7 @@ import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/p
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { memoryDecider, type MemoryCommand, type MemoryState } from "../../commands/memory.js";
 import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../../schemas/events.js";
 import type { MemoryKind } from "../../schemas/primitives.js";
@@ -17,6 +17,7 @@ import {
   type IndexEntry,
 } from "../../projections/files/index.js";
 import type { ProjectedEvent, ProjectionScope, ProjectionTarget } from "../../projections/projection.js";
+import { isPlainYamlString, plainYaml } from "../../projections/files/render.js";
 
 // ---- synthetic events ------------------------------------------------------------------------------
 
@@ -519,6 +520,43 @@ describe("files projection: hostile input stays inside the root", () => {
   });
 });
 
+describe("files projection: front matter without the YAML library", () => {
+  it("writes exactly what the YAML library writes, or leaves it to the library", () => {
+    const random = prng(99);
+    const alphabet = "aZz09_./:@+- #e\"'!x\u00e9\n\t[]{},&*?|>%`~";
+    const pieces = ["true", "False", "null", "NULL", "~", "1", "12", "-3", "+1", "0x1F", "0o17", "1e5", "1.5", ".5", "1.", ".inf", "NaN", "Yes", "2025-01-01T00:00:00.000Z", "agent:agent-a", "team:payments", "src/a b.ts", "a: b", "a #b", "a:", "x "];
+    const randomString = () => {
+      if (random() < 0.3) return pieces[Math.floor(random() * pieces.length)]!;
+      let text = "";
+      const length = 1 + Math.floor(random() * 8);
+      const chars = random() < 0.7 ? "abz09_./:@+- e" : alphabet;
+      for (let i = 0; i < length; i++) text += chars[Math.floor(random() * chars.length)];
+      return text;
+    };
+    const randomValue = (): unknown => {
+      const roll = random();
+      if (roll < 0.1) return null;
+      if (roll < 0.2) return Math.floor(random() * 1000) - 10;
+      if (roll < 0.3) return Array.from({ length: Math.floor(random() * 3) }, () => (random() < 0.8 ? randomString() : Math.floor(random() * 9)));
+      return randomString();
+    };
+    const options = { lineWidth: 0, minContentWidth: 0 } as const;
+    let fast = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const text = randomString();
+      const library = stringifyYaml({ k: text }, options);
+      if (isPlainYamlString(text)) expect(library, JSON.stringify(text)).toBe(`k: ${text}\n`);
+      const map = { id: randomString(), version: randomValue(), tags: randomValue(), provenance: { proposedBy: randomValue(), at: randomValue() } };
+      const ours = plainYaml(map);
+      if (ours !== undefined) {
+        fast++;
+        expect(ours, JSON.stringify(map)).toBe(stringifyYaml(map, options));
+      }
+    }
+    expect(fast).toBeGreaterThan(100);
+  });
+});
+
 describe("files projection: generations", () => {
   it("openFresh builds out of sight; promote swaps readers atomically to it and deletes the old generation", async () => {
     const history = mixedHistory(20, 300, 11);
@@ -559,6 +597,27 @@ describe("files projection: generations", () => {
     // Reopening live continues on the promoted generation from its checkpoint.
     const reopened = await openLive();
     expect(reopened.checkpoint).toEqual({ seq: 300, generation: "2" });
+  });
+
+  it("a promoted rebuild keeps its state in bundles; live targets continue from them, before and after a restart", async () => {
+    const history = mixedHistory(25, 400, 5);
+    const definition = filesProjection({ root });
+    const fresh = await definition.openFresh(APP);
+    open.push(fresh);
+    // Two commits (a bounded rebuild): two bundles, the second overriding the first for memories in both.
+    await applyAll(fresh, history.slice(0, 120));
+    await applyAll(fresh, history.slice(120, 250));
+    await definition.promote(APP, fresh);
+    const stateDir = path.join(`${root}.gen`, "app1", "1", ".state");
+    expect((await readdir(stateDir)).sort()).toEqual(["bundle-120.jsonl", "bundle-250.jsonl"]);
+
+    // The live target folds the rest onto records read from the bundles, in two commits with a restart between.
+    await applyAll(await openLive(), history.slice(250, 330));
+    await applyAll(await openLive(), history.slice(330));
+    const reference = path.join(tmp, "reference");
+    await applyAll(await openLive({ root: reference }), history);
+    expect(await treeHash(root)).toBe(await treeHash(reference));
+    expect((await readdir(stateDir)).some((name) => name.endsWith(".json"))).toBe(true);
   });
 
   it("refuses to promote a target with uncommitted events", async () => {
