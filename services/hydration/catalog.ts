@@ -1,8 +1,9 @@
 import type { ProjectedEvent } from "../../projections/projection.js";
 import { SearchIndex } from "../../projections/search/index.js";
-import type { IndexedMemory } from "../../projections/search/index.js";
+import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexedMemory, type MemoryRecord } from "../../projections/search/memory-records.js";
 import type { LedgerEvent, MemoryEvent } from "../../schemas/events.js";
 import type { PackChange, PackMemory, PreviousSession } from "./pack.js";
+import { normalizePath } from "./paths.js";
 
 /** One agent session as its events left it. */
 interface SessionSummary {
@@ -31,48 +32,157 @@ export const packMemoryOf = (view: IndexedMemory): PackMemory => ({
 });
 
 /**
+ * Active fragile memories by the segments of their (normalized) paths: a trie, so the memories on an
+ * agent's path are found by walking that path (memories on it or on a folder above it) and the subtree
+ * under it (memories below it), never by looking at every fragile memory of the app.
+ */
+class PathTrie {
+  private readonly root: TrieNode = newNode();
+
+  add(path: string, memoryId: string): void {
+    let node = this.root;
+    for (const segment of path.split("/")) {
+      let child = node.children.get(segment);
+      if (!child) node.children.set(segment, (child = newNode()));
+      node = child;
+    }
+    node.here.set(memoryId, (node.here.get(memoryId) ?? 0) + 1);
+  }
+
+  remove(path: string, memoryId: string): void {
+    const trail: TrieNode[] = [this.root];
+    for (const segment of path.split("/")) {
+      const child = trail.at(-1)!.children.get(segment);
+      if (!child) return;
+      trail.push(child);
+    }
+    const node = trail.at(-1)!;
+    const count = node.here.get(memoryId) ?? 0;
+    if (count > 1) node.here.set(memoryId, count - 1);
+    else node.here.delete(memoryId);
+    // Prune empty branches so a path no memory names any more costs nothing.
+    const segments = path.split("/");
+    for (let i = trail.length - 1; i > 0; i--) {
+      const n = trail[i]!;
+      if (n.here.size > 0 || n.children.size > 0) break;
+      trail[i - 1]!.children.delete(segments[i - 1]!);
+    }
+  }
+
+  /** Ids of memories with a path equal to `path`, above it, or below it (whole segments). */
+  overlapping(path: string, into: Set<string>): void {
+    let node: TrieNode | undefined = this.root;
+    for (const segment of path.split("/")) {
+      node = node.children.get(segment);
+      if (!node) return;
+      // A memory on a folder above the agent's path (or on the path itself).
+      for (const id of node.here.keys()) into.add(id);
+    }
+    // Memories on paths below the agent's path.
+    const stack = [...node.children.values()];
+    while (stack.length) {
+      const n = stack.pop()!;
+      for (const id of n.here.keys()) into.add(id);
+      for (const c of n.children.values()) stack.push(c);
+    }
+  }
+}
+
+interface TrieNode {
+  children: Map<string, TrieNode>;
+  /** Memory id → how many of its paths normalize to this node's path. */
+  here: Map<string, number>;
+}
+const newNode = (): TrieNode => ({ children: new Map(), here: new Map() });
+
+/** A memory's normalized paths that can overlap anything ("" never does). */
+const normalizedPaths = (paths: readonly string[]): string[] => paths.map(normalizePath).filter((p) => p !== "");
+
+/**
  * What hydration needs to know about one app, folded from its stream in order and caught up before
- * each pack: memories (a search index of its own, which also ranks when the process has no live search
- * projection), sessions by agent, and the recent memory changes. It lives in the command service
- * process; folding is idempotent by stream sequence, like the projections'.
+ * each pack: the memory records (folded like the search projection's, for the titles changes name and
+ * the views of fragile memories), active fragile memories indexed by path, sessions by agent, and the
+ * recent memory changes in stream order. Each is kept up to date as events are folded, so a pack costs
+ * what it reads, not the size of the app.
+ *
+ * Ranking is the live search projection's index when the process has one; only without it does the
+ * catalog keep a search index of its own (`index`), folded along with the rest. It lives in the command
+ * service process; folding is idempotent by stream sequence, like the projections'.
  */
 export class AppCatalog {
-  readonly memories: SearchIndex;
-  private readonly sessions = new Map<string, SessionSummary>();
+  private readonly records = new Map<string, MemoryRecord>();
+  private ownIndex: SearchIndex | undefined;
+  private readonly fragile = new Map<string, PackMemory>();
+  private readonly fragileByPath = new PathTrie();
+  private readonly sessionsByAgent = new Map<string, Map<string, SessionSummary>>();
+  private readonly sessionAgent = new Map<string, string>();
+  /** Ascending by seq (events are folded in stream order). */
   private changes: PackChange[] = [];
   /** Sequences of changes no longer kept, ascending, to say how many were not listed. */
   private forgotten: number[] = [];
   private seq = 0;
 
-  constructor(readonly app: string) {
-    this.memories = new SearchIndex(app, "hydration");
+  /** `ownIndex: true`: keep a search index from the start (a process without a live search projection). */
+  constructor(
+    readonly app: string,
+    options: { ownIndex?: boolean } = {},
+  ) {
+    if (options.ownIndex) this.ownIndex = new SearchIndex(app, "hydration");
   }
 
   get appliedSeq(): number {
     return this.seq;
   }
 
+  /** The catalog's own search index, when it keeps one (it then ranks). */
+  get index(): SearchIndex | undefined {
+    return this.ownIndex;
+  }
+
+  /**
+   * Takes a search index to fold along from now on: one folded from the same stream, at or beyond the
+   * catalog's sequence (events it already has are skipped, by sequence, as everywhere).
+   */
+  adoptIndex(index: SearchIndex): void {
+    if (index.appliedSeq < this.seq) throw new Error(`hydration index for ${this.app} at seq ${index.appliedSeq} is behind the catalog (${this.seq})`);
+    this.ownIndex = index;
+  }
+
+  /** Drops the own search index (a live one took over). */
+  dropIndex(): void {
+    this.ownIndex = undefined;
+  }
+
   apply(events: readonly ProjectedEvent[]): void {
     for (const stored of events) {
       if (stored.seq <= this.seq) continue;
       const { event } = stored;
-      if (event.type.startsWith("memory.")) this.noteChange(stored.seq, event as MemoryEvent);
+      if (isMemoryEvent(event)) this.foldMemory(stored.seq, event);
       else if (event.type === "session.started" || event.type === "session.ended") this.noteSession(stored.seq, event);
-      this.memories.apply([stored]);
+      this.ownIndex?.apply([stored]);
       this.seq = stored.seq;
     }
   }
 
-  /** Active memories of kind fragile (the pack keeps those on the agent's paths). */
+  /** Active memories of kind fragile, every one of them (the pack keeps those on the agent's paths). */
   fragileMemories(): PackMemory[] {
-    return this.memories
-      .activeMemories()
-      .filter((m) => m.kind === "fragile")
-      .map(packMemoryOf);
+    return [...this.fragile.values()];
+  }
+
+  /**
+   * Active fragile memories with a path overlapping one of `paths` (whole segments, either side the
+   * prefix, as `pathsOverlap` says), in memory id order. The pack filters fragile candidates by that same
+   * overlap, so giving it these instead of all of them changes nothing but the work.
+   */
+  fragileOnPaths(paths: readonly string[]): PackMemory[] {
+    const ids = new Set<string>();
+    for (const path of normalizedPaths(paths)) this.fragileByPath.overlapping(path, ids);
+    return [...ids].sort().map((id) => this.fragile.get(id)!);
   }
 
   memory(memoryId: string): PackMemory | null {
-    const view = this.memories.view(memoryId);
+    const record = this.records.get(memoryId);
+    const view = record && indexedViewOf(record);
     return view ? packMemoryOf(view) : null;
   }
 
@@ -82,7 +192,7 @@ export class AppCatalog {
    * just started it); a crashed session left open then makes the pack show a little more, never less.
    */
   previousSession(agentId: string, currentSessionId: string | undefined): PreviousSession | null {
-    const mine = [...this.sessions.values()].filter((s) => s.agentId === agentId).sort((a, b) => a.seq - b.seq);
+    const mine = [...(this.sessionsByAgent.get(agentId)?.values() ?? [])].sort((a, b) => a.seq - b.seq);
     let candidates = mine.filter((s) => s.sessionId !== currentSessionId);
     const latest = candidates.at(-1);
     if (currentSessionId === undefined && latest && !latest.ended) candidates = candidates.slice(0, -1);
@@ -92,24 +202,52 @@ export class AppCatalog {
 
   /** Memory changes after `seq`, oldest first, at most `limit` (the newest); the rest are counted. */
   changesAfter(seq: number, limit: number): { events: PackChange[]; omittedOlder: number } {
-    const after = this.changes.filter((c) => c.seq > seq);
-    const kept = after.slice(Math.max(0, after.length - limit));
-    const forgottenAfter = this.forgotten.length - upperBound(this.forgotten, seq);
-    return { events: kept, omittedOlder: after.length - kept.length + forgottenAfter };
+    const first = upperBound(this.changes, seq, (c) => c.seq);
+    const after = this.changes.length - first;
+    const kept = this.changes.slice(Math.max(first, this.changes.length - limit));
+    const forgottenAfter = this.forgotten.length - upperBound(this.forgotten, seq, (s) => s);
+    return { events: kept, omittedOlder: after - kept.length + forgottenAfter };
   }
 
   private noteSession(seq: number, event: Extract<LedgerEvent, { type: "session.started" | "session.ended" }>): void {
     if (event.type === "session.started") {
-      this.sessions.set(event.aggregateId, { sessionId: event.aggregateId, agentId: event.data.agentId, task: event.data.task || null, seq, time: event.time, ended: false });
+      // A session id names one session; should it start again (under another agent), it moves.
+      const formerAgent = this.sessionAgent.get(event.aggregateId);
+      if (formerAgent !== undefined) this.sessionsByAgent.get(formerAgent)?.delete(event.aggregateId);
+      const agentId = event.data.agentId;
+      let mine = this.sessionsByAgent.get(agentId);
+      if (!mine) this.sessionsByAgent.set(agentId, (mine = new Map()));
+      mine.set(event.aggregateId, { sessionId: event.aggregateId, agentId, task: event.data.task || null, seq, time: event.time, ended: false });
+      this.sessionAgent.set(event.aggregateId, agentId);
       return;
     }
-    const session = this.sessions.get(event.aggregateId);
-    if (session) this.sessions.set(event.aggregateId, { ...session, seq, time: event.time, ended: true });
+    const agentId = this.sessionAgent.get(event.aggregateId);
+    const mine = agentId === undefined ? undefined : this.sessionsByAgent.get(agentId);
+    const session = mine?.get(event.aggregateId);
+    if (mine && session) mine.set(event.aggregateId, { ...session, seq, time: event.time, ended: true });
   }
 
-  private noteChange(seq: number, event: MemoryEvent): void {
+  private foldMemory(seq: number, event: MemoryEvent): void {
+    const before = this.records.get(event.aggregateId);
+    this.noteChange(seq, event, before);
+    const { record, change } = evolveMemoryRecord(before, event);
+    this.records.set(event.aggregateId, record);
+    if (!change) return;
+    const memoryId = change.type === "upsert" ? change.memory.memoryId : change.memoryId;
+    const wasFragile = this.fragile.get(memoryId);
+    if (wasFragile) {
+      for (const path of normalizedPaths(wasFragile.paths)) this.fragileByPath.remove(path, memoryId);
+      this.fragile.delete(memoryId);
+    }
+    if (change.type === "upsert" && change.memory.kind === "fragile") {
+      const view = packMemoryOf(change.memory);
+      this.fragile.set(memoryId, view);
+      for (const path of normalizedPaths(view.paths)) this.fragileByPath.add(path, memoryId);
+    }
+  }
+
+  private noteChange(seq: number, event: MemoryEvent, before: MemoryRecord | undefined): void {
     // The title as of this event: a proposal names it; other events act on a version already folded.
-    const before = this.memories.record(event.aggregateId);
     const titleOf = (version: number | null) =>
       before?.versions.find((v) => v.version === version)?.title ?? before?.versions.find((v) => v.version === before.activeVersion)?.title ?? before?.versions.at(-1)?.title ?? null;
     const base = { seq, time: event.time, type: event.type, memoryId: event.aggregateId, actor: `${event.actor.kind}:${event.actor.id}` };
@@ -137,19 +275,19 @@ export class AppCatalog {
     this.changes.push(change);
     if (this.changes.length > KEPT_CHANGES * 1.25) {
       const drop = this.changes.length - KEPT_CHANGES;
-      this.forgotten.push(...this.changes.slice(0, drop).map((c) => c.seq));
+      for (let i = 0; i < drop; i++) this.forgotten.push(this.changes[i]!.seq);
       this.changes = this.changes.slice(drop);
     }
   }
 }
 
-/** Index of the first element greater than `value` in an ascending array. */
-function upperBound(sorted: readonly number[], value: number): number {
+/** Index of the first element whose key is greater than `value` in an array ascending by key. */
+function upperBound<T>(sorted: readonly T[], value: number, key: (item: T) => number): number {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! <= value) lo = mid + 1;
+    if (key(sorted[mid]!) <= value) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -219,6 +219,8 @@ function atNaturalBreak(text: string): string {
 class SectionRenderer {
   private readonly fixedCost: number;
   private readonly headCosts: number[];
+  /** headPrefix[i]: the heads of the first i items together. */
+  private readonly headPrefix: number[];
   private readonly bodyCosts: number[];
 
   constructor(
@@ -228,6 +230,8 @@ class SectionRenderer {
   ) {
     this.fixedCost = tokens.count(this.opening()) + tokens.count(spec.closing);
     this.headCosts = spec.items.map((item) => tokens.count(item.head));
+    this.headPrefix = [0];
+    for (const cost of this.headCosts) this.headPrefix.push(this.headPrefix.at(-1)! + cost);
     this.bodyCosts = spec.items.map((item) => (item.body ? tokens.count(item.body) : 0));
   }
 
@@ -248,12 +252,15 @@ class SectionRenderer {
     // The longest prefix of heads that fits together with the note naming the rest. Items are in
     // rank order, so a prefix keeps the best ones; skipping ahead to smaller items would show #5
     // while hiding #3.
+    // A prefix whose heads alone exceed the allowance cannot fit with any note: start below those
+    // (the same answer as trying every prefix from the longest, without counting their notes).
     let shown = items.length;
+    while (shown >= 0 && this.fixedCost + this.headPrefix[shown]! > allowance) shown--;
     let note = "";
     let cost = 0;
     for (; shown >= 0; shown--) {
       note = shown < items.length ? this.spec.droppedNote(items.slice(shown)) : "";
-      cost = this.fixedCost + sum(this.headCosts.slice(0, shown)) + this.tokens.count(note);
+      cost = this.fixedCost + this.headPrefix[shown]! + this.tokens.count(note);
       if (cost <= allowance) break;
     }
     if (shown < 0) return none;

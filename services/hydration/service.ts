@@ -1,12 +1,12 @@
 import type { ClaimsReader } from "../../projections/claims/reader.js";
 import { readMemoryIndex } from "../../projections/files/index.js";
-import type { SearchIndex } from "../../projections/search/index.js";
+import { SearchIndex } from "../../projections/search/index.js";
 import { MemledgerError } from "../../schemas/errors.js";
 import type { EventStore } from "../event-store.js";
 import { AppCatalog } from "./catalog.js";
 import { assemblePack, type Availability, type ContextPack, type PackClaim, type PackOptions } from "./pack.js";
 import { rankRelevant } from "./retrieval.js";
-import { o200kTokens, type TokenCounter } from "./tokens.js";
+import { memoizedTokens, o200kTokens, type TokenCounter } from "./tokens.js";
 
 export interface HydrationOptions {
   /** Live claims (the Redis claims projection); without it the claims section says it is unavailable. */
@@ -15,7 +15,9 @@ export interface HydrationOptions {
   filesRoot?: string | undefined;
   /**
    * The live search index of an app when this process runs the search projection (it may have vectors).
-   * Without one, or before it exists, the catalog's own BM25 index ranks.
+   * Without one the catalog keeps a BM25 index of its own, which ranks; with one, the catalog keeps no
+   * index (only sessions, changes and fragile memories), and derives one only while the app's live index
+   * does not exist yet.
    */
   searchIndex?: ((app: string) => SearchIndex | undefined) | undefined;
   now?: () => Date;
@@ -52,16 +54,22 @@ export class Hydrator {
     private readonly store: EventStore,
     private readonly options: HydrationOptions = {},
   ) {
-    this.tokens = options.tokens ?? o200kTokens;
+    // Counts are remembered across packs: most of a pack's text is the same from one request to the next.
+    this.tokens = memoizedTokens(options.tokens ?? o200kTokens);
     this.now = options.now ?? (() => new Date());
   }
 
   async hydrate(app: string, input: HydrateInput): Promise<ContextPack> {
-    const [catalog, memoryIndex, claims] = await Promise.all([this.caughtUp(app), this.memoryIndex(app), this.liveClaims(app)]);
-    const ranking = this.options.searchIndex?.(app) ?? catalog.memories;
-    const relevant = await rankRelevant(ranking, { task: input.task, paths: input.paths, branch: input.branch, k: this.options.relevantK ?? 12 });
+    const live = this.options.searchIndex?.(app);
+    const [catalog, memoryIndex, claims] = await Promise.all([this.caughtUp(app, !live), this.memoryIndex(app), this.liveClaims(app)]);
+    // An index of the catalog's own only stands in while the live one is missing; once there is one it goes.
+    if (live && catalog.index) catalog.dropIndex();
+    const ranking = live ?? catalog.index!;
+    // Read before retrieval yields, so every part of the pack describes the same caught-up catalog.
     const since = catalog.previousSession(input.agent, input.sessionId);
     const changes = since ? catalog.changesAfter(since.seq, this.options.maxChanges ?? 200) : { events: [], omittedOlder: 0 };
+    const fragileCandidates = catalog.fragileOnPaths(input.paths);
+    const relevant = await rankRelevant(ranking, { task: input.task, paths: input.paths, branch: input.branch, k: this.options.relevantK ?? 12 });
     return assemblePack(
       {
         app,
@@ -71,7 +79,7 @@ export class Hydrator {
         paths: input.paths,
         memoryIndex,
         relevant,
-        fragileCandidates: catalog.fragileMemories(),
+        fragileCandidates,
         claims,
         changes: { since, ...changes },
       },
@@ -80,18 +88,29 @@ export class Hydrator {
     );
   }
 
-  /** The app's catalog, folded up to the stream's last event at the time of the call. */
-  private async caughtUp(app: string): Promise<AppCatalog> {
+  /**
+   * The app's catalog, folded up to the stream's last event at the time of the call; `withIndex`: with a
+   * search index of its own, folded from the stream's start when it has none yet (a process whose live
+   * search index for the app does not exist yet: the same index the catalog would have kept all along).
+   */
+  private async caughtUp(app: string, withIndex: boolean): Promise<AppCatalog> {
     let entry = this.catalogs.get(app);
     if (!entry) {
-      entry = { catalog: new AppCatalog(app), catchingUp: Promise.resolve() };
+      // Without a live search projection in this process the catalog ranks too, so it indexes from the start.
+      entry = { catalog: new AppCatalog(app, { ownIndex: !this.options.searchIndex }), catchingUp: Promise.resolve() };
       this.catalogs.set(app, entry);
     }
     const { catalog } = entry;
     // One catch-up at a time per app; concurrent packs wait for it and then read the same state.
     const next = entry.catchingUp.then(async () => {
+      const stream = this.store.names.appStream(app);
       try {
-        await this.store.replay(this.store.names.appStream(app), { fromSeq: catalog.appliedSeq + 1 }, (batch) => catalog.apply(batch));
+        if (withIndex && !catalog.index) {
+          const index = new SearchIndex(app, "hydration");
+          if (catalog.appliedSeq > 0) await this.store.replay(stream, { fromSeq: 1 }, (batch) => index.apply(batch));
+          catalog.adoptIndex(index);
+        }
+        await this.store.replay(stream, { fromSeq: catalog.appliedSeq + 1 }, (batch) => catalog.apply(batch));
       } catch (err) {
         // No stream yet: an app nobody wrote to has an empty catalog.
         if (!(err instanceof MemledgerError && err.code === "not_found")) throw err;

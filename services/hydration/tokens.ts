@@ -42,3 +42,48 @@ function withoutLoneSurrogate(text: string): string {
   const last = text.charCodeAt(text.length - 1);
   return last >= 0xd800 && last <= 0xdbff ? text.slice(0, -1) : text;
 }
+
+/**
+ * A counter that remembers what it counted: packs of one app repeat most of their text from request
+ * to request (MEMORY.md lines, change lines, memory heads and bodies, the "omitted" notes), and BPE is
+ * the bulk of a pack's CPU. Keyed by the text itself (V8 hashes a string by content once), so the
+ * numbers are exactly the inner counter's. Bounded by total characters kept, oldest out.
+ */
+export function memoizedTokens(inner: TokenCounter, options: { maxChars?: number; maxTextLength?: number } = {}): TokenCounter {
+  const maxChars = options.maxChars ?? 8_000_000;
+  // Longer texts (a whole pack) are rarely seen twice; counting them again costs less than keeping them.
+  const maxTextLength = options.maxTextLength ?? 16_384;
+  const counts = new Map<string, number>();
+  const truncated = new Map<string, string>();
+  let chars = 0;
+  const remember = <V>(cache: Map<string, V>, key: string, value: V, size: number): V => {
+    cache.set(key, value);
+    chars += size;
+    while (chars > maxChars) {
+      const oldest = counts.size >= truncated.size ? counts : truncated;
+      const first = (oldest as Map<string, unknown>).keys().next();
+      if (first.done) break;
+      const value = (oldest as Map<string, unknown>).get(first.value);
+      (oldest as Map<string, unknown>).delete(first.value);
+      chars -= first.value.length + (typeof value === "string" ? value.length : 0);
+    }
+    return value;
+  };
+  // First in, first out: cheaper than reordering on every hit, and a hot text evicted is counted once more.
+  const lookup = <V>(cache: Map<string, V>, key: string): V | undefined => cache.get(key);
+  return {
+    encoding: inner.encoding,
+    count(text) {
+      if (text.length > maxTextLength) return inner.count(text);
+      return lookup(counts, text) ?? remember(counts, text, inner.count(text), text.length);
+    },
+    truncate(text, maxTokens) {
+      if (text.length > maxTextLength) return inner.truncate(text, maxTokens);
+      const key = `${maxTokens}\u0000${text}`;
+      const hit = lookup(truncated, key);
+      if (hit !== undefined) return hit;
+      const cut = inner.truncate(text, maxTokens);
+      return remember(truncated, key, cut, key.length + cut.length);
+    },
+  };
+}
