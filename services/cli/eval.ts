@@ -1,8 +1,9 @@
 import { InvalidArgumentError, type Command } from "commander";
-import { RETRIEVAL_MODES, type RetrievalMode } from "../../projections/search/index.js";
+import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
+import { embedderFromEnv } from "../embeddings/config.js";
 import { DEFAULT_FIELDS, loadDataset, type FieldNames } from "../eval/dataset.js";
 import { METRIC_NAMES, type MetricSummary } from "../eval/metrics.js";
-import { runEval, type EvalResult } from "../eval/run.js";
+import type { EvalResult } from "../eval/run.js";
 import { printJson, printLine, type Io } from "./io.js";
 import { commaList, wholeNumber, type GlobalOptions } from "./options.js";
 
@@ -91,6 +92,7 @@ export function registerEvalCommand(program: Command, io: Io, globals: (cmd: Com
       };
       const dataset = await loadDataset({ corpus: opts.corpus, queries: opts.queries, qrels: opts.qrels }, fields);
       const weights = opts.bm25Weight !== undefined || opts.vectorWeight !== undefined ? { bm25: opts.bm25Weight, vector: opts.vectorWeight } : undefined;
+      const { runEval } = await import("../eval/run.js");
       const result = await runEval(dataset, {
         servers: g.nats,
         modes: opts.mode === "all" ? RETRIEVAL_MODES : [opts.mode],
@@ -98,6 +100,8 @@ export function registerEvalCommand(program: Command, io: Io, globals: (cmd: Com
         excludeCategories: opts.excludeCategory ?? [],
         keepCache: opts.keepCache,
         cachePrefix: opts.cachePrefix,
+        // The model of MEMLEDGER_EMBEDDER (default USE-lite), built only when a mode needs vectors.
+        embedder: () => embedderFromEnv(io.env),
         context: { contextFields: opts.contextFields ?? [], previous: opts.previous ?? 0, ...(opts.titleField !== undefined ? { titleField: opts.titleField } : {}) },
         rrfK: opts.rrfK,
         weights,
