@@ -8,8 +8,8 @@ import { matchesRetrievalFilter, pathIsUnder, type RetrievalFilter } from "./ret
 import { snippetOf, type SearchHit, type SearchIndex } from "./search-index.js";
 import { tokenizeText } from "./tokenizer.js";
 
-export type RetrievalMode = "bm25" | "vector" | "hybrid";
-export const RETRIEVAL_MODES: readonly RetrievalMode[] = ["bm25", "vector", "hybrid"];
+import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
+export { RETRIEVAL_MODES, type RetrievalMode };
 
 export interface RetrieveOptions extends RetrievalFilter {
   /** How many results at most. */

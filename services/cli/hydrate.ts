@@ -1,9 +1,6 @@
 import type { Command } from "commander";
-import { readMemoryIndex } from "../../projections/files/index.js";
 import { MemledgerError } from "../../schemas/errors.js";
-import { assemblePack, type ContextPack } from "../hydration/pack.js";
-import { o200kTokens } from "../hydration/tokens.js";
-import { readModelConfig } from "../read-models.js";
+import type { ContextPack } from "../hydration/pack.js";
 import { printJson, type Io } from "./io.js";
 import { commaList, defined, wholeNumber, type GlobalOptions } from "./options.js";
 
@@ -23,6 +20,13 @@ interface HydrateOptions {
  * files root, in the same pack format and budget, every other section saying why it is missing.
  */
 async function localPack(g: GlobalOptions, opts: HydrateOptions, io: Io, why: string): Promise<ContextPack | null> {
+  // The offline fallback only: loaded when no service answered (the tokenizer's tables are large).
+  const [{ readMemoryIndex }, { assemblePack }, { o200kTokens }, { readModelConfig }] = await Promise.all([
+    import("../../projections/files/index.js"),
+    import("../hydration/pack.js"),
+    import("../hydration/tokens.js"),
+    import("../read-models.js"),
+  ]);
   const root = readModelConfig(io.env, { filesRoot: opts.files }).filesRoot;
   const index = await readMemoryIndex(root, g.app).catch(() => null);
   if (index === null) return null;

@@ -1,8 +1,5 @@
 import type { Command } from "commander";
 import type { PromoteOutcome, RequestOf, Verb } from "../../schemas/commands.js";
-import { resolvePolicy } from "../auth/load.js";
-import { resolveCuratorPolicy } from "../curator/load.js";
-import { curatorComponent, startMemledger } from "../runtime.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import { defined, wholeNumber, type GlobalOptions } from "./options.js";
 
@@ -67,6 +64,12 @@ export function registerOrgCommands(
 /** Like `up`, with the curator as the only component. */
 async function runCurator(g: GlobalOptions, opts: { curatorPolicy?: string; policy?: string; replicas?: number }, io: Io): Promise<number> {
   const log = (line: string) => io.stderr.write(`memledger curator: ${line}\n`);
+  // Loaded on use, like `up`: the runtime pulls in every service.
+  const [{ resolvePolicy }, { resolveCuratorPolicy }, { curatorComponent, startMemledger }] = await Promise.all([
+    import("../auth/load.js"),
+    import("../curator/load.js"),
+    import("../runtime.js"),
+  ]);
   const curatorPolicy = await resolveCuratorPolicy(opts.curatorPolicy, io.env);
   const { policy, source } = await resolvePolicy(opts.policy, io.env);
   const runtime = await startMemledger({

@@ -5,8 +5,6 @@ import { invalid } from "../../schemas/errors.js";
 import { MemoryClient, type LogEntry } from "../client.js";
 import { printJson, printLine, readAll, reportFailure, toFailure, type Io } from "./io.js";
 import { checkRequest, commaList, defined, resolveGlobals, wholeNumber, type GlobalOptions } from "./options.js";
-import { up } from "./up.js";
-import { writeAuthConfig } from "../auth/broker-config.js";
 import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
@@ -111,6 +109,8 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES, default .memledger/files)")
     .option("--policy <file>", "who may do what, JSON or YAML (env MEMLEDGER_POLICY; default: everyone may do everything)")
     .action(async (opts: { replicas?: number; files?: string; policy?: string }, cmd: Command) => {
+      // Loaded on use: the runtime pulls in every projection, and most CLI calls are one request.
+      const { up } = await import("./up.js");
       setExitCode(await up(globals(cmd), opts, io));
     });
 
@@ -268,6 +268,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     .option("--store-dir <dir>", "JetStream store directory (default: jetstream beside the config)")
     .action(async (opts: { policy: string; out?: string; port?: number; host?: string; storeDir?: string }, cmd: Command) => {
       const g = globals(cmd);
+      const { writeAuthConfig } = await import("../auth/broker-config.js");
       printJson(io, await writeAuthConfig({ policyFile: opts.policy, out: opts.out, prefix: g.prefix, port: opts.port, host: opts.host, storeDir: opts.storeDir }), !g.json);
     });
 

@@ -1,18 +1,32 @@
 import { Command } from "commander";
 import cliProgress from "cli-progress";
 import ms from "ms";
-import { naming } from "../../events/subjects.js";
+import { ORG_APP, naming } from "../../events/subjects.js";
 import type { ProjectionScope } from "../../projections/projection.js";
 import { MemledgerError, invalid } from "../../schemas/errors.js";
-import { ORG_INDEX_APP, RETRIEVAL_MODES, openSearchIndex, retrieve, type RetrievalMode, type RetrievedMemory, type SearchIndex, type VectorSetup } from "../../projections/search/index.js";
+import type { RetrievedMemory, SearchIndex, VectorSetup } from "../../projections/search/index.js";
+import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
 import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
-import { EventStore } from "../event-store.js";
+import type { EventStore } from "../event-store.js";
 import { connectNats } from "../nats.js";
-import { readStatuses, rebuildProjections, type RebuildProgress } from "../projection-runner.js";
-import { ORG_APP } from "../projection-supervisor.js";
-import { openReadModels, readModelConfig, searchVectorSetup, type ReadModelConfig } from "../read-models.js";
+import type { RebuildProgress } from "../projection-runner.js";
+import type { ReadModelConfig } from "../read-models.js";
 import { printJson, printLine, type Io } from "./io.js";
 import { defined, wholeNumber, type GlobalOptions } from "./options.js";
+
+/**
+ * The read-model machinery, loaded on first use: a claim or a status call should not pay for loading
+ * Orama, hnswlib, the tokenizers and the embedder.
+ */
+const machinery = async () => {
+  const [store, runner, models, search] = await Promise.all([
+    import("../event-store.js"),
+    import("../projection-runner.js"),
+    import("../read-models.js"),
+    import("../../projections/search/index.js"),
+  ]);
+  return { ...store, ...runner, ...models, ...search };
+};
 
 type Send = <R>(g: GlobalOptions, verb: string, payload: Record<string, unknown>) => Promise<R>;
 
@@ -33,6 +47,7 @@ const scopeOf = (store: EventStore, app: string): ProjectionScope =>
 async function withStore<T>(g: GlobalOptions, work: (store: EventStore) => Promise<T>): Promise<T> {
   const nc = await connectNats({ servers: g.nats, name: "memledger-cli", reconnect: false });
   try {
+    const { EventStore } = await machinery();
     return await work(await EventStore.open(nc, naming(g.prefix)));
   } finally {
     await nc.close().catch(() => undefined);
@@ -83,6 +98,7 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
       const g = globals(cmd);
       await withStore(g, async (store) => {
         // With the connection, the search rebuild re-creates its vectors through the embedding cache.
+        const { openReadModels, readModelConfig, rebuildProjections } = await machinery();
         const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }), { nc: store.nc });
         try {
           const definitions = models.select(name);
@@ -109,6 +125,7 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
     .action(async (_opts, cmd: Command) => {
       const g = globals(cmd);
       await withStore(g, async (store) => {
+        const { readStatuses } = await machinery();
         const statuses = await readStatuses(store);
         for (const s of statuses) {
           // Lag now, not when the runner last wrote its status.
@@ -140,6 +157,7 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
     .option("--explain", "show each result's rank and score per channel and the fused score")
     .action(async (query: string, opts: { mode?: RetrievalMode; k?: number; scope?: string; kind?: string; explain?: boolean }, cmd: Command) => {
       const g = globals(cmd);
+      const { readModelConfig, searchVectorSetup, retrieve } = await machinery();
       const config = readModelConfig(io.env);
       const mode = opts.mode ?? "hybrid";
       const hits = await withStore(g, async (store) => {
@@ -253,6 +271,7 @@ function readerBackend(config: ReadModelConfig): VectorBackendConfig | null {
 
 /** One app's index from its snapshot, with what the snapshot lacks folded in memory (the projection persists). */
 async function openCaughtUp(store: EventStore, config: ReadModelConfig, app: string, vectors: VectorSetup | undefined): Promise<SearchIndex> {
+  const { openSearchIndex } = await machinery();
   const index = await openSearchIndex(config.searchDir, app, vectors ? { vectors } : {});
   await store.replay(scopeOf(store, app).stream, { fromSeq: index.appliedSeq + 1 }, (events) => index.ingest(events)).catch((err) => {
     if (!(err instanceof MemledgerError && err.code === "not_found")) throw err;
