@@ -95,6 +95,8 @@ class SearchTarget implements ProjectionTarget {
     this.assertUsable("commit");
     // The runner may commit past events it did not hand over (other subjects): they changed nothing here.
     this.index.advanceTo(seq);
+    // A fresh index defers its channels to here: each memory's final version indexed once.
+    await this.index.materialize();
     // Left queued only by a failed embed; the checkpoint must not pass vectors that were not written.
     await this.index.flushVectors();
     this.committedSeq = Math.max(this.committedSeq, seq);
@@ -206,6 +208,7 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
     async openFresh(scope: ProjectionScope): Promise<ProjectionTarget> {
       // Built in memory; its file appears on its first snapshot, and readers only follow CURRENT.
       const index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
+      index.deferIndexing();
       return new SearchTarget(dir, index, "fresh", policy);
     },
 
@@ -213,6 +216,7 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
       if (!(target instanceof SearchTarget) || target.role !== "fresh" || target.index.app !== scope.app) {
         throw new Error("search promote: expected a fresh search target of the same app");
       }
+      target.index.indexImmediately(); // readers may use it from now on: it must index as it folds
       await target.snapshot();
       const replaced = liveIndexes.get(scope.app);
       await writeCurrentGeneration(dir, scope.app, target.index.generation);

@@ -22,6 +22,14 @@ export class SearchIndex {
   private pendingVectors = new Map<string, IndexedMemory | null>();
   private vectorChannel: VectorChannel | undefined;
   private seq = 0;
+  /**
+   * Fresh-target mode (`deferIndexing`): memories whose indexed view changed since the last
+   * `materialize`, in the order of their first change (the order a live index first inserted them in,
+   * which fixes Orama's internal ids and so the order of equal scores). Undefined: index at once.
+   */
+  private deferred: Map<string, true> | undefined;
+  /** In deferred mode, memories a previous `materialize` put in the channels. */
+  private materializedIds: Set<string> | undefined;
 
   constructor(
     readonly app: string,
@@ -77,7 +85,11 @@ export class SearchIndex {
       }
       const { record, change } = evolveMemoryRecord(this.records.get(event.aggregateId), event);
       this.records.set(event.aggregateId, record);
-      this.applyChange(change);
+      if (this.deferred) {
+        if (change) this.deferred.set(event.aggregateId, true);
+      } else {
+        this.applyChange(change);
+      }
     }
   }
 
@@ -96,6 +108,48 @@ export class SearchIndex {
       // Changes queued meanwhile are newer than the failed ones and win.
       for (const [memoryId, view] of batch) if (!this.pendingVectors.has(memoryId)) this.pendingVectors.set(memoryId, view);
       throw error;
+    }
+  }
+
+  /**
+   * Channels are updated only by `materialize`: events fold into the records alone, and each memory's
+   * final active version is inserted once, instead of a remove and an insert (and an embedding) per
+   * revision. For a fresh target, which nobody searches before it is promoted.
+   */
+  deferIndexing(): void {
+    this.deferred ??= new Map();
+    this.materializedIds ??= new Set();
+  }
+
+  /** Back to indexing at once; everything deferred must have been materialized. */
+  indexImmediately(): void {
+    if (this.deferred && this.deferred.size > 0) throw new Error(`search index ${this.app}/${this.generation}: materialize before indexing immediately`);
+    this.deferred = undefined;
+    this.materializedIds = undefined;
+  }
+
+  /**
+   * Puts the current view of every memory changed since the last call into the channels: BM25 at once,
+   * vectors embedded and written in batches of `vectorBatch`.
+   */
+  async materialize(vectorBatch = 256): Promise<void> {
+    const deferred = this.deferred;
+    const indexed = this.materializedIds;
+    if (!deferred || !indexed || deferred.size === 0) return;
+    const ids = [...deferred.keys()];
+    deferred.clear();
+    for (let start = 0; start < ids.length; start += vectorBatch) {
+      for (const memoryId of ids.slice(start, start + vectorBatch)) {
+        const record = this.records.get(memoryId);
+        const view = record ? indexedViewOf(record) : null;
+        if (view) {
+          this.applyChange({ type: "upsert", memory: view });
+          indexed.add(memoryId);
+        } else if (indexed.delete(memoryId)) {
+          this.applyChange({ type: "remove", memoryId });
+        }
+      }
+      await this.flushVectors();
     }
   }
 
@@ -142,6 +196,7 @@ export class SearchIndex {
    */
   exportState(): { seq: number; records: IterableIterator<MemoryRecord>; branches: [string, number, string][]; fullText: SavedFullTextIndex } {
     if (this.pendingVectors.size > 0) throw new Error(`search index ${this.app}/${this.generation}: flush vectors before a snapshot`);
+    if (this.deferred && this.deferred.size > 0) throw new Error(`search index ${this.app}/${this.generation}: materialize before a snapshot`);
     const branches: [string, number, string][] = [];
     for (const record of this.records.values()) {
       if (record.id === null) continue;

@@ -128,3 +128,41 @@ describe("search index over the memory lifecycle", () => {
     expect(searchMemories(index, "   ", { k: 5 })).toEqual([]);
   });
 });
+
+describe("deferred indexing (fresh rebuild targets)", () => {
+  test("indexing each memory's final version once finds exactly what indexing every event finds", async () => {
+    const log = new EventLog();
+    const words = ["webhook", "retry", "ledger", "invoice", "StripeWebhookHandler", "token", "cache", "deploy"];
+    for (let i = 0; i < 60; i++) {
+      const id = `m${i}`;
+      // Equal texts on purpose: equal scores, ordered by Orama's internal ids (first insertion).
+      const text = (n: number) => ({ title: `Note ${words[n % words.length]}`, body: `About ${words[(n * 3) % words.length]} and ${words[(n + 1) % words.length]}.` });
+      log.write(id, text(i));
+      if (i % 3 === 0) log.write(id, text(i + 1));
+      if (i % 5 === 0) log.rollback(id, 2, 1);
+      if (i % 7 === 0) log.supersede(id);
+      if (i % 11 === 0) log.propose(id, text(i + 2));
+    }
+    const live = new SearchIndex(log.app, "live");
+    for (let i = 0; i < log.events.length; i += 4) live.apply(log.events.slice(i, i + 4));
+
+    const fresh = new SearchIndex(log.app, "fresh");
+    fresh.deferIndexing();
+    fresh.apply(log.events.slice(0, 100));
+    expect(fresh.indexedCount).toBe(0);
+    await fresh.materialize(); // an early commit, then the rest
+    fresh.apply(log.events.slice(100));
+    await fresh.materialize();
+    fresh.indexImmediately();
+
+    expect(fresh.indexedCount).toBe(live.indexedCount);
+    // Same hits in the same order; scores equal up to the last bits of Orama's running average field
+    // length, which it updates per insert and remove (the live index did more of them).
+    const rounded = (hits: ReturnType<typeof searchMemories>) => hits.map((hit) => ({ ...hit, score: hit.score.toPrecision(12) }));
+    for (const query of [...words, "note about retry", "ledger invoice cache"]) {
+      const expected = searchMemories(live, query, { k: 50 });
+      expect(expected.length, query).toBeGreaterThan(0);
+      expect(rounded(searchMemories(fresh, query, { k: 50 })), query).toEqual(rounded(expected));
+    }
+  });
+});
