@@ -1,6 +1,6 @@
 import type { ProjectedEvent } from "../../projections/projection.js";
 import { SearchIndex } from "../../projections/search/index.js";
-import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexedMemory, type MemoryRecord } from "../../projections/search/memory-records.js";
+import { evolveMemoryRecord, isMemoryEvent, type IndexedMemory, type MemoryRecord } from "../../projections/search/memory-records.js";
 import type { LedgerEvent, MemoryEvent } from "../../schemas/events.js";
 import type { PackChange, PackMemory, PreviousSession } from "./pack.js";
 import { normalizePath } from "./paths.js";
@@ -101,7 +101,7 @@ const normalizedPaths = (paths: readonly string[]): string[] => paths.map(normal
 /**
  * What hydration needs to know about one app, folded from its stream in order and caught up before
  * each pack: the memory records (folded like the search projection's, for the titles changes name and
- * the views of fragile memories), active fragile memories indexed by path, sessions by agent, and the
+ * the views of fragile memories; bodies kept only for fragile versions), active fragile memories indexed by path, sessions by agent, and the
  * recent memory changes in stream order. Each is kept up to date as events are folded, so a pack costs
  * what it reads, not the size of the app.
  *
@@ -180,12 +180,6 @@ export class AppCatalog {
     return [...ids].sort().map((id) => this.fragile.get(id)!);
   }
 
-  memory(memoryId: string): PackMemory | null {
-    const record = this.records.get(memoryId);
-    const view = record && indexedViewOf(record);
-    return view ? packMemoryOf(view) : null;
-  }
-
   /**
    * The agent's previous session: the latest of its sessions other than the current one. Without a
    * current session id, the agent's latest session counts as current while it is still open (it has
@@ -231,7 +225,7 @@ export class AppCatalog {
     const before = this.records.get(event.aggregateId);
     this.noteChange(seq, event, before);
     const { record, change } = evolveMemoryRecord(before, event);
-    this.records.set(event.aggregateId, record);
+    this.records.set(event.aggregateId, withoutOtherBodies(record));
     if (!change) return;
     const memoryId = change.type === "upsert" ? change.memory.memoryId : change.memoryId;
     const wasFragile = this.fragile.get(memoryId);
@@ -279,6 +273,16 @@ export class AppCatalog {
       this.changes = this.changes.slice(drop);
     }
   }
+}
+
+/**
+ * The record without the bodies of versions that are not fragile: the catalog shows titles of those
+ * (in changes) and whole views only of fragile memories, and bodies are most of what a record weighs.
+ * A version's kind never changes, so a body dropped here is never needed later.
+ */
+function withoutOtherBodies(record: MemoryRecord): MemoryRecord {
+  if (!record.versions.some((v) => v.kind !== "fragile" && v.body !== "")) return record;
+  return { ...record, versions: record.versions.map((v) => (v.kind !== "fragile" && v.body !== "" ? { ...v, body: "" } : v)) };
 }
 
 /** Index of the first element whose key is greater than `value` in an array ascending by key. */
