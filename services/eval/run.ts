@@ -91,7 +91,12 @@ export async function removePrefix(nc: NatsConnection, prefix: string): Promise<
   for await (const name of jsm.streams.names()) {
     if (name.startsWith(`${prefix}_`) || name.startsWith(`KV_${prefix}_`)) doomed.push(name);
   }
-  for (const name of doomed) await jsm.streams.delete(name);
+  for (const name of doomed) {
+    // Gone already is fine: on a signal the interrupted run's own cleanup may race this one.
+    await jsm.streams.delete(name).catch((err: unknown) => {
+      if (!/not found/i.test((err as Error).message)) throw err;
+    });
+  }
 }
 
 export async function runEval(dataset: Dataset, options: EvalOptions): Promise<EvalResult> {
@@ -111,17 +116,20 @@ export async function runEval(dataset: Dataset, options: EvalOptions): Promise<E
   const nc = await connectNats({ servers: options.servers, name: `memledger-eval-${prefix}`, reconnect: false });
   const dir = await mkdtemp(join(tmpdir(), "memledger-eval-"));
   // Interrupted (Ctrl-C, a CI timeout): still remove the temporary prefix before exiting.
+  let service: CommandService | undefined;
+  let runner: ProjectionRunner | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     progress(`${signal}: removing ${prefix}`);
-    void removePrefix(nc, prefix)
-      .catch(() => undefined)
-      .then(() => rm(dir, { recursive: true, force: true }))
-      .finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    // Stop writing first: a command still in flight must not land after its stream was deleted.
+    void (async () => {
+      await service?.stop().catch(() => undefined);
+      await runner?.stop().catch(() => undefined);
+      await removePrefix(nc, prefix).catch((err: unknown) => progress(`cleanup of ${prefix}: ${(err as Error).message}`));
+      await rm(dir, { recursive: true, force: true });
+    })().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  let service: CommandService | undefined;
-  let runner: ProjectionRunner | undefined;
   let embedder: CachedEmbedder | undefined;
   try {
     service = await CommandService.start(nc, { prefix, onError: (err) => progress(`command service: ${(err as Error).message}`) });
