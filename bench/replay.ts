@@ -39,23 +39,15 @@ import { connectNats } from "../services/nats.js";
 import { rebuildProjection, rebuildProjections } from "../services/projection-runner.js";
 import { DEFAULT_REDIS_URL } from "../services/read-models.js";
 import { benchPrefix, deleteStreamsWithPrefix, flag, fmt, fmtInt, intOption, machineInfo, table, type BenchArgs, type Benchmark } from "./util.js";
+import seedrandom from "seedrandom";
 
 const APP = "bench";
 const GOAL = 0.25;
 
 // ---- a deterministic random source -------------------------------------------------------------
 
-/** mulberry32: small, fast, seeded, so two runs generate the same stream shape. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const rng = (seed: number): (() => number) => seedrandom(String(seed));
 
 // ---- the event stream generator ----------------------------------------------------------------
 

@@ -45,6 +45,7 @@ import { EventStore } from "../services/event-store.js";
 import { Hydrator } from "../services/hydration/index.js";
 import { connectNats } from "../services/nats.js";
 import { benchPrefix, deleteStreamsWithPrefix, flag, fmt, fmtInt, intOption, latencyStats, machineInfo, table, type BenchArgs, type Benchmark, type LatencyStats } from "./util.js";
+import seedrandom from "seedrandom";
 
 const LOCOMO = process.env.MEMLEDGER_LOCOMO ?? "/work/shared/eval/locomo";
 const APP = "bench";
@@ -69,17 +70,8 @@ const jsonl = <T>(file: string): T[] =>
     .filter(Boolean)
     .map((line) => JSON.parse(line) as T);
 
-/** mulberry32: small, fast, seeded. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const rng = (seed: number): (() => number) => seedrandom(String(seed));
 
 interface MemorySpec {
   id: string;

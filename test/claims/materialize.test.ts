@@ -6,18 +6,10 @@ import { ClaimsMaterializer } from "../../projections/claims/materialize.js";
 import { parseState, planBatch } from "../../projections/claims/model.js";
 import type { ClaimEvent, LedgerEvent } from "../../schemas/events.js";
 import { redisFixture, type RedisFixture } from "./support.js";
+import seedrandom from "seedrandom";
 
-/** mulberry32: a seeded random source, so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const rng = (seed: number): (() => number) => seedrandom(String(seed));
 
 /**
  * Random claim histories over few agents and names, with event times from the past into the future and

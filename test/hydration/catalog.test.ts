@@ -6,18 +6,10 @@ import { AppCatalog, packMemoryOf } from "../../services/hydration/catalog.js";
 import { Hydrator } from "../../services/hydration/service.js";
 import { overlappingPaths } from "../../services/hydration/paths.js";
 import { startLedger } from "../support/env.js";
+import seedrandom from "seedrandom";
 
-/** mulberry32: seeded, so a failing history can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const rng = (seed: number): (() => number) => seedrandom(String(seed));
 
 const APP = "shop";
 const PATHS = ["src", "src/payments", "src/payments/webhook.ts", "./src/payments/**", "src/pay", "src/auth/session.ts", "docs/", "src//auth", "/abs/x", "lib/a/b/c.ts"];

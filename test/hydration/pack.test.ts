@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { assemblePack, SECTION_NAMES, type PackChange, type PackClaim, type PackInputs, type PackMemory } from "../../services/hydration/pack.js";
 import { o200kTokens } from "../../services/hydration/tokens.js";
+import seedrandom from "seedrandom";
 
 const tokens = o200kTokens;
 
@@ -164,7 +165,7 @@ describe("assemblePack: what goes in, in which order", () => {
   });
 
   it("is deterministic and never exceeds the budget, over many random inputs and tiny budgets", () => {
-    const random = mulberry32(20250601);
+    const random = seeded(20250601);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const words = ["stripe", "webhook", "retry", "ключ", "idempotency", "`code`", "# heading", "```", "émoji 🚀", "\n", "\n\n", "  ", "src/payments", "-", "*", "_", "|", "very-long-identifier_with_parts"];
     const text = (n: number) => Array.from({ length: n }, () => pick(words)).join(random() < 0.5 ? " " : "");
@@ -211,14 +212,5 @@ describe("assemblePack: what goes in, in which order", () => {
   });
 });
 
-/** A small seeded PRNG, so a failing random case can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const seeded = (seed: number): (() => number) => seedrandom(String(seed));

@@ -18,6 +18,7 @@ import {
 } from "../../projections/files/index.js";
 import type { ProjectedEvent, ProjectionScope, ProjectionTarget } from "../../projections/projection.js";
 import { isPlainYamlString, plainYaml } from "../../projections/files/render.js";
+import seedrandom from "seedrandom";
 
 // ---- synthetic events ------------------------------------------------------------------------------
 
@@ -68,17 +69,8 @@ const content = (title: string, overrides: Partial<{ kind: MemoryKind; importanc
   importance: overrides.importance ?? 3,
 });
 
-/** Deterministic PRNG (mulberry32): the same seed gives the same history on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
+const prng = (seed: number): (() => number) => seedrandom(String(seed));
 
 const KINDS: MemoryKind[] = ["note", "fact", "decision", "convention", "procedure", "fragile"];
 const SCOPES = ["app", "org", "agent:agent-a", "team:core"];
