@@ -6,6 +6,7 @@ import { ChunkAssembler, chunkLines } from "./chunked-json.js";
 import type { SavedFullTextIndex } from "./fulltext-channel.js";
 import type { MemoryRecord } from "./memory-records.js";
 import { SearchIndex } from "./search-index.js";
+import { TOKENIZER_VERSION } from "./tokenizer.js";
 
 /**
  * Files of the search projection, per app:
@@ -17,16 +18,20 @@ import { SearchIndex } from "./search-index.js";
  * A snapshot carries its checkpoint in its first line, so the model and the checkpoint can never
  * disagree: it is written to a temporary file, fsynced, and renamed over the previous one. A crash
  * leaves either the old snapshot or the new one. Lines:
- *   1. header: format, app, generation, checkpoint seq, number of records
+ *   1. header: format, app, generation, checkpoint seq, number of records, (v3) tokenizer version
  *   2. one line per memory record
  *   2b. (v2) one line per [memoryId, version, branch] of versions proposed on a git branch
  *   3. the saved Orama index as chunked JSON lines (no line holds more than a small piece)
  *   4. trailer: {"end":true,"lines":N}, so a file cut short is refused rather than half-loaded.
  */
 const FORMAT = "memledger-search-snapshot";
-const FORMAT_VERSION = 2;
-/** Version 1 had no branch lines; it is read as a snapshot without branches. */
-const READABLE_VERSIONS = [1, 2];
+const FORMAT_VERSION = 3;
+/**
+ * Version 1 had no branch lines; it is read as a snapshot without branches. Versions 1 and 2 name no
+ * tokenizer: their BM25 index holds unstemmed tokens (tokenizer 1). Version 3 exists so that a build
+ * older than the stemming tokenizer refuses a snapshot whose tokens it would not produce.
+ */
+const READABLE_VERSIONS = [1, 2, 3];
 
 interface SnapshotHeader {
   format: typeof FORMAT;
@@ -37,6 +42,8 @@ interface SnapshotHeader {
   records: number;
   /** Number of branch lines (v2). */
   branches?: number;
+  /** The TOKENIZER_VERSION the saved BM25 index was built with (v3; 1 before). */
+  tokenizer?: number;
   savedAt: string;
 }
 
@@ -110,6 +117,7 @@ export async function writeSnapshot(file: string, index: SearchIndex): Promise<S
     seq: state.seq,
     records: records.length,
     branches: state.branches.length,
+    tokenizer: TOKENIZER_VERSION,
     savedAt: new Date().toISOString(),
   };
   let bytes = 0;
@@ -171,13 +179,16 @@ export async function readSnapshot(file: string): Promise<SearchIndex> {
     await handle.close().catch(() => undefined);
   }
   if (!header || !ended) throw new Error(`search snapshot ${file}: incomplete (no trailer)`);
+  // A BM25 index built by another tokenizer holds tokens that queries no longer produce, and removing a
+  // memory re-tokenizes its text: the saved index is dropped and BM25 rebuilt from the records instead.
+  const sameTokens = (header.tokenizer ?? 1) === TOKENIZER_VERSION;
   return SearchIndex.restore({
     app: header.app,
     generation: header.generation,
     seq: header.seq,
     records,
     branches,
-    fullText: fullText.value as SavedFullTextIndex | undefined,
+    fullText: sameTokens ? (fullText.value as SavedFullTextIndex | undefined) : undefined,
   });
 }
 

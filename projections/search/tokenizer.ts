@@ -1,4 +1,5 @@
 import type { Tokenizer } from "@orama/orama";
+import { stemmer } from "stemmer";
 
 /**
  * Tokens for text written by and for programmers.
@@ -12,8 +13,14 @@ import type { Tokenizer } from "@orama/orama";
  *   - the whole identifier, lowercased (`src/payments/webhook.ts`, `err_token_expired`,
  *     `stripewebhookhandler`): rare, so a query naming the identifier ranks its memory first;
  *   - each path segment whole (`webhook.ts`), so a file name finds the memory that names its full path;
- *   - the words inside (`src`, `payments`, `webhook`, `ts`; `stripe`, `webhook`, `handler`), so prose
+ *   - the words inside (`src`, `payment`, `webhook`, `ts`; `stripe`, `webhook`, `handler`), so prose
  *     queries still reach identifiers.
+ * Words of plain ASCII letters are reduced to their Porter stem (`payments` → `payment`, `expired` →
+ * `expir`, `going` → `go`), so "retried webhooks" finds a note about "retrying a webhook". Whole
+ * identifiers are never stemmed (`stripewebhookhandlers` stays itself, and the exact-identifier field
+ * holds only whole tokens), nor are words with digits or other scripts, which Porter's English rules
+ * do not fit. Measured on LoCoMo turns (`npm run eval`, recall@10 over categories 1-4, with BM25 b 0.1):
+ * BM25 0.647 → 0.683, hybrid 0.678 → 0.704.
  * Queries go through the same function (Orama tokenizes the search term with the index's tokenizer),
  * so the identifier in a query produces the same whole token as in the document.
  *
@@ -47,6 +54,16 @@ const STOP_WORDS = new Set(
   they this to was we were what when where which while who why will with you your do does did can could should would not no
   our us my me he she him her them than too very just also about over after before`.split(/\s+/),
 );
+
+/**
+ * What the tokens of a text are made of, for indexes saved to disk: a snapshot whose BM25 index was
+ * built with other tokens is re-indexed from its records (snapshot.ts). 1: no stemming; 2: Porter stems.
+ */
+export const TOKENIZER_VERSION = 2;
+
+const PLAIN_ASCII_WORD = /^[a-z]+$/;
+/** The Porter stem of a plain ASCII word (after case folding and the stop-word check); other words as they are. */
+const stem = (word: string): string => (PLAIN_ASCII_WORD.test(word) ? stemmer(word) : word);
 
 const NON_ASCII = /[^\x00-\x7f]/;
 /** Lowercase without diacritics (café → cafe); the Unicode work only for text that needs it. */
@@ -101,7 +118,7 @@ function chunkTokensUncached(raw: string): ChunkTokens {
   for (const word of words) {
     const folded = fold(word);
     if (!compound && STOP_WORDS.has(folded)) continue;
-    if (folded.length <= MAX_WORD_LENGTH) kept.push(folded);
+    if (folded.length <= MAX_WORD_LENGTH) kept.push(stem(folded));
   }
   return { wholes, words: kept };
 }

@@ -179,7 +179,8 @@ describe("hybrid retrieval over the search projection (embedding cache on real N
     const setup = await cache.setup(new WordHashEmbedder());
     const log = new EventLog(scope.app);
     log.write("plain", { title: "Webhook retries", body: "Webhook retries back off exponentially." });
-    log.write("pathy", { title: "Webhook retry settings", body: "Retry settings for webhook delivery.", paths: ["src/payments/webhook.ts"] });
+    // Shares "webhook" with the query but no stem of "retries" (tokens are stemmed: "retry" would match).
+    log.write("pathy", { title: "Webhook redelivery settings", body: "Redelivery settings for webhook endpoints.", paths: ["src/payments/webhook.ts"] });
     const index = new SearchIndex(scope.app, "b");
     await attachVectorChannel(index, setup, undefined);
     await index.ingest(log.events);

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { SearchIndex, searchMemories, tokenizeText } from "../../projections/search/index.js";
+import { identifierTokens } from "../../projections/search/tokenizer.js";
 import { EventLog, type ContentInput } from "./events.js";
 
 /** The memories that name each identifier, among notes about the same subjects. */
@@ -96,18 +97,30 @@ describe("exact identifiers", () => {
 describe("identifier-aware tokens", () => {
   test("camelCase, PascalCase, snake_case, paths and acronyms", () => {
     expect(tokenizeText("StripeWebhookHandler")).toEqual(["stripewebhookhandler", "stripe", "webhook", "handler"]);
-    expect(tokenizeText("useAuthStore")).toEqual(expect.arrayContaining(["useauthstore", "use", "auth", "store"]));
-    expect(tokenizeText("ERR_TOKEN_EXPIRED")).toEqual(expect.arrayContaining(["err_token_expired", "err", "token", "expired"]));
+    // Words are Porter stems ("use" → "us", "expired" → "expir"); the whole identifier is never stemmed.
+    expect(tokenizeText("useAuthStore")).toEqual(expect.arrayContaining(["useauthstore", "us", "auth", "store"]));
+    expect(tokenizeText("ERR_TOKEN_EXPIRED")).toEqual(expect.arrayContaining(["err_token_expired", "err", "token", "expir"]));
     expect(tokenizeText("HTTPServer")).toEqual(expect.arrayContaining(["httpserver", "http", "server"]));
     expect(tokenizeText("see src/payments/webhook.ts.")).toEqual(
-      expect.arrayContaining(["see", "src/payments/webhook.ts", "webhook.ts", "src", "payments", "webhook", "ts"]),
+      expect.arrayContaining(["see", "src/payments/webhook.ts", "webhook.ts", "src", "payment", "webhook", "ts"]),
     );
     expect(tokenizeText("src/useAuthStore.ts")).toEqual(expect.arrayContaining(["useauthstore.ts", "useauthstore", "auth"]));
   });
 
   test("stop words are dropped as words but kept inside identifiers; non-Latin letters are kept", () => {
-    expect(tokenizeText("the cache and the queue")).toEqual(["cache", "queue"]);
+    expect(tokenizeText("the cache and the queue")).toEqual(["cach", "queue"]);
     expect(tokenizeText("THE_END")).toEqual(expect.arrayContaining(["the_end", "the", "end"]));
     expect(tokenizeText("Кэш очищается ночью, café")).toEqual(["кэш", "очищается", "ночью", "cafe"]);
+  });
+
+  test("plain words are stemmed on both sides, so inflections meet; identifiers stay whole", () => {
+    expect(tokenizeText("retried webhooks")).toEqual(tokenizeText("retrying the webhook"));
+    expect(tokenizeText("StripeWebhookHandlers")).toEqual(["stripewebhookhandlers", "stripe", "webhook", "handler"]);
+    expect(identifierTokens("StripeWebhookHandlers in src/payments/webhooks.ts")).toEqual(
+      expect.arrayContaining(["stripewebhookhandlers", "src/payments/webhooks.ts"]),
+    );
+    expect(identifierTokens("StripeWebhookHandlers")).not.toContain("stripewebhookhandl");
+    // Words with digits or other scripts are left alone.
+    expect(tokenizeText("v2 ночами")).toEqual(["v2", "ночами"]);
   });
 });
