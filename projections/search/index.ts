@@ -6,7 +6,7 @@ export { matchesRetrievalFilter, pathIsUnder } from "./retrieval-filter.js";
 export type { RetrievalFilter } from "./retrieval-filter.js";
 export type { IndexedMemory, IndexChange, MemoryRecord } from "./memory-records.js";
 export { tokenizeText } from "./tokenizer.js";
-export { fuseRrf, DEFAULT_RRF_K } from "./fusion.js";
+export { fuseRrf, DEFAULT_RRF_K, DEFAULT_CHANNEL_WEIGHTS } from "./fusion.js";
 export type { FusedItem, FuseOptions } from "./fusion.js";
 export { retrieve, candidateDepth, BOOST_FACTOR, ORG_INDEX_APP, RETRIEVAL_MODES } from "./retrieve.js";
 export type { RetrievalMode, RetrieveOptions, RetrievedMemory, MemoryOrigin, ChannelRank } from "./retrieve.js";

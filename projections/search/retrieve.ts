@@ -2,7 +2,7 @@ import { invalid } from "../../schemas/errors.js";
 import type { Embedder } from "../../services/embeddings/embedder.js";
 import { MAX_SEARCH_K } from "../vectors/vector-index.js";
 import type { ChannelHit } from "./fulltext-channel.js";
-import { DEFAULT_RRF_K, fuseRrf } from "./fusion.js";
+import { DEFAULT_CHANNEL_WEIGHTS, DEFAULT_RRF_K, fuseRrf } from "./fusion.js";
 import type { IndexedMemory } from "./memory-records.js";
 import { matchesRetrievalFilter, pathIsUnder, type RetrievalFilter } from "./retrieval-filter.js";
 import { snippetOf, type SearchHit, type SearchIndex } from "./search-index.js";
@@ -16,10 +16,13 @@ export interface RetrieveOptions extends RetrievalFilter {
   k: number;
   /** Default hybrid. */
   mode?: RetrievalMode;
-  /** RRF's rank constant, default 60. */
+  /** RRF's rank constant, default {@link DEFAULT_RRF_K} (20). */
   rrfK?: number;
-  /** Per-channel RRF weights, default 1 each; 0 leaves a channel out. */
-  weights?: { bm25?: number; vector?: number };
+  /**
+   * Per-channel RRF weights, default {@link DEFAULT_CHANNEL_WEIGHTS} (BM25 2, vector 1, tuned for the
+   * default embedder; see fusion.ts); a channel left out keeps its default, 0 leaves a channel out.
+   */
+  weights?: { bm25?: number | undefined; vector?: number | undefined };
   /**
    * Lifts candidates the channels found, never adds others: a memory whose paths touch one of these
    * (either lies under the other), or whose active version was proposed on this git branch, has its
@@ -130,8 +133,8 @@ export async function retrieve(indexes: SearchIndex | readonly SearchIndex[], qu
 
   const channelWeights: Record<string, number | undefined> = {};
   list.forEach((_, position) => {
-    channelWeights[channelKey("bm25", position)] = weights.bm25;
-    channelWeights[channelKey("vector", position)] = weights.vector;
+    channelWeights[channelKey("bm25", position)] = weights.bm25 ?? DEFAULT_CHANNEL_WEIGHTS.bm25;
+    channelWeights[channelKey("vector", position)] = weights.vector ?? DEFAULT_CHANNEL_WEIGHTS.vector;
   });
   const queryTokens = tokenizeText(query);
   const results = fuseRrf(rankings, { k: rrfK, weights: channelWeights }).map((item, fusedOrder) => {

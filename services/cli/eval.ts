@@ -76,9 +76,9 @@ export function registerEvalCommand(program: Command, io: Io, globals: (cmd: Com
     .option("--context-fields <a,b>", "doc fields indexed with the text as context (e.g. speaker,timestamp)", commaList)
     .option("--previous <n>", "index each doc with the text of the n docs before it in its scope", wholeNumber(0))
     .option("--title-field <name>", "doc field that becomes the memory title (default: the first line of the text)")
-    .option("--rrf-k <n>", "RRF rank constant for hybrid (default the search default)", nonNegative)
-    .option("--bm25-weight <w>", "RRF weight of the BM25 channel", nonNegative)
-    .option("--vector-weight <w>", "RRF weight of the vector channel", nonNegative)
+    .option("--rrf-k <n>", "RRF rank constant for hybrid (default the search default, 20)", nonNegative)
+    .option("--bm25-weight <w>", "RRF weight of the BM25 channel (default the search default, 2)", nonNegative)
+    .option("--vector-weight <w>", "RRF weight of the vector channel (default the search default, 1)", nonNegative)
     .option("--concurrency <n>", "commands in flight while loading (default 64)", wholeNumber(1))
     .addHelpText("after", HELP)
     .action(async (opts: EvalCliOptions, cmd: Command) => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { fuseRrf } from "../../projections/search/index.js";
+import { DEFAULT_RRF_K, fuseRrf } from "../../projections/search/index.js";
 
 const ids = (items: { id: string }[]) => items.map((item) => item.id);
 
@@ -39,13 +39,15 @@ describe("reciprocal rank fusion on hand-made rankings", () => {
     const rankings = { bm25: ["lexical"], vector: ["semantic"] };
     expect(ids(fuseRrf(rankings, { weights: { vector: 2 } }))).toEqual(["semantic", "lexical"]);
     expect(ids(fuseRrf(rankings, { weights: { bm25: 2 } }))).toEqual(["lexical", "semantic"]);
-    expect(fuseRrf(rankings, { weights: { vector: 2 } })[0]!.fused).toBeCloseTo(2 / 61, 12);
+    expect(fuseRrf(rankings, { weights: { vector: 2 } })[0]!.fused).toBeCloseTo(2 / 21, 12);
     expect(ids(fuseRrf(rankings, { weights: { vector: 0 } }))).toEqual(["lexical"]);
   });
 
   test("an id repeated inside one ranking counts once, at its best position", () => {
     const fused = fuseRrf({ bm25: ["a", "b", "a"] });
-    expect(fused.find((item) => item.id === "a")).toEqual({ id: "a", fused: 1 / 61, ranks: { bm25: 1 } });
+    // Default k 20 (fusion.ts says why not the paper's 60).
+    expect(DEFAULT_RRF_K).toBe(20);
+    expect(fused.find((item) => item.id === "a")).toEqual({ id: "a", fused: 1 / 21, ranks: { bm25: 1 } });
   });
 
   test("a larger k flattens the gap between neighbouring ranks", () => {

@@ -191,4 +191,25 @@ describe("hybrid retrieval over the search projection (embedding cache on real N
     expect(boosted[0]!.score).toBeCloseTo(boosted[0]!.fused * 1.25, 12);
     expect(await retrieve(index, "zeppelin", { k: 5, mode: "bm25", boost: { paths: ["src"] } })).toEqual([]);
   });
+
+  test("fusion defaults to BM25 2 : vector 1 at k 20; rrfK and weights override them, a channel left out keeps its default", async () => {
+    const setup = await cache.setup(new WordHashEmbedder());
+    const log = new EventLog(scope.app);
+    log.write("both", { title: "Webhook retries", body: "Webhook retries back off exponentially." });
+    log.write("other", { title: "Webhook endpoints", body: "Endpoints are registered per merchant." });
+    const index = new SearchIndex(scope.app, "w");
+    await attachVectorChannel(index, setup, undefined);
+    await index.ingest(log.events);
+    const fusedOf = async (options: Partial<Parameters<typeof retrieve>[2]>) => {
+      const hits = await retrieve(index, "webhook retries", { k: 5, ...options });
+      expect(hits.length).toBe(2);
+      for (const hit of hits) expect(hit.channels.bm25 && hit.channels.vector).toBeTruthy();
+      return hits.map((hit) => [hit.fused, hit.channels.bm25!.rank, hit.channels.vector!.rank] as const);
+    };
+    for (const [fused, bm25, vector] of await fusedOf({})) expect(fused).toBeCloseTo(2 / (20 + bm25) + 1 / (20 + vector), 12);
+    for (const [fused, bm25, vector] of await fusedOf({ rrfK: 60, weights: { bm25: 1, vector: 1 } })) {
+      expect(fused).toBeCloseTo(1 / (60 + bm25) + 1 / (60 + vector), 12);
+    }
+    for (const [fused, bm25, vector] of await fusedOf({ weights: { vector: 3 } })) expect(fused).toBeCloseTo(2 / (20 + bm25) + 3 / (20 + vector), 12);
+  });
 });
