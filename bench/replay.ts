@@ -13,7 +13,8 @@
  *   3. rebuilds each projection alone into a fresh target (rebuildProjection: openFresh, replay from
  *      seq 1 until caught up, commit, promote): files, claims, search (BM25 only: the search projection
  *      has no vector channel, so no embedder is involved);
- *   4. rebuilds all three as `memledger rebuild all` does (one rebuildProjection after the other), and in
+ *   4. rebuilds all three one rebuildProjection after the other (what `memledger rebuild all` did before it
+ *      used the single pass), and in
  *      one pass (one replay feeding every fresh target: rebuildProjections).
  * Every phase gets its own files root, search directory and Redis key prefix, all removed afterwards, as
  * are the streams (also on error and on Ctrl-C).
@@ -513,14 +514,14 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
 
   const ctx: Ctx = { store, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log };
   if (wanted("all-sequential")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "what `memledger rebuild all` does: one rebuildProjection per projection", async (select) => {
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "one rebuildProjection per projection (`memledger rebuild all` before the single pass)", async (select) => {
       let events = 0;
       for (const definition of select("all")) events = (await rebuildProjection(store, definition, scope)).events;
       return events;
     }));
   }
   if (wanted("all-single-pass")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections: one replay feeds all three fresh targets", async (select) => (await rebuildProjections(store, select("all"), scope)).events));
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections: one replay feeds all three fresh targets (what `memledger rebuild all` does)", async (select) => (await rebuildProjections(store, select("all"), scope)).events));
   }
 
   const raw2 = await rawRead("raw ordered-consumer read, again");
