@@ -107,7 +107,7 @@ export class FullTextChannel {
 
   /**
    * Orama's own save(): at 10k memories loading it took 4.1 s against 9.9 s for re-inserting every
-   * document (see the report in test/search/measure.test.ts). Its document store is left out because it
+   * document (measured on LoCoMo turns when this was chosen). Its document store is left out because it
    * repeats every active version's text, which the snapshot already holds in the memory records.
    * The result shares structures with the live index: serialize it before applying more events.
    */
