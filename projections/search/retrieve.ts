@@ -5,7 +5,7 @@ import type { ChannelHit } from "./fulltext-channel.js";
 import { DEFAULT_CHANNEL_WEIGHTS, DEFAULT_RRF_K, fuseRrf } from "./fusion.js";
 import type { IndexedMemory } from "./memory-records.js";
 import { matchesRetrievalFilter, pathIsUnder, type RetrievalFilter } from "./retrieval-filter.js";
-import { snippetOf, type SearchHit, type SearchIndex } from "./search-index.js";
+import { hitOf, type SearchHit, type SearchIndex } from "./search-index.js";
 import { tokenizeText } from "./tokenizer.js";
 
 import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
@@ -207,13 +207,7 @@ function boostFactor(candidate: Candidate, boost: RetrieveOptions["boost"]): num
 function toResult(candidate: Candidate, fused: number, score: number, queryTokens: readonly string[]): RetrievedMemory {
   const { view, index } = candidate;
   return {
-    memoryId: view.memoryId,
-    score,
-    version: view.version,
-    title: view.title,
-    scope: view.scope,
-    kind: view.kind,
-    snippet: snippetOf(view.body, queryTokens),
+    ...hitOf(view, score, queryTokens),
     app: view.app,
     origin: index.app === ORG_INDEX_APP ? "org" : "app",
     body: view.body,

@@ -268,6 +268,17 @@ export interface SearchHit {
   snippet: string;
 }
 
+/** What a search returns for one indexed memory: always built from the record's active version. */
+export const hitOf = (view: IndexedMemory, score: number, queryTokens: readonly string[]): SearchHit => ({
+  memoryId: view.memoryId,
+  score,
+  version: view.version,
+  title: view.title,
+  scope: view.scope,
+  kind: view.kind,
+  snippet: snippetOf(view.body, queryTokens),
+});
+
 /** Active memories best matching `query`, best first. */
 export function searchMemories(index: SearchIndex, query: string, options: SearchOptions): SearchHit[] {
   const { k, ...filter } = options;
@@ -278,16 +289,7 @@ export function searchMemories(index: SearchIndex, query: string, options: Searc
     // fields of stored documents), so what is returned is exactly the active version.
     const record = index.record(memoryId);
     const view = record && indexedViewOf(record);
-    if (!view) continue;
-    hits.push({
-      memoryId,
-      score,
-      version: view.version,
-      title: view.title,
-      scope: view.scope,
-      kind: view.kind,
-      snippet: snippetOf(view.body, queryTokens),
-    });
+    if (view) hits.push(hitOf(view, score, queryTokens));
   }
   return hits;
 }

@@ -7,6 +7,7 @@ import type { SavedFullTextIndex } from "./fulltext-channel.js";
 import type { MemoryRecord } from "./memory-records.js";
 import { SearchIndex } from "./search-index.js";
 import { TOKENIZER_VERSION } from "./tokenizer.js";
+import { syncDirectory } from "../durable-fs.js";
 
 /**
  * Files of the search projection, per app:
@@ -85,16 +86,6 @@ async function writeAtomically(path: string, body: (emit: (chunk: string) => Pro
   await handle.close();
   await rename(temp, path);
   await syncDirectory(dirname(path));
-}
-
-/** The rename itself is durable only once the directory is synced. */
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 export interface SnapshotStats {

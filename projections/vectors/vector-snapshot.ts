@@ -7,6 +7,7 @@ import { z } from "zod";
 import { invalid } from "../../schemas/errors.js";
 import { VectorPayloadSchema, type VectorPayload, type VectorSnapshotInfo } from "./vector-index.js";
 import type { VectorStore } from "./vector-store.js";
+import { syncDirectory } from "../durable-fs.js";
 
 /**
  * On-disk form of a VectorStore, one directory:
@@ -202,15 +203,6 @@ async function readInto(path: string, target: Uint8Array): Promise<void> {
       if (bytesRead === 0) throw invalid(`vector snapshot file ${path} ended early`);
       offset += bytesRead;
     }
-  } finally {
-    await handle.close();
-  }
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
   } finally {
     await handle.close();
   }

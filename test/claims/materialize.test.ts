@@ -5,7 +5,7 @@ import { claimKeys, type GenerationKeys } from "../../projections/claims/keys.js
 import { ClaimsMaterializer } from "../../projections/claims/materialize.js";
 import { parseState, planBatch } from "../../projections/claims/model.js";
 import type { ClaimEvent, LedgerEvent } from "../../schemas/events.js";
-import { redisFixture, type RedisFixture } from "./support.js";
+import { redisFixture, type RedisFixture, scanKeys } from "./support.js";
 import seedrandom from "seedrandom";
 
 /** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
@@ -43,15 +43,8 @@ function randomHistory(seed: number, count: number): { seq: number; event: Ledge
 }
 
 async function dumpGeneration(redis: Redis, gen: GenerationKeys): Promise<Record<string, unknown>> {
-  const names: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, batch] = await redis.scan(cursor, "MATCH", gen.pattern, "COUNT", 500);
-    cursor = next;
-    names.push(...batch);
-  } while (cursor !== "0");
   const out: Record<string, unknown> = {};
-  for (const name of names.sort()) {
+  for (const name of await scanKeys(redis, gen.pattern)) {
     if (name === gen.checkpoint) continue;
     const type = await redis.type(name);
     const value =

@@ -45,18 +45,24 @@ export interface DumpedKey {
  * Every key of the app's current generation with its value and expiry, with the generation id replaced
  * by `{G}` so two generations (or a rebuild) compare equal when their contents do.
  */
+/** Every key matching a pattern, sorted (SCAN, never KEYS). */
+export async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
+  const names: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 500);
+    cursor = next;
+    names.push(...batch);
+  } while (cursor !== "0");
+  return names.sort();
+}
+
 export async function dumpApp(redis: Redis, keyPrefix: string, app: string): Promise<Record<string, DumpedKey>> {
   const keys = claimKeys(keyPrefix, app);
   const generation = await redis.get(keys.pointer);
   if (generation === null) return {};
   const gen = keys.generation(generation);
-  const names: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, batch] = await redis.scan(cursor, "MATCH", gen.pattern, "COUNT", 500);
-    cursor = next;
-    names.push(...batch);
-  } while (cursor !== "0");
+  const names = await scanKeys(redis, gen.pattern);
   const out: Record<string, DumpedKey> = {};
   for (const name of names.sort()) {
     const type = await redis.type(name);
