@@ -35,3 +35,33 @@ export { CommandService } from "./services/command-service.js";
 export type { MemoryView } from "./services/command-service.js";
 export { MemoryClient, parseActor } from "./services/client.js";
 export type { LogEntry, SessionView } from "./services/client.js";
+
+// Projections: the read-model contract, the runner and the three read models.
+export type { ProjectionDefinition, ProjectionTarget, ProjectedEvent, Checkpoint, ProjectionScope } from "./projections/projection.js";
+export { ProjectionRunner, rebuildProjection, rebuildProjections, readStatuses } from "./services/projection-runner.js";
+export type { ProjectionStatus, RebuildProgress } from "./services/projection-runner.js";
+export { ProjectionSupervisor } from "./services/projection-supervisor.js";
+export { filesProjection, readMemoryIndex, treeHash } from "./projections/files/index.js";
+export { claimsProjection, claimsReader, liveClaims, openTasks } from "./projections/claims/index.js";
+export type { LiveClaim, OpenTask } from "./projections/claims/index.js";
+export { searchProjection, openSearchIndex, SearchIndex, searchMemories } from "./projections/search/index.js";
+export { openReadModels, readModelConfig } from "./services/read-models.js";
+export type { ReadModelConfig, ReadModels } from "./services/read-models.js";
+
+// Retrieval: hybrid search, embeddings, vector indexes, hydration.
+export { retrieve, fuseRrf, RETRIEVAL_MODES } from "./projections/search/index.js";
+export type { RetrievalMode, RetrieveOptions, RetrievedMemory } from "./projections/search/index.js";
+export { embedderFromEnv, embedderFromConfig, CachedEmbedder, UseLiteEmbedder, OpenAiCompatibleEmbedder } from "./services/embeddings/index.js";
+export type { Embedder } from "./services/embeddings/index.js";
+export type { VectorIndex } from "./projections/vectors/vector-index.js";
+export { Hydrator, assemblePack } from "./services/hydration/index.js";
+export type { ContextPack } from "./services/hydration/index.js";
+
+// Org knowledge and permissions.
+export { Curator, decidePromotion } from "./services/curator/index.js";
+export { Policy, authorize } from "./schemas/policy.js";
+export { loadPolicy } from "./services/auth/load.js";
+
+// The whole server process (`memledger up`).
+export { startMemledger, defaultComponents } from "./services/runtime.js";
+export type { Component, Memledger } from "./services/runtime.js";
