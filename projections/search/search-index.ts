@@ -150,9 +150,6 @@ export class SearchIndex {
         }
       }
       await this.flushVectors();
-      // Let other targets' I/O callbacks run between chunks: in a single-pass rebuild, the file
-      // projection's writer waits on them while these inserts keep the thread busy.
-      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
