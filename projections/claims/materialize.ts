@@ -1,7 +1,7 @@
 import { initialClaimState, type ClaimState } from "../../commands/claim.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import type { GenerationKeys } from "./keys.js";
-import { foldClaim, isClaimEvent, openTaskScore, serializeState, type RedisCommand } from "./model.js";
+import { foldClaim, isClaimEvent, liveClaimHash, openTaskScore, serializeState, type RedisCommand } from "./model.js";
 
 /**
  * The claims projection for a fresh (invisible) generation: fold every event in memory, write each
@@ -87,23 +87,7 @@ export class ClaimsMaterializer {
       if (again) commands.push(["DEL", this.keys.claim(id)]);
       if (state.holder !== null && state.expiresAt !== null && state.kind !== null && state.name !== null) {
         const expiresAtMs = Date.parse(state.expiresAt);
-        if (expiresAtMs > now) {
-          commands.push(
-            [
-              "HSET",
-              this.keys.claim(id),
-              "claimId", id,
-              "kind", state.kind,
-              "name", state.name,
-              "holder", state.holder,
-              "expiresAt", state.expiresAt,
-              "claimedAt", state.claimedAt ?? "",
-              "leaseMs", state.leaseMs ?? 0,
-              "takeoverOf", state.takeoverOf === null ? "" : JSON.stringify(state.takeoverOf),
-            ],
-            ["PEXPIREAT", this.keys.claim(id), expiresAtMs],
-          );
-        }
+        if (expiresAtMs > now) commands.push(...liveClaimHash(this.keys, id, state, expiresAtMs));
       }
       if (state.kind === "task") {
         if (state.done || state.name === null || state.priority === null || state.openedAt === null) {

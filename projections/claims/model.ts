@@ -38,6 +38,28 @@ export const openTaskScore = (priority: number, openedAt: string): number => pri
  * (`NX` then `GT`), so a set vanishes once its last lease lapsed; `time` (the event's time, never a
  * wall clock) trims members whose leases had lapsed by then, so replays produce the same keys.
  */
+/**
+ * The hash readers see for a held claim, expiring with its lease. The one spelling of its fields, for
+ * live commits and rebuilds alike: if they differed, a rebuilt generation would not equal the live one.
+ */
+export function liveClaimHash(keys: GenerationKeys, id: string, state: ClaimState, expiresAtMs: number): RedisCommand[] {
+  return [
+    [
+      "HSET",
+      keys.claim(id),
+      "claimId", id,
+      "kind", state.kind ?? "",
+      "name", state.name ?? "",
+      "holder", state.holder ?? "",
+      "expiresAt", state.expiresAt ?? "",
+      "claimedAt", state.claimedAt ?? "",
+      "leaseMs", state.leaseMs ?? 0,
+      "takeoverOf", state.takeoverOf === null ? "" : JSON.stringify(state.takeoverOf),
+    ],
+    ["PEXPIREAT", keys.claim(id), expiresAtMs],
+  ];
+}
+
 export function claimCommands(keys: GenerationKeys, before: ClaimState, after: ClaimState, time: string): RedisCommand[] {
   const id = after.id;
   if (id === null) return [];
@@ -48,21 +70,7 @@ export function claimCommands(keys: GenerationKeys, before: ClaimState, after: C
 
   if (after.holder !== null && after.expiresAt !== null && after.kind !== null && after.name !== null) {
     const expiresAtMs = Date.parse(after.expiresAt);
-    commands.push(
-      [
-        "HSET",
-        keys.claim(id),
-        "claimId", id,
-        "kind", after.kind,
-        "name", after.name,
-        "holder", after.holder,
-        "expiresAt", after.expiresAt,
-        "claimedAt", after.claimedAt ?? "",
-        "leaseMs", after.leaseMs ?? 0,
-        "takeoverOf", after.takeoverOf === null ? "" : JSON.stringify(after.takeoverOf),
-      ],
-      ["PEXPIREAT", keys.claim(id), expiresAtMs],
-    );
+    commands.push(...liveClaimHash(keys, id, after, expiresAtMs));
     for (const set of [keys.agent(after.holder), keys.live]) {
       commands.push(
         ["ZREMRANGEBYSCORE", set, "-inf", at],
