@@ -66,7 +66,8 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     this.efConstruction = options.efConstruction ?? DEFAULTS.efConstruction;
     this.efSearch = options.efSearch ?? DEFAULTS.efSearch;
     this.exactScanLimit = options.exactScanLimit ?? DEFAULTS.exactScanLimit;
-    this.initialCapacity = options.initialCapacity ?? DEFAULTS.initialCapacity;
+    // At least 1: capacity only ever grows from a positive number (see ensureGraphCapacity).
+    this.initialCapacity = Math.max(1, Math.floor(options.initialCapacity ?? DEFAULTS.initialCapacity));
     this.store = new VectorStore(this.dimensions, this.initialCapacity);
     this.graph = this.emptyGraph(this.initialCapacity);
   }
@@ -154,10 +155,16 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   }
 
   private async readGraph(dir: string, store: VectorStore): Promise<Graph> {
-    const params = GraphParams.safeParse(JSON.parse(await readFile(join(dir, PARAMS_FILE), "utf8").catch(() => "null")));
+    const paramsText = await readFile(join(dir, PARAMS_FILE), "utf8").catch(() => "null");
+    const params = GraphParams.safeParse(parseJsonOrNull(paramsText));
     if (!params.success) throw invalid(`vector snapshot in ${dir} has a graph without readable parameters`);
     const graph = new HierarchicalNSW("cosine", this.dimensions);
-    await graph.readIndex(join(dir, GRAPH_FILE));
+    try {
+      await graph.readIndex(join(dir, GRAPH_FILE));
+    } catch (error) {
+      // `invalid` is what the loader treats as "derive the vectors again" rather than a failure.
+      throw invalid(`vector snapshot in ${dir}: its graph cannot be read`, { cause: String(error) });
+    }
     // The graph holds a node for every slot in use (freed slots are deleted nodes, or absent when the
     // graph was rebuilt after they were freed), and no label beyond the store's slots.
     const labels = new Set(graph.getIdsList());
@@ -167,6 +174,9 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       [...labels].every((label) => label < store.slotCount) &&
       [...store.slots()].every((slot) => labels.has(slot));
     if (!matches) throw invalid(`vector snapshot in ${dir}: its graph does not match its vectors`);
+    // Room for what the store may hold without a resize per insert (a read graph is full to the brim).
+    const room = Math.max(this.initialCapacity, store.slotCount);
+    if (graph.getMaxElements() < room) graph.resizeIndex(room);
     return graph;
   }
 
@@ -183,14 +193,26 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     return graph;
   }
 
+  /**
+   * Grows the graph geometrically, in one step. A graph read back from disk has room for exactly the
+   * nodes it holds (hnswlib's readIndex), which is 0 for an empty one: growth is computed from the
+   * index's own floor too, never by doubling the graph's capacity alone (doubling 0 never ends).
+   */
   private ensureGraphCapacity(minimum: number): void {
-    let capacity = this.graph.getMaxElements();
+    const capacity = this.graph.getMaxElements();
     if (capacity >= minimum) return;
-    while (capacity < minimum) capacity *= 2;
-    this.graph.resizeIndex(capacity);
+    this.graph.resizeIndex(Math.max(minimum, capacity * 2, this.initialCapacity));
   }
 
   private ensureOpen(): void {
     if (this.closed) throw new Error(`vector index ${this.name} is closed`);
+  }
+}
+
+function parseJsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
   }
 }
