@@ -45,6 +45,8 @@ export interface Naming {
   parseCommand(subject: string): { app: string; actorKind: string; actorId: string; verb: string } | null;
   /** KV bucket of embeddings by content hash and model id, shared by every projection under the prefix. */
   embeddingCacheBucket(): string;
+  /** Object store bucket of session transcripts, each named by its SHA-256 (services/transcripts.ts). */
+  transcriptsBucket(): string;
 }
 
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
@@ -62,6 +64,11 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     command: (app, actorKind, actorId, verb) => `${prefix}.cmd.${app}.${actorKind}.${actorId}.${verb}`,
     allCommands: () => `${prefix}.cmd.>`,
     embeddingCacheBucket: () => `${prefix}_embeddings`,
+    projectionStatusBucket: () => `${prefix}_projections`,
+    instancesBucket: () => `${prefix}_instances`,
+    leasesBucket: () => `${prefix}_leases`,
+    projectionLease: (projection, storeId, stream) => `${projection}.${storeId}.${stream}`,
+    transcriptsBucket: () => `${prefix}_transcripts`,
     parseCommand(subject) {
       const parts = subject.split(".");
       if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;
