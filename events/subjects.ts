@@ -45,6 +45,14 @@ export interface Naming {
   parseCommand(subject: string): { app: string; actorKind: string; actorId: string; verb: string } | null;
   /** KV bucket of embeddings by content hash and model id, shared by every projection under the prefix. */
   embeddingCacheBucket(): string;
+  /** KV bucket of projection statuses, one key per instance, projection and stream (`memledger status`). */
+  projectionStatusBucket(): string;
+  /** KV bucket of running instances: one key per instance id, rewritten by its heartbeat. */
+  instancesBucket(): string;
+  /** KV bucket of leader leases for read models in shared stores (the claims in Redis, a shared file store). */
+  leasesBucket(): string;
+  /** The lease key of one shared read model: projection, the store it writes (its id) and the stream. */
+  projectionLease(projection: string, storeId: string, stream: string): string;
   /** Object store bucket of session transcripts, each named by its SHA-256 (services/transcripts.ts). */
   transcriptsBucket(): string;
 }
