@@ -19,7 +19,7 @@ export const ErrorCode = {
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/** The CLI's exit status for each code (documented in the README). */
+/** The CLI's exit status for each code (documented in docs/commands-and-errors.md). */
 export const EXIT_CODE: Record<ErrorCode, number> = {
   invalid: 2,
   conflict: 3,

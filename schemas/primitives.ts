@@ -2,7 +2,7 @@ import { z } from "zod";
 
 /**
  * Documented input limits. They keep a single event far below JetStream's 1 MB payload limit and keep
- * the markdown projection and the search index sane. The README lists them.
+ * the markdown projection and the search index sane. docs/commands-and-errors.md lists them.
  */
 export const LIMITS = {
   idLength: 64,
