@@ -1,5 +1,5 @@
 import { invalid } from "../../schemas/errors.js";
-import type { Embedder } from "../../services/embeddings/embedder.js";
+import type { Embedder } from "../embedder.js";
 import { MAX_SEARCH_K } from "../vectors/vector-index.js";
 import type { ChannelHit } from "./fulltext-channel.js";
 import { DEFAULT_CHANNEL_WEIGHTS, DEFAULT_RRF_K, fuseRrf } from "./fusion.js";

@@ -1,5 +1,5 @@
-import type { Embedder } from "../../services/embeddings/embedder.js";
-import { isZeroVector } from "../../services/embeddings/embedder.js";
+import type { Embedder } from "../embedder.js";
+import { isZeroVector } from "../embedder.js";
 import { MAX_SEARCH_K, isPersistentVectorIndex, type VectorFilter, type VectorIndex, type VectorPoint } from "../vectors/vector-index.js";
 import type { ChannelHit } from "./fulltext-channel.js";
 import type { IndexedMemory } from "./memory-records.js";

@@ -1,5 +1,5 @@
 import { isMemledgerError } from "../../schemas/errors.js";
-import type { Embedder } from "../../services/embeddings/embedder.js";
+import type { Embedder } from "../embedder.js";
 import { dropVectorIndex, openVectorIndex, type VectorBackendConfig, type VectorIndexPlace } from "../vectors/backend.js";
 import { isPersistentVectorIndex, type VectorIndex } from "../vectors/vector-index.js";
 import type { SearchIndex } from "./search-index.js";
