@@ -35,6 +35,12 @@ const envelope = {
   /** Groups everything that follows from one intent; defaults to the first event's id. */
   correlationId: z.string().min(1).max(128),
   time: z.iso.datetime(),
+  /**
+   * Commands sent with an idempotency key only: a hash of what the command asked for, so the same key
+   * with a different request is refused (`conflict`, details.key) instead of answered as a retry.
+   * Absent on unkeyed commands and on events written before it existed (no upcast needed: optional).
+   */
+  commandHash: z.string().min(1).max(64).optional(),
 };
 
 const event = <T extends string, V extends number, D extends z.ZodType>(type: T, schemaVersion: V, data: D) =>

@@ -1,9 +1,9 @@
-import { randomFillSync } from "node:crypto";
+import { createHash, randomFillSync } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { v5 as uuidv5, v7 as uuidv7 } from "uuid";
 import type { Decider } from "../commands/decider.js";
 import { CURRENT_SCHEMA_VERSION, LedgerEvent, type DomainEventOf } from "../schemas/events.js";
-import { conflict, internal, invalid, unavailable } from "../schemas/errors.js";
+import { MemledgerError, conflict, internal, invalid, unavailable } from "../schemas/errors.js";
 import type { Actor, GitContext } from "../schemas/primitives.js";
 import { WrongLastSequenceError, type EventStore } from "./event-store.js";
 
@@ -91,6 +91,27 @@ const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string,
 
 export const newAggregateId = (): string => fastUuidv7();
 
+/** JSON with object keys sorted and undefined fields left out: one spelling per value. */
+function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? "null" : canonicalJson(item))).join(",")}]`;
+  const fields = Object.keys(value)
+    .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+    .sort()
+    .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
+  return `{${fields.join(",")}}`;
+}
+
+/**
+ * What a keyed command asked for, as a hash stored in its event (`commandHash`), so a later command with
+ * the same key is recognised as a retry only if it asks for the same thing. `now` is left out: it is when
+ * the service decided (claims' leases), not part of the request, and differs on every retry.
+ */
+export function commandHashOf(command: unknown): string {
+  const { now: _now, ...asked } = command as Record<string, unknown>;
+  return createHash("sha256").update(canonicalJson(asked)).digest("base64url");
+}
+
 /**
  * Runs a command against one aggregate with optimistic concurrency:
  * load (from cache, catching up from the cached sequence), decide, append expecting the sequence the
@@ -149,16 +170,27 @@ export class CommandHandler {
     aggregateId: string,
     command: C,
     ctx: CommandContext,
-    options: { isNew?: boolean } = {},
+    options: {
+      isNew?: boolean;
+      /**
+       * Authorisation against the state the command is decided on (services/auth/guard.ts): run on every
+       * attempt, right before decide, so a command racing the aggregate's creation (or any change) is
+       * judged on what it finally acts on, never on an earlier read. Throws to refuse.
+       */
+      authorize?: (state: S) => void;
+    } = {},
   ): Promise<Executed<S>> {
     const stream = await this.store.ensureAppStream(ctx.app);
     const subject = this.subjectOf(ctx.app, decider.aggregate, aggregateId);
     const eventId = eventIdFor(ctx, decider.aggregate, aggregateId, (command as { type?: string }).type ?? "");
+    const commandHash = ctx.key === undefined ? undefined : commandHashOf(command);
 
-    // A freshly generated id cannot have history: skip the read.
-    let loaded: Loaded<S> | undefined = options.isNew
-      ? { state: decider.initialState(), seq: 0, seqOf: new Map() }
-      : this.cached<S>(ctx.app, decider, aggregateId);
+    // What the cache holds may be stale (another instance wrote since); an id the caller says is new
+    // (freshly generated, or derived from a key) most likely has no history, so skip the read: if it has
+    // one, the append's expected sequence 0 fails and the loop reloads.
+    let loaded: Loaded<S> | undefined = this.cached<S>(ctx.app, decider, aggregateId);
+    if (!loaded && options.isNew) loaded = { state: decider.initialState(), seq: 0, seqOf: new Map() };
+    /** Whether `loaded` was read from the log during this command (not cached, not assumed). */
     let fresh = false;
     if (!loaded) {
       loaded = await this.catchUp(decider, stream, subject, undefined);
@@ -166,10 +198,22 @@ export class CommandHandler {
     }
 
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      // Before the replay check too: a retry is answered only to an actor still allowed on this state.
+      // A stale cache cannot let a command through: its append expects the cached sequence, fails, and
+      // the next attempt authorises again on the reloaded state.
+      options.authorize?.(loaded.state);
       const prior = decider.outcomeOf(loaded.state, eventId);
       if (prior) {
         const seq = loaded.seqOf.get(eventId) ?? loaded.seq;
         const event = await this.eventAt(stream, seq, eventId);
+        // The same key for a different request is a mistake to report, not a retry to answer with the
+        // first request's result. Events written before hashes were stored have none: a replay.
+        if (commandHash !== undefined && event.commandHash !== undefined && event.commandHash !== commandHash) {
+          throw conflict(
+            `idempotency key '${ctx.key}' was already used for a different ${event.type} request on ${decider.aggregate} ${aggregateId} (sequence ${seq}): use a new key for a new request`,
+            { reason: "key_reused", key: ctx.key, eventId, seq },
+          );
+        }
         return { aggregateId, event, seq, state: loaded.state, replayed: true };
       }
 
@@ -186,8 +230,20 @@ export class CommandHandler {
         });
       }
 
-      const decided = decider.decide(command, loaded.state);
-      const event = this.envelope(decider, aggregateId, eventId, command, loaded.state, decided, ctx);
+      let decided: DomainEventOf<E>;
+      try {
+        decided = decider.decide(command, loaded.state);
+      } catch (err) {
+        // A refusal ("no pending version", "held by x") decided against cached state may be the cache's
+        // fault: another instance moved the aggregate. Refuse only what the log itself refuses.
+        if (!fresh && err instanceof MemledgerError) {
+          loaded = await this.catchUp(decider, stream, subject, loaded);
+          fresh = true;
+          continue;
+        }
+        throw err;
+      }
+      const event = this.envelope(decider, aggregateId, eventId, command, loaded.state, decided, ctx, commandHash);
       try {
         const ack = await this.store.append(subject, event, loaded.seq);
         if (ack.duplicate) {
@@ -218,6 +274,7 @@ export class CommandHandler {
     state: S,
     decided: DomainEventOf<E>,
     ctx: CommandContext,
+    commandHash: string | undefined,
   ): LedgerEvent {
     const candidate = {
       id: eventId,
@@ -234,6 +291,7 @@ export class CommandHandler {
       correlationId: ctx.correlationId ?? eventId,
       time: this.now().toISOString(),
       data: decided.data,
+      ...(commandHash === undefined ? {} : { commandHash }),
     };
     // The last gate before the log: nothing that fails the schema is ever stored.
     const parsed = LedgerEvent.safeParse(candidate);
