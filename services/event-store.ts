@@ -20,7 +20,7 @@ import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcas
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, notFound, unavailable } from "../schemas/errors.js";
-import { checkServer, type ServerFeatures } from "./nats.js";
+import { checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 
 /** JetStream API error codes memledger reacts to (see NOTES.md). */
 export const JS_ERR = {
@@ -56,6 +56,27 @@ export interface EventStoreOptions {
   duplicateWindowMs?: number;
 }
 
+/**
+ * nats-server before 2.9.21 checks `Nats-Expected-Last-Subject-Sequence` (N > 0) on a replicated stream
+ * only before it proposes the message, against what the leader has applied, and not again when the entry
+ * is applied (nats-server #4320). Concurrent appends expecting the same sequence then all land: on 2.9.10
+ * with R3, 4 to 12 of 12 concurrent writers "won" a round (test/faults/cluster.e2e.spec.ts). The
+ * stream-wide `Nats-Expected-Last-Sequence` is checked when the entry is applied, so adding it restores
+ * compare-and-set there (see StreamGuard). Expected sequence 0 was always checked on apply.
+ */
+export const SUBJECT_SEQUENCE_CHECKED_ON_APPLY = "2.9.21";
+
+/**
+ * The last sequence of one replicated stream as this process last saw the leader apply it (from acks and
+ * stream info, never from an error's text: that may count entries still in flight). An append that
+ * names it can only be applied when nothing landed on the stream after it, so the leader's check of the
+ * subject's sequence, made against that very state, cannot be raced.
+ */
+interface StreamGuard {
+  stream: string;
+  last: number;
+}
+
 const RETRYABLE = (err: unknown) =>
   err instanceof Error && /timeout|TIMEOUT|no responders|disconnect|closed/i.test(err.message);
 
@@ -67,6 +88,9 @@ const RETRYABLE = (err: unknown) =>
 export class EventStore {
   private readonly streams = new Map<string, Promise<string>>();
   private appendReplies: AppendReplies | undefined;
+  /** Replicated streams on a server with nats-server #4320, by the subject's parent (`….memory`); null: not needed. */
+  private readonly guards = new Map<string, Promise<StreamGuard | null>>();
+  private readonly guardsByStream = new Map<string, StreamGuard>();
 
   private constructor(
     readonly nc: NatsConnection,
@@ -153,11 +177,62 @@ export class EventStore {
    * service about 14 µs of its ~75 µs per command.
    */
   async append(subject: string, event: LedgerEvent, expectedLastSubjectSeq: number): Promise<AppendResult> {
+    const guard = expectedLastSubjectSeq > 0 ? await this.guardFor(subject) : null;
+    if (!guard) return this.appendOnce(subject, event, expectedLastSubjectSeq, null);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await this.appendOnce(subject, event, expectedLastSubjectSeq, guard.last);
+        guard.last = Math.max(guard.last, result.seq);
+        return result;
+      } catch (err) {
+        if (!(err instanceof WrongLastSequenceError)) throw err;
+        // 10071 for the subject (a real conflict: the caller reloads) or only for the stream (something
+        // landed elsewhere in it): tell them apart by the subject's own last sequence.
+        if ((await this.lastSeqOf(guard.stream, subject)) !== expectedLastSubjectSeq) throw err;
+        if (attempt >= GUARDED_APPEND_ATTEMPTS) {
+          throw unavailable(`stream ${guard.stream} kept moving: gave up appending to ${subject} after ${attempt} attempts`);
+        }
+        guard.last = Math.max(guard.last, await this.lastSeq(guard.stream));
+        if (attempt > 2) await sleep(Math.random() * Math.min(20, attempt));
+      }
+    }
+  }
+
+  /**
+   * Whether appends to this subject's stream need the stream-wide expectation: only on a server with
+   * nats-server #4320, in a cluster, for a stream with more than one replica. Looked up once per parent
+   * subject (every aggregate of one kind in one app lives in one stream).
+   */
+  private guardFor(subject: string): Promise<StreamGuard | null> {
+    if (versionAtLeast(this.features.version, SUBJECT_SEQUENCE_CHECKED_ON_APPLY) || !this.nc.info?.cluster) return Promise.resolve(null);
+    const parent = subject.slice(0, subject.lastIndexOf("."));
+    let pending = this.guards.get(parent);
+    if (!pending) {
+      pending = (async () => {
+        try {
+          const stream = await this.jsm.streams.find(subject);
+          const info = await this.jsm.streams.info(stream);
+          if ((info.config.num_replicas ?? 1) <= 1) return null;
+          let guard = this.guardsByStream.get(stream);
+          if (!guard) this.guardsByStream.set(stream, (guard = { stream, last: info.state.last_seq }));
+          return guard;
+        } catch (err) {
+          throw asUnavailable(err);
+        }
+      })();
+      this.guards.set(parent, pending);
+      pending.catch(() => this.guards.delete(parent));
+    }
+    return pending;
+  }
+
+  private async appendOnce(subject: string, event: LedgerEvent, expectedLastSubjectSeq: number, expectedLastSeq: number | null): Promise<AppendResult> {
     let reply: Msg;
     try {
       const hdrs = headers();
       hdrs.set(PubHeaders.MsgIdHdr, event.id);
       hdrs.set(PubHeaders.ExpectedLastSubjectSequenceHdr, `${expectedLastSubjectSeq}`);
+      if (expectedLastSeq !== null) hdrs.set(PubHeaders.ExpectedLastSeqHdr, `${expectedLastSeq}`);
       if (!this.appendReplies || this.appendReplies.closed) this.appendReplies = new AppendReplies(this.nc, APPEND_TIMEOUT_MS);
       reply = await this.appendReplies.request(subject, encodeEvent(event), hdrs);
     } catch (err) {
@@ -316,6 +391,11 @@ export class EventStore {
 
 /** The JetStream client's default request timeout, which appends always used. */
 const APPEND_TIMEOUT_MS = 5_000;
+
+/** Rounds of a guarded append (StreamGuard) before it reports `unavailable`; each lost round lets another writer in. */
+const GUARDED_APPEND_ATTEMPTS = 200;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface PendingReply {
   resolve(msg: Msg): void;
