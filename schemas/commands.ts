@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { RetrievalMode } from "./retrieval.js";
 import {
   FilePath,
   GitContext,
@@ -39,6 +40,14 @@ const context = {
 };
 
 const uniq = <T>(items: T[]) => [...new Set(items)];
+
+/**
+ * For queries answered from read models (projections that follow the log): the stream sequence the
+ * sender has seen (the highest `seq` it wrote or read; the SDK tracks it). The answering instance waits,
+ * bounded, until its read models applied it, so an agent reads its own writes whichever instance
+ * answers; otherwise `unavailable`, naming the lag.
+ */
+const consistency = { minSeq: Sequence.optional() };
 
 export const ProposeRequest = z.strictObject({
   ...context,
@@ -127,8 +136,9 @@ export const OpenTaskRequest = z.strictObject({
   priority: Priority.default(3),
 });
 export const ClaimShowRequest = z.strictObject({ ...claimTarget }).superRefine(taskNameIsId);
-export const ClaimsRequest = z.strictObject({ agent: Id.optional() });
+export const ClaimsRequest = z.strictObject({ ...consistency, agent: Id.optional() });
 export const TasksRequest = z.strictObject({
+  ...consistency,
   limit: z.number().int().min(1).max(10_000).default(100),
   /** Only tasks nobody holds a live lease on. */
   unclaimed: z.boolean().default(false),
@@ -139,6 +149,7 @@ export const TasksRequest = z.strictObject({
  * `agent` defaults to the subject's actor id (an orchestrator may hydrate for the agent it starts).
  */
 export const HydrateRequest = z.strictObject({
+  ...consistency,
   agent: Id.optional(),
   task: oneLine(LIMITS.taskLength).default(""),
   branch: oneLine(LIMITS.branchLength).optional(),
@@ -147,6 +158,25 @@ export const HydrateRequest = z.strictObject({
   budget: z.number().int().min(1).max(200_000).default(4000),
   /** The agent's current session, so "changes since your last session" looks past it. */
   sessionId: Id.optional(),
+});
+
+/**
+ * Hybrid (BM25 + vector) search over the app's and the org's active memories, in the answering
+ * instance's live search index. A read: nothing is appended.
+ */
+export const SearchRequest = z.strictObject({
+  ...consistency,
+  query: nonEmptyLine(LIMITS.taskLength),
+  /** Default: hybrid when the index has vectors, bm25 when it has none. */
+  mode: RetrievalMode.optional(),
+  limit: z.number().int().min(1).max(100).default(10),
+  /** Only these scopes (one or several). */
+  scope: z.union([Scope, z.array(Scope).min(1).max(LIMITS.tags)]).optional(),
+  kind: z.union([MemoryKind, z.array(MemoryKind).min(1)]).optional(),
+  /** Every one of these tags. */
+  tags: z.array(Tag).max(LIMITS.tags).optional(),
+  /** A path of the memory is one of these or lies under one. */
+  paths: z.array(FilePath).max(LIMITS.paths).optional(),
 });
 
 /** Every verb the command service answers, and the schema of its payload. */
@@ -170,10 +200,16 @@ export const REQUESTS = {
   claims: ClaimsRequest,
   tasks: TasksRequest,
   hydrate: HydrateRequest,
+  search: SearchRequest,
 } as const;
 
 export type Verb = keyof typeof REQUESTS;
 export const VERBS = Object.keys(REQUESTS) as Verb[];
+const fieldsOf = (verb: Verb): string[] => Object.keys((REQUESTS[verb] as { shape?: object }).shape ?? {});
+/** Verbs that append (they take an idempotency `key`): the SDK keys each one, so a retry never duplicates. */
+export const WRITE_VERBS: ReadonlySet<Verb> = new Set(VERBS.filter((verb) => fieldsOf(verb).includes("key")));
+/** Queries answered from read models (they take `minSeq`): the SDK sends the highest sequence it has seen. */
+export const READ_MODEL_VERBS: ReadonlySet<Verb> = new Set(VERBS.filter((verb) => fieldsOf(verb).includes("minSeq")));
 export type RequestOf<V extends Verb> = z.input<(typeof REQUESTS)[V]>;
 export type ParsedRequestOf<V extends Verb> = z.output<(typeof REQUESTS)[V]>;
 

@@ -1,6 +1,18 @@
+import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { RetrievedMemory } from "../projections/search/retrieve.js";
 import { naming, type Naming } from "../events/subjects.js";
-import type { AppendOutcome, ClaimOutcome, PromoteOutcome, Reply, RequestOf, SessionOutcome, Verb } from "../schemas/commands.js";
+import {
+  READ_MODEL_VERBS,
+  WRITE_VERBS,
+  type AppendOutcome,
+  type ClaimOutcome,
+  type PromoteOutcome,
+  type Reply,
+  type RequestOf,
+  type SessionOutcome,
+  type Verb,
+} from "../schemas/commands.js";
 import type { ClaimView } from "../commands/claim.js";
 import type { LiveClaim, OpenTask } from "../projections/claims/reader.js";
 import type { LedgerEvent } from "../schemas/events.js";
@@ -16,6 +28,7 @@ export interface MemoryClientOptions {
   /** `alice` (an agent) or `<kind>:<id>` such as `human:alice`. */
   as: string | Actor;
   prefix?: string;
+  /** How long one request waits for its reply (default 10 s); a write that timed out is sent once more. */
   timeoutMs?: number;
 }
 
@@ -43,6 +56,7 @@ export class MemoryClient {
   readonly actor: Actor;
   private readonly names: Naming;
   private readonly timeoutMs: number;
+  private seen = 0;
 
   constructor(readonly nc: NatsConnection, readonly options: MemoryClientOptions) {
     this.actor = parseActor(options.as);
@@ -63,28 +77,73 @@ export class MemoryClient {
     return this.names.command(this.options.app, this.actor.kind, this.actor.id, verb);
   }
 
+  /**
+   * The highest stream sequence of this app this client has written or read. Queries answered from read
+   * models (hydrate, search, claims, tasks) send it as `minSeq`, so whichever instance answers has applied
+   * this client's own writes first.
+   */
+  get seenSeq(): number {
+    return this.seen;
+  }
+
+  /** Counts a sequence learnt elsewhere (another client of the same agent, a handed-over session) as seen. */
+  observe(seq: number): void {
+    if (Number.isInteger(seq) && seq > this.seen) this.seen = seq;
+  }
+
+  /**
+   * One request and its reply. Writes get an idempotency key unless the caller gave one (a fresh UUID per
+   * call), and a write whose reply timed out is sent once more with the same key: it may have landed, and
+   * the retry is then answered as a replay instead of appending twice.
+   */
   async request<V extends Verb, R>(verb: V, payload: RequestOf<V>): Promise<R> {
     const subject = this.subjectFor(verb);
-    let raw: string;
-    try {
-      const msg = await this.nc.request(subject, JSON.stringify(payload), { timeout: this.timeoutMs });
-      raw = msg.string();
-    } catch (err) {
-      const name = (err as Error).name ?? "";
-      const message = (err as Error).message ?? String(err);
-      if (/NoResponders|no responders/i.test(name + message)) {
-        throw unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`);
+    const isWrite = WRITE_VERBS.has(verb);
+    const fields = payload as Record<string, unknown>;
+    const body = isWrite
+      ? { ...fields, key: fields.key ?? randomUUID() }
+      : READ_MODEL_VERBS.has(verb) && fields.minSeq === undefined && this.seen > 0
+        ? { ...fields, minSeq: this.seen }
+        : fields;
+    const data = JSON.stringify(body);
+    let raw: string | undefined;
+    for (let attempt = 1; raw === undefined; attempt++) {
+      try {
+        raw = (await this.nc.request(subject, data, { timeout: this.timeoutMs })).string();
+      } catch (err) {
+        if (isWrite && attempt === 1 && isTimeout(err)) continue;
+        throw this.transportError(err, verb, subject);
       }
-      // An auth-enabled broker lets a user publish only as itself (memledger auth config).
-      if (name === "PermissionViolationError" || ((err as Error).cause as Error | undefined)?.name === "PermissionViolationError") {
-        throw forbidden(`the broker refused ${verb} on ${subject}: this connection's user may not act as ${this.actor.kind}:${this.actor.id}`, { subject });
-      }
-      throw unavailable(`request ${verb} failed: ${message}`);
     }
     const reply = JSON.parse(raw) as Reply<R>;
-    if (reply.ok) return reply.result;
+    if (reply.ok) {
+      this.observeResult(reply.result);
+      return reply.result;
+    }
     const code = Object.values(ErrorCode).includes(reply.error.code as ErrorCode) ? (reply.error.code as ErrorCode) : ErrorCode.internal;
     throw new MemledgerError(code, reply.error.message, reply.error.details ?? {});
+  }
+
+  /** Every reply that names a stream sequence (outcomes, show, log entries) moves what this client has seen. */
+  private observeResult(result: unknown): void {
+    const items = Array.isArray(result) ? result : [result];
+    for (const item of items) {
+      const seq = (item as { seq?: unknown } | null)?.seq;
+      if (typeof seq === "number") this.observe(seq);
+    }
+  }
+
+  private transportError(err: unknown, verb: Verb, subject: string): MemledgerError {
+    const name = (err as Error).name ?? "";
+    const message = (err as Error).message ?? String(err);
+    if (/NoResponders|no responders/i.test(name + message)) {
+      return unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`);
+    }
+    // An auth-enabled broker lets a user publish only as itself (memledger auth config).
+    if (name === "PermissionViolationError" || ((err as Error).cause as Error | undefined)?.name === "PermissionViolationError") {
+      return forbidden(`the broker refused ${verb} on ${subject}: this connection's user may not act as ${this.actor.kind}:${this.actor.id}`, { subject });
+    }
+    return unavailable(`request ${verb} failed: ${message}`);
   }
 
   propose(input: RequestOf<"propose">): Promise<AppendOutcome> {
@@ -183,4 +242,19 @@ export class MemoryClient {
   hydrate(input: RequestOf<"hydrate"> = {}): Promise<ContextPack> {
     return this.request("hydrate", input);
   }
+
+  /**
+   * Hybrid (BM25 + vector) search over the app's and the org's active memories, best first (`limit`,
+   * default 10; `mode` bm25, vector or hybrid; `scope`, `kind`, `tags`, `paths` narrow it). Answered from
+   * the serving instance's live search index once it has applied this client's writes.
+   */
+  search(query: string, options: Without<RequestOf<"search">, "query"> = {}): Promise<RetrievedMemory[]> {
+    return this.request("search", { ...options, query });
+  }
 }
+
+/** The request's reply did not come in time (nats.js's TimeoutError, or a request error caused by one). */
+const isTimeout = (err: unknown): boolean => {
+  const names = [(err as Error | undefined)?.name, ((err as Error | undefined)?.cause as Error | undefined)?.name];
+  return names.includes("TimeoutError");
+};

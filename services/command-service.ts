@@ -23,6 +23,7 @@ import { CommandHandler, idForKey, newAggregateId, type CommandContext, type Com
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
 import { PolicyGuard } from "./auth/guard.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
+import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections/search/index.js";
 import type { Policy } from "../schemas/policy.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
@@ -33,9 +34,29 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   claims?: ClaimsReader;
   /** Who may do what (schemas/policy.ts); without one every actor may do everything, as before policies. */
   policy?: Policy;
-  /** Where `hydrate` finds MEMORY.md and the live search index; claims and the clock come from above. */
+  /**
+   * Where `hydrate` finds MEMORY.md and the live search index (`search` answers from the same index);
+   * claims and the clock come from above.
+   */
   hydration?: Omit<HydrationOptions, "claims" | "now">;
+  /**
+   * Waits until this process's read models of `app` (search index, files, claims) have applied stream
+   * sequence `seq`, for at most `timeoutMs`; answers whether they did and where they are. Queries that
+   * carry `minSeq` (hydrate, search, claims, tasks) wait on it; without it they answer at once (a service
+   * without projections reads nothing that lags: hydrate catches up from the log itself).
+   */
+  readModelsAt?: (app: string, seq: number, timeoutMs: number) => Promise<ReadModelsPosition>;
+  /** How long a query with `minSeq` waits for the read models before answering `unavailable` (default 5 s). */
+  readWaitMs?: number;
 }
+
+export interface ReadModelsPosition {
+  reached: boolean;
+  /** The lowest sequence every read model of the app has applied. */
+  position: number;
+}
+
+export const DEFAULT_READ_WAIT_MS = 5000;
 
 /** A memory as `show` returns it: every version, the active one, the sequence to send back, its promotions. */
 export type MemoryView = ReturnType<typeof memoryView> & { promotions: PromotionView[] };
@@ -88,6 +109,9 @@ export class CommandService {
   private claimsReader: ClaimsReader | undefined;
   private guard: PolicyGuard | undefined;
   private hydrator!: Hydrator;
+  private searchIndex: ((app: string) => SearchIndex | undefined) | undefined;
+  private readModelsAt: CommandServiceOptions["readModelsAt"];
+  private readWaitMs = DEFAULT_READ_WAIT_MS;
   /**
    * Promotions are decided over the memory subject with their own fold (lifecycle plus promotions), so
    * they get their own handler: the handler caches state by subject, and the two folds must not share it.
@@ -111,6 +135,9 @@ export class CommandService {
     service.promotionHandler = new CommandHandler(store, options);
     if (options.now) service.clock = options.now;
     service.claimsReader = options.claims;
+    service.searchIndex = options.hydration?.searchIndex;
+    service.readModelsAt = options.readModelsAt;
+    service.readWaitMs = options.readWaitMs ?? DEFAULT_READ_WAIT_MS;
     service.hydrator = new Hydrator(store, { ...options.hydration, claims: options.claims, now: () => service.clock() });
     if (options.policy) {
       service.guard = new PolicyGuard(options.policy, {
@@ -177,8 +204,37 @@ export class CommandService {
     const ctx = contextOf(app.data, actor.data, request as Record<string, unknown>);
     // Authorization (services/auth/guard.ts): refuses before anything is appended; may follow up (auto-approve).
     const followUp = await this.guard?.check(verb, request as Record<string, unknown>, ctx);
+    const minSeq = (request as { minSeq?: number }).minSeq;
+    if (minSeq) await this.readModelsReached(ctx.app, minSeq);
     const result = await handler(request, ctx);
     return followUp ? followUp(result) : result;
+  }
+
+  /**
+   * Read-your-writes across instances: the sender has seen `minSeq` (it wrote or read it, perhaps through
+   * another instance); answer only once this instance's read models have applied it.
+   */
+  private async readModelsReached(app: string, minSeq: number): Promise<void> {
+    if (!this.readModelsAt) return;
+    const started = Date.now();
+    const { reached, position } = await this.readModelsAt(app, minSeq, this.readWaitMs);
+    if (reached) return;
+    throw unavailable(
+      `the read models of ${app} on this instance are at sequence ${position}, behind the ${minSeq} you have seen (lag ${minSeq - position}); waited ${Date.now() - started} ms: retry`,
+      { minSeq, position, lag: minSeq - position, waitedMs: Date.now() - started },
+    );
+  }
+
+  /**
+   * Hybrid retrieval over the live search indexes this process keeps (projections/search/retrieve.ts):
+   * the app's, and the org's marked `origin: "org"` (an org request searches the org alone).
+   */
+  private async search(app: string, r: ParsedRequestOf<"search">): Promise<RetrievedMemory[]> {
+    if (!this.searchIndex) throw unavailable("search needs the search projection running in this process (memledger up)");
+    const indexes = (app === ORG_APP ? [ORG_APP] : [app, ORG_APP]).map((a) => this.searchIndex!(a)).filter((i) => i !== undefined);
+    if (indexes.length === 0) return []; // no stream of the app or the org yet: nothing to find
+    const mode = r.mode ?? (indexes.every((i) => i.vectors) ? "hybrid" : "bm25");
+    return retrieve(indexes, r.query, { k: r.limit, mode, scope: r.scope, kind: r.kind, tags: r.tags, paths: r.paths });
   }
 
   private memoryOutcome(executed: { aggregateId: string; seq: number; replayed: boolean; event: { id: string; type: string; data: unknown } }, version: number | null): AppendOutcome {
@@ -236,7 +292,9 @@ export class CommandService {
       }
       const scope = ctx.app === ORG_APP ? "org" : r.scope;
       const memoryId = r.memoryId ?? (ctx.key !== undefined ? idForKey(ctx, "memory", ctx.key) : newAggregateId());
-      const isNew = r.memoryId === undefined && ctx.key === undefined;
+      // A generated id, or one derived from a key, most likely has no history yet (a retry's has: the
+      // append expecting an empty subject then fails and the handler reloads and replays).
+      const isNew = r.memoryId === undefined;
       const executed = await this.handler.execute(
         memoryDecider,
         memoryId,
@@ -292,7 +350,7 @@ export class CommandService {
         sessionId,
         { type: "start", agentId: ctx.actor.id, task: r.task, branch: r.branch ?? null, worktree: r.worktree ?? null },
         { ...ctx, sessionId },
-        { isNew: r.sessionId === undefined && ctx.key === undefined },
+        { isNew: r.sessionId === undefined },
       );
       return { sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
     },
@@ -353,6 +411,7 @@ export class CommandService {
         budget: r.budget,
         sessionId: r.sessionId,
       }),
+    search: async (r, ctx) => this.search(ctx.app, r),
   };
 }
 
