@@ -1,12 +1,12 @@
 import { produce } from "immer";
-import type { DomainEventOf, SessionEvent } from "../schemas/events.js";
+import type { DomainEventOf, SessionEvent, TranscriptRef } from "../schemas/events.js";
 import { conflict, notFound } from "../schemas/errors.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
 /** An agent's working session: hydration asks "what changed since my last one", consolidation counts them. */
 export type SessionCommand =
   | { type: "start"; agentId: string; task: string; branch: string | null; worktree: string | null }
-  | { type: "end"; summary: string | null };
+  | { type: "end"; summary: string | null; transcript?: TranscriptRef | null };
 
 export interface SessionState {
   id: string | null;
@@ -17,6 +17,8 @@ export interface SessionState {
   startedAt: string | null;
   endedAt: string | null;
   summary: string | null;
+  /** The stored transcript the session ended with (services/transcripts.ts), if any. */
+  transcript: TranscriptRef | null;
   applied: Record<string, AppliedEvent>;
 }
 
@@ -29,6 +31,7 @@ export const initialSessionState = (): SessionState => ({
   startedAt: null,
   endedAt: null,
   summary: null,
+  transcript: null,
   applied: {},
 });
 
@@ -43,7 +46,8 @@ function decideSession(command: SessionCommand, state: SessionState): DomainEven
     case "end":
       if (state.id === null) throw notFound("no such session");
       if (state.endedAt !== null) throw conflict(`session ${state.id} already ended`, { reason: "already_ended" });
-      return { type: "session.ended", data: { summary: command.summary } };
+      // The key only when there is a transcript: a session ended without one is written as v1 data was.
+      return { type: "session.ended", data: command.transcript ? { summary: command.summary, transcript: command.transcript } : { summary: command.summary } };
   }
 }
 
@@ -56,6 +60,7 @@ const evolveSession = (state: SessionState, event: SessionEvent): SessionState =
     } else {
       draft.endedAt = event.time;
       draft.summary = event.data.summary;
+      draft.transcript = event.data.transcript ?? null;
     }
     draft.applied[event.id] = { type: event.type, version: null };
   });

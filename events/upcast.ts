@@ -20,6 +20,10 @@ const UPCASTERS: Partial<Record<LedgerEventType, Record<number, Upcaster>>> = {
     // v3 added the optional `provenance` of org memories; a v2 event has none, so its data is unchanged.
     2: (e) => ({ ...e, schemaVersion: 3 }),
   },
+  "session.ended": {
+    // v2 added the optional `transcript` reference; a v1 session ended without one, so its data is unchanged.
+    1: (e) => ({ ...e, schemaVersion: 2 }),
+  },
 };
 
 export function upcast(raw: unknown): unknown {

@@ -15,7 +15,7 @@ import {
   nonEmptyLine,
   oneLine,
 } from "./primitives.js";
-import { ClaimKind, LeaseMs, LockName, Priority, TaskName } from "./events.js";
+import { ClaimKind, LeaseMs, LockName, Priority, TaskName, TranscriptRef } from "./events.js";
 
 /**
  * What an agent sends on `<prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>`. The actor is never part of
@@ -90,6 +90,11 @@ export const SessionEndRequest = z.strictObject({
   ...context,
   sessionId: Id,
   summary: oneLine(LIMITS.reasonLength).optional(),
+  /**
+   * The session's transcript, already stored in the transcripts object store (services/transcripts.ts:
+   * the SDK's endSession({transcriptFile}) stores it first); the service checks the object is there.
+   */
+  transcript: TranscriptRef.optional(),
 });
 
 export const ShowRequest = z.strictObject({ memoryId: Id });

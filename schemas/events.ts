@@ -184,10 +184,27 @@ export const SessionStarted = event(
     worktree: oneLine(LIMITS.refLength).nullable(),
   }),
 );
+/**
+ * A session's transcript, kept in the NATS object store (services/transcripts.ts) under its own SHA-256:
+ * the event carries the reference, never the bytes (a transcript is far over the 1 MB message limit).
+ */
+export const TranscriptRef = z.strictObject({
+  /** `sha256:<64 hex>` of the transcript's bytes. */
+  digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 lowercase hex digits>"),
+  bytes: z.number().int().min(0),
+  /** The object's name in the transcripts bucket (today: the digest's hex). */
+  name: z.string().min(1).max(255),
+});
+export type TranscriptRef = z.infer<typeof TranscriptRef>;
+
 export const SessionEnded = event(
   "session.ended",
-  1,
-  z.strictObject({ summary: oneLine(LIMITS.reasonLength).nullable() }),
+  2,
+  z.strictObject({
+    summary: oneLine(LIMITS.reasonLength).nullable(),
+    /** v2: the stored transcript, when the session ended with one. Optional so v1 data stays valid as is. */
+    transcript: TranscriptRef.optional(),
+  }),
 );
 
 export const SessionEvent = z.discriminatedUnion("type", [SessionStarted, SessionEnded]);

@@ -187,8 +187,22 @@ export class MemoryClient {
     return this.request("session_start", input);
   }
 
-  endSession(sessionId: string, options: Without<RequestOf<"session_end">, "sessionId"> = {}): Promise<SessionOutcome> {
-    return this.request("session_end", { ...options, sessionId });
+  /**
+   * Ends a session. With `transcriptFile` (or `transcriptBytes`), stores the transcript in the transcripts
+   * object store first (digest-addressed, services/transcripts.ts) and the session.ended event references it.
+   */
+  async endSession(
+    sessionId: string,
+    options: Without<RequestOf<"session_end">, "sessionId"> & { transcriptFile?: string; transcriptBytes?: Uint8Array } = {},
+  ): Promise<SessionOutcome> {
+    const { transcriptFile, transcriptBytes, ...request } = options;
+    if (transcriptFile !== undefined || transcriptBytes !== undefined) {
+      const transcripts = await import("./transcripts.js");
+      const store = await transcripts.openTranscripts(this.nc, this.names);
+      request.transcript =
+        transcriptBytes !== undefined ? await transcripts.putTranscript(store, transcriptBytes) : await transcripts.putTranscriptFile(store, transcriptFile!);
+    }
+    return this.request("session_end", { ...request, sessionId });
   }
 
   showSession(sessionId: string): Promise<SessionView> {

@@ -25,6 +25,8 @@ import { PolicyGuard } from "./auth/guard.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
 import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections/search/index.js";
 import type { Policy } from "../schemas/policy.js";
+import type { ObjectStore } from "@nats-io/obj";
+import { checkTranscript, openTranscripts } from "./transcripts.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
   prefix?: string;
@@ -284,6 +286,16 @@ export class CommandService {
     );
   }
 
+  private transcripts: Promise<ObjectStore> | undefined;
+  /** Opened on the first session_end that names a transcript. */
+  private transcriptStore(): Promise<ObjectStore> {
+    this.transcripts ??= openTranscripts(this.nc, this.names).catch((err) => {
+      this.transcripts = undefined;
+      throw err;
+    });
+    return this.transcripts;
+  }
+
   private readonly handlers: { [V in Verb]: Handler<V> } = {
     propose: async (r, ctx) => {
       // The org stream holds org memories only: whatever lands there is in scope org.
@@ -355,7 +367,9 @@ export class CommandService {
       return { sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
     },
     session_end: async (r, ctx): Promise<SessionOutcome> => {
-      const executed = await this.handler.execute(sessionDecider, r.sessionId, { type: "end", summary: r.summary ?? null }, ctx);
+      // The transcript is stored before the event that references it, and proved to be there (services/transcripts.ts).
+      if (r.transcript) await checkTranscript(await this.transcriptStore(), r.transcript);
+      const executed = await this.handler.execute(sessionDecider, r.sessionId, { type: "end", summary: r.summary ?? null, transcript: r.transcript ?? null }, ctx);
       return { sessionId: r.sessionId, seq: executed.seq, eventId: executed.event.id, type: executed.event.type, replayed: executed.replayed };
     },
     show: async (r, ctx): Promise<MemoryView> => {

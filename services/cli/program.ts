@@ -9,6 +9,7 @@ import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 import { registerEvalCommand } from "./eval.js";
+import { registerMcpCommand } from "./mcp.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
 export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
@@ -276,6 +277,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
+  registerMcpCommand(program, io, globals);
 
   return program;
 }
