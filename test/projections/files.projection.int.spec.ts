@@ -34,8 +34,8 @@ describe("files projection, as a Given/When/Then spec", () => {
 
   it("an approved memory is listed in MEMORY.md and has its file", async () => {
     const spec = projectionSpecFor({ definition: filesProjection({ root }), scope, read });
-    const [p1] = envelopes([proposed(1, "Use pnpm")], { aggregateId: "mem-1", app: "app1" });
-    const [a1] = envelopes([approved(1)], { aggregateId: "mem-1", app: "app1" }, 2);
+    const [p1] = envelopes<MemoryEvent>([proposed(1, "Use pnpm")], { aggregateId: "mem-1", app: "app1" });
+    const [a1] = envelopes<MemoryEvent>([approved(1)], { aggregateId: "mem-1", app: "app1" }, 2);
     await spec.given([p1!]).when([a1!]).then({
       index: ["- [Use pnpm](app/mem-1.md) (convention; importance 3)"],
       files: ["app/mem-1.md"],
@@ -44,8 +44,8 @@ describe("files projection, as a Given/When/Then spec", () => {
 
   it("a superseded memory leaves the index; its file stays as history", async () => {
     const spec = projectionSpecFor({ definition: filesProjection({ root }), scope, read });
-    const given = envelopes([proposed(1, "Use npm"), approved(1)], { aggregateId: "mem-2", app: "app1" });
-    const when = envelopes([superseded], { aggregateId: "mem-2", app: "app1" }, 3);
+    const given = envelopes<MemoryEvent>([proposed(1, "Use npm"), approved(1)], { aggregateId: "mem-2", app: "app1" });
+    const when = envelopes<MemoryEvent>([superseded], { aggregateId: "mem-2", app: "app1" }, 3);
     await spec.given(given).when(when).thenMatches((model) => {
       expect(model.index).toEqual([]);
       expect(model.files).toContain("app/mem-2.md");
@@ -54,7 +54,7 @@ describe("files projection, as a Given/When/Then spec", () => {
 
   it("fails when the model differs from what the spec expects (the spec can fail)", async () => {
     const spec = projectionSpecFor({ definition: filesProjection({ root }), scope, read });
-    const [p1] = envelopes([proposed(1, "Use yarn")], { aggregateId: "mem-3", app: "app1" });
+    const [p1] = envelopes<MemoryEvent>([proposed(1, "Use yarn")], { aggregateId: "mem-3", app: "app1" });
     await expect(spec.given([]).when([p1!]).then({ index: [], files: [] })).rejects.toThrow(/live model/);
   });
 });
