@@ -29,14 +29,20 @@ export const EXIT_CODE: Record<ErrorCode, number> = {
   internal: 1,
 };
 
+/**
+ * Every failure memledger reports: a code from the registry, a message for people, details for programs,
+ * and, like the NATS client's errors, the `cause` it wraps (a JetStream API error, an I/O error), so the
+ * operator's log keeps the chain while callers branch on the code.
+ */
 export class MemledgerError extends Error {
   override readonly name = "MemledgerError";
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 
   toJSON(): { code: ErrorCode; message: string; details: Record<string, unknown> } {
@@ -44,18 +50,18 @@ export class MemledgerError extends Error {
   }
 }
 
-export const invalid = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.invalid, message, details);
-export const conflict = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.conflict, message, details);
-export const forbidden = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.forbidden, message, details);
-export const notFound = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.not_found, message, details);
-export const unavailable = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.unavailable, message, details);
+export const invalid = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.invalid, message, details, cause === undefined ? undefined : { cause });
+export const conflict = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.conflict, message, details, cause === undefined ? undefined : { cause });
+export const forbidden = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.forbidden, message, details, cause === undefined ? undefined : { cause });
+export const notFound = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.not_found, message, details, cause === undefined ? undefined : { cause });
+export const unavailable = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.unavailable, message, details, cause === undefined ? undefined : { cause });
 
-export const internal = (message: string, details?: Record<string, unknown>) =>
-  new MemledgerError(ErrorCode.internal, message, details);
+export const internal = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+  new MemledgerError(ErrorCode.internal, message, details, cause === undefined ? undefined : { cause });
 
 export const isMemledgerError = (err: unknown): err is MemledgerError => err instanceof MemledgerError;
