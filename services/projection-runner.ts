@@ -1,14 +1,19 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { nanos } from "@nats-io/transport-node";
 import { getHeapStatistics } from "node:v8";
+import { naming } from "../events/subjects.js";
 import { decodeEvent } from "../events/upcast.js";
-import type { ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
+import { conflict } from "../schemas/errors.js";
+import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
   projection: string;
+  /** The instance whose runner reports (services/instance.ts); absent in entries of older builds. */
+  instance?: string;
+  /** "local": a read model of this instance alone; "leader": this instance writes a shared store. */
+  role?: "local" | "leader";
   app: string;
   stream: string;
   checkpoint: number;
@@ -19,12 +24,15 @@ export interface ProjectionStatus {
   lag: number;
   /** The event the projection is stuck on, if any: it retries it and never checkpoints past it. */
   blocked: { seq: number; error: string; attempts: number; since: string } | null;
+  /** Sequences skipped because an operator quarantined them (`memledger quarantine`), the latest 100. */
+  quarantined?: number[];
   lastError: { seq: number | null; error: string; at: string } | null;
   updatedAt: string;
 }
 
-export const statusBucket = (prefix: string) => `${prefix}_projections`;
-const statusKey = (name: string, stream: string) => `${name}.${stream}`;
+export const statusBucket = (prefix: string) => naming(prefix).projectionStatusBucket();
+/** One key per instance: two instances running the same projection each report their own progress. */
+const statusKey = (instance: string, name: string, stream: string) => `${instance}.${name}.${stream}`;
 
 export async function openStatusBucket(store: EventStore): Promise<KV> {
   return new Kvm(store.nc).create(statusBucket(store.names.prefix), { history: 1 });
@@ -48,20 +56,66 @@ export interface RunnerOptions {
   onError?: (err: unknown, context: { projection: string; stream: string; seq: number | null }) => void;
   /** Test hook: called after each committed batch; throwing from it simulates a crash before the ack. */
   afterCommit?: (seq: number) => void | Promise<void>;
+  /** Who reports the status (services/instance.ts); default "local". */
+  instanceId?: string;
+  /**
+   * Set when the target is a shared store this instance writes as the holder of a leader lease
+   * (services/leader-lease.ts): the target is fenced with the lease's token at open, and no batch is
+   * committed once the lease is no longer held.
+   */
+  fence?: RunnerFence;
+  /** Told what the runner is doing while it opens its target and catches up (`memledger up` prints it). */
+  onProgress?: (progress: ProjectionProgress) => void;
 }
 
+/** The leader lease a runner of a shared read model writes under. */
+export interface RunnerFence {
+  /** The lease's fencing token: the KV revision at which this instance acquired it (grows with every takeover). */
+  readonly token: number;
+  /** False once the lease lapsed by this instance's own clock or was taken over. */
+  held(): boolean;
+}
+
+/**
+ * A target in a shared store that refuses writes from a former leader: `fence(token)` records the token
+ * as the highest seen (or throws `conflict` when a higher one is recorded already), and every later
+ * commit is refused once a higher token was recorded by the next leader.
+ */
+export interface FencedTarget extends ProjectionTarget {
+  fence(token: number): Promise<void>;
+}
+
+const isFenced = (target: ProjectionTarget): target is FencedTarget => typeof (target as Partial<FencedTarget>).fence === "function";
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Sleeps `ms`, or less when `signal` aborts: a runner told to stop must not sit out its backoff. */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
 
 function toProjected(msg: { seq: number; subject: string; data: Uint8Array }): ProjectedEvent {
   return { seq: msg.seq, subject: msg.subject, event: decodeEvent(msg.data) };
 }
 
 /**
- * Feeds one stream into one projection target through a durable pull consumer with explicit acks.
+ * Feeds one stream into one projection target through an ordered consumer of its own.
  *
- * The target's checkpoint is the truth about progress, not the consumer's ack floor: on every (re)start
- * the consumer is recreated to deliver from checkpoint + 1, so a read model restored from an older
- * snapshot, or wiped, replays exactly what it lacks. Messages are acked only after `commit` resolved.
+ * The target's checkpoint is the only truth about progress: every (re)start, and every retry after a
+ * failed batch, opens a new ordered consumer at checkpoint + 1, so a read model restored from an older
+ * snapshot, or wiped, replays exactly what it lacks, and an event that failed is delivered again.
+ * Ordered consumers are ephemeral and unnamed: any number of instances follow one stream side by side
+ * without touching each other's consumers (a durable name is global to its stream), and the server
+ * removes the consumer of an instance that went away.
  */
 export class ProjectionRunner {
   private target: ProjectionTarget | undefined;
@@ -73,7 +127,9 @@ export class ProjectionRunner {
   private committed = 0;
   private messages: ConsumerMessages | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
-  private readonly options: Required<Omit<RunnerOptions, "afterCommit">> & Pick<RunnerOptions, "afterCommit">;
+  /** Aborted by stop(): wakes a runner sleeping in its retry backoff. */
+  private readonly stopping = new AbortController();
+  private readonly options: Required<Omit<RunnerOptions, "afterCommit" | "fence" | "onProgress">> & Pick<RunnerOptions, "afterCommit" | "fence" | "onProgress">;
 
   constructor(
     readonly store: EventStore,
@@ -86,9 +142,14 @@ export class ProjectionRunner {
       statusEveryMs: options.statusEveryMs ?? 1000,
       onError: options.onError ?? (() => undefined),
       afterCommit: options.afterCommit,
+      instanceId: options.instanceId ?? "local",
+      fence: options.fence,
+      onProgress: options.onProgress,
     };
     this.status = {
       projection: definition.name,
+      instance: this.options.instanceId,
+      role: this.options.fence ? "leader" : "local",
       app: scope.app,
       stream: scope.stream,
       checkpoint: 0,
@@ -99,10 +160,6 @@ export class ProjectionRunner {
       lastError: null,
       updatedAt: new Date().toISOString(),
     };
-  }
-
-  get durableName(): string {
-    return `projection-${this.definition.name}`;
   }
 
   /** The last sequence durably in the read model: a restart resumes after it. */
@@ -129,6 +186,7 @@ export class ProjectionRunner {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     clearInterval(this.statusTimer);
     this.messages?.stop();
     await this.loop;
@@ -150,30 +208,32 @@ export class ProjectionRunner {
     return { projection: this.definition.name, stream: this.scope.stream, seq };
   }
 
+  /** (Re)opens the live target; the next consumer starts right after its checkpoint. */
   private async open(): Promise<void> {
     await this.target?.close();
-    this.target = await this.definition.openLive(this.scope);
-    this.committed = this.target.checkpoint.seq;
-    await this.resetConsumer(this.target.checkpoint.seq);
-    this.status.checkpoint = this.target.checkpoint.seq;
-    this.status.generation = this.target.checkpoint.generation;
+    this.target = undefined;
+    const target = await this.definition.openLive(this.scope, { onProgress: (p) => this.report(p.phase, p.message) });
+    const fence = this.options.fence;
+    if (fence && isFenced(target)) {
+      // Before anything is written: a former leader still holding an older token is refused from now on.
+      await target.fence(fence.token).catch(async (err) => {
+        await target.close();
+        throw err;
+      });
+    }
+    this.target = target;
+    this.committed = target.checkpoint.seq;
+    await this.beginCatchUp();
+    this.status.checkpoint = target.checkpoint.seq;
+    this.status.generation = target.checkpoint.generation;
     await this.writeStatus(true);
   }
 
-  private async resetConsumer(checkpoint: number): Promise<void> {
-    const { jsm } = this.store;
-    try {
-      await jsm.consumers.delete(this.scope.stream, this.durableName);
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError)) throw err; // not found is the normal first start
-    }
-    await jsm.consumers.add(this.scope.stream, {
-      durable_name: this.durableName,
-      ack_policy: AckPolicy.Explicit,
+  /** An ordered consumer of this runner alone, delivering from `from` on. */
+  private async consumerFrom(from: number) {
+    return this.store.js.consumers.get(this.scope.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: checkpoint + 1,
-      ack_wait: nanos(60_000),
-      max_ack_pending: Math.max(this.options.batchSize * 2, 1000),
+      opt_start_seq: Math.max(1, from),
     });
   }
 
@@ -184,7 +244,8 @@ export class ProjectionRunner {
       let pending: JsMsg[] = [];
       let batch: JsMsg[] = [];
       try {
-        const consumer = await this.store.js.consumers.get(this.scope.stream, this.durableName);
+        if (!this.target) await this.open();
+        const consumer = await this.consumerFrom(this.committed + 1);
         const messages = await consumer.consume({ max_messages: this.options.batchSize });
         this.messages = messages;
         if (this.stopped) break;
@@ -194,10 +255,9 @@ export class ProjectionRunner {
           if (pending.length < batchLimit && m.info.pending > 0) continue;
           batch = pending;
           pending = [];
-          // A rebuild promoted a new generation: the consumer was recreated from the new checkpoint, so
-          // these messages belong to a consumer that no longer exists. Start consuming again.
+          // A rebuild promoted a new generation: the target was reopened at the new checkpoint, so
+          // consume again from there.
           if (!(await this.applyBatch(batch))) break;
-          for (const b of batch) b.ack();
           batch = [];
           attempts = 0;
           batchLimit = this.options.batchSize;
@@ -218,9 +278,9 @@ export class ProjectionRunner {
           this.status.blocked = { seq, error: errorText(err), attempts, since: this.status.blocked?.since ?? new Date().toISOString() };
         }
         batchLimit = 1;
-        for (const m of [...batch, ...pending]) m.nak();
         await this.writeStatus(true);
-        await sleep(Math.min(30_000, 100 * 2 ** Math.min(attempts, 9)));
+        await sleepUnlessAborted(Math.min(30_000, 100 * 2 ** Math.min(attempts, 9)), this.stopping.signal);
+        // Reopened at its durable checkpoint: the next consumer redelivers the failed event and what followed.
         if (!this.stopped) await this.open().catch((e) => this.recordError(null, e));
       } finally {
         this.messages?.stop();
@@ -233,12 +293,32 @@ export class ProjectionRunner {
   /** Applies and commits one batch; false when the target was replaced underneath and nothing was committed. */
   private async applyBatch(messages: JsMsg[]): Promise<boolean> {
     const target = this.target!;
-    const events = messages.filter((m) => m.seq > this.committed).map(toProjected);
+    const events: ProjectedEvent[] = [];
+    for (const m of messages) {
+      if (m.seq <= this.committed) continue;
+      let projected: ProjectedEvent | null;
+      try {
+        projected = toProjected(m);
+      } catch {
+        // Not an event: skipped if an operator quarantined it (services/quarantine.ts), else it throws
+        // again and the batch blocks on it, loudly, as before.
+        projected = await this.store.decodeStored(this.scope.stream, m);
+        if (projected === null) this.status.quarantined = [...(this.status.quarantined ?? []), m.seq].slice(-100);
+      }
+      if (projected) events.push(projected);
+    }
     const last = messages[messages.length - 1]!.seq;
     if (events.length > 0) await target.apply(events);
     if (!(await this.checkGeneration())) return false;
+    const fence = this.options.fence;
+    if (fence && !fence.held()) {
+      throw conflict(`${this.definition.name} on ${this.scope.stream}: the leader lease (token ${fence.token}) is no longer held: not committing`, {
+        reason: "lease_lost",
+      });
+    }
     if (last > this.committed) await target.commit(last);
     this.committed = Math.max(this.committed, last);
+    this.reportCatchUp();
     await this.options.afterCommit?.(last);
     this.status.checkpoint = target.checkpoint.seq;
     await this.writeStatus(false);
@@ -253,6 +333,31 @@ export class ProjectionRunner {
     if (current === target.checkpoint.generation) return true;
     await this.open();
     return false;
+  }
+
+  /** The catch-up after the last open, while it lasts: from the checkpoint to the stream's end then. */
+  private catchUp: { from: number; to: number; startedAt: number } | undefined;
+
+  private report(phase: ProjectionProgress["phase"], message: string, counts: { done?: number; total?: number } = {}): void {
+    this.options.onProgress?.({ projection: this.definition.name, app: this.scope.app, stream: this.scope.stream, phase, message, ...counts });
+  }
+
+  private async beginCatchUp(): Promise<void> {
+    this.catchUp = undefined;
+    if (!this.options.onProgress) return;
+    const last = await this.store.lastSeq(this.scope.stream).catch(() => this.committed);
+    if (last <= this.committed) return this.report("caught-up", `up to date at seq ${this.committed}`, { done: this.committed, total: this.committed });
+    this.catchUp = { from: this.committed, to: last, startedAt: Date.now() };
+    this.report("catching-up", `catching up ${this.committed}/${last}`, { done: this.committed, total: last });
+  }
+
+  private reportCatchUp(): void {
+    const catchUp = this.catchUp;
+    if (!catchUp) return;
+    if (this.committed < catchUp.to) return this.report("catching-up", `catching up ${this.committed}/${catchUp.to}`, { done: this.committed, total: catchUp.to });
+    this.catchUp = undefined;
+    const seconds = ((Date.now() - catchUp.startedAt) / 1000).toFixed(1);
+    this.report("caught-up", `caught up to seq ${this.committed} (${this.committed - catchUp.from} events in ${seconds} s)`, { done: this.committed, total: this.committed });
   }
 
   private recordError(seq: number | null, err: unknown): void {
@@ -271,7 +376,7 @@ export class ProjectionRunner {
       this.status.position = this.position;
       this.status.lag = Math.max(0, last - this.position);
       this.status.updatedAt = new Date().toISOString();
-      await this.statusKv?.put(statusKey(this.definition.name, this.scope.stream), JSON.stringify(this.status));
+      await this.statusKv?.put(statusKey(this.options.instanceId, this.definition.name, this.scope.stream), JSON.stringify(this.status));
     } catch {
       // Status is advisory; the projection itself must not stop because it could not be reported.
     }

@@ -1,12 +1,16 @@
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { ProjectionProgress } from "../projections/projection.js";
 import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
 import { invalid } from "../schemas/errors.js";
-import { CommandService } from "./command-service.js";
+import { CommandService, type ReadModelsPosition } from "./command-service.js";
 import { connectNats } from "./nats.js";
 import type { Policy } from "../schemas/policy.js";
 import { EventStore } from "./event-store.js";
 import { naming } from "../events/subjects.js";
-import { ProjectionSupervisor } from "./projection-supervisor.js";
+import { ProjectionSupervisor, type SharedStore } from "./projection-supervisor.js";
+import { instanceConfigFromEnv, Presence, type InstanceConfig } from "./instance.js";
+import { openLeaseBucket } from "./leader-lease.js";
+import { sharedStores } from "./shared-stores.js";
 import { openReadModels, readModelConfig, type ReadModelConfig, type ReadModels } from "./read-models.js";
 import { Curator } from "./curator/curator.js";
 import type { CuratorPolicyInput } from "./curator/policy.js";
@@ -21,6 +25,8 @@ export interface RuntimeContext {
   policy?: Policy | undefined;
   /** Failures that are nobody's input error (a bug, a lost dependency), for the operator's log. */
   onError(err: unknown, where: string): void;
+  /** What each projection is doing while it opens and catches up (`memledger up` prints it). */
+  onProgress?: ((progress: ProjectionProgress) => void) | undefined;
 }
 
 export interface RunningComponent {
@@ -49,6 +55,8 @@ export interface MemledgerOptions {
   /** Default: `defaultComponents()`. */
   components?: Component[];
   onError?: (err: unknown, where: string) => void;
+  /** What each projection is doing while it opens (loading a snapshot, setting one aside) and catches up. */
+  onProgress?: (progress: ProjectionProgress) => void;
   /** How long stop() waits for each component and for the drain before it closes regardless. */
   stopTimeoutMs?: number;
 }
@@ -64,10 +72,15 @@ export interface Memledger {
   stop(): Promise<void>;
 }
 
-export const commandServiceComponent = (readModels?: () => ReadModels | undefined): Component => ({
+export const commandServiceComponent = (
+  readModels?: () => ReadModels | undefined,
+  /** This process's projections, so queries carrying `minSeq` wait until they applied it. */
+  supervisor?: () => ProjectionSupervisor | undefined,
+): Component => ({
   name: "command-service",
   async start(ctx) {
     return CommandService.start(ctx.nc, {
+      readModelsAt: supervisor && readModelsAtOf(supervisor),
       prefix: ctx.prefix,
       replicas: ctx.replicas,
       onError: ctx.onError,
@@ -79,18 +92,104 @@ export const commandServiceComponent = (readModels?: () => ReadModels | undefine
   },
 });
 
-/** Every projection over every app stream (and the org stream), started as apps appear. */
-export const projectionsComponent = (readModels: () => ReadModels | undefined): Component => ({
+/**
+ * Where this process's read models of an app are (CommandServiceOptions.readModelsAt): waits, until
+ * `timeoutMs`, for the supervisor to cover the app (an app whose stream is new is not covered until the
+ * supervisor discovers it) and for its read models to apply `seq`.
+ */
+export const readModelsAtOf =
+  (supervisor: () => ProjectionSupervisor | undefined) =>
+  async (app: string, seq: number, timeoutMs: number): Promise<ReadModelsPosition> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const running = supervisor();
+      if (running?.covers(app)) {
+        const reached = await running.waitFor(app, seq, Math.max(0, deadline - Date.now()));
+        return { reached, position: await running.position(app) };
+      }
+      if (Date.now() >= deadline) return { reached: false, position: running ? await running.position(app) : 0 };
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
+/**
+ * Every projection over every app stream (and the org stream), started as apps appear. With the
+ * instance (`instanceComponent`), the read models in shared stores (claims in Redis; the file store,
+ * which other instances may share on a network disk) are written by one instance at a time, by lease;
+ * without it every projection runs here, as a single process does.
+ */
+export const projectionsComponent = (
+  readModels: () => ReadModels | undefined,
+  onStart?: (supervisor: ProjectionSupervisor) => void,
+  instance?: () => RunningInstance | undefined,
+): Component => ({
   name: "projections",
   async start(ctx) {
     const models = readModels();
     if (!models) throw new Error("projections need the read models component to start first");
     const store = await EventStore.open(ctx.nc, naming(ctx.prefix));
-    const supervisor = new ProjectionSupervisor(store, models.definitions, {
+    const me = instance?.();
+    const shared = me ? sharedStores(ctx.prefix, models.config) : undefined;
+    let supervisor: ProjectionSupervisor | undefined;
+    supervisor = new ProjectionSupervisor(store, models.definitions, {
       onError: (err, where) => ctx.onError(err, `projection ${where.projection} on ${where.stream}${where.seq ? ` at seq ${where.seq}` : ""}`),
+      onProgress: ctx.onProgress,
+      ...(me && shared
+        ? {
+            leases: { kv: await openLeaseBucket(ctx.nc, store.names), holder: { id: me.presence.id, host: me.presence.info.host }, ttlMs: me.config.leaseTtlMs },
+            sharedStore: (definition, scope): Promise<SharedStore | null> => shared.of(definition, scope),
+            onRoleChange: () => me.presence.refresh(),
+          }
+        : {}),
     });
-    await supervisor.start();
-    return supervisor;
+    me?.attach(() => supervisor?.roles() ?? []);
+    try {
+      await supervisor.start();
+    } catch (err) {
+      await shared?.close();
+      throw err;
+    }
+    onStart?.(supervisor);
+    return {
+      async stop() {
+        await supervisor!.stop();
+        supervisor = undefined;
+        await shared?.close();
+      },
+    };
+  },
+});
+
+/** This process as one instance among those of its prefix (services/instance.ts). */
+export interface RunningInstance {
+  presence: Presence;
+  config: InstanceConfig;
+  /** Where the presence entry gets this instance's roles from (the projections component). */
+  attach(roles: () => ReturnType<ProjectionSupervisor["roles"]>): void;
+}
+
+/**
+ * The instance: its id (kept in its data directory) and its presence in the `<prefix>_instances`
+ * bucket, heartbeat included. Started first: a second process on the same data directory is refused
+ * before it opens anything, and stopped last, marking the instance stopped.
+ */
+export const instanceComponent = (config: InstanceConfig & { filesRoot?: string }, onStart: (instance: RunningInstance) => void): Component => ({
+  name: "instance",
+  async start(ctx) {
+    let roles: () => ReturnType<ProjectionSupervisor["roles"]> = () => [];
+    const presence = await Presence.start(ctx.nc, naming(ctx.prefix), config, {
+      roles: () => roles(),
+      onError: (err) => ctx.onError(err, "instance heartbeat"),
+    });
+    onStart({
+      presence,
+      config,
+      attach(next) {
+        roles = next;
+        presence.refresh();
+      },
+    });
+    return { stop: () => presence.stop() };
   },
 });
 
@@ -124,6 +223,8 @@ export const readModelsComponent = (config: ReadModelConfig, onOpen: (models: Re
 
 export interface DefaultComponentOptions {
   readModels?: ReadModelConfig;
+  /** The instance's data directory, heartbeat and lease timing; default from the environment (instanceConfigFromEnv). */
+  instance?: InstanceConfig;
   /** Run the projections in this process (default true). */
   projections?: boolean;
   /** Run the curator in this process (default true), with this policy (default: services/curator/policy.ts). */
@@ -134,13 +235,18 @@ export interface DefaultComponentOptions {
 /** What `memledger up` runs: read models, the command service, the projections (later the curator). */
 export const defaultComponents = (options: DefaultComponentOptions = {}): Component[] => {
   let models: ReadModels | undefined;
+  let supervisor: ProjectionSupervisor | undefined;
+  let instance: RunningInstance | undefined;
   const config = options.readModels ?? readModelConfig();
   return [
+    instanceComponent({ ...(options.instance ?? instanceConfigFromEnv()), filesRoot: config.filesRoot }, (started) => {
+      instance = started;
+    }),
     readModelsComponent(config, (opened) => {
       models = opened;
     }),
-    commandServiceComponent(() => models),
-    ...(options.projections === false ? [] : [projectionsComponent(() => models)]),
+    commandServiceComponent(() => models, options.projections === false ? undefined : () => supervisor),
+    ...(options.projections === false ? [] : [projectionsComponent(() => models, (started) => (supervisor = started), () => instance)]),
     ...(options.curator === false ? [] : [curatorComponent(options.curatorPolicy)]),
   ];
 };
@@ -176,7 +282,7 @@ export async function startMemledger(options: MemledgerOptions = {}): Promise<Me
 
   const nc = await connectNats({ servers: options.servers, name: `memledger-${prefix}`, reconnect: true });
   const closed = nc.closed();
-  const ctx: RuntimeContext = { nc, prefix, replicas, policy: options.policy, onError };
+  const ctx: RuntimeContext = { nc, prefix, replicas, policy: options.policy, onError, onProgress: options.onProgress };
   const started: { name: string; running: RunningComponent }[] = [];
 
   const stopAll = async (): Promise<void> => {

@@ -45,12 +45,28 @@ export async function unlinkMatching(redis: Redis, pattern: string): Promise<num
 /** Commands per pipeline when a fresh target writes what it materialized. */
 const PIPELINE_COMMANDS = 10_000;
 
+/**
+ * Raises the app's fence to a leader's token unless a higher one is there: one atomic step, so of two
+ * leaders fencing at once the newer token always ends up recorded. Returns the token recorded now.
+ */
+const RAISE_FENCE = `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local token = tonumber(ARGV[1])
+if current > token then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return token`;
+
+/** The key holding the highest leader token seen for an app (across generations: a rebuild keeps it). */
+export const fenceKey = (keys: ClaimKeys): string => `${keys.root}:fence`;
+
 export class RedisClaimsTarget implements ProjectionTarget {
   private pending: RedisCommand[] = [];
   private readonly states = new Map<string, ClaimState>();
   private readonly materializer: ClaimsMaterializer | undefined;
   private appliedSeq: number;
   private closed = false;
+  /** Set by `fence`: commits are refused once the app's fence holds a higher token (a newer leader). */
+  private fenceToken: number | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -116,6 +132,27 @@ export class RedisClaimsTarget implements ProjectionTarget {
     }
   }
 
+  /**
+   * Writes as the leader holding `token` (services/leader-lease.ts): records it as the app's fence, or
+   * throws `conflict` when a newer leader's token is recorded already. From then on each commit checks,
+   * inside its WATCH/MULTI, that the fence still holds this token: once a newer leader raised it, the
+   * commit is refused and nothing is written, however long this process was paused.
+   */
+  async fence(token: number): Promise<void> {
+    this.requireOpen();
+    const recorded = Number(await this.redis.eval(RAISE_FENCE, 1, fenceKey(this.keys), String(token)));
+    if (recorded !== token) throw this.fenced(token, recorded);
+    this.fenceToken = token;
+  }
+
+  private fenced(token: number, recorded: number) {
+    return conflict(`claims projection: fenced: leader token ${token} was superseded by token ${recorded} (another instance took the lease over)`, {
+      reason: "fenced",
+      token,
+      fence: recorded,
+    });
+  }
+
   async commit(seq: number): Promise<void> {
     this.requireOpen();
     if (seq <= this.current.seq && this.pending.length === 0 && this.appliedSeq === this.current.seq) return;
@@ -130,9 +167,16 @@ export class RedisClaimsTarget implements ProjectionTarget {
     }
     const { checkpoint } = this.generationKeys;
     const watched = this.visible ? [checkpoint, this.keys.pointer] : [checkpoint];
+    // A fenced target also watches the fence: a newer leader raising it before EXEC aborts this commit.
+    if (this.fenceToken !== undefined) watched.push(fenceKey(this.keys));
     await this.redis.watch(...watched);
     try {
-      const [stored, pointer] = await Promise.all([this.redis.get(checkpoint), this.redis.get(this.keys.pointer)]);
+      const [stored, pointer, fence] = await Promise.all([
+        this.redis.get(checkpoint),
+        this.redis.get(this.keys.pointer),
+        this.fenceToken !== undefined ? this.redis.get(fenceKey(this.keys)) : null,
+      ]);
+      if (this.fenceToken !== undefined && Number(fence ?? 0) !== this.fenceToken) throw this.fenced(this.fenceToken, Number(fence ?? 0));
       if (Number(stored ?? 0) !== this.current.seq) {
         throw conflict(`claims projection: checkpoint of generation ${this.generation} is ${stored ?? 0}, not ${this.current.seq}: another writer`, {
           reason: "checkpoint_moved",
