@@ -10,6 +10,8 @@ import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 import { registerEvalCommand } from "./eval.js";
 import { registerMcpCommand } from "./mcp.js";
+import { registerInitCommand } from "./init.js";
+import { registerHookCommands } from "./hook.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
 export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
@@ -242,10 +244,21 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     .option("--summary <text>", "what came of it")
     .option("--expected-seq <n>", "the session's sequence as you read it", wholeNumber(0))
     .option("--key <key>", "idempotency key")
+    .option("--transcript <file>", "store this transcript (object store, by SHA-256) and reference it from the session.ended event")
     .action(async (id: string | undefined, opts, cmd: Command) => {
       const g = globals(cmd);
       const sessionId = sessionIdOf(id, g, "end");
-      printJson(io, await send(g, "session_end", defined({ sessionId, summary: opts.summary, expectedSeq: opts.expectedSeq, key: opts.key })));
+      const payload = defined({ sessionId, summary: opts.summary, expectedSeq: opts.expectedSeq, key: opts.key });
+      if (opts.transcript === undefined) return printJson(io, await send(g, "session_end", payload));
+      // The SDK stores the transcript before the event that references it (services/transcripts.ts).
+      checkRequest("session_end", payload);
+      const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
+      try {
+        const { sessionId: _id, ...options } = payload;
+        printJson(io, await client.endSession(sessionId, { ...options, transcriptFile: opts.transcript as string }));
+      } finally {
+        await client.close().catch(() => undefined);
+      }
     });
 
   session
@@ -278,6 +291,8 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
   registerMcpCommand(program, io, globals);
+  registerInitCommand(program, io, globals);
+  registerHookCommands(program, io, globals);
 
   return program;
 }
