@@ -3,13 +3,23 @@ import { AppName, type Actor } from "./primitives.js";
 
 /**
  * Who may do what, as data. A policy names roles (each a list of rules: these verbs on these scopes)
- * and gives actors roles. `authorize` evaluates it; no code path branches on a role's name.
+ * and gives actors roles. `authorize` and `mayRead` evaluate it; no code path branches on a role's name.
  *
- * Only the memory verbs that change a memory are governed: they are where scopes matter. Sessions,
- * claims and reads are open to every actor the broker lets send commands at all.
+ * Governed verbs: the memory verbs that change a memory, `promote` (on the promoted memory's scope), and
+ * `read` (show, log, search, hydrate and the MEMORY.md an agent is given). Sessions and claims are open to
+ * every actor the broker lets send commands at all.
+ *
+ * Reads: every actor with at least one role reads the shared scopes (`app`, `team:*`, `org`), and an
+ * agent reads its own scratchpad; another agent's scratchpad only through a rule that allows `read` (or
+ * `*`) on it. So policies written before reads were governed keep their meaning, and scratchpads are
+ * private unless a role is granted them.
+ *
+ * The org: a scope pattern `*` never reaches `org` for a verb that writes it. Only a rule that names
+ * `org` itself lets an actor propose, approve, reject, supersede or roll back org memories: the policy
+ * says who curates and who reviews the org, whatever its catch-all rules say.
  *
  * Scope patterns in rules:
- *   `*`            any scope
+ *   `*`            any scope (except the org, for writes)
  *   `app`, `org`   that scope
  *   `agent:self`   the acting agent's own scratchpad (`agent:<its id>`, only for actors of kind agent)
  *   `agent:*`      any agent's scratchpad;  `agent:<id>` one of them
@@ -17,12 +27,19 @@ import { AppName, type Actor } from "./primitives.js";
  *
  * Actor patterns: `<kind>:<id>` (one actor), `<kind>:*` (every actor of that kind), `*` (everyone).
  * An actor's roles are the union of every entry that matches it. An actor with no role may do nothing.
+ *
+ * Apps: a policy that lists `apps` declares them; a command naming any other app is `not_found` (the org
+ * is always there). Without the list every app name is accepted.
  */
-export const GOVERNED_VERBS = ["propose", "approve", "reject", "supersede", "rollback"] as const;
-export const GovernedVerb = z.enum(GOVERNED_VERBS);
+/** Command verbs the guard checks, each against the scope of the memory it acts on. */
+export const GOVERNED_VERBS = ["propose", "approve", "reject", "supersede", "rollback", "promote"] as const;
+/** What a rule may name: the governed command verbs, and `read`. */
+export const RULE_VERBS = [...GOVERNED_VERBS, "read"] as const;
+export const GovernedVerb = z.enum(RULE_VERBS);
 export type GovernedVerb = z.infer<typeof GovernedVerb>;
+export type CommandVerb = (typeof GOVERNED_VERBS)[number];
 
-export const isGoverned = (verb: string): verb is GovernedVerb => (GOVERNED_VERBS as readonly string[]).includes(verb);
+export const isGoverned = (verb: string): verb is CommandVerb => (GOVERNED_VERBS as readonly string[]).includes(verb);
 
 const NAME = "[A-Za-z0-9_-]{1,64}";
 export const ScopePattern = z
@@ -34,7 +51,7 @@ export const ActorPattern = z
 export const RoleName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, '_' and '-' (at most 64)");
 
 export const Rule = z.strictObject({
-  /** Governed verbs, or `*` for all of them. */
+  /** Governed verbs (`read` included), or `*` for all of them. */
   verbs: z.array(z.union([GovernedVerb, z.literal("*")])).min(1),
   scopes: z.array(ScopePattern).min(1),
   /**
@@ -62,7 +79,10 @@ export const Policy = z
   .strictObject({
     version: z.literal(1),
     description: z.string().max(2000).optional(),
-    /** Broker config only: the apps whose command subjects actors may publish on (default: all). */
+    /**
+     * The declared apps: the command service answers `not_found` for any other (and creates nothing for
+     * it), and the broker config lets actors publish only on these apps' command subjects. Default: all.
+     */
     apps: z.array(AppName).min(1).optional(),
     roles: z.record(RoleName, Role),
     actors: z.record(ActorPattern, ActorEntry),
@@ -92,9 +112,12 @@ export type PolicyInput = z.input<typeof Policy>;
  */
 export const PERMISSIVE_POLICY: Policy = Policy.parse({
   version: 1,
-  description: "built-in default: every actor may do everything; nothing is auto-approved",
-  roles: { anyone: { description: "may do everything", allow: [{ verbs: ["*"], scopes: ["*"] }] } },
-  actors: { "*": { roles: ["anyone"] } },
+  description: "built-in default: every actor may do everything but write the org; only the curator writes the org; nothing is auto-approved",
+  roles: {
+    anyone: { description: "may do everything outside the org (a `*` scope never reaches the org's writes)", allow: [{ verbs: ["*"], scopes: ["*"] }] },
+    curator: { description: "the curator service: the only writer of org memories", allow: [{ verbs: ["*"], scopes: ["org"] }] },
+  },
+  actors: { "*": { roles: ["anyone"] }, "service:curator": { roles: ["curator"] } },
 });
 
 /** The actor the policy acts as when it approves a proposal by itself (autoApprove). */
@@ -103,6 +126,9 @@ export const POLICY_ACTOR: Actor = Object.freeze({ kind: "service", id: "policy"
 export type Decision =
   | { allowed: true; /** The proposal is to be approved at once by the policy. */ autoApprove: boolean; roles: string[] }
   | { allowed: false; reason: string; roles: string[]; missing: { verb: GovernedVerb; scope: string } };
+
+export const ORG_SCOPE = "org";
+const isScratchpad = (scope: string) => scope.startsWith("agent:");
 
 const actorLabel = (actor: Actor) => `${actor.kind}:${actor.id}`;
 
@@ -117,8 +143,10 @@ export function rolesOf(policy: Policy, actor: Actor): string[] {
   return [...roles];
 }
 
-export function scopeMatches(pattern: string, scope: string, actor: Actor): boolean {
-  if (pattern === "*" || pattern === scope) return true;
+export function scopeMatches(pattern: string, scope: string, actor: Actor, verb?: GovernedVerb): boolean {
+  if (pattern === scope) return true;
+  // The org is written only by those a rule names for it (the curator, org reviewers): never by a catch-all.
+  if (pattern === "*") return scope !== ORG_SCOPE || verb === "read";
   if (pattern === "agent:self") return actor.kind === "agent" && scope === `agent:${actor.id}`;
   if (pattern === "agent:*") return scope.startsWith("agent:");
   if (pattern === "team:*") return scope.startsWith("team:");
@@ -135,8 +163,10 @@ const rulesFor = (policy: Policy, roles: string[], verb: GovernedVerb): Rule[] =
  */
 export function authorize(policy: Policy, actor: Actor, verb: GovernedVerb, scope: string): Decision {
   const roles = rolesOf(policy, actor);
-  const matching = rulesFor(policy, roles, verb).filter((rule) => rule.scopes.some((p) => scopeMatches(p, scope, actor)));
-  if (matching.length > 0) {
+  const matching = rulesFor(policy, roles, verb).filter((rule) => rule.scopes.some((p) => scopeMatches(p, scope, actor, verb)));
+  // Reading needs no rule for the shared scopes (any role will do) or for an agent's own scratchpad.
+  const baselineRead = verb === "read" && roles.length > 0 && (!isScratchpad(scope) || (actor.kind === "agent" && scope === `agent:${actor.id}`));
+  if (matching.length > 0 || baselineRead) {
     return { allowed: true, autoApprove: verb === "propose" && matching.some((r) => r.autoApprove), roles };
   }
   const held = roles.length > 0 ? `its roles (${roles.join(", ")}) do not allow it` : "it has no role in the policy";
@@ -158,6 +188,17 @@ export function scopeIndependent(policy: Policy, actor: Actor, verb: GovernedVer
   const roles = rolesOf(policy, actor);
   const rules = rulesFor(policy, roles, verb);
   if (verb === "propose" && rules.some((r) => r.autoApprove)) return null;
-  if (rules.some((r) => r.scopes.includes("*"))) return { allowed: true, autoApprove: false, roles };
-  return null;
+  // `*` does not reach the org's writes, so a catch-all answers for every scope only when the org has a rule too.
+  const everywhere = rules.some((r) => r.scopes.includes("*")) && (verb === "read" || rules.some((r) => r.scopes.includes(ORG_SCOPE)));
+  return everywhere ? { allowed: true, autoApprove: false, roles } : null;
 }
+
+/** May `actor` read memories (and their events) in `scope`? See the module comment for the baseline. */
+export const mayRead = (policy: Policy, actor: Actor, scope: string): boolean => authorize(policy, actor, "read", scope).allowed;
+
+/**
+ * Is `app` one the policy declares? The org always is; without an `apps` list every app is. A command
+ * naming an undeclared app must create nothing (no stream, runner, files or consumer).
+ */
+export const isDeclaredApp = (policy: Policy, app: string, orgApp = "org"): boolean =>
+  app === orgApp || policy.apps === undefined || policy.apps.includes(app);

@@ -21,10 +21,10 @@ import type { ClaimEvent, MemoryPromotionAccepted, MemoryPromotionRejected } fro
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
-import { PolicyGuard } from "./auth/guard.js";
+import { PolicyGuard, readableTopK, type GovernedCheck } from "./auth/guard.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
 import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections/search/index.js";
-import type { Policy } from "../schemas/policy.js";
+import { PERMISSIVE_POLICY, type Policy } from "../schemas/policy.js";
 import type { ObjectStore } from "@nats-io/obj";
 import { checkTranscript, openTranscripts } from "./transcripts.js";
 
@@ -83,7 +83,10 @@ const sessionView = (id: string, state: SessionState, seq: number) => {
 
 const logEntry = (stored: StoredEvent) => ({ seq: stored.seq, subject: stored.subject, ...stored.event });
 
-type Handler<V extends Verb> = (request: ParsedRequestOf<V>, ctx: CommandContext) => Promise<unknown>;
+type Handler<V extends Verb> = (request: ParsedRequestOf<V>, ctx: CommandContext, check?: GovernedCheck) => Promise<unknown>;
+
+/** The guard's check as the command handler runs it, on the memory state each attempt decides on. */
+const onMemory = (check: GovernedCheck | undefined) => (check ? { authorize: (state: MemoryState) => check.authorize(state.scope) } : {});
 
 const contextOf = (app: string, actor: Actor, request: Record<string, unknown>): CommandContext => ({
   app,
@@ -109,7 +112,8 @@ export class CommandService {
   /** The clock claims' leases are decided against (CommandHandlerOptions.now; tests inject one). */
   private clock: () => Date = () => new Date();
   private claimsReader: ClaimsReader | undefined;
-  private guard: PolicyGuard | undefined;
+  /** Apps, governed verbs and reads (services/auth/guard.ts); the permissive default without a policy. */
+  private guard!: PolicyGuard;
   private hydrator!: Hydrator;
   private searchIndex: ((app: string) => SearchIndex | undefined) | undefined;
   private readModelsAt: CommandServiceOptions["readModelsAt"];
@@ -141,13 +145,10 @@ export class CommandService {
     service.readModelsAt = options.readModelsAt;
     service.readWaitMs = options.readWaitMs ?? DEFAULT_READ_WAIT_MS;
     service.hydrator = new Hydrator(store, { ...options.hydration, claims: options.claims, now: () => service.clock() });
-    if (options.policy) {
-      service.guard = new PolicyGuard(options.policy, {
-        scopeOf: async (app, id) => (await service.handler.load(memoryDecider, app, id)).state.scope,
-        approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
-        onError: (err, where) => service.onError(err, where),
-      });
-    }
+    service.guard = new PolicyGuard(options.policy ?? PERMISSIVE_POLICY, {
+      approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
+      onError: (err, where) => service.onError(err, where),
+    });
     service.subscription = nc.subscribe(names.allCommands(), {
       queue: COMMAND_QUEUE,
       callback: (err, msg) => {
@@ -191,6 +192,8 @@ export class CommandService {
     if (!route) throw invalid(`not a command subject: ${subject}`);
     const app = AppName.safeParse(route.app);
     if (!app.success) throw invalid(`bad app name '${route.app}': ${app.error.issues[0]?.message}`);
+    // An app the policy does not declare does not exist: nothing below may create its stream.
+    this.guard.requireApp(app.data);
     const actor = Actor.safeParse({ kind: route.actorKind, id: route.actorId });
     if (!actor.success) {
       throw invalid(
@@ -204,12 +207,13 @@ export class CommandService {
     const request = parseRequest(verb, data);
     const handler = this.handlers[verb] as Handler<Verb>;
     const ctx = contextOf(app.data, actor.data, request as Record<string, unknown>);
-    // Authorization (services/auth/guard.ts): refuses before anything is appended; may follow up (auto-approve).
-    const followUp = await this.guard?.check(verb, request as Record<string, unknown>, ctx);
+    // Authorization (services/auth/guard.ts): a governed verb is authorised inside the handler's decide
+    // step, against the state it acts on; the check may follow up (auto-approve).
+    const check = this.guard.prepare(verb, request as Record<string, unknown>, ctx);
     const minSeq = (request as { minSeq?: number }).minSeq;
     if (minSeq) await this.readModelsReached(ctx.app, minSeq);
-    const result = await handler(request, ctx);
-    return followUp ? followUp(result) : result;
+    const result = await handler(request, ctx, check);
+    return check ? check.followUp(result) : result;
   }
 
   /**
@@ -297,7 +301,7 @@ export class CommandService {
   }
 
   private readonly handlers: { [V in Verb]: Handler<V> } = {
-    propose: async (r, ctx) => {
+    propose: async (r, ctx, check) => {
       // The org stream holds org memories only: whatever lands there is in scope org.
       if (ctx.app === ORG_APP && r.scope !== undefined && r.scope !== "org") {
         throw invalid(`the org holds only scope org, not ${r.scope}; propose app memories in their app and promote them`);
@@ -322,28 +326,30 @@ export class CommandService {
           importance: r.importance,
         },
         ctx,
-        { isNew },
+        { isNew, ...onMemory(check) },
       );
       return this.memoryOutcome(executed, versionOf(executed.event));
     },
-    approve: async (r, ctx) => {
-      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "approve", version: r.version }, ctx);
+    approve: async (r, ctx, check) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "approve", version: r.version }, ctx, onMemory(check));
       return this.memoryOutcome(executed, versionOf(executed.event));
     },
-    reject: async (r, ctx) => {
-      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "reject", version: r.version, reason: r.reason }, ctx);
+    reject: async (r, ctx, check) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "reject", version: r.version, reason: r.reason }, ctx, onMemory(check));
       return this.memoryOutcome(executed, versionOf(executed.event));
     },
-    supersede: async (r, ctx) => {
-      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "supersede", by: r.by ?? null, reason: r.reason }, ctx);
+    supersede: async (r, ctx, check) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "supersede", by: r.by ?? null, reason: r.reason }, ctx, onMemory(check));
       return this.memoryOutcome(executed, executed.state.activeVersion);
     },
-    rollback: async (r, ctx) => {
-      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "rollback", toVersion: r.toVersion }, ctx);
+    rollback: async (r, ctx, check) => {
+      const executed = await this.handler.execute(memoryDecider, r.memoryId, { type: "rollback", toVersion: r.toVersion }, ctx, onMemory(check));
       return this.memoryOutcome(executed, versionOf(executed.event));
     },
-    promote: async (r, ctx): Promise<PromoteOutcome> => {
-      const executed = await this.promotionHandler.execute(promotionDecider, r.memoryId, { type: "promote", reason: r.reason ?? null }, ctx);
+    promote: async (r, ctx, check): Promise<PromoteOutcome> => {
+      // Governed on the promoted memory's own scope (the curator refuses scratchpads whoever asks).
+      const authorize = check ? (state: PromotableMemoryState) => check.authorize(state.memory.scope) : undefined;
+      const executed = await this.promotionHandler.execute(promotionDecider, r.memoryId, { type: "promote", reason: r.reason ?? null }, ctx, { authorize });
       const data = executed.event.data as { promotionId: string; version: number };
       return {
         memoryId: executed.aggregateId,
@@ -375,18 +381,33 @@ export class CommandService {
     show: async (r, ctx): Promise<MemoryView> => {
       const loaded = await this.promotionHandler.load(promotionDecider, ctx.app, r.memoryId);
       if (loaded.state.memory.id === null) throw notFound(`no memory ${r.memoryId} in app ${ctx.app}`);
+      this.guard.requireRead(ctx.actor, loaded.state.memory.scope ?? "app", `show ${r.memoryId}`);
       return { ...memoryView(r.memoryId, loaded.state.memory, loaded.seq), promotions: await this.promotionsOf(ctx.app, loaded.state) };
     },
     session_show: async (r, ctx) => {
       const loaded = await this.handler.load(sessionDecider, ctx.app, r.sessionId);
       if (loaded.state.id === null) throw notFound(`no session ${r.sessionId} in app ${ctx.app}`);
+      // A session belongs to its agent's scratchpad (its events' scope).
+      this.guard.requireRead(ctx.actor, `agent:${loaded.state.agentId}`, `session_show ${r.sessionId}`);
       return sessionView(r.sessionId, loaded.state, loaded.seq);
     },
     log: async (r, ctx) => {
       const stream = this.names.appStream(ctx.app);
       const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
-      const events = await this.store.readLog(stream, { filterSubject, sinceSeq: r.sinceSeq, limit: r.limit });
-      return events.map(logEntry);
+      // Only events in scopes the actor may read; pages on until `limit` of those, or the end.
+      const readable = this.guard.readFilter(ctx.actor);
+      const out: StoredEvent[] = [];
+      let sinceSeq = r.sinceSeq;
+      for (;;) {
+        const page = await this.store.readLog(stream, { filterSubject, sinceSeq, limit: r.limit });
+        for (const stored of page) {
+          if (readable(stored.event.scope)) out.push(stored);
+          else if (r.memoryId) this.guard.requireRead(ctx.actor, stored.event.scope, `log of memory ${r.memoryId}`);
+        }
+        if (out.length >= r.limit || page.length < r.limit) break;
+        sinceSeq = page.at(-1)!.seq + 1;
+      }
+      return out.slice(0, r.limit).map(logEntry);
     },
     open_task: async (r, ctx) =>
       this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf("task", r.name), { type: "open", name: r.name, title: r.title ?? null, priority: r.priority }, ctx)),
@@ -416,16 +437,27 @@ export class CommandService {
       if (!this.claimsReader) throw unavailable("the tasks query needs the Redis claims projection (CommandServiceOptions.claims)");
       return this.claimsReader.openTasks(ctx.app, { now: this.clock().getTime(), limit: r.limit, unclaimed: r.unclaimed });
     },
-    hydrate: async (r, ctx) =>
-      this.hydrator.hydrate(ctx.app, {
-        agent: r.agent ?? ctx.actor.id,
+    hydrate: async (r, ctx) => {
+      const agent = r.agent ?? ctx.actor.id;
+      // Someone else's pack shows that agent's scratchpad: only for those who may read it.
+      if (agent !== ctx.actor.id) this.guard.requireRead(ctx.actor, `agent:${agent}`, `hydrate --agent ${agent}`);
+      const readable = this.guard.readFilter(ctx.actor);
+      return this.hydrator.hydrate(ctx.app, {
+        agent,
+        // The pack holds the agent's own scratchpad and shared scopes, and only what the sender may read.
+        visible: (scope) => readable(scope) && (!scope.startsWith("agent:") || scope === `agent:${agent}`),
         task: r.task,
         branch: r.branch ?? ctx.git?.branch ?? null,
         paths: r.paths,
         budget: r.budget,
         sessionId: r.sessionId,
-      }),
-    search: async (r, ctx) => this.search(ctx.app, r),
+      });
+    },
+    // Only memories in scopes the sender may read; asks for more when the filter took some away.
+    search: async (r, ctx) => {
+      const readable = this.guard.readFilter(ctx.actor);
+      return readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => readable(hit.scope));
+    },
   };
 }
 

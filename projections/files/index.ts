@@ -2,7 +2,7 @@ import path from "node:path";
 import { invalid } from "../../schemas/errors.js";
 import type { ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { listFiles, readTextIfExists, writeFileAtomic } from "./fs.js";
-import { AppLayout } from "./layout.js";
+import { AppLayout, isIndexFile, scratchpadIndexPath } from "./layout.js";
 import { CHECKPOINT_FILE, INDEX_FILE } from "./paths.js";
 import { FilesTarget, type FilesTargetOptions } from "./target.js";
 
@@ -77,11 +77,16 @@ export async function readMemoryIndex(root: string, app: string): Promise<string
   return readTextIfExists(path.join(new AppLayout(root, app).appDir, INDEX_FILE));
 }
 
+/** Agent `agentId`'s scratchpad index (`agents/<id>/MEMORY.md`) as readers see it now, or null when it has none. */
+export async function readScratchpadIndex(root: string, app: string, agentId: string): Promise<string | null> {
+  return readTextIfExists(path.join(new AppLayout(root, app).appDir, scratchpadIndexPath(agentId)));
+}
+
 /** The app's memory files, relative to `<root>/<app>` with '/' separators, sorted; MEMORY.md excluded. */
 export async function listMemoryFiles(root: string, app: string): Promise<string[]> {
   try {
     const files = await listFiles(new AppLayout(root, app).appDir);
-    return files.filter((file) => file !== INDEX_FILE && file.endsWith(".md"));
+    return files.filter((file) => !isIndexFile(file) && file.endsWith(".md"));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw err;
@@ -91,8 +96,8 @@ export async function listMemoryFiles(root: string, app: string): Promise<string
 export { treeHash, listFiles } from "./fs.js";
 export type { WalkOptions } from "./fs.js";
 export { FilesTarget } from "./target.js";
-export { AppLayout } from "./layout.js";
+export { AppLayout, isIndexFile, scratchpadIndexPath } from "./layout.js";
 export { safeSegment, scopeSegments, memoryFilePath } from "./paths.js";
-export { renderMemoryFile, renderMemoryIndex, compareIndexEntries, INDEX_LIMITS, KIND_RANK } from "./render.js";
+export { renderMemoryFile, renderMemoryIndex, renderScratchpadIndex, compareIndexEntries, INDEX_LIMITS, KIND_RANK } from "./render.js";
 export { applyEvent, emptyRecord, indexEntryOf, shownVersion } from "./model.js";
 export type { MemoryRecord, IndexEntry, Provenance, VersionProvenance } from "./model.js";

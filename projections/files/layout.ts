@@ -2,7 +2,29 @@ import { mkdir, readdir, readlink, rename, rm, symlink } from "node:fs/promises"
 import path from "node:path";
 import { conflict } from "../../schemas/errors.js";
 import { isNotFound } from "./fs.js";
-import { resolveInside, safeSegment } from "./paths.js";
+import { INDEX_FILE, resolveInside, safeSegment } from "./paths.js";
+
+/**
+ * Each agent's scratchpad has an index of its own, beside the app's shared MEMORY.md (which lists shared
+ * scopes only):
+ *
+ *   <root>/<app>/MEMORY.md                    app, team and org memories
+ *   <root>/<app>/agents/<id>/MEMORY.md        agent <id>'s scratchpad (its files: agent/<id>/…)
+ *
+ * `agents/` is no scope folder (those are app, org, agent, team and other), so an index never shares a
+ * name with a memory file; each is capped like MEMORY.md.
+ */
+export const SCRATCHPAD_INDEX_DIR = "agents";
+
+/** The scratchpad index of agent `agentId`, relative to the app directory. */
+export const scratchpadIndexPath = (agentId: string): string => `${SCRATCHPAD_INDEX_DIR}/${safeSegment(agentId)}/${INDEX_FILE}`;
+
+/** Is this path (relative to the app directory, '/' separators) an index rather than a memory file? */
+export const isIndexFile = (relative: string): boolean =>
+  relative === INDEX_FILE || (relative.startsWith(`${SCRATCHPAD_INDEX_DIR}/`) && relative.endsWith(`/${INDEX_FILE}`));
+
+/** The agent a scope is the scratchpad of, or null for a shared scope. */
+export const scratchpadOwner = (scope: string): string | null => (scope.startsWith("agent:") ? scope.slice("agent:".length) : null);
 
 /**
  * Where one app's generations live and which one readers see.
@@ -40,13 +62,13 @@ export class AppLayout {
     } catch (err) {
       if (isNotFound(err)) return null;
       if ((err as NodeJS.ErrnoException).code === "EINVAL") {
-        throw conflict(`${this.appDir} is not a link to a generation: move it away before projecting into ${this.root}`);
+        throw conflict(`${this.appDir} is not a link to a generation: move it away before projecting into ${this.root}`, { file: this.appDir });
       }
       throw err;
     }
     const generation = path.basename(target);
     if (path.resolve(this.root, target) !== this.generationDir(generation)) {
-      throw conflict(`${this.appDir} points at ${target}, outside ${this.generationsDir}`);
+      throw conflict(`${this.appDir} points at ${target}, outside ${this.generationsDir}: remove the link to rebuild it from the log`, { file: this.appDir });
     }
     return generation;
   }

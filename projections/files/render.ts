@@ -190,12 +190,13 @@ export function compareIndexEntries(a: IndexEntry, b: IndexEntry): number {
 const escapeMarkup = (text: string) => text.replace(/[\\[\]<>`]/g, (c) => `\\${c}`);
 const linkText = (text: string) => escapeMarkup(truncate(displayLine(text), INDEX_TITLE_CHARS));
 
-export function indexLine(entry: IndexEntry): string {
+/** `linkPrefix`: how to reach the app directory from the index's own folder ("" for MEMORY.md). */
+export function indexLine(entry: IndexEntry, linkPrefix = ""): string {
   const details = [entry.kind, entry.scope === "app" ? null : escapeMarkup(displayLine(entry.scope)), entry.status === "proposed" ? "proposed, not yet approved" : null]
     .filter((part): part is string => part !== null)
     .join(", ");
   // File names are built from the token alphabet plus '.', so they need no URL escaping.
-  return `- [${linkText(entry.title) || linkText(entry.id)}](${entry.file}) (${details}; importance ${entry.importance})`;
+  return `- [${linkText(entry.title) || linkText(entry.id)}](${linkPrefix}${entry.file}) (${details}; importance ${entry.importance})`;
 }
 
 const omittedLine = (count: number) =>
@@ -203,15 +204,36 @@ const omittedLine = (count: number) =>
 
 const bytes = (line: string) => Buffer.byteLength(line, "utf8") + 1; // + the newline
 
+/** A scratchpad (`agent:<id>`) is its agent's: the shared MEMORY.md never lists it, not even by title. */
+export const isSharedEntry = (entry: IndexEntry): boolean => !entry.scope.startsWith("agent:");
+
 /**
- * MEMORY.md: a header, then as many memories as fit in order, then (if any are left out) one line
+ * MEMORY.md: the memories of shared scopes (app, teams, org), see `renderIndex`. Each agent's scratchpad
+ * has its own index (`renderScratchpadIndex`).
+ */
+export function renderMemoryIndex(app: string, entries: Iterable<IndexEntry>, limits = INDEX_LIMITS): string {
+  return renderIndex(`# Memory index: ${displayLine(app)}`, [...entries].filter(isSharedEntry), "", limits);
+}
+
+/**
+ * `agents/<id>/MEMORY.md`: the memories of agent `agentId`'s scratchpad only, linked from that folder
+ * (`../../agent/<id>/…`), under the same caps as MEMORY.md.
+ */
+export function renderScratchpadIndex(app: string, agentId: string, entries: Iterable<IndexEntry>, limits = INDEX_LIMITS): string {
+  const scope = `agent:${agentId}`;
+  const own = [...entries].filter((entry) => entry.scope === scope);
+  return renderIndex(`# Scratchpad index: ${displayLine(app)}, agent ${displayLine(agentId)}`, own, "../../", limits);
+}
+
+/**
+ * An index: a header, then as many memories as fit in order, then (if any are left out) one line
  * saying how many. Lines and bytes are both budgeted; the closing line's room is reserved before
  * each entry is admitted, so the caps hold for any number of memories and any title.
  */
-export function renderMemoryIndex(app: string, entries: Iterable<IndexEntry>, limits = INDEX_LIMITS): string {
-  const listed = [...entries].filter(isListed).sort(compareIndexEntries);
+function renderIndex(heading: string, entries: readonly IndexEntry[], linkPrefix: string, limits: { maxLines: number; maxBytes: number }): string {
+  const listed = entries.filter(isListed).sort(compareIndexEntries);
   const lines = [
-    `# Memory index: ${displayLine(app)}`,
+    heading,
     "",
     `${listed.length} ${listed.length === 1 ? "memory" : "memories"} in force or awaiting review, most important first ` +
       "(then most recently changed, then by kind). Each links to its file; superseded and rejected memories are not listed.",
@@ -220,7 +242,7 @@ export function renderMemoryIndex(app: string, entries: Iterable<IndexEntry>, li
   let used = lines.reduce((sum, line) => sum + bytes(line), 0);
   let shown = 0;
   for (const entry of listed) {
-    const line = indexLine(entry);
+    const line = indexLine(entry, linkPrefix);
     const leftAfter = listed.length - shown - 1;
     const reserveLines = leftAfter > 0 ? 1 : 0;
     const reserveBytes = leftAfter > 0 ? bytes(omittedLine(leftAfter)) : 0;

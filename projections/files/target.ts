@@ -4,10 +4,10 @@ import path from "node:path";
 import { conflict, internal } from "../../schemas/errors.js";
 import type { Checkpoint, ProjectedEvent, ProjectionTarget } from "../projection.js";
 import { isNotFound, readTextIfExists, removeLeftoverTemps, writeFileAtomic } from "./fs.js";
-import type { AppLayout } from "./layout.js";
+import { scratchpadIndexPath, scratchpadOwner, type AppLayout } from "./layout.js";
 import { applyEvent, emptyRecord, indexEntryOf, isMemoryEvent, type IndexEntry, type MemoryRecord } from "./model.js";
 import { CHECKPOINT_FILE, INDEX_FILE, STATE_DIR, memoryFilePath, memoryStatePath, resolveInside } from "./paths.js";
-import { renderMemoryFile, renderMemoryIndex } from "./render.js";
+import { renderMemoryFile, renderMemoryIndex, renderScratchpadIndex } from "./render.js";
 
 /** The on-disk form of one memory's record (`.state/<id>.json`). */
 interface StoredRecord extends MemoryRecord {
@@ -246,6 +246,18 @@ export class FilesTarget implements ProjectionTarget {
     if (records.length > 0 || !this.indexOnDisk) {
       await this.write(INDEX_FILE, renderMemoryIndex(this.layout.app, this.entries.values()));
       this.indexOnDisk = true;
+    }
+    // Each scratchpad a record of this commit belongs to gets its own index again (a scope never changes).
+    const agents = new Set(records.map((r) => scratchpadOwner(r.state.scope ?? "app")).filter((a): a is string => a !== null));
+    if (agents.size > 0) {
+      const byAgent = new Map<string, IndexEntry[]>([...agents].map((a) => [a, []]));
+      for (const entry of this.entries.values()) {
+        const owner = scratchpadOwner(entry.scope);
+        if (owner !== null) byAgent.get(owner)?.push(entry);
+      }
+      for (const [agent, own] of [...byAgent].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+        await this.write(scratchpadIndexPath(agent), renderScratchpadIndex(this.layout.app, agent, own));
+      }
     }
 
     const checkpoint: Checkpoint = { seq: Math.max(seq, this.committed.seq), generation: this.generation };

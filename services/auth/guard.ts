@@ -1,13 +1,12 @@
 import type { AppendOutcome } from "../../schemas/commands.js";
-import { ErrorCode, MemledgerError, forbidden } from "../../schemas/errors.js";
+import { ErrorCode, MemledgerError, forbidden, notFound } from "../../schemas/errors.js";
 import { ORG_APP } from "../../events/subjects.js";
-import { POLICY_ACTOR, authorize, isGoverned, scopeIndependent, type Decision, type Policy } from "../../schemas/policy.js";
+import { POLICY_ACTOR, authorize, isDeclaredApp, isGoverned, mayRead, type Decision, type Policy } from "../../schemas/policy.js";
+import type { Actor } from "../../schemas/primitives.js";
 import type { CommandContext } from "../command-handler.js";
 
-/** What the guard needs from the command service: a memory's scope, and a way to approve on the policy's behalf. */
+/** What the guard needs from the command service: a way to approve on the policy's behalf. */
 export interface GuardPorts {
-  /** The stored scope of a memory, or null when it does not exist. */
-  scopeOf(app: string, memoryId: string): Promise<string | null>;
   approve(request: { memoryId: string; version: number }, ctx: CommandContext): Promise<AppendOutcome>;
   onError?(err: unknown, where: string): void;
 }
@@ -19,9 +18,24 @@ export type FollowUp = (result: unknown) => Promise<unknown>;
 export type AutoApproved = AppendOutcome & { autoApproved: AppendOutcome | null };
 
 /**
- * Enforces a policy in front of the command handlers: resolves the scope a governed verb acts on (the
- * payload's for a new proposal, the stored memory's otherwise), asks `authorize`, and refuses with
- * `forbidden` before anything is appended.
+ * A governed command's check, made against the state the command is finally decided on: the command
+ * handler calls `authorize` with the aggregate's stored scope on every attempt, right before deciding
+ * (CommandHandler.execute's `authorize` option). A check made before the handler loads the state would
+ * judge a memory that another command may create (in someone else's scratchpad) a moment later.
+ */
+export interface GovernedCheck {
+  /** Throws `forbidden` unless the actor may do the verb on `storedScope` (null: no such memory yet). */
+  authorize(storedScope: string | null): void;
+  /** After the command succeeded: the policy's own approval, when the deciding rule auto-approves. */
+  followUp: FollowUp;
+}
+
+/**
+ * Enforces a policy around the command handlers:
+ *  - apps: a policy that declares its apps answers `not_found` for any other, before anything is created;
+ *  - writes: a governed verb is authorised against the scope it acts on (the payload's for a new
+ *    proposal, the stored memory's otherwise, `promote` included), inside the handler's decide step;
+ *  - reads: `mayRead` / `requireRead` say which scopes an actor may see (schemas/policy.ts).
  *
  * Auto-approval: a proposal a rule marks `autoApprove` is followed by a second command, an approve by
  * `service:policy`, appended right after the proposal on the same memory subject. Each append stays one
@@ -34,31 +48,69 @@ export class PolicyGuard {
     private readonly ports: GuardPorts,
   ) {}
 
-  async check(verb: string, request: Record<string, unknown>, ctx: CommandContext): Promise<FollowUp | undefined> {
-    if (!isGoverned(verb)) return undefined;
-    let decision: Decision | null = scopeIndependent(this.policy, ctx.actor, verb);
-    let scope: string | null = null;
-    if (decision === null) {
-      const memoryId = request.memoryId as string | undefined;
-      const stored = memoryId === undefined ? null : await this.ports.scopeOf(ctx.app, memoryId);
-      // A new proposal acts on the scope it names; a revision on the memory's (the decider refuses a move).
-      scope = stored ?? (verb === "propose" ? ((request.scope as string | undefined) ?? (ctx.app === ORG_APP ? "org" : "app")) : null);
-      // Not there: let the handler answer not_found (or create it, for a keyed proposal).
-      if (scope === null) return undefined;
-      decision = authorize(this.policy, ctx.actor, verb, scope);
+  /** `not_found` for an app the policy does not declare: nothing may be created for it. */
+  requireApp(app: string): void {
+    if (!isDeclaredApp(this.policy, app, ORG_APP)) {
+      throw notFound(`no app ${app}: the policy declares ${this.policy.apps!.join(", ")}`, { app });
     }
+  }
+
+  mayRead(actor: Actor, scope: string): boolean {
+    return mayRead(this.policy, actor, scope);
+  }
+
+  /** A predicate over scopes for one actor, remembering answers (a search or a log asks per event). */
+  readFilter(actor: Actor): (scope: string) => boolean {
+    const known = new Map<string, boolean>();
+    return (scope) => {
+      let answer = known.get(scope);
+      if (answer === undefined) known.set(scope, (answer = this.mayRead(actor, scope)));
+      return answer;
+    };
+  }
+
+  /** Throws `forbidden`, naming actor, scope and what was asked, unless the actor may read the scope. */
+  requireRead(actor: Actor, scope: string, what: string): void {
+    const decision = authorize(this.policy, actor, "read", scope);
     if (!decision.allowed) {
-      const memoryId = request.memoryId as string | undefined;
-      throw forbidden(`${decision.reason}${memoryId ? ` (memory ${memoryId})` : ""}`, {
-        actor: ctx.actor,
-        verb,
-        scope,
-        memoryId: memoryId ?? null,
-        roles: decision.roles,
-        missing: decision.missing,
-      });
+      throw forbidden(`${decision.reason} (${what})`, { actor, verb: "read", scope, roles: decision.roles, missing: decision.missing });
     }
-    return decision.autoApprove ? (result) => this.autoApprove(result as AppendOutcome, ctx) : undefined;
+  }
+
+  /** For a governed verb, the check to run in the decide step and the follow-up; undefined for any other verb. */
+  prepare(verb: string, request: Record<string, unknown>, ctx: CommandContext): GovernedCheck | undefined {
+    if (!isGoverned(verb)) return undefined;
+    let decided: Decision | null = null;
+    const memoryId = request.memoryId as string | undefined;
+    const check: GovernedCheck = {
+      authorize: (storedScope) => {
+        // A new proposal acts on the scope it names; anything else on the memory's (the decider refuses a move).
+        const scope = storedScope ?? (verb === "propose" ? ((request.scope as string | undefined) ?? (ctx.app === ORG_APP ? "org" : "app")) : null);
+        // No such memory: the decider answers not_found, nothing to authorise.
+        if (scope === null) {
+          decided = null;
+          return;
+        }
+        const decision = authorize(this.policy, ctx.actor, verb, scope);
+        if (!decision.allowed) {
+          throw forbidden(`${decision.reason}${memoryId ? ` (memory ${memoryId})` : ""}`, {
+            actor: ctx.actor,
+            verb,
+            scope,
+            memoryId: memoryId ?? null,
+            roles: decision.roles,
+            missing: decision.missing,
+          });
+        }
+        decided = decision;
+      },
+      // A replayed proposal replays (or completes) its approval too: the approval is keyed by the proposal's event id.
+      followUp: async (result) => {
+        const decision = decided as Decision | null;
+        return verb === "propose" && decision?.allowed && decision.autoApprove ? this.autoApprove(result as AppendOutcome, ctx) : result;
+      },
+    };
+    return check;
   }
 
   private async autoApprove(proposed: AppendOutcome, ctx: CommandContext): Promise<AutoApproved> {
@@ -82,5 +134,18 @@ export class PolicyGuard {
       if (!(err instanceof MemledgerError && err.code === ErrorCode.conflict)) this.ports.onError?.(err, `auto-approve ${proposed.memoryId}`);
       return { ...proposed, autoApproved: null };
     }
+  }
+}
+
+/**
+ * The best `k` results a reader may see, from a ranked source that can be asked for more: asks for `k`,
+ * and while the read filter took some away and the source had more, asks again for four times as many
+ * (at most 64 k). Ranking is the source's; the filter only removes.
+ */
+export async function readableTopK<T>(fetch: (k: number) => Promise<readonly T[]>, k: number, keep: (item: T) => boolean): Promise<T[]> {
+  for (let asked = k; ; asked *= 4) {
+    const got = await fetch(asked);
+    const kept = got.filter(keep);
+    if (kept.length >= k || got.length < asked || asked >= k * 64) return kept.slice(0, k);
   }
 }

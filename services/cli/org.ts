@@ -52,7 +52,8 @@ export function registerOrgCommands(
     .action(async (query: string, opts: { mode?: string; k?: number; kind?: string }, cmd: Command) => {
       const g = globals(cmd);
       // The org stream is projected as the search index of the app "org": the same search, on that index only.
-      const argv = ["search", query, "--app", "org", "--nats", g.nats, "--prefix", g.prefix];
+      // As the same actor: what it may read is decided by the policy either way.
+      const argv = ["search", query, "--app", "org", "--nats", g.nats, "--prefix", g.prefix, "--as", `${g.as.kind}:${g.as.id}`];
       if (opts.mode !== undefined) argv.push("--mode", opts.mode);
       if (opts.k !== undefined) argv.push("--k", String(opts.k));
       if (opts.kind !== undefined) argv.push("--kind", opts.kind);

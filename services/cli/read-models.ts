@@ -166,7 +166,12 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
         const apps = g.app === ORG_APP ? [ORG_APP] : [g.app, ORG_APP];
         const indexes: SearchIndex[] = [];
         for (const app of apps) indexes.push(await openCaughtUp(store, config, app, vectors));
-        return retrieve(indexes, query, defined({ k: opts.k ?? 10, mode, scope: opts.scope, kind: opts.kind }));
+        // Reads are governed: only scopes the acting actor (--as) may read under the policy (MEMLEDGER_POLICY,
+        // else the built-in default), as the command service's search answers.
+        const [{ resolvePolicy }, { readableTopK }, { mayRead }] = await Promise.all([import("../auth/load.js"), import("../auth/guard.js"), import("../../schemas/policy.js")]);
+        const { policy } = await resolvePolicy(undefined, io.env);
+        const fetch = (k: number) => retrieve(indexes, query, defined({ k, mode, scope: opts.scope, kind: opts.kind }));
+        return readableTopK(fetch, opts.k ?? 10, (hit) => mayRead(policy, g.as, hit.scope));
       });
       for (const [rank, hit] of hits.entries()) {
         if (g.json) printJson(io, { rank: rank + 1, ...hit });

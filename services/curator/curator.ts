@@ -296,6 +296,7 @@ export class Curator {
     return {
       app,
       memoryId: request.aggregateId,
+      scope: source.state.scope ?? request.scope,
       version: version.version,
       content,
       active: active?.version === version.version && source.state.superseded === null,

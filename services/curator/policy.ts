@@ -45,6 +45,8 @@ export type PromotedContent = MemoryContent;
 export interface PromotionCandidate {
   app: string;
   memoryId: string;
+  /** The source memory's scope; a scratchpad (`agent:<id>`) is never promoted, whoever asks. */
+  scope?: string;
   /** The version the request names. */
   version: number;
   content: PromotedContent;
@@ -182,6 +184,12 @@ const percent = (share: number) => `${Math.round(share * 100)}%`;
 export function assessCandidate(candidate: PromotionCandidate, policy: CuratorPolicy): { refusals: PromotionReason[]; flags: PromotionReason[] } {
   const refusals: PromotionReason[] = [...secretReasons(candidate.secrets)];
   const flags: PromotionReason[] = [];
+  if (candidate.scope?.startsWith("agent:")) {
+    refusals.push({
+      code: "scratchpad",
+      message: `the memory is in ${candidate.scope}, an agent's scratchpad, which is never promoted; propose it to the app or a team, have it reviewed there, and promote that memory`,
+    });
+  }
   if (!candidate.active || candidate.approvedBy === null) {
     refusals.push({
       code: "unvalidated",

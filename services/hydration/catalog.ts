@@ -16,6 +16,11 @@ interface SessionSummary {
   ended: boolean;
 }
 
+/** A change as the catalog keeps it: with the memory's scope, so a pack shows only what its reader may read. */
+type ScopedChange = PackChange & { scope: string };
+
+const withoutScope = ({ scope: _scope, ...change }: ScopedChange): PackChange => change;
+
 /** Memory changes kept for "since your last session"; older ones are only counted. */
 export const KEPT_CHANGES = 20_000;
 
@@ -117,7 +122,7 @@ export class AppCatalog {
   private readonly sessionsByAgent = new Map<string, Map<string, SessionSummary>>();
   private readonly sessionAgent = new Map<string, string>();
   /** Ascending by seq (events are folded in stream order). */
-  private changes: PackChange[] = [];
+  private changes: ScopedChange[] = [];
   /** Sequences of changes no longer kept, ascending, to say how many were not listed. */
   private forgotten: number[] = [];
   private seq = 0;
@@ -194,13 +199,21 @@ export class AppCatalog {
     return previous ? { sessionId: previous.sessionId, seq: previous.seq, time: previous.time, ended: previous.ended, task: previous.task } : null;
   }
 
-  /** Memory changes after `seq`, oldest first, at most `limit` (the newest); the rest are counted. */
-  changesAfter(seq: number, limit: number): { events: PackChange[]; omittedOlder: number } {
+  /**
+   * Memory changes after `seq`, oldest first, at most `limit` (the newest); the rest are counted.
+   * `visible`: only changes of memories in scopes it accepts (another agent's scratchpad is not listed,
+   * not even by title); the count of older changes no longer kept cannot tell scopes apart.
+   */
+  changesAfter(seq: number, limit: number, visible?: (scope: string) => boolean): { events: PackChange[]; omittedOlder: number } {
     const first = upperBound(this.changes, seq, (c) => c.seq);
-    const after = this.changes.length - first;
-    const kept = this.changes.slice(Math.max(first, this.changes.length - limit));
     const forgottenAfter = this.forgotten.length - upperBound(this.forgotten, seq, (s) => s);
-    return { events: kept, omittedOlder: after - kept.length + forgottenAfter };
+    if (!visible) {
+      const kept = this.changes.slice(Math.max(first, this.changes.length - limit));
+      return { events: kept.map(withoutScope), omittedOlder: this.changes.length - first - kept.length + forgottenAfter };
+    }
+    const after = this.changes.slice(first).filter((c) => visible(c.scope));
+    const kept = after.slice(Math.max(0, after.length - limit));
+    return { events: kept.map(withoutScope), omittedOlder: after.length - kept.length + forgottenAfter };
   }
 
   private noteSession(seq: number, event: Extract<LedgerEvent, { type: "session.started" | "session.ended" }>): void {
@@ -244,8 +257,8 @@ export class AppCatalog {
     // The title as of this event: a proposal names it; other events act on a version already folded.
     const titleOf = (version: number | null) =>
       before?.versions.find((v) => v.version === version)?.title ?? before?.versions.find((v) => v.version === before.activeVersion)?.title ?? before?.versions.at(-1)?.title ?? null;
-    const base = { seq, time: event.time, type: event.type, memoryId: event.aggregateId, actor: `${event.actor.kind}:${event.actor.id}` };
-    let change: PackChange;
+    const base = { seq, time: event.time, type: event.type, memoryId: event.aggregateId, actor: `${event.actor.kind}:${event.actor.id}`, scope: event.scope };
+    let change: ScopedChange;
     switch (event.type) {
       case "memory.proposed":
         change = { ...base, title: event.data.title, version: event.data.version, detail: null };

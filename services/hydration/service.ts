@@ -1,11 +1,12 @@
 import type { ClaimsReader } from "../../projections/claims/reader.js";
-import { readMemoryIndex } from "../../projections/files/index.js";
+import { readMemoryIndex, readScratchpadIndex } from "../../projections/files/index.js";
 import { SearchIndex } from "../../projections/search/index.js";
 import { MemledgerError } from "../../schemas/errors.js";
 import type { EventStore } from "../event-store.js";
 import { AppCatalog } from "./catalog.js";
 import { assemblePack, type Availability, type ContextPack, type PackClaim, type PackOptions } from "./pack.js";
 import { rankRelevant } from "./retrieval.js";
+import { readableTopK } from "../auth/guard.js";
 import { memoizedTokens, o200kTokens, type TokenCounter } from "./tokens.js";
 
 export interface HydrationOptions {
@@ -37,6 +38,40 @@ export interface HydrateInput {
   budget: number;
   /** The agent's current session, left out when looking for its previous one. */
   sessionId?: string | undefined;
+  /**
+   * Which scopes the pack may show (the sender's read rights, and never another agent's scratchpad):
+   * memories, changes and MEMORY.md lines of other scopes are left out. Default: shared scopes and the
+   * agent's own scratchpad.
+   */
+  visible?: ((scope: string) => boolean) | undefined;
+}
+
+/** A pack shows shared scopes and the agent's own scratchpad only, whatever else its sender may read. */
+export const ownAndShared = (agent: string) => (scope: string) => !scope.startsWith("agent:") || scope === `agent:${agent}`;
+
+/** A MEMORY.md entry line ends with its link and details: `](<file>) (<details>; importance <n>)`. */
+const INDEX_LINK = /\]\(([A-Za-z0-9_./-]+)\) \([^()]*; importance -?[0-9.]+\)$/;
+
+/** The scope of a memory file from its path (`app/…`, `org/…`, `team/<name>/…`, `agent/<id>/…`). */
+function scopeOfFile(file: string): string | null {
+  const [first, second] = file.split("/");
+  if (first === "app" || first === "org") return first;
+  if ((first === "team" || first === "agent") && second !== undefined) return `${first}:${second}`;
+  return null;
+}
+
+/** MEMORY.md without the lines of memories in scopes the reader may not see (unrecognised entries go too). */
+export function visibleIndexLines(text: string, visible: (scope: string) => boolean): string {
+  return text
+    .split("\n")
+    .filter((line) => {
+      if (!line.startsWith("- [")) return true;
+      const file = INDEX_LINK.exec(line)?.[1];
+      if (file === undefined) return !/\]\(/.test(line); // the "…and N more" line has no link
+      const scope = scopeOfFile(file);
+      return scope !== null && visible(scope);
+    })
+    .join("\n");
 }
 
 /**
@@ -61,15 +96,17 @@ export class Hydrator {
 
   async hydrate(app: string, input: HydrateInput): Promise<ContextPack> {
     const live = this.options.searchIndex?.(app);
-    const [catalog, memoryIndex, claims] = await Promise.all([this.caughtUp(app, !live), this.memoryIndex(app), this.liveClaims(app)]);
+    const visible = ((own) => (input.visible ? (scope: string) => own(scope) && input.visible!(scope) : own))(ownAndShared(input.agent));
+    const [catalog, memoryIndex, claims] = await Promise.all([this.caughtUp(app, !live), this.memoryIndex(app, input.agent, visible), this.liveClaims(app)]);
     // An index of the catalog's own only stands in while the live one is missing; once there is one it goes.
     if (live && catalog.index) catalog.dropIndex();
     const ranking = live ?? catalog.index!;
     // Read before retrieval yields, so every part of the pack describes the same caught-up catalog.
     const since = catalog.previousSession(input.agent, input.sessionId);
-    const changes = since ? catalog.changesAfter(since.seq, this.options.maxChanges ?? 200) : { events: [], omittedOlder: 0 };
-    const fragileCandidates = catalog.fragileOnPaths(input.paths);
-    const relevant = await rankRelevant(ranking, { task: input.task, paths: input.paths, branch: input.branch, k: this.options.relevantK ?? 12 });
+    const changes = since ? catalog.changesAfter(since.seq, this.options.maxChanges ?? 200, visible) : { events: [], omittedOlder: 0 };
+    const fragileCandidates = catalog.fragileOnPaths(input.paths).filter((m) => visible(m.scope));
+    const query = { task: input.task, paths: input.paths, branch: input.branch };
+    const relevant = await readableTopK((k) => rankRelevant(ranking, { ...query, k }), this.options.relevantK ?? 12, (r) => visible(r.memory.scope));
     return assemblePack(
       {
         app,
@@ -121,10 +158,17 @@ export class Hydrator {
     return catalog;
   }
 
-  private async memoryIndex(app: string): Promise<Availability<string | null>> {
+  /**
+   * The app's MEMORY.md (shared scopes; lines the reader may not see left out), followed by the agent's
+   * own scratchpad index when it has one and the reader may see it.
+   */
+  private async memoryIndex(app: string, agent: string, visible: (scope: string) => boolean): Promise<Availability<string | null>> {
     if (!this.options.filesRoot) return { available: false, reason: "this service runs without the files projection" };
     try {
-      return { available: true, value: await readMemoryIndex(this.options.filesRoot, app) };
+      const root = this.options.filesRoot;
+      const [shared, own] = await Promise.all([readMemoryIndex(root, app), visible(`agent:${agent}`) ? readScratchpadIndex(root, app, agent) : null]);
+      const parts = [shared === null ? null : visibleIndexLines(shared, visible).trimEnd(), own?.trimEnd() ?? null].filter((p): p is string => p !== null);
+      return { available: true, value: parts.length > 0 ? `${parts.join("\n\n")}\n` : null };
     } catch (err) {
       return { available: false, reason: `reading it failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` };
     }

@@ -42,33 +42,34 @@ type ScopeClass = keyof ReturnType<typeof SCOPES>;
 
 /**
  * The shipped example policy, role by role: for each scope class, what each governed verb gets, in the
- * order propose, approve, reject, supersede, rollback. `a` allowed and auto-approved, `A` allowed, `-` refused.
+ * order propose, approve, reject, supersede, rollback, promote. `a` allowed and auto-approved, `A` allowed, `-` refused.
+ * A `*` scope never reaches the org's writes: only rules naming `org` do (the curator's, the admin's review).
  */
 const EXPECTED: Record<string, { actor: Actor; grid: Record<ScopeClass, string> }> = {
   agent: {
     actor: { kind: "agent", id: "coder-1" },
-    grid: { "own scratchpad": "aAAAA", "another agent's scratchpad": "-----", team: "A----", app: "A----", org: "-----" },
+    grid: { "own scratchpad": "aAAAAA", "another agent's scratchpad": "------", team: "A----A", app: "A----A", org: "------" },
   },
   "agent not listed by name (agent:*)": {
     actor: { kind: "agent", id: "newcomer" },
-    grid: { "own scratchpad": "aAAAA", "another agent's scratchpad": "-----", team: "A----", app: "A----", org: "-----" },
+    grid: { "own scratchpad": "aAAAAA", "another agent's scratchpad": "------", team: "A----A", app: "A----A", org: "------" },
   },
   reviewer: {
     // A human has no scratchpad of its own: `agent:alice` is an agent's.
     actor: { kind: "human", id: "alice" },
-    grid: { "own scratchpad": "-----", "another agent's scratchpad": "-----", team: "AAAAA", app: "AAAAA", org: "-----" },
+    grid: { "own scratchpad": "------", "another agent's scratchpad": "------", team: "AAAAAA", app: "AAAAAA", org: "------" },
   },
   curator: {
     actor: { kind: "service", id: "curator" },
-    grid: { "own scratchpad": "-----", "another agent's scratchpad": "-----", team: "-----", app: "-----", org: "AAAAA" },
+    grid: { "own scratchpad": "------", "another agent's scratchpad": "------", team: "------", app: "------", org: "AAAAAA" },
   },
   admin: {
     actor: { kind: "human", id: "root" },
-    grid: { "own scratchpad": "AAAAA", "another agent's scratchpad": "AAAAA", team: "AAAAA", app: "AAAAA", org: "AAAAA" },
+    grid: { "own scratchpad": "AAAAAA", "another agent's scratchpad": "AAAAAA", team: "AAAAAA", app: "AAAAAA", org: "-AAAA-" },
   },
   "no role (a human the policy does not name)": {
     actor: { kind: "human", id: "mallory" },
-    grid: { "own scratchpad": "-----", "another agent's scratchpad": "-----", team: "-----", app: "-----", org: "-----" },
+    grid: { "own scratchpad": "------", "another agent's scratchpad": "------", team: "------", app: "------", org: "------" },
   },
 };
 
@@ -98,14 +99,17 @@ describe("authorize with the example policy: every role × verb × scope class",
 describe("authorize: evaluation of the data", () => {
   const policy = (roles: Policy["roles"], actors: Policy["actors"]): Policy => parsePolicy({ version: 1, roles, actors });
 
-  it("the built-in default lets everyone do everything and auto-approves nothing", () => {
+  it("the built-in default lets everyone do everything but write the org, which only service:curator does, and auto-approves nothing", () => {
     for (const actor of [{ kind: "agent", id: "x" }, { kind: "human", id: "y" }, { kind: "service", id: "z" }] as Actor[]) {
       for (const verb of GOVERNED_VERBS) {
         for (const scope of Object.values(SCOPES(actor))) {
-          expect(authorize(PERMISSIVE_POLICY, actor, verb, scope)).toMatchObject({ allowed: true, autoApprove: false });
+          expect(authorize(PERMISSIVE_POLICY, actor, verb, scope)).toMatchObject(scope === "org" ? { allowed: false } : { allowed: true, autoApprove: false });
         }
-        expect(scopeIndependent(PERMISSIVE_POLICY, actor, verb)).toMatchObject({ allowed: true });
+        expect(scopeIndependent(PERMISSIVE_POLICY, actor, verb)).toBeNull();
       }
+    }
+    for (const verb of GOVERNED_VERBS) {
+      expect(authorize(PERMISSIVE_POLICY, { kind: "service", id: "curator" }, verb, "org")).toMatchObject({ allowed: true, autoApprove: false });
     }
   });
 
@@ -247,7 +251,7 @@ describe("broker users from a policy", () => {
 // Keep the verb list and the grid in step: a new governed verb must be added to the expectations.
 it("the grid covers every governed verb", () => {
   const verbs: readonly GovernedVerb[] = GOVERNED_VERBS;
-  expect(verbs).toEqual(["propose", "approve", "reject", "supersede", "rollback"]);
+  expect(verbs).toEqual(["propose", "approve", "reject", "supersede", "rollback", "promote"]);
 });
 
 describe("NATS URLs with credentials (how `memledger up` and clients log in)", () => {

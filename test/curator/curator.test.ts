@@ -4,6 +4,7 @@ import type { MemoryPromotionAccepted, MemoryPromotionRejected, MemoryPromotionR
 import type { EventStore } from "../../services/event-store.js";
 import { Curator, orgMemoryIdOf } from "../../services/curator/index.js";
 import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
+import { parsePolicy } from "../../services/auth/load.js";
 import { decisionOf, eventsOn, eventually, rawMessages, startCurator, stopCurator, storeFor } from "./support.js";
 
 type Proposed = import("zod").infer<typeof MemoryProposed>;
@@ -20,13 +21,27 @@ const GENERIC = {
 const GITHUB_TOKEN = ["ghp", "_", "Zr8Kq2", "Lm4Np6Qs8Tu0Vw2Xy4Za6Bc8De0Fg2"].join("");
 const AWS_SECRET = ["9dK2mQ7vX4pL8zR1", "tY6wN3bH5jC0fG2sA7eU4iO1"].join("");
 
+/**
+ * The built-in default (everyone may do everything outside the org; only service:curator writes it), plus
+ * human:rita, whom this policy names as an org reviewer: nobody a policy does not name approves org memories.
+ */
+const ORG_REVIEW_POLICY = parsePolicy({
+  version: 1,
+  roles: {
+    anyone: { allow: [{ verbs: ["*"], scopes: ["*"] }] },
+    curator: { allow: [{ verbs: ["*"], scopes: ["org"] }] },
+    "org-reviewer": { allow: [{ verbs: ["approve", "reject"], scopes: ["org"] }] },
+  },
+  actors: { "*": { roles: ["anyone"] }, "service:curator": { roles: ["curator"] }, "human:rita": { roles: ["org-reviewer"] } },
+});
+
 describe("curator over real NATS", () => {
   let ledger: Ledger;
   let store: EventStore;
   let running: { curator: Curator; nc: NatsConnection }[] = [];
 
   beforeEach(async () => {
-    ledger = await startLedger({ app: "shop" });
+    ledger = await startLedger({ app: "shop", policy: ORG_REVIEW_POLICY });
     store = await storeFor(ledger.nc, ledger.prefix);
     running = [];
   });

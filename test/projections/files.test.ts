@@ -11,6 +11,7 @@ import {
   listFiles,
   listMemoryFiles,
   readMemoryIndex,
+  readScratchpadIndex,
   renderMemoryIndex,
   safeSegment,
   treeHash,
@@ -395,12 +396,21 @@ describe("files projection: MEMORY.md stays small", () => {
     expect(Buffer.byteLength(index)).toBeLessThanOrEqual(25_600);
     const entries = lines.filter((line) => line.startsWith("- ["));
     expect(entries.length).toBeGreaterThan(100);
-    expect(lines.at(-1)).toBe(`- …and ${10_000 - entries.length} more memories not listed here: see the scope folders next to this file.`);
+    // A quarter of them are agent-a's scratchpad: not in the shared index, in agent-a's own (capped too).
+    expect(lines.at(-1)).toBe(`- …and ${7_500 - entries.length} more memories not listed here: see the scope folders next to this file.`);
+    expect(entries.some((line) => line.includes("](agent/"))).toBe(false);
+    const scratchpad = (await readScratchpadIndex(root, "app1", "agent-a"))!;
+    expect(scratchpad.trimEnd().split("\n").length).toBeLessThanOrEqual(200);
+    expect(Buffer.byteLength(scratchpad)).toBeLessThanOrEqual(25_600);
+    expect(scratchpad).toMatch(/^# Scratchpad index: app1, agent agent-a\n/);
+    expect(scratchpad).toMatch(/\]\(\.\.\/\.\.\/agent\/agent-a\/mem-[0-9]+\.md\)/);
+    expect(scratchpad.trimEnd().split("\n").at(-1)).toMatch(/^- …and [0-9]+ more memories not listed here/);
     const importances = entries.map((line) => Number(/importance (\d)\)$/.exec(line)![1]));
     expect(importances.every((value) => value === 5)).toBe(true);
     // Most recent first among equals: the highest-numbered memories of importance 5 come first.
     expect(entries[0]).toContain("(team/core/mem-09999.md)");
-    expect(entries[1]).toContain("(agent/agent-a/mem-09994.md)");
+    expect(entries[1]).toContain("(org/mem-09989.md)"); // mem-09994 is agent-a's: in its own index
+    expect(scratchpad.split("\n").find((line) => line.startsWith("- ["))).toContain("(../../agent/agent-a/mem-09994.md)");
     expect((await listMemoryFiles(root, "app1")).length).toBe(10_000);
   });
 
