@@ -48,11 +48,44 @@ export interface ProjectionScope {
   stream: string;
 }
 
+/**
+ * What a projection tells the operator while it opens, so a slow start never looks like a hang:
+ * `loading` (reading saved state), `set-aside` (saved state that could not be used was renamed and the
+ * model starts again from the log), `note` (anything else worth a line, e.g. vectors derived again).
+ */
+export interface OpenProgress {
+  phase: "loading" | "set-aside" | "note";
+  message: string;
+}
+
+/**
+ * What a runner reports for one projection of one stream while it opens and catches up: the open's own
+ * lines (`OpenProgress`), then `catching-up` (done/total: stream sequences) until `caught-up`.
+ */
+export interface ProjectionProgress {
+  projection: string;
+  app: string;
+  stream: string;
+  phase: OpenProgress["phase"] | "catching-up" | "caught-up";
+  message: string;
+  /** For catching-up: the sequence applied, and the stream's last sequence when the catch-up began. */
+  done?: number;
+  total?: number;
+}
+
+export interface OpenOptions {
+  onProgress?: (progress: OpenProgress) => void;
+}
+
 export interface ProjectionDefinition {
   /** Stable name: durable consumer name, CLI name (`memledger rebuild NAME`), status key. */
   readonly name: string;
-  /** Opens the live target (resuming from its checkpoint). */
-  openLive(scope: ProjectionScope): Promise<ProjectionTarget>;
+  /**
+   * Opens the live target (resuming from its checkpoint). Saved state that cannot be used (cut short,
+   * damaged, of an unknown format) is set aside and the target starts from sequence 0; state that
+   * needs the operator (unreadable, in the way) fails with an error naming the file and what to do.
+   */
+  openLive(scope: ProjectionScope, options?: OpenOptions): Promise<ProjectionTarget>;
   /** Opens an empty target that readers do not see until `promote`. */
   openFresh(scope: ProjectionScope): Promise<ProjectionTarget>;
   /** Atomically makes a caught-up fresh target the one readers see; the old generation is discarded. */

@@ -1,6 +1,8 @@
 import path from "node:path";
 import { invalid } from "../../schemas/errors.js";
-import type { ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { stat } from "node:fs/promises";
+import type { OpenOptions, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { isUnusableState, needsOperator, setAside } from "../unusable.js";
 import { listFiles, readTextIfExists, writeFileAtomic } from "./fs.js";
 import { AppLayout, isIndexFile, scratchpadIndexPath } from "./layout.js";
 import { CHECKPOINT_FILE, INDEX_FILE } from "./paths.js";
@@ -28,23 +30,47 @@ export function filesProjection(options: FilesProjectionOptions): ProjectionDefi
   const { root, ...targetOptions } = options;
   const layoutOf = (scope: ProjectionScope) => new AppLayout(root, scope.app);
 
+  /** The live target: the current generation, or (none, gone, unusable) a new one replayed from 0. */
+  const openLiveTarget = async (scope: ProjectionScope, open: OpenOptions): Promise<ProjectionTarget> => {
+    const layout = layoutOf(scope);
+    const report = open.onProgress ?? (() => undefined);
+    // First start: generation 1 (or the next free number if a rebuild left directories behind),
+    // given an empty checkpoint before readers can see it.
+    const startAfresh = async (): Promise<string> => {
+      const generation = await layout.allocate();
+      await writeFileAtomic(
+        path.join(layout.generationDir(generation), CHECKPOINT_FILE),
+        `${JSON.stringify({ seq: 0, generation })}\n`,
+      );
+      await layout.switchTo(generation);
+      return generation;
+    };
+    let generation = await layout.current();
+    if (generation !== null && !(await isDirectory(layout.generationDir(generation)))) {
+      report({ phase: "set-aside", message: `${layout.appDir} links to generation ${generation}, which is gone; rebuilding from the log` });
+      generation = null;
+    }
+    if (generation === null) return FilesTarget.open(layout, await startAfresh(), targetOptions);
+    report({ phase: "loading", message: `loading state of generation ${generation}` });
+    try {
+      return await FilesTarget.open(layout, generation, targetOptions);
+    } catch (error) {
+      if (!isUnusableState(error)) throw error;
+      // The log is the truth: the whole generation is renamed for the operator and rebuilt from the log
+      // (readers see the new generation fill up, as on a first start).
+      const aside = await setAside(layout.generationDir(generation));
+      report({ phase: "set-aside", message: `${error.message}; generation set aside as ${aside}; rebuilding from the log` });
+      return FilesTarget.open(layout, await startAfresh(), targetOptions);
+    }
+  };
+
   return {
     name: "files",
 
-    async openLive(scope) {
-      const layout = layoutOf(scope);
-      let generation = await layout.current();
-      if (generation === null) {
-        // First start: generation 1 (or the next free number if a rebuild left directories behind),
-        // given an empty checkpoint before readers can see it.
-        generation = await layout.allocate();
-        await writeFileAtomic(
-          path.join(layout.generationDir(generation), CHECKPOINT_FILE),
-          `${JSON.stringify({ seq: 0, generation })}\n`,
-        );
-        await layout.switchTo(generation);
-      }
-      return FilesTarget.open(layout, generation, targetOptions);
+    async openLive(scope, open: OpenOptions = {}) {
+      return openLiveTarget(scope, open).catch((error: unknown) => {
+        throw needsOperator(error, `file store cannot use ${layoutOf(scope).appDir}`, "fix the directory's permissions or free space, then start again");
+      });
     },
 
     async openFresh(scope) {
@@ -69,6 +95,12 @@ export function filesProjection(options: FilesProjectionOptions): ProjectionDefi
     },
   };
 }
+
+const isDirectory = (dir: string): Promise<boolean> =>
+  stat(dir).then(
+    (stats) => stats.isDirectory(),
+    () => false,
+  );
 
 // ---- readers -----------------------------------------------------------------------------------
 

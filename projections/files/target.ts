@@ -2,6 +2,7 @@ import { writeFileSync } from "node:fs";
 import { mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { conflict, internal } from "../../schemas/errors.js";
+import { isUnusableState, unusableState } from "../unusable.js";
 import type { Checkpoint, ProjectedEvent, ProjectionTarget } from "../projection.js";
 import { isNotFound, readTextIfExists, removeLeftoverTemps, writeFileAtomic } from "./fs.js";
 import { scratchpadIndexPath, scratchpadOwner, type AppLayout } from "./layout.js";
@@ -44,6 +45,16 @@ interface BundledRecord {
   file: string;
   offset: number;
   length: number;
+}
+
+/** A stored record as far as loading relies on it (its memory id and the fields the index entry reads). */
+function checkRecord(file: string, parsed: unknown): StoredRecord {
+  const record = parsed as Partial<StoredRecord> | null;
+  const state = record?.state as { id?: unknown } | undefined;
+  if (record === null || typeof record !== "object" || record.format !== 1 || !state || typeof state !== "object" || !("id" in state)) {
+    throw unusableState(`file store state ${file}`, file, "it holds no memory record of format 1");
+  }
+  return record as StoredRecord;
 }
 
 /** Files read or written at once: enough to keep libuv's thread pool busy, few enough to bound open files. */
@@ -114,15 +125,35 @@ export class FilesTarget implements ProjectionTarget {
     return this.touched.size > 0;
   }
 
+  /**
+   * Reads the checkpoint and every state record. Content that does not parse or does not fit (a file cut
+   * short, a checkpoint of another generation) is `unusableState` naming the file (the projection sets
+   * the generation aside and starts again from the log); I/O errors are thrown as they are.
+   */
   private async load(): Promise<void> {
+    let file = this.dir;
+    try {
+      await this.loadFrom((next) => (file = next));
+    } catch (error) {
+      if (isUnusableState(error) || (error as NodeJS.ErrnoException).code !== undefined) throw error;
+      throw unusableState(`file store state ${file}`, file, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private async loadFrom(reading: (file: string) => void): Promise<void> {
     await removeLeftoverTemps(this.dir);
-    const checkpointText = await readTextIfExists(path.join(this.dir, CHECKPOINT_FILE));
+    const checkpointFile = path.join(this.dir, CHECKPOINT_FILE);
+    reading(checkpointFile);
+    const checkpointText = await readTextIfExists(checkpointFile);
     if (checkpointText !== null) {
-      const saved = JSON.parse(checkpointText) as Checkpoint;
-      if (saved.generation !== this.generation) {
-        throw internal(`${this.dir} holds the checkpoint of generation ${saved.generation}, not ${this.generation}`);
+      const saved = JSON.parse(checkpointText) as Partial<Checkpoint> | null;
+      if (saved === null || typeof saved !== "object" || !Number.isInteger(saved.seq) || (saved.seq as number) < 0) {
+        throw unusableState(`file store checkpoint ${checkpointFile}`, checkpointFile, "it holds no sequence");
       }
-      this.committed = { seq: saved.seq, generation: this.generation };
+      if (saved.generation !== this.generation) {
+        throw unusableState(`file store checkpoint ${checkpointFile}`, checkpointFile, `it is the checkpoint of generation ${String(saved.generation)}, not ${this.generation}`);
+      }
+      this.committed = { seq: saved.seq as number, generation: this.generation };
     }
     this.indexOnDisk = (await readTextIfExists(path.join(this.dir, INDEX_FILE))) !== null;
     let stateFiles: string[] = [];
@@ -134,12 +165,13 @@ export class FilesTarget implements ProjectionTarget {
     const bundles = await this.bundleFiles();
     for (const { name } of bundles) {
       const file = path.join(this.dir, STATE_DIR, name);
+      reading(file);
       const bytes = await readFile(file);
       let offset = 0;
       while (offset < bytes.length) {
         let end = bytes.indexOf(10, offset);
         if (end < 0) end = bytes.length;
-        const record = JSON.parse(bytes.toString("utf8", offset, end)) as StoredRecord;
+        const record = checkRecord(file, JSON.parse(bytes.toString("utf8", offset, end)));
         this.remember(record);
         if (record.state.id !== null) this.bundled.set(record.state.id, { file, offset, length: end - offset });
         offset = end + 1;
@@ -147,7 +179,14 @@ export class FilesTarget implements ProjectionTarget {
     }
     const perMemory = stateFiles.filter((name) => !BUNDLE.test(name));
     await inChunks(perMemory, async (name) => {
-      const record = JSON.parse(await readFile(path.join(this.dir, STATE_DIR, name), "utf8")) as StoredRecord;
+      const file = path.join(this.dir, STATE_DIR, name);
+      let record: StoredRecord;
+      try {
+        record = checkRecord(file, JSON.parse(await readFile(file, "utf8")));
+      } catch (error) {
+        if (error instanceof SyntaxError) throw unusableState(`file store state ${file}`, file, error.message);
+        throw error;
+      }
       this.remember(record);
       if (record.state.id !== null) this.bundled.delete(record.state.id);
     });

@@ -1,6 +1,8 @@
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import type { MemledgerError } from "../../schemas/errors.js";
+import type { Checkpoint, OpenOptions, OpenProgress, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { isUnusableState, needsOperator, setAside, unusableFile } from "../unusable.js";
 import { SearchIndex } from "./search-index.js";
 import { attachVectorChannel, saveVectorChannel, type VectorSetup, type VectorSource } from "./vector-setup.js";
 import {
@@ -9,6 +11,7 @@ import {
   readCurrentGeneration,
   readSnapshot,
   snapshotFile,
+  type SnapshotSummary,
   vectorsDir,
   writeCurrentGeneration,
   writeSnapshot,
@@ -177,12 +180,47 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
     vectorSetup.catch(() => (vectorSetup = undefined));
     return vectorSetup;
   };
-  const withVectors = async (index: SearchIndex, savedDir: string | undefined): Promise<SearchIndex> => {
+  const withVectors = async (index: SearchIndex, savedDir: string | undefined, report: Report = () => undefined): Promise<SearchIndex> => {
     const setup = setupOf();
     if (!setup) return index;
-    const source = await attachVectorChannel(index, await setup, savedDir);
+    const source = await attachVectorChannel(index, await setup, savedDir, {
+      // The next snapshot writes a good directory there: this one is kept aside for the operator.
+      onUnusable: async (error) => {
+        const aside = savedDir ? await setAside(savedDir) : null;
+        report({ phase: "set-aside", message: `${error.message}${aside ? `; set aside as ${aside}` : ""}; deriving the vectors again` });
+      },
+      onDerive: (count) => report({ phase: "loading", message: `deriving vectors of ${count} memories (from the embedding cache when warm)` }),
+    });
     options.onVectors?.(index.app, index.generation, source);
     return index;
+  };
+
+  /** The live target: the current snapshot, or (none, lost, unusable) an empty generation replayed from 0. */
+  const openLiveTarget = async (scope: ProjectionScope, open: OpenOptions): Promise<ProjectionTarget> => {
+    const report: Report = open.onProgress ?? (() => undefined);
+    let index = await loadCurrent(dir, scope.app, {
+      onHeader: (summary) =>
+        report({ phase: "loading", message: `loading snapshot (${summary.records} memories, seq ${summary.seq}${summary.version < 3 ? `, format v${summary.version}: BM25 re-indexed` : ""})` }),
+      // The log is the truth: what cannot be used is renamed for the operator and rebuilt from the log.
+      onUnusable: async (error, generation) => {
+        const file = unusableFile(error);
+        const moved = [await setAside(file)];
+        if (generation) moved.push(await setAside(vectorsDir(dir, scope.app, generation)));
+        const aside = moved.filter((name) => name !== null).join(", ");
+        report({ phase: "set-aside", message: `${error.message}${aside ? `; set aside as ${aside}` : ""}; rebuilding from the log` });
+      },
+    });
+    if (index) {
+      await withVectors(index, vectorsDir(dir, scope.app, index.generation), report);
+    } else {
+      // First start (or a CURRENT that names a lost file): an empty generation, made current at
+      // once so that checkpoint, file and pointer agree from the start. The runner replays from 0.
+      index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
+      await writeSnapshot(snapshotFile(dir, scope.app, index.generation), index);
+      await writeCurrentGeneration(dir, scope.app, index.generation);
+    }
+    liveIndexes.set(scope.app, index);
+    return new SearchTarget(dir, index, "live", policy);
   };
 
   return {
@@ -190,19 +228,10 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
     dir,
     index: (app) => liveIndexes.get(app),
 
-    async openLive(scope: ProjectionScope): Promise<ProjectionTarget> {
-      let index = await loadCurrent(dir, scope.app);
-      if (index) {
-        await withVectors(index, vectorsDir(dir, scope.app, index.generation));
-      } else {
-        // First start (or a CURRENT that names a lost file): an empty generation, made current at
-        // once so that checkpoint, file and pointer agree from the start. The runner replays from 0.
-        index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
-        await writeSnapshot(snapshotFile(dir, scope.app, index.generation), index);
-        await writeCurrentGeneration(dir, scope.app, index.generation);
-      }
-      liveIndexes.set(scope.app, index);
-      return new SearchTarget(dir, index, "live", policy);
+    async openLive(scope: ProjectionScope, open: OpenOptions = {}): Promise<ProjectionTarget> {
+      return openLiveTarget(scope, open).catch((error: unknown) => {
+        throw needsOperator(error, `search projection cannot use ${appDir(dir, scope.app)}`, "fix the directory's permissions or free space, then start again");
+      });
     },
 
     async openFresh(scope: ProjectionScope): Promise<ProjectionTarget> {
@@ -239,20 +268,45 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
   };
 }
 
-/** The current generation's index, or undefined when there is none (or its file is gone). */
-async function loadCurrent(dir: string, app: string): Promise<SearchIndex | undefined> {
+type Report = (progress: OpenProgress) => void;
+
+interface LoadHooks {
+  onHeader?: (summary: SnapshotSummary) => void;
+  /**
+   * The snapshot (or CURRENT) is unusable (see projections/unusable.ts). Without this hook it is treated
+   * as absent (a reader replays the log instead); the live projection sets it aside here.
+   */
+  onUnusable?: (error: MemledgerError, generation: string | null) => Promise<void>;
+}
+
+/**
+ * The current generation's index, or undefined when there is none, its file is gone, or it (or CURRENT)
+ * is unusable. I/O errors other than a missing file are thrown: they need the operator, and the error
+ * names the file.
+ */
+async function loadCurrent(dir: string, app: string, hooks: LoadHooks = {}): Promise<SearchIndex | undefined> {
   // A promote in another process may replace CURRENT and delete the file it named between our two reads.
   for (let attempt = 0; attempt < 3; attempt++) {
-    const generation = await readCurrentGeneration(dir, app);
-    if (!generation) return undefined;
+    let generation: string | null = null;
     try {
-      return await readSnapshot(snapshotFile(dir, app, generation));
+      generation = await readCurrentGeneration(dir, app);
+      if (!generation) return undefined;
+      return await readSnapshot(snapshotFile(dir, app, generation), { app, generation, onHeader: hooks.onHeader });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-      if ((await readCurrentGeneration(dir, app)) === generation) return undefined;
+      if (isUnusableState(error)) {
+        await hooks.onUnusable?.(error, generation);
+        return undefined;
+      }
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw operatorError(error, generation ? snapshotFile(dir, app, generation) : join(appDir(dir, app), "CURRENT"));
+      if ((await readCurrentGeneration(dir, app).catch(() => null)) === generation) return undefined;
     }
   }
   throw new Error(`search index of ${app}: CURRENT kept changing while it was being read`);
+}
+
+/** An I/O failure on read-model state, said with the file and what to do. */
+function operatorError(error: unknown, file: string): unknown {
+  return needsOperator(error, `cannot read search snapshot ${file}`, "fix its permissions or storage, or move the search directory away to rebuild it from the log");
 }
 
 async function removeOtherGenerations(dir: string, app: string, keep: string): Promise<void> {
@@ -270,6 +324,7 @@ async function removeOtherGenerations(dir: string, app: string, keep: string): P
  * derived through the embedder's cache.
  */
 export async function openSearchIndex(dir: string, app: string, options: { vectors?: VectorSetup } = {}): Promise<SearchIndex> {
+  // An unusable snapshot is read as none: the caller replays the whole log (`up` sets the file aside).
   const loaded = await loadCurrent(dir, app);
   const index = loaded ?? new SearchIndex(app, "none");
   if (options.vectors) await attachVectorChannel(index, options.vectors, loaded ? vectorsDir(dir, app, loaded.generation) : undefined);

@@ -2,6 +2,8 @@ import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { randomBytes } from "node:crypto";
+import type { MemledgerError } from "../../schemas/errors.js";
+import { isUnusableState as isUnusableSnapshot, unusableState } from "../unusable.js";
 import { ChunkAssembler, chunkLines } from "./chunked-json.js";
 import type { SavedFullTextIndex } from "./fulltext-channel.js";
 import type { MemoryRecord } from "./memory-records.js";
@@ -51,7 +53,7 @@ interface SnapshotHeader {
 export const appDir = (dir: string, app: string): string => join(dir, app);
 export const snapshotFile = (dir: string, app: string, generation: string): string => join(appDir(dir, app), `${generation}.snapshot`);
 export const vectorsDir = (dir: string, app: string, generation: string): string => join(appDir(dir, app), `${generation}.vectors`);
-const currentFile = (dir: string, app: string): string => join(appDir(dir, app), "CURRENT");
+export const currentFile = (dir: string, app: string): string => join(appDir(dir, app), "CURRENT");
 
 export const newGeneration = (): string => `g${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 
@@ -128,8 +130,50 @@ export async function writeSnapshot(file: string, index: SearchIndex): Promise<S
   return { bytes, lines };
 }
 
-/** Reads a snapshot line by line (no line is large) and rebuilds the index it holds. */
-export async function readSnapshot(file: string): Promise<SearchIndex> {
+/**
+ * A snapshot (or CURRENT pointer) that exists but cannot be used: cut short, damaged, of a format this
+ * build does not read, or of another app or generation than expected. See projections/unusable.ts: the
+ * live projection sets it aside and rebuilds from the log. I/O failures keep their own error.
+ */
+export const unusableSnapshot = (file: string, problem: string): MemledgerError => unusableState(`search snapshot ${file}`, file, problem);
+
+/** What the first line promises, read before the rest (to say how much is being loaded). */
+export interface SnapshotSummary {
+  version: number;
+  app: string;
+  generation: string;
+  seq: number;
+  records: number;
+}
+
+const wholeNumber = (value: unknown): value is number => typeof value === "number" && Number.isInteger(value) && value >= 0;
+
+function checkHeader(file: string, parsed: unknown): SnapshotHeader {
+  const header = parsed as Partial<SnapshotHeader> | null;
+  if (header === null || typeof header !== "object") throw unusableSnapshot(file, "its first line is not a header");
+  if (header.format !== FORMAT || !READABLE_VERSIONS.includes(header.version as number)) {
+    throw unusableSnapshot(file, `unknown format ${String(header.format)} v${String(header.version)} (this build reads ${FORMAT} v${READABLE_VERSIONS.join(", v")})`);
+  }
+  const fieldsOk =
+    typeof header.app === "string" &&
+    typeof header.generation === "string" &&
+    wholeNumber(header.seq) &&
+    wholeNumber(header.records) &&
+    (header.branches === undefined || wholeNumber(header.branches)) &&
+    (header.tokenizer === undefined || wholeNumber(header.tokenizer));
+  if (!fieldsOk) throw unusableSnapshot(file, "its header lacks the app, generation, sequence or counts");
+  return header as SnapshotHeader;
+}
+
+/**
+ * Reads a snapshot line by line (no line is large) and rebuilds the index it holds. A missing file fails
+ * with ENOENT, an unreadable one with its I/O error; anything wrong with the content is
+ * {@link unusableSnapshot}. `onHeader` hears what the file holds before the (possibly long) load.
+ */
+export async function readSnapshot(
+  file: string,
+  options: { app?: string; generation?: string; onHeader?: (summary: SnapshotSummary) => void } = {},
+): Promise<SearchIndex> {
   // Opened first so that a missing file fails here with ENOENT (readline does not surface stream errors well).
   const handle = await open(file, "r");
   const input = handle.createReadStream({ encoding: "utf8" });
@@ -143,54 +187,79 @@ export async function readSnapshot(file: string): Promise<SearchIndex> {
   try {
     for await (const line of lines) {
       count += 1;
-      if (ended) throw new Error(`search snapshot ${file}: data after the trailer`);
+      if (ended) throw unusableSnapshot(file, "data after the trailer");
       if (!header) {
-        header = JSON.parse(line) as SnapshotHeader;
-        if (header.format !== FORMAT || !READABLE_VERSIONS.includes(header.version)) {
-          throw new Error(`search snapshot ${file}: unknown format ${header.format} v${header.version}`);
+        header = checkHeader(file, JSON.parse(line));
+        // A file copied or renamed from elsewhere would pair this checkpoint with another model.
+        if (options.app !== undefined && header.app !== options.app) throw unusableSnapshot(file, `it holds app ${header.app}, not ${options.app}`);
+        if (options.generation !== undefined && header.generation !== options.generation) {
+          throw unusableSnapshot(file, `it holds generation ${header.generation}, not ${options.generation}`);
         }
+        options.onHeader?.({ version: header.version, app: header.app, generation: header.generation, seq: header.seq, records: header.records });
       } else if (records.length < header.records) {
-        records.push(JSON.parse(line) as MemoryRecord);
+        const record = JSON.parse(line) as MemoryRecord | null;
+        if (record === null || typeof record !== "object" || Array.isArray(record)) throw unusableSnapshot(file, `line ${count} is not a memory record`);
+        records.push(record);
       } else if (branches.length < (header.branches ?? 0)) {
-        branches.push(JSON.parse(line) as [string, number, string]);
+        const branch = JSON.parse(line) as unknown;
+        if (!Array.isArray(branch) || branch.length !== 3) throw unusableSnapshot(file, `line ${count} is not a branch entry`);
+        branches.push(branch as [string, number, string]);
       } else if (line.startsWith("{")) {
         const trailer = JSON.parse(line) as { end?: boolean; lines?: number };
-        if (trailer.end !== true || trailer.lines !== count) throw new Error(`search snapshot ${file}: bad trailer`);
+        if (trailer.end !== true || trailer.lines !== count) throw unusableSnapshot(file, `bad trailer at line ${count}`);
         ended = true;
       } else {
         fullText.add(line);
       }
     }
   } catch (error) {
-    if (error instanceof SyntaxError) throw new Error(`search snapshot ${file}: unreadable line ${count}: ${error.message}`);
-    throw error;
+    if (isUnusableSnapshot(error) || (error as NodeJS.ErrnoException).code !== undefined) throw error;
+    // JSON that does not parse, or chunked JSON whose paths do not fit together.
+    throw unusableSnapshot(file, `line ${count}: ${error instanceof Error ? error.message : String(error)}`);
   } finally {
     lines.close();
     input.destroy();
     await handle.close().catch(() => undefined);
   }
-  if (!header || !ended) throw new Error(`search snapshot ${file}: incomplete (no trailer)`);
+  if (!header) throw unusableSnapshot(file, "it is empty");
+  if (!ended) throw unusableSnapshot(file, `it was cut short after line ${count} (no trailer)`);
   // A BM25 index built by another tokenizer holds tokens that queries no longer produce, and removing a
   // memory re-tokenizes its text: the saved index is dropped and BM25 rebuilt from the records instead.
   const sameTokens = (header.tokenizer ?? 1) === TOKENIZER_VERSION;
-  return SearchIndex.restore({
-    app: header.app,
-    generation: header.generation,
-    seq: header.seq,
-    records,
-    branches,
-    fullText: sameTokens ? (fullText.value as SavedFullTextIndex | undefined) : undefined,
-  });
+  try {
+    return SearchIndex.restore({
+      app: header.app,
+      generation: header.generation,
+      seq: header.seq,
+      records,
+      branches,
+      fullText: sameTokens ? (fullText.value as SavedFullTextIndex | undefined) : undefined,
+    });
+  } catch (error) {
+    // Lines that parse but do not fit together (records and saved index disagree, a record of the wrong shape).
+    throw unusableSnapshot(file, error instanceof Error ? error.message : String(error));
+  }
 }
 
+/** Generation names `newGeneration` makes (older builds made the same), checked before they become paths. */
+const GENERATION = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The generation CURRENT names, or null when there is no CURRENT. A CURRENT that names no possible
+ * generation (damaged) is {@link unusableSnapshot}, about the CURRENT file.
+ */
 export async function readCurrentGeneration(dir: string, app: string): Promise<string | null> {
+  let text: string;
   try {
-    const text = (await readFile(currentFile(dir, app), "utf8")).trim();
-    return text.length > 0 ? text : null;
+    text = (await readFile(currentFile(dir, app), "utf8")).trim();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw error;
   }
+  if (!GENERATION.test(text)) {
+    throw unusableState(`search pointer ${currentFile(dir, app)}`, currentFile(dir, app), `it names no generation (${JSON.stringify(text.slice(0, 40))})`);
+  }
+  return text;
 }
 
 export async function writeCurrentGeneration(dir: string, app: string, generation: string): Promise<void> {

@@ -1,4 +1,5 @@
-import { isMemledgerError } from "../../schemas/errors.js";
+import { stat } from "node:fs/promises";
+import { isMemledgerError, type MemledgerError } from "../../schemas/errors.js";
 import type { Embedder } from "../embedder.js";
 import { dropVectorIndex, openVectorIndex, type VectorBackendConfig, type VectorIndexPlace } from "../vectors/backend.js";
 import { isPersistentVectorIndex, type VectorIndex } from "../vectors/vector-index.js";
@@ -78,7 +79,14 @@ export type VectorSource =
  * the checkpoint then re-apply idempotently); otherwise every active memory is embedded again, which
  * with a warm cache is a KV read per memory and no model call.
  */
-export async function attachVectorChannel(index: SearchIndex, setup: VectorSetup, savedDir: string | undefined): Promise<VectorSource> {
+export interface AttachHooks {
+  /** The saved vectors were there but could not be used (damaged, other dimensions): `error` says why. */
+  onUnusable?: (error: MemledgerError) => void | Promise<void>;
+  /** About to derive the vectors of `count` memories again (slow without a warm embedding cache). */
+  onDerive?: (count: number) => void;
+}
+
+export async function attachVectorChannel(index: SearchIndex, setup: VectorSetup, savedDir: string | undefined, hooks: AttachHooks = {}): Promise<VectorSource> {
   const dimensions = await embedderDimensions(setup.embedder);
   const place = { prefix: setup.prefix, app: index.app, generation: index.generation, modelId: setup.embedder.modelId, dimensions };
   const vectorIndex = await setup.openIndex(place);
@@ -86,10 +94,11 @@ export async function attachVectorChannel(index: SearchIndex, setup: VectorSetup
   const active = index.activeMemories();
   let source: VectorSource = "derived";
   if (savedDir !== undefined && isPersistentVectorIndex(vectorIndex)) {
-    const info = await vectorIndex.load(savedDir).catch((error: unknown) => {
+    const info = await vectorIndex.load(savedDir).catch(async (error: unknown) => {
       // Missing, damaged or of other dimensions: derived again below. Anything else is a real failure.
-      if (isMemledgerError(error) && error.code === "invalid") return undefined;
-      throw error;
+      if (!(isMemledgerError(error) && error.code === "invalid")) throw error;
+      if (await exists(savedDir)) await hooks.onUnusable?.(error);
+      return undefined;
     });
     const label = info && parseLabel(info.label);
     if (label && label.generation === index.generation && label.seq === index.appliedSeq && label.modelId === setup.embedder.modelId) {
@@ -98,7 +107,10 @@ export async function attachVectorChannel(index: SearchIndex, setup: VectorSetup
   } else if (!isPersistentVectorIndex(vectorIndex) && (await vectorIndex.count()) === active.length) {
     source = "external";
   }
-  if (source === "derived") await channel.rebuildFrom(active);
+  if (source === "derived") {
+    if (active.length > 0) hooks.onDerive?.(active.length);
+    await channel.rebuildFrom(active);
+  }
   index.attachVectors(channel);
   return source;
 }
@@ -109,3 +121,9 @@ export async function saveVectorChannel(index: SearchIndex, dir: string): Promis
   if (!channel || !isPersistentVectorIndex(channel.index)) return;
   await channel.index.save(dir, labelOf(index, channel.modelId));
 }
+
+const exists = (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );

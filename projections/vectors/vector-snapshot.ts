@@ -108,7 +108,7 @@ export async function loadVectorSnapshot(dir: string, dimensions: number): Promi
   try {
     manifest = Manifest.parse(JSON.parse(await readFile(join(dir, MANIFEST), "utf8")));
   } catch (error) {
-    throw invalid(`no readable vector snapshot in ${dir}`, { cause: String(error) });
+    throw invalid(`no readable vector snapshot in ${dir} (${MANIFEST}: ${error instanceof SyntaxError || (error as NodeJS.ErrnoException).code ? (error as Error).message : `not a ${FORMAT} v${FORMAT_VERSION} manifest`})`, { dir, cause: String(error) });
   }
   if (manifest.dimensions !== dimensions) {
     throw invalid(`vector snapshot has ${manifest.dimensions} dimensions, the index has ${dimensions}`, { dir });
@@ -132,7 +132,7 @@ export async function loadVectorSnapshot(dir: string, dimensions: number): Promi
   const lines = createInterface({ input: createReadStream(join(dir, POINTS), "utf8"), crlfDelay: Infinity });
   for await (const line of lines) {
     if (line.length === 0) continue;
-    const entry = PointLine.parse(JSON.parse(line));
+    const entry = parsePointLine(line, dir);
     if (entry.slot >= manifest.slotCount || seenSlots.has(entry.slot) || seenIds.has(entry.id)) {
       throw invalid("vector snapshot has a point out of range or twice", { dir, id: entry.id });
     }
@@ -149,6 +149,19 @@ export async function loadVectorSnapshot(dir: string, dimensions: number): Promi
     vectors,
     entries,
   };
+}
+
+/** One line of points.jsonl; `invalid` (which loaders treat as "derive the vectors again") when it is not one. */
+function parsePointLine(line: string, dir: string): z.infer<typeof PointLine> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch (error) {
+    throw invalid(`vector snapshot in ${dir} has a line that is not JSON`, { dir, cause: String(error) });
+  }
+  const entry = PointLine.safeParse(parsed);
+  if (!entry.success) throw invalid(`vector snapshot in ${dir} has a point line of the wrong shape`, { dir });
+  return entry.data;
 }
 
 function* pointLines(store: VectorStore): Iterable<Buffer> {

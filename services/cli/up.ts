@@ -3,6 +3,7 @@ import { readModelConfig } from "../read-models.js";
 import { resolvePolicy } from "../auth/load.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
+import { needsOperator, startupProgress } from "./startup-progress.js";
 
 const describe = (err: unknown): string => toFailure(err).message;
 
@@ -14,14 +15,31 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
   const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
   // --policy, else MEMLEDGER_POLICY, else the permissive built-in default (schemas/policy.ts).
   const { policy, source } = await resolvePolicy(options.policy, io.env);
+  // Read-model state that needs the operator (see needsOperator): `up` stops at once, naming the file.
+  let fatal: unknown;
+  let onFatal: (() => void) | undefined;
+  const progress = startupProgress(io);
   const runtime = await startMemledger({
     servers: globals.nats,
     prefix: globals.prefix,
     replicas: options.replicas,
     policy,
     components: defaultComponents({ readModels: readModelConfig(io.env, { filesRoot: options.files }) }),
-    onError: (err, where) => log(`error: ${where}: ${describe(err)}`),
+    onError: (err, where) => {
+      log(`error: ${where}: ${describe(err)}`);
+      if (fatal === undefined && needsOperator(err, where)) {
+        fatal = err;
+        onFatal?.();
+      }
+    },
+    onProgress: (p) => progress.update(p),
   });
+  if (fatal !== undefined) {
+    progress.done();
+    await runtime.stop();
+    log(`stopped: ${describe(fatal)}`);
+    return 1;
+  }
 
   let stopping = false;
   void (async () => {
@@ -43,6 +61,7 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
         process.exit(1);
       }
       stopping = true;
+      progress.done();
       log(`${signal}: draining`);
       runtime.stop().then(
         () => {
@@ -64,6 +83,16 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
+    onFatal = () => {
+      if (stopping) return;
+      stopping = true;
+      progress.done();
+      log(`stopping: ${describe(fatal)}`);
+      void runtime.stop().finally(() => {
+        detach();
+        resolve(1);
+      });
+    };
     void runtime.closed.then((err) => {
       if (stopping) return;
       detach();
