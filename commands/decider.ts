@@ -1,5 +1,6 @@
 import type { DomainEventOf, LedgerEvent } from "../schemas/events.js";
 import type { Scope } from "../schemas/primitives.js";
+import type { AggregateKind } from "../events/subjects.js";
 
 /**
  * A pure aggregate: `decide` turns a command and the current state into the event to append (or throws a
@@ -10,7 +11,7 @@ import type { Scope } from "../schemas/primitives.js";
  * that needed two events could be half-written; every decision here is folded into one event.
  */
 export interface Decider<Command, Event extends LedgerEvent, State> {
-  readonly aggregate: "memory" | "session" | "claim";
+  readonly aggregate: AggregateKind;
   initialState(): State;
   decide(command: Command, state: State): DomainEventOf<Event>;
   evolve(state: State, event: Event): State;

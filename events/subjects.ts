@@ -10,7 +10,10 @@ import type { ActorKind } from "../schemas/primitives.js";
  *   <prefix>.app.<app>.claim.<claimId>        one subject per task or lock (claims, leases)
  *   <prefix>.app.<app>.promotion.<promotionId>  one subject per promotion: the curator's decision, written
  *                                              once (expected sequence 0), so a redelivered request is answered
+ *   <prefix>.app.<app>.quarantine.<seq>       an operator's quarantine of the message at stream sequence
+ *                                              <seq> (not an event): written once (expected sequence 0)
  *   <prefix>.org.memory.<memoryId>            org memories, in the separate org stream
+ *   <prefix>.org.quarantine.<seq>             a quarantine in the org stream
  *   <prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>   commands and queries, served by a queue group
  */
 export const Prefix = z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "letters, digits, '_' and '-' (at most 32)");
@@ -25,7 +28,7 @@ export const DEFAULT_PREFIX = "memledger";
 export const ORG_APP = "org";
 export const COMMAND_QUEUE = "memledger-commands";
 
-export type AggregateKind = "memory" | "session" | "claim";
+export type AggregateKind = "memory" | "session" | "claim" | "quarantine";
 
 export interface Naming {
   readonly prefix: string;
@@ -38,6 +41,12 @@ export interface Naming {
   appMemories(app: string): string;
   /** Where the curator's decision on one promotion request goes (appended with expected sequence 0). */
   promotion(app: string, promotionId: string): string;
+  /** Where the quarantine of the message at `seq` of the app's (or the org's) stream is written, once. */
+  quarantine(app: string, seq: number): string;
+  /** Every quarantine of the app's (or the org's) stream. */
+  quarantines(app: string): string;
+  /** The app whose stream this is (ORG_APP for the org stream), or null for a stream that is not the ledger's. */
+  appOfStream(stream: string): string | null;
   /** One org memory aggregate, in the org stream. */
   orgMemory(memoryId: string): string;
   command(app: string, actorKind: ActorKind, actorId: string, verb: string): string;
@@ -68,6 +77,13 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     aggregate: (app, kind, id) => (app === ORG_APP ? `${prefix}.org.${kind}.${id}` : `${prefix}.app.${app}.${kind}.${id}`),
     appMemories: (app) => `${prefix}.app.${app}.memory.>`,
     promotion: (app, promotionId) => `${prefix}.app.${app}.promotion.${promotionId}`,
+    quarantine: (app, seq) => (app === ORG_APP ? `${prefix}.org.quarantine.${seq}` : `${prefix}.app.${app}.quarantine.${seq}`),
+    quarantines: (app) => (app === ORG_APP ? `${prefix}.org.quarantine.>` : `${prefix}.app.${app}.quarantine.>`),
+    appOfStream: (stream) => {
+      if (stream === `${prefix}_org`) return ORG_APP;
+      const app = stream.startsWith(`${prefix}_app_`) ? stream.slice(`${prefix}_app_`.length) : "";
+      return /^[a-z0-9][a-z0-9_-]*$/.test(app) ? app : null;
+    },
     orgMemory: (memoryId) => `${prefix}.org.memory.${memoryId}`,
     command: (app, actorKind, actorId, verb) => `${prefix}.cmd.${app}.${actorKind}.${actorId}.${verb}`,
     allCommands: () => `${prefix}.cmd.>`,

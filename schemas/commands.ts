@@ -80,6 +80,13 @@ export const RollbackRequest = z.strictObject({ ...context, memoryId: Id, toVers
 /** Asks the curator to make the memory's active (approved) version org knowledge. */
 export const PromoteRequest = z.strictObject({ ...context, memoryId: Id, reason: nonEmptyLine(LIMITS.reasonLength).optional() });
 
+/**
+ * An operator sets aside the message at stream sequence `seq` of the app's stream (the org's with app
+ * `org`), which is not a valid event and blocks the projections (services/quarantine.ts). Once per
+ * sequence; admins only.
+ */
+export const QuarantineRequest = z.strictObject({ ...context, seq: z.number().int().min(1), reason: nonEmptyLine(LIMITS.reasonLength) });
+
 export const SessionStartRequest = z.strictObject({
   ...context,
   task: oneLine(LIMITS.taskLength).default(""),
@@ -192,6 +199,7 @@ export const REQUESTS = {
   supersede: SupersedeRequest,
   rollback: RollbackRequest,
   promote: PromoteRequest,
+  quarantine: QuarantineRequest,
   session_start: SessionStartRequest,
   session_end: SessionEndRequest,
   show: ShowRequest,

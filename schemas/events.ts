@@ -259,6 +259,33 @@ export const ClaimReleased = event(
 export const ClaimEvent = z.discriminatedUnion("type", [ClaimTaskOpened, ClaimClaimed, ClaimRenewed, ClaimReleased]);
 export type ClaimEvent = z.infer<typeof ClaimEvent>;
 
+// ---- operator actions on the log itself -------------------------------------------------------
+
+/**
+ * An operator set aside the message at stream sequence `seq`: it is not a valid event (junk that reached
+ * the stream), so every reader skips that sequence from now on, in live runners and in rebuilds alike,
+ * instead of blocking on it. History is not edited: the message stays where it is, and this event (its
+ * actor and reason) is the audit record. Written once per sequence, on `<prefix>.app.<app>.quarantine.<seq>`
+ * (events/subjects.ts) with expected sequence 0; aggregateId is the sequence as a string. A new event type
+ * (v1): readers that fold by type ignore it, so adding it changed no existing fold.
+ */
+export const LedgerQuarantined = event(
+  "ledger.quarantined",
+  1,
+  z.strictObject({
+    seq: z.number().int().min(1),
+    /** The subject the set-aside message was stored on. */
+    subject: z.string().min(1).max(512),
+    /** `sha256:<hex>` of its bytes and its length: what exactly was skipped, without storing it twice. */
+    digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 lowercase hex digits>"),
+    bytes: z.number().int().min(0),
+    /** Why it could not be read, as the strict decoder said (what the projections blocked on). */
+    error: oneLine(LIMITS.reasonLength),
+    reason: nonEmptyLine(LIMITS.reasonLength),
+  }),
+);
+export type LedgerQuarantined = z.infer<typeof LedgerQuarantined>;
+
 // ---- every event ------------------------------------------------------------------------------
 
 export const LedgerEvent = z.discriminatedUnion("type", [
@@ -266,6 +293,7 @@ export const LedgerEvent = z.discriminatedUnion("type", [
   ...PromotionEvent.options,
   ...SessionEvent.options,
   ...ClaimEvent.options,
+  LedgerQuarantined,
 ]);
 export type LedgerEvent = z.infer<typeof LedgerEvent>;
 export type LedgerEventType = LedgerEvent["type"];

@@ -22,6 +22,7 @@ import type { MemoryView } from "./command-service.js";
 import type { SessionState } from "../commands/session.js";
 import type { ContextPack } from "./hydration/pack.js";
 import { connectNats } from "./nats.js";
+import type { QuarantineOutcome } from "./ledger-admin.js";
 
 export interface MemoryClientOptions {
   app: string;
@@ -64,8 +65,12 @@ export class MemoryClient {
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }
 
-  static async connect(options: MemoryClientOptions & { servers?: string }): Promise<MemoryClient> {
-    const nc = await connectNats({ servers: options.servers, name: `memledger-client-${options.app}`, reconnect: false });
+  /**
+   * Replies arrive under `inboxPrefix`; by default the user's own `_INBOX_<user>` when the URL logs in as
+   * a user (what `memledger auth config` permits), else the shared `_INBOX` (services/nats.ts).
+   */
+  static async connect(options: MemoryClientOptions & { servers?: string; inboxPrefix?: string }): Promise<MemoryClient> {
+    const nc = await connectNats({ servers: options.servers, name: `memledger-client-${options.app}`, reconnect: false, inboxPrefix: options.inboxPrefix });
     return new MemoryClient(nc, options);
   }
 
@@ -173,6 +178,15 @@ export class MemoryClient {
    */
   promote(memoryId: string, options: Without<RequestOf<"promote">, "memoryId"> = {}): Promise<PromoteOutcome> {
     return this.request("promote", { ...options, memoryId });
+  }
+
+  /**
+   * Admins only: sets aside the message at stream sequence `seq` of this client's app (the org stream
+   * for app `org`), which is not a valid event and blocks the projections. Appends an audited
+   * `ledger.quarantined` event, once per sequence; history is not edited (services/ledger-admin.ts).
+   */
+  quarantine(seq: number, reason: string, options: Without<RequestOf<"quarantine">, "seq" | "reason"> = {}): Promise<QuarantineOutcome> {
+    return this.request("quarantine", { ...options, seq, reason });
   }
 
   show(memoryId: string): Promise<MemoryView> {

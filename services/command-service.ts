@@ -16,13 +16,16 @@ import {
   type SessionOutcome,
   type Verb,
 } from "../schemas/commands.js";
-import { ErrorCode, MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
+import { ErrorCode, MemledgerError, forbidden, invalid, notFound, unavailable } from "../schemas/errors.js";
+import { replyRefusal } from "./nats.js";
+import { quarantineMessage } from "./ledger-admin.js";
 import type { ClaimEvent, MemoryPromotionAccepted, MemoryPromotionRejected } from "../schemas/events.js";
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
 import { PolicyGuard, readableTopK, type GovernedCheck } from "./auth/guard.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
+import { refuseSecrets } from "./secrets-gate.js";
 import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections/search/index.js";
 import { PERMISSIVE_POLICY, type Policy } from "../schemas/policy.js";
 import type { ObjectStore } from "@nats-io/obj";
@@ -169,6 +172,14 @@ export class CommandService {
   }
 
   private async serve(msg: Msg): Promise<void> {
+    // Answer only into the sender's inbox (services/nats.ts replyRefusal): a reply aimed at a stream
+    // subject would be stored as junk. Such a request is not run at all: no reply, nothing appended.
+    const route = msg.reply ? this.names.parseCommand(msg.subject) : null;
+    const badReply = msg.reply ? replyRefusal(msg.reply, this.names.prefix, route && { kind: route.actorKind, id: route.actorId }) : null;
+    if (badReply !== null) {
+      this.onError(forbidden(`refused a request on ${msg.subject} without running it: ${badReply}`, { subject: msg.subject, reply: msg.reply }), msg.subject);
+      return;
+    }
     let reply: Reply<unknown>;
     try {
       reply = { ok: true, result: await this.dispatch(msg.subject, msg.data) };
@@ -308,6 +319,12 @@ export class CommandService {
       }
       const scope = ctx.app === ORG_APP ? "org" : r.scope;
       const memoryId = r.memoryId ?? (ctx.key !== undefined ? idForKey(ctx, "memory", ctx.key) : newAggregateId());
+      // Nothing credential-shaped enters the permanent log, in any scope (services/secrets-gate.ts).
+      await refuseSecrets(this.guard.policy, {
+        content: r,
+        actor: ctx.actor,
+        scope: async () => (await this.handler.load(memoryDecider, ctx.app, memoryId)).state.scope ?? scope ?? "app",
+      });
       // A generated id, or one derived from a key, most likely has no history yet (a retry's has: the
       // append expecting an empty subject then fails and the handler reloads and replays).
       const isNew = r.memoryId === undefined;
@@ -361,6 +378,8 @@ export class CommandService {
         replayed: executed.replayed,
       };
     },
+    // An admin sets aside a message that is not an event (services/ledger-admin.ts), once, audited.
+    quarantine: async (r, ctx) => quarantineMessage(this.store, this.handler, this.guard.policy, r, ctx),
     session_start: async (r, ctx): Promise<SessionOutcome> => {
       const sessionId = r.sessionId ?? (ctx.key !== undefined ? idForKey(ctx, "session", ctx.key) : newAggregateId());
       const executed = await this.handler.execute(

@@ -21,6 +21,7 @@ import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, notFound, unavailable } from "../schemas/errors.js";
 import { checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
+import { Quarantines } from "./quarantine.js";
 
 /** JetStream API error codes memledger reacts to (see NOTES.md). */
 export const JS_ERR = {
@@ -91,6 +92,8 @@ export class EventStore {
   /** Replicated streams on a server with nats-server #4320, by the subject's parent (`….memory`); null: not needed. */
   private readonly guards = new Map<string, Promise<StreamGuard | null>>();
   private readonly guardsByStream = new Map<string, StreamGuard>();
+  /** Sequences an operator set aside (services/quarantine.ts): every read below skips them. */
+  readonly quarantines: Quarantines;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -99,7 +102,24 @@ export class EventStore {
     readonly names: Naming,
     readonly features: ServerFeatures,
     private readonly options: Required<EventStoreOptions>,
-  ) {}
+  ) {
+    this.quarantines = new Quarantines(jsm, names);
+  }
+
+  /**
+   * A stored message as an event, or null when an operator quarantined its sequence (it is skipped).
+   * Anything else that does not decode throws, as before: a reader stops on it, loudly.
+   */
+  async decodeStored(stream: string, msg: { seq: number; subject: string; data: Uint8Array }, decode: (data: Uint8Array) => LedgerEvent = decodeEvent): Promise<StoredEvent | null> {
+    if (this.quarantines.known(stream, msg.seq)) return null;
+    try {
+      return { seq: msg.seq, subject: msg.subject, event: decode(msg.data) };
+    } catch (err) {
+      const quarantined = await this.quarantines.at(stream, msg.seq).catch(() => null);
+      if (quarantined) return null;
+      throw err;
+    }
+  }
 
   static async open(nc: NatsConnection, names: Naming, options: EventStoreOptions = {}): Promise<EventStore> {
     const features = checkServer(nc);
@@ -272,7 +292,8 @@ export class EventStore {
         throw asUnavailable(err);
       }
       if (!msg) return;
-      yield { seq: msg.seq, subject: msg.subject, event: decodeEvent(msg.data) };
+      const stored = await this.decodeStored(stream, msg);
+      if (stored) yield stored;
       seq = msg.seq + 1;
     }
   }
@@ -280,7 +301,7 @@ export class EventStore {
   async eventAt(stream: string, seq: number): Promise<StoredEvent | null> {
     try {
       const msg = await this.jsm.direct.getMessage(stream, { seq });
-      return msg ? { seq: msg.seq, subject: msg.subject, event: decodeEvent(msg.data) } : null;
+      return msg ? await this.decodeStored(stream, msg) : null;
     } catch (err) {
       throw asUnavailable(err);
     }
@@ -326,7 +347,8 @@ export class EventStore {
         let got = 0;
         for await (const m of batch) {
           got++;
-          out.push({ seq: m.seq, subject: m.subject, event: decodeEvent(m.data) });
+          const stored = await this.decodeStored(stream, m);
+          if (stored) out.push(stored);
           if (out.length >= options.limit || m.info.pending === 0) break;
         }
         if (out.length >= options.limit || got === 0 || (out.at(-1)?.seq ?? 0) >= last) break;
@@ -355,6 +377,14 @@ export class EventStore {
     const batchSize = options.batchSize ?? 2000;
     const decode = options.verify ? decodeEvent : decodeEventStructural;
     if ((await this.lastSeq(stream)) < fromSeq) return fromSeq - 1;
+    // Quarantined sequences are skipped whatever they hold: the structural decode may accept what the
+    // strict one refused, and a rebuild must fold exactly what the live runners folded.
+    let quarantined: Map<number, unknown>;
+    try {
+      quarantined = await this.quarantines.all(stream);
+    } catch (err) {
+      throw asUnavailable(err);
+    }
     const consumer = await this.js.consumers.get(stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: fromSeq,
@@ -364,11 +394,20 @@ export class EventStore {
     let lastSeq = fromSeq - 1;
     try {
       for await (const m of messages) {
-        buffer.push({ seq: m.seq, subject: m.subject, event: decode(m.data) });
+        if (!quarantined.has(m.seq)) {
+          let stored: StoredEvent | null;
+          try {
+            stored = { seq: m.seq, subject: m.subject, event: decode(m.data) };
+          } catch {
+            // Quarantined meanwhile (skip), or not: decodeStored throws the decoder's error again.
+            stored = await this.decodeStored(stream, m, decode);
+          }
+          if (stored) buffer.push(stored);
+        }
         lastSeq = m.seq;
         // pending = what the stream holds beyond this message right now: zero means caught up.
         const caughtUp = m.info.pending === 0;
-        if (buffer.length >= batchSize || caughtUp) {
+        if (buffer.length > 0 && (buffer.length >= batchSize || caughtUp)) {
           const batch = buffer;
           buffer = [];
           await onBatch(batch);

@@ -13,6 +13,36 @@ export interface ConnectOptions {
   /** Fail fast for one-shot CLI calls; long-running services keep reconnecting forever. */
   reconnect?: boolean;
   timeoutMs?: number;
+  /**
+   * Where this connection's replies arrive (`<inboxPrefix>.<unique>`). Default: NATS_INBOX_PREFIX if set,
+   * else `_INBOX_<user>` when the connection logs in as a user (see {@link inboxPrefixFor}), else `_INBOX`.
+   */
+  inboxPrefix?: string;
+}
+
+/** The prefix every NATS client uses for replies unless told otherwise; one shared namespace. */
+export const SHARED_INBOX_PREFIX = "_INBOX";
+
+/** User names that can name an inbox: subject tokens separated by dots, no wildcards or spaces. */
+const INBOX_SAFE_USER = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+/**
+ * A user's own reply namespace, `_INBOX_<user>` (for `agent.coder-1`: `_INBOX_agent.coder-1`), in which
+ * only that user may subscribe (`memledger auth config` grants `_INBOX_<user>.>` and nothing of the
+ * shared `_INBOX.>`), so no other user can read its replies. Broker user names are `<kind>.<id>` with
+ * ids of `[A-Za-z0-9_-]`, so no user's namespace lies inside another's. Null for a user name that cannot
+ * be part of a subject (such a user keeps the shared prefix).
+ */
+export function inboxPrefixFor(user: string): string | null {
+  return INBOX_SAFE_USER.test(user) ? `${SHARED_INBOX_PREFIX}_${user}` : null;
+}
+
+/** The reply prefix a connection uses: explicit, else NATS_INBOX_PREFIX, else the user's own, else shared. */
+export function resolveInboxPrefix(user: string | undefined, explicit?: string): string {
+  const fromEnv = process.env.NATS_INBOX_PREFIX;
+  if (explicit) return explicit;
+  if (fromEnv) return fromEnv;
+  return (user !== undefined ? inboxPrefixFor(user) : null) ?? SHARED_INBOX_PREFIX;
 }
 
 /**
@@ -34,18 +64,38 @@ export function splitCredentials(servers: string): { servers: string; user?: str
 }
 
 /**
+ * Why the command service must not answer on `reply`, or null when it may. A request's reply subject is
+ * whatever its sender chose, and the service publishes as a user that may write the ledger's streams: a
+ * reply aimed at `<prefix>.app.<app>.memory.<id>` would be stored there as junk. So it answers only into
+ * an inbox: the shared `_INBOX.` (clients without a user of their own), or the sender's own
+ * `_INBOX_<kind>.<id>.` (the broker user `<kind>.<id>` of the actor in the command subject), never a
+ * subject under the ledger's prefix, a `$` system subject, another user's inbox, or anything else.
+ */
+export function replyRefusal(reply: string, ledgerPrefix: string, sender: { kind: string; id: string } | null): string | null {
+  if (!/^[^\s*>]+$/.test(reply) || reply.split(".").some((token) => token === "")) return `reply subject '${reply}' is not a plain subject`;
+  if (reply === ledgerPrefix || reply.startsWith(`${ledgerPrefix}.`)) return `reply subject '${reply}' is under the ledger prefix ${ledgerPrefix}`;
+  const own = sender ? inboxPrefixFor(`${sender.kind}.${sender.id}`) : null;
+  const inboxes = [SHARED_INBOX_PREFIX, ...(own ? [own] : [])];
+  if (inboxes.some((prefix) => reply.startsWith(`${prefix}.`) && reply.length > prefix.length + 1)) return null;
+  return `reply subject '${reply}' is not an inbox of the sender (${inboxes.map((p) => `${p}.>`).join(" or ")})`;
+}
+
+/**
  * Connects with reconnects on and async stack traces off: the v3 client otherwise builds an Error per
  * request, which NOTES.md measured as a third of the publish throughput.
  */
 export async function connectNats(options: ConnectOptions = {}): Promise<NatsConnection> {
   const fromUrl = splitCredentials(options.servers ?? natsUrlFromEnv());
   const servers = fromUrl.servers;
+  const user = options.user ?? fromUrl.user;
   try {
     return await connect({
       servers,
       name: options.name ?? "memledger",
-      user: options.user ?? fromUrl.user,
+      user,
       pass: options.pass ?? fromUrl.pass,
+      // An auth-enabled broker (memledger auth config) lets each user read replies in its own inbox only.
+      inboxPrefix: resolveInboxPrefix(user, options.inboxPrefix),
       noAsyncTraces: true,
       reconnect: options.reconnect ?? true,
       maxReconnectAttempts: -1,

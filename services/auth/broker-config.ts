@@ -1,10 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
+import bcrypt from "bcryptjs";
 import { naming } from "../../events/subjects.js";
 import { invalid } from "../../schemas/errors.js";
 import type { Policy } from "../../schemas/policy.js";
 import type { ActorKind } from "../../schemas/primitives.js";
+import { inboxPrefixFor } from "../nats.js";
 import { loadPolicy } from "./load.js";
 
 /**
@@ -12,10 +14,17 @@ import { loadPolicy } from "./load.js";
  * user that may publish only on its own command subjects, so the actor the command service reads from
  * the subject is the one the broker authenticated. Nobody but the memledger service user may publish
  * on the ledger's stream subjects or use the JetStream API.
+ *
+ * Replies: each user reads replies in its own inbox namespace only (`_INBOX_<user>.>`, services/nats.ts
+ * `inboxPrefixFor`; memledger's clients take that prefix from the user name they log in with). Nobody
+ * may subscribe to the shared `_INBOX.>`, through which any user could read replies meant for others.
+ * The service may publish into the users' inboxes (its replies) and nowhere else outside the ledger.
+ *
+ * Passwords: the configuration holds bcrypt hashes only (nats-server checks a `$2a$`/`$2b$` password
+ * as a bcrypt hash); the plain passwords are in the credentials file beside it (mode 0600).
  */
 
 /** NATS system subjects (not memledger's: those come from events/subjects.ts). */
-const INBOX = "_INBOX.>";
 const JS_ALL = "$JS.>";
 const JS_API = "$JS.API.>";
 const JS_ACK = "$JS.ACK.>";
@@ -24,6 +33,20 @@ const JS_EVENTS = "$JS.EVENT.>";
 const KV_ALL = "$KV.>";
 const OBJ_ALL = "$O.>";
 const SYS_ALL = "$SYS.>";
+
+/** Every reply to a user goes to `<its inbox prefix>.<unique token>`. */
+const inboxOf = (user: string): string => {
+  const prefix = inboxPrefixFor(user);
+  if (prefix === null) throw invalid(`broker user '${user}' cannot name an inbox`);
+  return `${prefix}.>`;
+};
+
+/**
+ * bcrypt cost of the hashes in the configuration. The passwords are 192 random bits, so no cost makes
+ * guessing them feasible or infeasible; the hash keeps a leaked configuration from being a list of
+ * logins. The cost is what every login pays on the server: 11 is `nats server passwd`'s default.
+ */
+export const BCRYPT_COST = 11;
 
 /** The credentials-file key and default user name of the service that runs `memledger up`. */
 export const SERVICE_USER = "memledger";
@@ -39,8 +62,13 @@ export interface BrokerUser {
   /** The NATS user name: `memledger`, or `<kind>.<id>`. */
   user: string;
   password: string;
+  /** Where its replies arrive: `_INBOX_<user>`; the SDK and CLI derive it from the user name. */
+  inboxPrefix: string;
   permissions: Permissions;
 }
+
+/** A user as the configuration file names it: the bcrypt hash of its password, never the password. */
+export type HashedBrokerUser = Omit<BrokerUser, "password"> & { passwordHash: string };
 
 /** The concrete actors a policy names (wildcard entries give roles but cannot log in). */
 export function policyActors(policy: Policy): { kind: ActorKind; id: string; apps: string[] | null }[] {
@@ -56,32 +84,38 @@ export function policyActors(policy: Policy): { kind: ActorKind; id: string; app
 export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: string) => string): BrokerUser[] {
   const names = naming(prefix);
   const streamSubjects = [names.appEvents("*"), names.orgEvents()];
-  const service: BrokerUser = {
-    name: SERVICE_USER,
-    user: SERVICE_USER,
-    password: passwordFor(SERVICE_USER),
-    permissions: {
-      // The JetStream API (streams, direct get, consumers), appends, acks, KV and object store, replies.
-      publish: { allow: [JS_API, JS_ACK, JS_FLOW, ...streamSubjects, KV_ALL, OBJ_ALL, INBOX] },
-      // Commands (queue group), replies to its own requests, advisories, and stream subjects for consumers.
-      subscribe: { allow: [names.allCommands(), INBOX, JS_EVENTS, ...streamSubjects, KV_ALL, OBJ_ALL] },
-    },
-  };
   const actors = policyActors(policy).map(({ kind, id, apps }): BrokerUser => {
     const name = `${kind}:${id}`;
+    const user = `${kind}.${id}`;
     return {
       name,
-      user: `${kind}.${id}`,
+      user,
       password: passwordFor(name),
+      inboxPrefix: inboxPrefixFor(user)!,
       permissions: {
         publish: {
           allow: (apps ?? ["*"]).map((app) => names.command(app, kind, id, ">")),
           deny: [...streamSubjects, JS_ALL, KV_ALL, OBJ_ALL, SYS_ALL],
         },
-        subscribe: { allow: [INBOX] },
+        // Its own replies only.
+        subscribe: { allow: [inboxOf(user)] },
       },
     };
   });
+  const service: BrokerUser = {
+    name: SERVICE_USER,
+    user: SERVICE_USER,
+    password: passwordFor(SERVICE_USER),
+    inboxPrefix: inboxPrefixFor(SERVICE_USER)!,
+    permissions: {
+      // The JetStream API (streams, direct get, consumers), appends, acks, KV and object store, and its
+      // replies: into each user's inbox, nowhere else (the command service also refuses any reply
+      // subject that is not an inbox, services/command-service.ts).
+      publish: { allow: [JS_API, JS_ACK, JS_FLOW, ...streamSubjects, KV_ALL, OBJ_ALL, ...actors.map((a) => inboxOf(a.user))] },
+      // Commands (queue group), replies to its own requests, advisories, and stream subjects for consumers.
+      subscribe: { allow: [names.allCommands(), inboxOf(SERVICE_USER), JS_EVENTS, ...streamSubjects, KV_ALL, OBJ_ALL] },
+    },
+  };
   const seen = new Set<string>();
   for (const u of [service, ...actors]) {
     if (seen.has(u.user)) throw invalid(`two broker users named '${u.user}'`);
@@ -89,6 +123,14 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
   }
   return [service, ...actors];
 }
+
+/** bcrypt hashes of every user's password, for the configuration file. */
+export async function hashPasswords(users: BrokerUser[], cost = BCRYPT_COST): Promise<HashedBrokerUser[]> {
+  return Promise.all(users.map(async ({ password, ...rest }) => ({ ...rest, passwordHash: await bcrypt.hash(password, cost) })));
+}
+
+/** What nats-server takes as a bcrypt hash rather than a plain password. */
+export const isBcryptHash = (s: string): boolean => /^\$2[ab]\$\d{2}\$[./A-Za-z0-9]{53}$/.test(s);
 
 export interface NatsConfOptions {
   host: string;
@@ -109,10 +151,11 @@ function permissionsBlock(p: Permissions, indent: string): string {
 }
 
 /** The nats-server configuration text: listen address, JetStream store, one user per identity. */
-export function renderNatsConf(users: BrokerUser[], options: NatsConfOptions): string {
+export function renderNatsConf(users: HashedBrokerUser[], options: NatsConfOptions): string {
   const lines = [
     `# Generated by \`memledger auth config\` from ${options.source} (prefix ${options.prefix}).`,
-    "# It holds passwords: keep it private (written with mode 0600). Regenerate it when the policy changes.",
+    "# Passwords are bcrypt hashes; the passwords are in the credentials file beside it. Kept private",
+    "# anyway (mode 0600): it lists who may do what. Regenerate it when the policy changes.",
     `listen: ${q(`${options.host}:${options.port}`)}`,
     "",
     "jetstream {",
@@ -123,7 +166,10 @@ export function renderNatsConf(users: BrokerUser[], options: NatsConfOptions): s
     "  users: [",
   ];
   for (const u of users) {
-    lines.push(`    # ${u.name}`, "    {", `      user: ${q(u.user)}`, `      password: ${q(u.password)}`, permissionsBlock(u.permissions, "      "), "    }");
+    // Never a plain password here: a hash is what the server compares against.
+    if (!isBcryptHash(u.passwordHash)) throw invalid(`the password of broker user '${u.user}' is not a bcrypt hash`);
+    // Quoted, the `$` of the hash is not read as a variable reference.
+    lines.push(`    # ${u.name}`, "    {", `      user: ${q(u.user)}`, `      password: ${q(u.passwordHash)}`, permissionsBlock(u.permissions, "      "), "    }");
   }
   lines.push("  ]", "}", "");
   return lines.join("\n");
@@ -143,7 +189,12 @@ export interface AuthConfigOptions {
 export interface CredentialsFile {
   server: string;
   prefix: string;
-  users: Record<string, { user: string; password: string; url: string }>;
+  /**
+   * Per user: the password and a ready-made NATS URL carrying it, and the inbox prefix its replies use
+   * (memledger's clients derive it from the user name; other NATS clients must be given it, e.g.
+   * `nats --inbox-prefix`).
+   */
+  users: Record<string, { user: string; password: string; inboxPrefix: string; url: string }>;
 }
 
 export interface AuthConfigWritten {
@@ -152,7 +203,27 @@ export interface AuthConfigWritten {
   server: string;
   storeDir: string;
   /** Who can log in; no secrets (those are in the credentials file only). */
-  users: { name: string; user: string; publish: string[] }[];
+  users: { name: string; user: string; inboxPrefix: string; publish: string[] }[];
+  /** What the operator should act on (a credentials file found readable by others); empty when nothing. */
+  warnings: string[];
+}
+
+/**
+ * Writes a private file whatever was there before: the text goes to a new file created with mode 0600
+ * in the same directory, which then replaces the old one (rename is atomic). Writing over an existing
+ * file in place would keep its mode (say 0644) and expose the new secrets until a chmod; a symlink in
+ * its place is replaced, not followed.
+ */
+export async function writePrivateFile(path: string, text: string): Promise<void> {
+  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    await writeFile(temporary, text, { mode: 0o600, flag: "wx" });
+    await chmod(temporary, 0o600);
+    await rename(temporary, path);
+  } catch (err) {
+    await rm(temporary, { force: true });
+    throw err;
+  }
 }
 
 /** `<dir>/<name>.credentials.json` beside `<dir>/<name>.conf`. */
@@ -171,8 +242,8 @@ async function existingPasswords(file: string): Promise<Map<string, string>> {
 const newPassword = () => randomBytes(24).toString("base64url");
 
 /**
- * Writes the nats-server config and, beside it, a credentials file (mode 0600) with each user's
- * password and a ready-made NATS URL. Passwords already in that file are kept, so regenerating after
+ * Writes the nats-server config (bcrypt hashes) and, beside it, a credentials file (mode 0600, also when
+ * it existed with a wider mode) with each user's password, inbox prefix and a ready-made NATS URL. Passwords already in that file are kept, so regenerating after
  * a policy change does not lock anyone out. Returns paths and user names only, never a secret.
  */
 export async function writeAuthConfig(options: AuthConfigOptions): Promise<AuthConfigWritten> {
@@ -184,6 +255,14 @@ export async function writeAuthConfig(options: AuthConfigOptions): Promise<AuthC
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`bad port ${port}`);
   const storeDir = resolve(options.storeDir ?? join(dirname(config), "jetstream"));
   const known = await existingPasswords(credentials);
+  const warnings: string[] = [];
+  const before = await stat(credentials).catch(() => null);
+  if (before && (before.mode & 0o077) !== 0) {
+    // Its passwords are kept (regenerating must not lock anyone out), but others may have read them.
+    warnings.push(
+      `${credentials} was readable by others (mode 0${(before.mode & 0o777).toString(8)}); it is 0600 now, but the passwords in it may have leaked: delete it and run this again to issue new ones`,
+    );
+  }
   const users = brokerUsers(policy, options.prefix, (name) => known.get(name) ?? newPassword());
   const server = `nats://${host.includes(":") ? `[${host}]` : host}:${port}`;
 
@@ -192,18 +271,21 @@ export async function writeAuthConfig(options: AuthConfigOptions): Promise<AuthC
     server,
     prefix: options.prefix,
     users: Object.fromEntries(
-      users.map((u) => [u.name, { user: u.user, password: u.password, url: server.replace("//", `//${encodeURIComponent(u.user)}:${encodeURIComponent(u.password)}@`) }]),
+      users.map((u) => [
+        u.name,
+        { user: u.user, password: u.password, inboxPrefix: u.inboxPrefix, url: server.replace("//", `//${encodeURIComponent(u.user)}:${encodeURIComponent(u.password)}@`) },
+      ]),
     ),
   };
-  await writeFile(credentials, `${JSON.stringify(creds, null, 2)}\n`, { mode: 0o600 });
-  await chmod(credentials, 0o600);
-  await writeFile(config, renderNatsConf(users, { host, port, storeDir, source: options.policyFile, prefix: options.prefix }), { mode: 0o600 });
-  await chmod(config, 0o600);
+  const conf = renderNatsConf(await hashPasswords(users), { host, port, storeDir, source: options.policyFile, prefix: options.prefix });
+  await writePrivateFile(credentials, `${JSON.stringify(creds, null, 2)}\n`);
+  await writePrivateFile(config, conf);
   return {
     config,
     credentials,
     server,
     storeDir,
-    users: users.map((u) => ({ name: u.name, user: u.user, publish: u.permissions.publish.allow })),
+    users: users.map((u) => ({ name: u.name, user: u.user, inboxPrefix: u.inboxPrefix, publish: u.permissions.publish.allow })),
+    warnings,
   };
 }

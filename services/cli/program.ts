@@ -12,6 +12,7 @@ import { registerEvalCommand } from "./eval.js";
 import { registerMcpCommand } from "./mcp.js";
 import { registerInitCommand } from "./init.js";
 import { registerHookCommands } from "./hook.js";
+import { registerQuarantineCommand } from "./quarantine.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
 export async function send<V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>): Promise<R> {
@@ -293,6 +294,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
   registerHookCommands(program, io, globals);
+  registerQuarantineCommand(program, io, globals, send);
 
   return program;
 }

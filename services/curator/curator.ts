@@ -190,6 +190,11 @@ export class Curator {
     try {
       event = decodeEvent(m.data);
     } catch (err) {
+      // An operator set it aside (memledger quarantine): skipped without a word, as every reader does.
+      if (await this.store.quarantines.at(this.names.appStream(app), m.seq).catch(() => null)) {
+        m.ack();
+        return;
+      }
       // A damaged event is not a promotion we can ever read: say so loudly, do not block the others.
       this.onError(err, `curator: unreadable event at ${this.names.appStream(app)} seq ${m.seq}`);
       m.term();

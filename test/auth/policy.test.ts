@@ -219,12 +219,17 @@ describe("broker users from a policy", () => {
     expect(coder.user).toBe("agent.coder-1");
     expect(coder.permissions.publish.allow).toEqual(["pfx.cmd.*.agent.coder-1.>"]);
     expect(coder.permissions.publish.deny).toEqual(expect.arrayContaining(["pfx.app.*.>", "pfx.org.>", "$JS.>"]));
-    expect(coder.permissions.subscribe.allow).toEqual(["_INBOX.>"]);
+    // Its own replies only: no user may subscribe to the shared _INBOX.> (others' replies).
+    expect(coder.inboxPrefix).toBe("_INBOX_agent.coder-1");
+    expect(coder.permissions.subscribe.allow).toEqual(["_INBOX_agent.coder-1.>"]);
     expect(byName.get("human:alice")!.permissions.publish.allow).toEqual(["pfx.cmd.*.human.alice.>"]);
     expect(byName.get("service:curator")!.permissions.publish.allow).toEqual(["pfx.cmd.*.service.curator.>"]);
     const service = byName.get("memledger")!;
-    expect(service.permissions.publish.allow).toEqual(expect.arrayContaining(["$JS.API.>", "pfx.app.*.>", "pfx.org.>", "_INBOX.>"]));
-    expect(service.permissions.subscribe.allow).toEqual(expect.arrayContaining(["pfx.cmd.>", "_INBOX.>"]));
+    // Replies go into each user's inbox, and nowhere else outside the ledger.
+    expect(service.permissions.publish.allow).toEqual(expect.arrayContaining(["$JS.API.>", "pfx.app.*.>", "pfx.org.>", "_INBOX_agent.coder-1.>", "_INBOX_human.alice.>"]));
+    expect(service.permissions.publish.allow).not.toContain("_INBOX.>");
+    expect(service.permissions.subscribe.allow).toEqual(expect.arrayContaining(["pfx.cmd.>", "_INBOX_memledger.>"]));
+    for (const u of byName.values()) expect(u.permissions.subscribe.allow).not.toContain("_INBOX.>");
   });
 
   it("apps listed in the policy (or for one actor) narrow the command subjects", () => {
@@ -240,7 +245,15 @@ describe("broker users from a policy", () => {
   });
 
   it("renders listen, the JetStream store and every user with its permissions", () => {
-    const conf = renderNatsConf(users(), { host: "127.0.0.1", port: 4333, storeDir: "/var/lib/x", source: "p.json", prefix: "pfx" });
+    const hash = "$2a$11$" + "a".repeat(53);
+    const conf = renderNatsConf(
+      users().map(({ password: _password, ...u }) => ({ ...u, passwordHash: hash })),
+      { host: "127.0.0.1", port: 4333, storeDir: "/var/lib/x", source: "p.json", prefix: "pfx" },
+    );
+    expect(conf).toContain(`password: "${hash}"`);
+    expect(conf).not.toContain("pw-");
+    // A plain password is never rendered.
+    expect(() => renderNatsConf(users().map(({ password, ...u }) => ({ ...u, passwordHash: password })), { host: "h", port: 1, storeDir: "/s", source: "p", prefix: "pfx" })).toThrow(/not a bcrypt hash/);
     expect(conf).toContain('listen: "127.0.0.1:4333"');
     expect(conf).toMatch(/jetstream \{\n {2}store_dir: "\/var\/lib\/x"\n\}/);
     expect(conf).toContain('user: "agent.coder-1"');
