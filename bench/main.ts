@@ -4,10 +4,11 @@
  */
 import { appendBenchmark } from "./append.js";
 import { replayBenchmark } from "./replay.js";
+import { propertyBenchmark } from "./property.js";
 import { searchBenchmark } from "./search.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");
