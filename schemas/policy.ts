@@ -86,6 +86,12 @@ export const Policy = z
     apps: z.array(AppName).min(1).optional(),
     roles: z.record(RoleName, Role),
     actors: z.record(ActorPattern, ActorEntry),
+    /**
+     * Proposals whose text looks like a credential are refused in every scope (services/secrets-gate.ts):
+     * the log is permanent. `allowIn` relaxes that for the scopes it names (patterns as in rules; `*`
+     * does not reach the org, which must be named). The curator still never promotes a secret.
+     */
+    secrets: z.strictObject({ allowIn: z.array(ScopePattern).default([]) }).optional(),
   })
   .superRefine((policy, ctx) => {
     for (const [actor, entry] of Object.entries(policy.actors)) {
