@@ -9,6 +9,7 @@ import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 import { registerEvalCommand } from "./eval.js";
+import { registerAuditCommands } from "./audit.js";
 import { registerMcpCommand } from "./mcp.js";
 import { registerInitCommand } from "./init.js";
 import { registerHookCommands } from "./hook.js";
@@ -112,10 +113,17 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     .option("--replicas <n>", "replicas for the streams it creates (1 on a single server, 3 in a cluster)", wholeNumber(1))
     .option("--files <dir>", "markdown file store root (env MEMLEDGER_FILES, default .memledger/files)")
     .option("--policy <file>", "who may do what, JSON or YAML (env MEMLEDGER_POLICY; default: everyone may do everything)")
-    .action(async (opts: { replicas?: number; files?: string; policy?: string }, cmd: Command) => {
+    .option("--embedded", "start nats-server / redis-server from PATH when nothing answers on a loopback URL (default: only for the default URLs)")
+    .option("--no-embedded", "never start servers, even for the default URLs")
+    .action(async (opts: { replicas?: number; files?: string; policy?: string; embedded?: boolean }, cmd: Command) => {
       // Loaded on use: the runtime pulls in every projection, and most CLI calls are one request.
       const { up } = await import("./up.js");
-      setExitCode(await up(globals(cmd), opts, io));
+      const { withEmbedded } = await import("../embedded.js");
+      const { readModelConfig } = await import("../read-models.js");
+      const g = globals(cmd);
+      const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
+      const embedding = { natsUrl: g.nats, redisUrl: readModelConfig(io.env).redisUrl, embedded: opts.embedded, env: io.env, log };
+      setExitCode(await withEmbedded(embedding, () => up(g, opts, io)));
     });
 
   program
@@ -291,6 +299,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
+  registerAuditCommands(program, io, globals);
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
   registerHookCommands(program, io, globals);

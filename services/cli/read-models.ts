@@ -44,7 +44,7 @@ const scopeOf = (store: EventStore, app: string): ProjectionScope =>
     ? { prefix: store.names.prefix, app, stream: store.names.orgStream() }
     : { prefix: store.names.prefix, app, stream: store.names.appStream(app) };
 
-async function withStore<T>(g: GlobalOptions, work: (store: EventStore) => Promise<T>): Promise<T> {
+export async function withStore<T>(g: GlobalOptions, work: (store: EventStore) => Promise<T>): Promise<T> {
   const nc = await connectNats({ servers: g.nats, name: "memledger-cli", reconnect: false });
   try {
     const { EventStore } = await machinery();
@@ -121,28 +121,51 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
 
   program
     .command("status")
-    .description("each projection's checkpoint, lag and last error")
+    .description("each instance (id, host, data directory, last heartbeat, leader or follower of each shared read model) and each projection's checkpoint, lag and last error")
     .action(async (_opts, cmd: Command) => {
       const g = globals(cmd);
       await withStore(g, async (store) => {
-        const { readStatuses } = await machinery();
-        const statuses = await readStatuses(store);
-        for (const s of statuses) {
+        const [{ readStatuses }, { listInstances }] = await Promise.all([machinery(), import("../instance.js")]);
+        const [statuses, instances] = await Promise.all([readStatuses(store), listInstances(store.nc, store.names)]);
+        const live = new Set(instances.filter((i) => i.state === "live").map((i) => i.id));
+        // Rows of instances that stopped or departed are history, not state; rows without an instance
+        // come from builds before instances existed.
+        const current = statuses.filter((s) => s.instance === undefined || s.instance === "local" || live.has(s.instance));
+        const rowOf = async (s: (typeof statuses)[number]) => {
           // Lag now, not when the runner last wrote its status.
           const last = await store.lastSeq(s.stream).catch(() => s.position + s.lag);
-          const row = { ...s, lag: Math.max(0, last - s.position) };
-          if (g.json) {
-            printJson(io, row);
-            continue;
-          }
+          return { ...s, lag: Math.max(0, last - s.position) };
+        };
+        const describeRow = (row: Awaited<ReturnType<typeof rowOf>>) => {
           const problem = row.blocked
             ? `BLOCKED at seq ${row.blocked.seq}: ${row.blocked.error}`
             : row.lastError
               ? `last error at ${row.lastError.at}: ${row.lastError.error}`
               : "ok";
-          printLine(io, `${row.projection.padEnd(8)} ${row.app.padEnd(16)} checkpoint ${String(row.checkpoint).padStart(8)}  lag ${String(row.lag).padStart(6)}  ${problem}`);
+          return `${row.projection.padEnd(8)} ${row.app.padEnd(16)} checkpoint ${String(row.checkpoint).padStart(8)}  lag ${String(row.lag).padStart(6)}  ${problem}`;
+        };
+        for (const instance of instances) {
+          const { state, ...presence } = instance;
+          if (g.json) {
+            printJson(io, { kind: "instance", state, ...presence });
+            continue;
+          }
+          const ago = Math.max(0, Math.round((Date.now() - Date.parse(presence.updatedAt)) / 1000));
+          printLine(io, `instance ${presence.id}  ${state}  host ${presence.host}  pid ${presence.pid}  data ${presence.dataDir}  heartbeat ${ago}s ago`);
+          for (const r of [...presence.roles].sort((a, b) => a.projection.localeCompare(b.projection) || a.app.localeCompare(b.app))) {
+            const leader = r.role === "leader" ? "" : `  (leader: ${r.leader ?? "none yet"})`;
+            printLine(io, `  ${r.projection.padEnd(8)} ${r.app.padEnd(16)} ${r.role.padEnd(8)} store ${r.store}${leader}`);
+          }
+          for (const s of current.filter((row) => row.instance === presence.id)) printLine(io, `  ${describeRow(await rowOf(s))}`);
         }
-        if (statuses.length === 0 && !g.json) printLine(io, "no projection has reported yet: is `memledger up` running?");
+        const known = new Set(instances.map((i) => i.id));
+        for (const s of current.filter((row) => !known.has(row.instance ?? ""))) {
+          const row = await rowOf(s);
+          if (g.json) printJson(io, row);
+          else printLine(io, describeRow(row));
+        }
+        if (g.json) for (const s of current.filter((row) => known.has(row.instance ?? ""))) printJson(io, await rowOf(s));
+        if (statuses.length === 0 && instances.length === 0 && !g.json) printLine(io, "no projection has reported yet: is `memledger up` running?");
       });
     });
 

@@ -1,0 +1,157 @@
+import { createWriteStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { invalid } from "../../schemas/errors.js";
+import type { AsOf, HistoryEntry } from "../audit/history.js";
+import { printJson, printLine, readAll, type Io } from "./io.js";
+import { withStore } from "./read-models.js";
+import { wholeNumber, type GlobalOptions } from "./options.js";
+
+/**
+ * What auditors run, straight from the log (a read-only user can: nothing here sends a command):
+ *   memledger history ID [--as-of-seq N | --as-of TIME]   every version and lifecycle event, with provenance
+ *   memledger diff ID V1 V2                               a unified diff of two versions
+ *   memledger blame PATH                                  the memories that concern a file or directory
+ *   memledger index [--as-of-seq N | --as-of TIME]        the app's MEMORY.md (of that moment)
+ *   memledger export [--since-seq N] [--out FILE]         every event as JSON lines
+ *   memledger import FILE                                 append an export into an empty app
+ */
+
+const audit = () => Promise.all([import("../audit/history.js"), import("../audit/as-of.js"), import("../audit/portability.js")]).then(([h, a, p]) => ({ ...h, ...a, ...p }));
+
+/** --as-of-seq and --as-of, parsed in one place for every verb that takes them. */
+export function asOfOptions(cmd: Command): Command {
+  return cmd
+    .option("--as-of-seq <n>", "as the log stood at this stream sequence", wholeNumber(1))
+    .option("--as-of <time>", "as the log stood at this time (ISO 8601, e.g. 2026-11-29T14:00:00Z)");
+}
+
+export function parseAsOf(opts: { asOfSeq?: number; asOf?: string }): AsOf {
+  if (opts.asOf !== undefined && Number.isNaN(Date.parse(opts.asOf))) throw invalid(`--as-of '${opts.asOf}': not a time; use ISO 8601 such as 2026-11-29T14:00:00Z`);
+  if (opts.asOf !== undefined && opts.asOfSeq !== undefined) throw invalid("give --as-of-seq or --as-of, not both");
+  return { seq: opts.asOfSeq, time: opts.asOf === undefined ? undefined : new Date(opts.asOf).toISOString() };
+}
+
+const who = (e: HistoryEntry): string => `${e.actor.kind}:${e.actor.id}`;
+
+function historyLine(e: HistoryEntry): string {
+  const where = [e.sessionId && `session ${e.sessionId}`, e.git?.branch && `branch ${e.git.branch}`, e.git?.worktree && `worktree ${e.git.worktree}`, e.transcriptRef && `transcript ${e.transcriptRef}`]
+    .filter(Boolean)
+    .join(", ");
+  return [
+    String(e.seq).padStart(6),
+    e.time,
+    e.type.padEnd(18),
+    who(e),
+    e.summary,
+    e.reason ? `reason: ${JSON.stringify(e.reason)}` : "",
+    where ? `(${where})` : "",
+    e.causationId ? `caused by ${e.causationId}` : "",
+  ]
+    .filter((part) => part !== "")
+    .join("  ");
+}
+
+export function registerAuditCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+  asOfOptions(
+    program
+      .command("history")
+      .description("every version and lifecycle event of a memory: who, when, from which session, branch and worktree, why")
+      .argument("<id>", "memory id"),
+  ).action(async (id: string, opts: { asOfSeq?: number; asOf?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const asOf = parseAsOf(opts);
+    const { memoryHistory } = await audit();
+    const history = await withStore(g, (store) => memoryHistory(store, g.app, id, asOf));
+    if (g.json) {
+      printJson(io, { memoryId: id, app: g.app, seq: history.seq, status: history.state.activeVersion === null ? null : history.state.activeVersion, entries: history.entries, versions: history.state.versions });
+      return;
+    }
+    for (const entry of history.entries) printLine(io, historyLine(entry));
+  });
+
+  program
+    .command("diff")
+    .description("a unified diff of two versions of a memory: title, kind, importance, tags, paths and body")
+    .argument("<id>", "memory id")
+    .argument("<v1>", "the older version", wholeNumber(1))
+    .argument("<v2>", "the newer version", wholeNumber(1))
+    .action(async (id: string, v1: number, v2: number, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const { memoryHistory, diffVersions } = await audit();
+      const history = await withStore(g, (store) => memoryHistory(store, g.app, id));
+      const diff = diffVersions(history, v1, v2);
+      if (g.json) printJson(io, { memoryId: id, ...diff });
+      else io.stdout.write(diff.patch);
+    });
+
+  asOfOptions(
+    program
+      .command("blame")
+      .description("the memories that concern a file or directory: every version that named it, newest first")
+      .argument("<path>", "a file or directory path"),
+  ).action(async (path: string, opts: { asOfSeq?: number; asOf?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const asOf = parseAsOf(opts);
+    const { blame } = await audit();
+    const entries = await withStore(g, (store) => blame(store, g.app, path, asOf));
+    for (const e of entries) {
+      if (g.json) printJson(io, e);
+      else printLine(io, [String(e.seq).padStart(6), e.time, `${e.memoryId} v${e.version}`, JSON.stringify(e.title), e.scope, `${e.actor.kind}:${e.actor.id}`, e.paths.join(", ")].join("  "));
+    }
+  });
+
+  asOfOptions(program.command("index").description("the app's MEMORY.md, now or as it stood at a sequence or time")).action(
+    async (opts: { asOfSeq?: number; asOf?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const asOf = parseAsOf(opts);
+      const { memoryIndexAsOf } = await audit();
+      const index = await withStore(g, (store) => memoryIndexAsOf(store, g.app, asOf));
+      if (g.json) printJson(io, index);
+      else io.stdout.write(index.markdown);
+    },
+  );
+
+  program
+    .command("export")
+    .description("every event of the app (upcast to today's schema) as JSON lines with its stream sequence, header first")
+    .option("--since-seq <n>", "from this stream sequence on", wholeNumber(1))
+    .option("--out <file>", "write to this file instead of stdout")
+    .action(async (opts: { sinceSeq?: number; out?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const { exportLedger } = await audit();
+      const out: NodeJS.WritableStream = opts.out === undefined ? io.stdout : createWriteStream(opts.out, { mode: 0o600 });
+      const write = (line: string) =>
+        new Promise<void>((resolve, reject) => {
+          if (out.write(line)) resolve();
+          else out.once("drain", resolve).once("error", reject);
+        });
+      const result = await withStore(g, (store) => exportLedger(store, g.app, write, { sinceSeq: opts.sinceSeq }));
+      if (opts.out !== undefined) {
+        await new Promise<void>((resolve, reject) => {
+          out.once("error", reject);
+          out.end(() => resolve());
+        });
+        io.stderr.write(`memledger: exported ${result.events} events of ${g.app} to ${opts.out}\n`);
+      }
+    });
+
+  program
+    .command("import")
+    .description("append an export's events into an empty app (--app), preserving their ids and order")
+    .argument("<file>", "an export ('-': stdin)")
+    .action(async (file: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const { parseExport, importLedger } = await audit();
+      let text: string;
+      try {
+        text = file === "-" ? await readAll(io.stdin) : await readFile(file, "utf8");
+      } catch (err) {
+        throw invalid(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      const exported = parseExport(text);
+      const result = await withStore(g, (store) => importLedger(store, g.app, exported));
+      if (g.json) printJson(io, { app: g.app, ...result });
+      else printLine(io, `imported ${result.imported} events into ${g.app} (last sequence ${result.lastSeq}; ${result.skipped} quarantine records not carried over)`);
+    });
+}
