@@ -155,7 +155,9 @@ export class CommandHandler {
     let state = from?.state ?? decider.initialState();
     let seq = from?.seq ?? 0;
     const seqOf = new Map(from?.seqOf);
-    for await (const stored of this.store.readSubject(stream, subject, seq)) {
+    // A quarantined message on the subject (services/quarantine.ts) is not folded, but the next append
+    // must expect the subject's real last sequence, so it counts for `seq`.
+    for await (const stored of this.store.readSubject(stream, subject, seq, (skipped) => (seq = Math.max(seq, skipped)))) {
       state = decider.evolve(state, stored.event as E);
       seq = stored.seq;
       seqOf.set(stored.event.id, stored.seq);

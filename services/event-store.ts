@@ -282,7 +282,7 @@ export class EventStore {
    * The events of one subject after `afterSeq`, oldest first. A memory has tens of events, so walking
    * them with direct gets (next_by_subj) is cheaper than creating a consumer for each load.
    */
-  async *readSubject(stream: string, subject: string, afterSeq = 0): AsyncGenerator<StoredEvent> {
+  async *readSubject(stream: string, subject: string, afterSeq = 0, onQuarantined?: (seq: number) => void): AsyncGenerator<StoredEvent> {
     let seq = afterSeq + 1;
     for (;;) {
       let msg: StoredMsg | null;
@@ -293,7 +293,10 @@ export class EventStore {
       }
       if (!msg) return;
       const stored = await this.decodeStored(stream, msg);
+      // A quarantined message is skipped, but it is still the subject's last sequence so far: a writer
+      // that appends with an expected sequence must expect it (onQuarantined tells it).
       if (stored) yield stored;
+      else onQuarantined?.(msg.seq);
       seq = msg.seq + 1;
     }
   }

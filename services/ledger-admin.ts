@@ -3,7 +3,7 @@ import { quarantineDecider } from "../commands/quarantine.js";
 import { ORG_APP } from "../events/subjects.js";
 import type { ParsedRequestOf } from "../schemas/commands.js";
 import { conflict, forbidden, invalid, notFound, unavailable } from "../schemas/errors.js";
-import { rolesOf, scopeMatches, type Policy } from "../schemas/policy.js";
+import { rolesOf, type Policy } from "../schemas/policy.js";
 import type { Actor, Scope } from "../schemas/primitives.js";
 import type { CommandContext, CommandHandler } from "./command-handler.js";
 import type { EventStore } from "./event-store.js";
@@ -34,25 +34,27 @@ export interface QuarantineOutcome {
 const actorLabel = (actor: Actor) => `${actor.kind}:${actor.id}`;
 
 /**
- * Who may quarantine: an admin, that is a human or a service whose roles allow every verb (`*`) on the
- * stream's scope (`app` for an app stream, `org` for the org stream). Never an agent, whatever its
- * roles say: quarantine makes every reader skip a message, and an agent that goes wrong must not be
- * able to hide anything from the others. Without a policy (the permissive default) humans and services
- * may; with one, only those it makes admins.
+ * Who may quarantine: an admin, that is a human or a service whose roles allow every verb (`*`) on every
+ * scope (`*`), and for the org stream also on `org` by name (a `*` scope never reaches the org's writes).
+ * A reviewer with every verb on `app` is not an admin: quarantine acts on the stream, not on memories of
+ * one scope. Never an agent, whatever its roles say: quarantine makes every reader skip a message, and an
+ * agent that goes wrong must not be able to hide anything from the others. Without a policy (the
+ * permissive default: everyone has `*` on `*`) humans and services may on app streams, and on the org
+ * stream the one the default names for the org (service:curator).
  */
 export function mayQuarantine(policy: Policy, actor: Actor, scope: Scope): { allowed: true } | { allowed: false; reason: string; roles: string[] } {
   const roles = rolesOf(policy, actor);
   if (actor.kind === "agent") {
     return { allowed: false, reason: `${actorLabel(actor)} may not quarantine: agents never may (an admin, human or service, does)`, roles };
   }
-  const admin = roles
-    .flatMap((role) => policy.roles[role]?.allow ?? [])
-    .some((rule) => rule.verbs.includes("*") && rule.scopes.some((pattern) => scopeMatches(pattern, scope, actor)));
+  const everyVerb = roles.flatMap((role) => policy.roles[role]?.allow ?? []).filter((rule) => rule.verbs.includes("*"));
+  const needed = scope === "org" ? ["*", "org"] : ["*"];
+  const admin = needed.every((pattern) => everyVerb.some((rule) => rule.scopes.includes(pattern)));
   if (admin) return { allowed: true };
   const held = roles.length > 0 ? `its roles (${roles.join(", ")}) do not` : "it has no role in the policy";
   return {
     allowed: false,
-    reason: `${actorLabel(actor)} may not quarantine in scope ${scope}: missing permission * (every verb) on ${scope}, which makes an admin; ${held}`,
+    reason: `${actorLabel(actor)} may not quarantine in scope ${scope}: missing permission * (every verb) on ${needed.join(" and ")}, which makes an admin; ${held}`,
     roles,
   };
 }

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import bcrypt from "bcryptjs";
-import { naming } from "../../events/subjects.js";
+import { ORG_APP, naming } from "../../events/subjects.js";
 import { invalid } from "../../schemas/errors.js";
 import type { Policy } from "../../schemas/policy.js";
 import type { ActorKind } from "../../schemas/primitives.js";
@@ -94,7 +94,8 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
       inboxPrefix: inboxPrefixFor(user)!,
       permissions: {
         publish: {
-          allow: (apps ?? ["*"]).map((app) => names.command(app, kind, id, ">")),
+          // The org is every app's (the guard treats it as always declared): its commands stay reachable.
+          allow: (apps ? [...new Set([...apps, ORG_APP])] : ["*"]).map((app) => names.command(app, kind, id, ">")),
           deny: [...streamSubjects, JS_ALL, KV_ALL, OBJ_ALL, SYS_ALL],
         },
         // Its own replies only.

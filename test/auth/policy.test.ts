@@ -240,8 +240,9 @@ describe("broker users from a policy", () => {
       actors: { "agent:a": { roles: ["r"] }, "agent:b": { roles: ["r"], apps: ["api"] } },
     });
     const [, a, b] = brokerUsers(p, "pfx", () => "x");
-    expect(a!.permissions.publish.allow).toEqual(["pfx.cmd.web.agent.a.>", "pfx.cmd.api.agent.a.>"]);
-    expect(b!.permissions.publish.allow).toEqual(["pfx.cmd.api.agent.b.>"]);
+    // The org is every app's: its command subjects stay reachable (the policy still decides what may be done there).
+    expect(a!.permissions.publish.allow).toEqual(["pfx.cmd.web.agent.a.>", "pfx.cmd.api.agent.a.>", "pfx.cmd.org.agent.a.>"]);
+    expect(b!.permissions.publish.allow).toEqual(["pfx.cmd.api.agent.b.>", "pfx.cmd.org.agent.b.>"]);
   });
 
   it("renders listen, the JetStream store and every user with its permissions", () => {
