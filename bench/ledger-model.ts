@@ -2,9 +2,11 @@
  * A model of the command path, for model-based property tests (fast-check `commands`): random
  * interleavings of propose, revise, approve, reject, supersede, rollback, claim and release, each sent to
  * one of several real command-service instances (each with its own, possibly stale, cache) over one real
- * stream. After every command its outcome (accepted with which version / holder, or refused with which
- * code) must be what the model predicts; after every run the aggregates folded from the log by the
- * deciders must equal the model.
+ * stream, keyed as the SDK keys every write. After every command its outcome (accepted with which
+ * version / holder, or refused with which code) must be what the model predicts; a retry of the last
+ * accepted command (same key, any instance) must be a replay of it, and its key reused for another
+ * request a conflict naming the key; after every run the aggregates folded from the log by the deciders
+ * must equal the model, with exactly one event per accepted command.
  *
  * The model is written from the rules as the README states them, not from the deciders: it is the
  * second opinion the deciders are checked against. Shared by test/ledger/model.int.spec.ts (CI) and
@@ -38,12 +40,21 @@ export interface LedgerSystem {
   stats: { commands: number; refused: number };
   /** Commands of this run that were accepted, per aggregate: each must be exactly one event in the log. */
   accepted: { memory: number; task: number };
+  /** The last accepted command, as sent (with its idempotency key), and what it answered. */
+  last: SentCommand | null;
+}
+
+interface SentCommand {
+  actor: string;
+  verb: string;
+  payload: Record<string, unknown> & { key: string };
+  result: Record<string, unknown>;
 }
 
 const AGENTS = ["x", "y"] as const;
 const REVIEWER = "rita";
 
-type Outcome = { ok: true; result: Record<string, unknown> } | { ok: false; code: string; reason: unknown };
+type Outcome = { ok: true; result: Record<string, unknown> } | { ok: false; code: string; reason: unknown; details: Record<string, unknown> };
 type Expected = { ok: true; fields: Record<string, unknown> } | { ok: false; code: "conflict" | "not_found" };
 
 const subjectOf = (service: CommandService, app: string, actorKind: string, actorId: string, verb: string) =>
@@ -51,7 +62,17 @@ const subjectOf = (service: CommandService, app: string, actorKind: string, acto
 
 const encoder = new TextEncoder();
 
-async function send(system: LedgerSystem, instance: number, actor: string, verb: string, payload: object): Promise<Outcome> {
+let keys = 0;
+
+/** Sends one command to one instance, keyed as the SDK keys every write; remembers it if accepted. */
+async function send(system: LedgerSystem, instance: number, actor: string, verb: string, fields: object, key = `k${keys++}`): Promise<Outcome> {
+  const payload = { ...fields, key };
+  const outcome = await sendRaw(system, instance, actor, verb, payload);
+  if (outcome.ok) system.last = { actor, verb, payload, result: outcome.result };
+  return outcome;
+}
+
+async function sendRaw(system: LedgerSystem, instance: number, actor: string, verb: string, payload: object): Promise<Outcome> {
   const service = system.instances[instance]!;
   const [kind, id] = actor.includes(":") ? actor.split(":", 2) as [string, string] : ["agent", actor];
   system.stats.commands++;
@@ -61,7 +82,7 @@ async function send(system: LedgerSystem, instance: number, actor: string, verb:
   } catch (err) {
     if (!(err instanceof MemledgerError)) throw err;
     system.stats.refused++;
-    return { ok: false, code: err.code, reason: err.details.reason };
+    return { ok: false, code: err.code, reason: err.details.reason, details: err.details };
   }
 }
 
@@ -213,6 +234,45 @@ class Release extends LedgerCommand {
   toString = () => `release(${this.agent}${this.done ? ", done" : ""})@${this.instance}`;
 }
 
+/**
+ * The last accepted command sent again, unchanged, to any instance: a retry after a lost reply. It must
+ * be answered as the first one was (same sequence and event, `replayed`), and append nothing.
+ */
+class Retry extends LedgerCommand {
+  async run(_model: LedgerModel, system: LedgerSystem) {
+    const last = system.last;
+    if (!last) return;
+    const outcome = await sendRaw(system, this.instance, last.actor, last.verb, last.payload);
+    if (!outcome.ok) throw new Error(`${this.toString()} of ${last.verb}: expected a replay, got ${outcome.code} (${String(outcome.reason)})`);
+    for (const field of ["seq", "eventId", "type"]) strictEqual(outcome.result[field], last.result[field], `${this.toString()} of ${last.verb}: ${field}`);
+    strictEqual(outcome.result.replayed, true, `${this.toString()} of ${last.verb}: replayed`);
+  }
+  toString = () => `retry-last@${this.instance}`;
+}
+
+/** The last accepted command's key with a different request: a conflict naming the key, nothing appended. */
+class ReuseKey extends LedgerCommand {
+  async run(_model: LedgerModel, system: LedgerSystem) {
+    const last = system.last;
+    if (!last) return;
+    const p = last.payload;
+    const changed: Record<string, Record<string, unknown>> = {
+      propose: { body: `${String(p.body)} (changed)` },
+      approve: { version: p.version === undefined ? 1 : undefined },
+      reject: { reason: "another reason" },
+      supersede: { reason: "another reason" },
+      rollback: { toVersion: Number(p.toVersion) === 1 ? 2 : 1 },
+      claim: { ttlMs: Number(p.ttlMs) + 1000 },
+      release: { done: !p.done },
+    };
+    const outcome = await sendRaw(system, this.instance, last.actor, last.verb, { ...p, ...changed[last.verb] });
+    if (outcome.ok) throw new Error(`${this.toString()} of ${last.verb}: key ${p.key} reused for another request was accepted: ${JSON.stringify(outcome.result)}`);
+    strictEqual(outcome.code, "conflict", `${this.toString()} of ${last.verb}: code`);
+    strictEqual(outcome.details.key, p.key, `${this.toString()} of ${last.verb}: details.key`);
+  }
+  toString = () => `reuse-key@${this.instance}`;
+}
+
 /** The command arbitraries, over `instances` command services (two or more: their caches go stale). */
 export function ledgerCommands(instances: number): fc.Arbitrary<fc.AsyncCommand<LedgerModel, LedgerSystem>>[] {
   const instance = fc.integer({ min: 0, max: instances - 1 });
@@ -236,6 +296,8 @@ export function ledgerCommands(instances: number): fc.Arbitrary<fc.AsyncCommand<
     // Done for good in one release of four, so most runs keep claiming.
     fc.tuple(instance, agent, fc.integer({ min: 0, max: 3 })).map(([i, a, n]) => new Release(i, a, n === 0)),
     fc.tuple(instance, agent).map(([i, a]) => new Release(i, a, false)),
+    instance.map((i) => new Retry(i)),
+    instance.map((i) => new ReuseKey(i)),
   ];
 }
 
@@ -247,7 +309,7 @@ export const initialModel = (): LedgerModel => ({
 /** A fresh memory id and task name per run: runs share the stream, never an aggregate. */
 export function newRunSystem(instances: readonly CommandService[], app: string, stats: LedgerSystem["stats"]): LedgerSystem {
   const run = randomBytes(8).toString("hex");
-  return { instances, app, memoryId: `m-${run}`, task: `t-${run}`, stats, accepted: { memory: 0, task: 0 } };
+  return { instances, app, memoryId: `m-${run}`, task: `t-${run}`, stats, accepted: { memory: 0, task: 0 }, last: null };
 }
 
 /** The aggregates as the deciders fold them from the log must be what the model says. */
