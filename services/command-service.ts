@@ -323,7 +323,11 @@ export class CommandService {
       await refuseSecrets(this.guard.policy, {
         content: r,
         actor: ctx.actor,
-        scope: async () => (await this.handler.load(memoryDecider, ctx.app, memoryId)).state.scope ?? scope ?? "app",
+        // Only a memory that may exist already (a revision, a keyed retry) needs its stored scope read.
+        scope: async () =>
+          ctx.app === ORG_APP || (r.memoryId === undefined && ctx.key === undefined)
+            ? (scope ?? "app")
+            : ((await this.handler.load(memoryDecider, ctx.app, memoryId)).state.scope ?? scope ?? "app"),
       });
       // A generated id, or one derived from a key, most likely has no history yet (a retry's has: the
       // append expecting an empty subject then fails and the handler reloads and replays).

@@ -33,6 +33,9 @@ const ORG_REVIEW_POLICY = parsePolicy({
     "org-reviewer": { allow: [{ verbs: ["approve", "reject"], scopes: ["org"] }] },
   },
   actors: { "*": { roles: ["anyone"] }, "service:curator": { roles: ["curator"] }, "human:rita": { roles: ["org-reviewer"] } },
+  // The command path refuses secrets (services/secrets-gate.ts); relaxed for app memories here so that the
+  // curator, the last line before the org, is what the secret test below exercises.
+  secrets: { allowIn: ["app"] },
 });
 
 describe("curator over real NATS", () => {
