@@ -185,6 +185,8 @@ export interface AuthConfigOptions {
   port?: number;
   /** JetStream store directory (default: `jetstream` beside the config). */
   storeDir?: string;
+  /** bcrypt cost of the hashes (default {@link BCRYPT_COST}; 4 to 31). */
+  bcryptCost?: number;
 }
 
 export interface CredentialsFile {
@@ -278,7 +280,9 @@ export async function writeAuthConfig(options: AuthConfigOptions): Promise<AuthC
       ]),
     ),
   };
-  const conf = renderNatsConf(await hashPasswords(users), { host, port, storeDir, source: options.policyFile, prefix: options.prefix });
+  const cost = options.bcryptCost ?? BCRYPT_COST;
+  if (!Number.isInteger(cost) || cost < 4 || cost > 31) throw invalid(`bad bcrypt cost ${cost}: a whole number from 4 to 31`);
+  const conf = renderNatsConf(await hashPasswords(users, cost), { host, port, storeDir, source: options.policyFile, prefix: options.prefix });
   await writePrivateFile(credentials, `${JSON.stringify(creds, null, 2)}\n`);
   await writePrivateFile(config, conf);
   return {
