@@ -114,7 +114,8 @@ export function instanceState(p: InstancePresence, now = Date.now()): InstanceSt
 export async function listInstances(nc: NatsConnection, names: Naming): Promise<(InstancePresence & { state: InstanceState })[]> {
   const kv = await openInstancesBucket(nc, names);
   const out: (InstancePresence & { state: InstanceState })[] = [];
-  for await (const key of await kv.keys()) {
+  // keys() may repeat a key rewritten while it lists (a heartbeat): each key once.
+  for (const key of new Set(await collectKeys(kv))) {
     const entry = await kv.get(key);
     if (!entry || entry.operation !== "PUT" || entry.value.length === 0) continue;
     const p = entry.json<InstancePresence>();
@@ -122,6 +123,12 @@ export async function listInstances(nc: NatsConnection, names: Naming): Promise<
   }
   const rank = { live: 0, stopped: 1, departed: 2 } as const;
   return out.sort((a, b) => rank[a.state] - rank[b.state] || a.id.localeCompare(b.id));
+}
+
+async function collectKeys(kv: KV): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of await kv.keys()) keys.push(key);
+  return keys;
 }
 
 const processAlive = (pid: number): boolean => {

@@ -62,7 +62,9 @@ export async function openLeaseBucket(nc: NatsConnection, names: Naming): Promis
 export async function readLeases(nc: NatsConnection, names: Naming): Promise<Map<string, LeaseRecord & { revision: number }>> {
   const kv = await openLeaseBucket(nc, names);
   const out = new Map<string, LeaseRecord & { revision: number }>();
-  for await (const key of await kv.keys()) {
+  const keys = new Set<string>();
+  for await (const key of await kv.keys()) keys.add(key); // a key renewed while listing comes again
+  for (const key of keys) {
     const entry = await kv.get(key);
     if (entry && entry.operation === "PUT" && entry.value.length > 0) out.set(key, { ...entry.json<LeaseRecord>(), revision: entry.revision });
   }

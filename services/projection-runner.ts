@@ -41,7 +41,9 @@ export async function openStatusBucket(store: EventStore): Promise<KV> {
 export async function readStatuses(store: EventStore): Promise<ProjectionStatus[]> {
   const kv = await openStatusBucket(store);
   const out: ProjectionStatus[] = [];
-  for await (const key of await kv.keys()) {
+  const keys = new Set<string>();
+  for await (const key of await kv.keys()) keys.add(key); // a key rewritten while listing comes again
+  for (const key of keys) {
     const entry = await kv.get(key);
     if (entry?.value.length) out.push(entry.json<ProjectionStatus>());
   }
