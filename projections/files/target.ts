@@ -99,6 +99,8 @@ export class FilesTarget implements ProjectionTarget {
   private readonly knownDirs = new Set<string>();
   private writes = 0;
   private closed = false;
+  /** Set by `fence`: the leader token this target writes under (services/leader-lease.ts). */
+  private fenceToken: number | undefined;
 
   private constructor(
     readonly layout: AppLayout,
@@ -254,9 +256,56 @@ export class FilesTarget implements ProjectionTarget {
     }
   }
 
+  /**
+   * Writes as the leader holding `token`, for a file store other instances may write too (a shared
+   * disk): records the token in `<root>.gen/<app>/.fence`, or throws `conflict` when a newer leader's
+   * is there already. Every later commit checks the fence before its first write and again before the
+   * checkpoint. A file system has no compare-and-set over a set of files, so this narrows rather than
+   * closes the window: a former leader that passed the check and is paused before one of its writes
+   * may still land that write after the new leader's (files of the same memory, rendered from the same
+   * log, but possibly from an older position). The lease makes such a pause rare (a leader stops
+   * committing once its lease lapsed by its own clock); a rebuild (`memledger rebuild files`) repairs it.
+   */
+  async fence(token: number): Promise<void> {
+    this.assertOpen();
+    const recorded = await this.recordedFence();
+    if (recorded > token) throw this.fenced(token, recorded);
+    await writeFileAtomic(this.fenceFile, `${JSON.stringify({ token })}\n`);
+    this.fenceToken = token;
+  }
+
+  private get fenceFile(): string {
+    return path.join(this.layout.generationsDir, ".fence");
+  }
+
+  private async recordedFence(): Promise<number> {
+    const text = await readTextIfExists(this.fenceFile);
+    if (text === null) return 0;
+    try {
+      return Number((JSON.parse(text) as { token?: unknown }).token) || 0;
+    } catch {
+      return 0; // cut short by a crash mid-write: whoever fences next rewrites it
+    }
+  }
+
+  private fenced(token: number, recorded: number) {
+    return conflict(`file store ${this.layout.app}: fenced: leader token ${token} was superseded by token ${recorded} (another instance took the lease over)`, {
+      reason: "fenced",
+      token,
+      fence: recorded,
+    });
+  }
+
+  private async assertFence(): Promise<void> {
+    if (this.fenceToken === undefined) return;
+    const recorded = await this.recordedFence();
+    if (recorded !== this.fenceToken) throw this.fenced(this.fenceToken, recorded);
+  }
+
   async commit(seq: number): Promise<void> {
     this.assertOpen();
     await this.assertStillMine();
+    await this.assertFence();
     if (this.touched.size === 0 && seq <= this.committed.seq && this.indexOnDisk) return;
 
     // Write order is the crash-safety argument:
@@ -300,6 +349,7 @@ export class FilesTarget implements ProjectionTarget {
     }
 
     const checkpoint: Checkpoint = { seq: Math.max(seq, this.committed.seq), generation: this.generation };
+    await this.assertFence();
     await this.write(CHECKPOINT_FILE, `${JSON.stringify(checkpoint)}\n`);
     this.committed = checkpoint;
     this.touched.clear();
