@@ -2,6 +2,7 @@ import path from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { claimsProjection, claimsReader, type ClaimsReader } from "../projections/claims/index.js";
+import { monitorRedis } from "../projections/claims/redis-health.js";
 import { DEFAULT_FILES_ROOT, filesProjection } from "../projections/files/index.js";
 import type { ProjectionDefinition } from "../projections/projection.js";
 import { searchProjection, vectorSetup, type SearchProjection, type VectorSetup } from "../projections/search/index.js";
@@ -85,7 +86,7 @@ export async function searchVectorSetup(
 
 /** Opens the read models' shared resources (one Redis connection for readers; targets open their own). */
 export function openReadModels(prefix: string, config: ReadModelConfig = readModelConfig(), resources: ReadModelResources = {}): ReadModels {
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true });
+  const redis = monitorRedis(new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true }));
   const keyPrefix = `${prefix}:claims`;
   const { nc } = resources;
   const search = searchProjection({

@@ -9,6 +9,7 @@ import { readTextIfExists } from "../projections/files/fs.js";
 import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
 import type { SharedStore } from "./projection-supervisor.js";
 import type { ReadModelConfig } from "./read-models.js";
+import { monitorRedis } from "../projections/claims/redis-health.js";
 
 /**
  * Which read models live in a store other instances may write too, and how a follower reads how far
@@ -55,7 +56,7 @@ const claimsKeyPrefix = (prefix: string) => `${prefix}:claims`;
 
 export function sharedStores(prefix: string, config: Pick<ReadModelConfig, "redisUrl" | "filesRoot">): SharedStores {
   let redis: Redis | undefined;
-  const redisOf = () => (redis ??= new Redis(config.redisUrl, { maxRetriesPerRequest: 3 }));
+  const redisOf = () => (redis ??= monitorRedis(new Redis(config.redisUrl, { maxRetriesPerRequest: 3 })));
   let filesId: Promise<string> | undefined;
 
   const claims: SharedStore = {

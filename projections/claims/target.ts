@@ -4,6 +4,7 @@ import type { ClaimState } from "../../commands/claim.js";
 import { conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
 import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { claimKeys, type ClaimKeys, type GenerationKeys } from "./keys.js";
+import { monitorRedis } from "./redis-health.js";
 import { ClaimsMaterializer } from "./materialize.js";
 import { isClaimEvent, parseState, planBatch, type RedisCommand } from "./model.js";
 
@@ -17,7 +18,7 @@ export interface ClaimsProjectionOptions {
 const newGeneration = (): string => `${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 
 const connectionOf = (redis: Redis | string): Redis =>
-  typeof redis === "string" ? new Redis(redis, { maxRetriesPerRequest: 3 }) : redis.duplicate();
+  monitorRedis(typeof redis === "string" ? new Redis(redis, { maxRetriesPerRequest: 3 }) : redis.duplicate());
 
 /** Deletes every key matching `pattern` with SCAN + UNLINK (never KEYS: it blocks the server). */
 export async function unlinkMatching(redis: Redis, pattern: string): Promise<number> {

@@ -9,6 +9,7 @@ import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 import { registerEvalCommand } from "./eval.js";
+import { registerMcpCommand } from "./mcp.js";
 import { registerAuditCommands } from "./audit.js";
 import { registerMcpCommand } from "./mcp.js";
 import { registerInitCommand } from "./init.js";
@@ -299,6 +300,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
+  registerMcpCommand(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
