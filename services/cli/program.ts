@@ -9,7 +9,6 @@ import { registerReadModelCommands } from "./read-models.js";
 import { registerOrgCommands } from "./org.js";
 import { registerHydrateCommand } from "./hydrate.js";
 import { registerEvalCommand } from "./eval.js";
-import { registerMcpCommand } from "./mcp.js";
 import { registerAuditCommands } from "./audit.js";
 import { registerMcpCommand } from "./mcp.js";
 import { registerInitCommand } from "./init.js";
@@ -300,7 +299,6 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
-  registerMcpCommand(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
