@@ -105,11 +105,15 @@ export class MemoryClient {
     const subject = this.subjectFor(verb);
     const isWrite = WRITE_VERBS.has(verb);
     const fields = payload as Record<string, unknown>;
-    const body = isWrite
-      ? { ...fields, key: fields.key ?? randomUUID() }
-      : READ_MODEL_VERBS.has(verb) && fields.minSeq === undefined && this.seen > 0
-        ? { ...fields, minSeq: this.seen }
-        : fields;
+    // A payload that is not an object is sent as it is, for the service to refuse.
+    const isObject = typeof payload === "object" && payload !== null && !Array.isArray(payload);
+    const body = !isObject
+      ? payload
+      : isWrite
+        ? { ...fields, key: fields.key ?? randomUUID() }
+        : READ_MODEL_VERBS.has(verb) && fields.minSeq === undefined && this.seen > 0
+          ? { ...fields, minSeq: this.seen }
+          : fields;
     const data = JSON.stringify(body);
     let raw: string | undefined;
     for (let attempt = 1; raw === undefined; attempt++) {
