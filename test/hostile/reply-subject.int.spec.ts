@@ -1,4 +1,7 @@
-import type { NatsConnection } from "@nats-io/transport-node";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PermissionViolationError, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { naming } from "../../events/subjects.js";
 import { MemledgerError } from "../../schemas/errors.js";
@@ -7,6 +10,9 @@ import { MemoryClient } from "../../services/client.js";
 import { CommandService } from "../../services/command-service.js";
 import { EventStore } from "../../services/event-store.js";
 import { ProjectionRunner, readStatuses } from "../../services/projection-runner.js";
+import { readModelConfig } from "../../services/read-models.js";
+import { defaultComponents, startMemledger, type Memledger } from "../../services/runtime.js";
+import { deleteRedisKeys } from "../support/env.js";
 import { eventually } from "../support/eventually.js";
 import { newDisk, recordingProjection } from "../support/recording-projection.js";
 import { settle, startGeneratedBroker, violations, type GeneratedBroker } from "./generated-broker.js";
@@ -184,5 +190,88 @@ describe("reply subjects and inboxes under the generated broker configuration", 
     await until("subscription refused", () => expect(seen.some((v) => v.operation === "subscription" && v.subject.startsWith("_INBOX."))).toBe(true));
     expect(await broker.streamCounts()).toEqual(before);
     await nc.close();
+  });
+});
+
+describe("memledger up's components, as the service user of the generated configuration", () => {
+  let broker: GeneratedBroker;
+  let ledger: Memledger;
+  let dir: string;
+  const errors: string[] = [];
+  const refusedByBroker: string[] = [];
+
+  beforeAll(async () => {
+    broker = await startGeneratedBroker(
+      {
+        ...POLICY,
+        roles: { ...POLICY.roles, curator: { allow: [{ verbs: ["*"], scopes: ["org"] }] } },
+        actors: { ...POLICY.actors, "service:curator": { roles: ["curator"] } },
+      },
+      "upauth",
+    );
+    dir = await mkdtemp(join(tmpdir(), "memledger-upauth-"));
+    const readModels = readModelConfig({}, { filesRoot: join(dir, "files"), searchDir: join(dir, "search"), vectors: null });
+    ledger = await startMemledger({
+      servers: broker.creds.users.memledger!.url,
+      prefix: broker.prefix,
+      policy: await loadPolicy(broker.policyFile),
+      components: defaultComponents({
+        readModels,
+        instance: { dataDir: join(dir, "data"), heartbeatMs: 500, lapseMs: 2_500, leaseTtlMs: 3_000 },
+        curatorPolicy: { autoApprove: true },
+      }),
+      onError: (err, where) => errors.push(`${where}: ${(err as Error).message}`),
+    });
+    void (async () => {
+      for await (const s of ledger.nc.status()) {
+        if (s.type === "error" && s.error instanceof PermissionViolationError) refusedByBroker.push(`${s.error.operation} ${s.error.subject}`);
+      }
+    })();
+  }, 60_000);
+
+  afterAll(async () => {
+    await ledger?.stop().catch(() => undefined);
+    await broker?.stop();
+    await deleteRedisKeys(broker.prefix).catch(() => undefined);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("commands, projections (files, claims, search), hydrate and the curator all work, and the broker refuses nothing of theirs", async () => {
+    expect(ledger.components).toEqual(expect.arrayContaining(["command-service", "projections", "curator"]));
+    expect((ledger.nc as unknown as { options: { inboxPrefix: string } }).options.inboxPrefix).toBe("_INBOX_memledger");
+    const connect = async (name: string) => new MemoryClient(await broker.connectAs(name), { app: APP, as: name, prefix: broker.prefix });
+    const alice = await connect("human:alice");
+    const coder = await connect("agent:coder-1");
+    const proposed = await coder.propose({ title: "webhook retries", body: "Stripe webhooks retry with exponential backoff.", tags: ["payments"] });
+    const approved = await alice.approve(proposed.memoryId);
+    await coder.openTask("fix-webhooks");
+    const claimed = await coder.claim("fix-webhooks");
+    expect(claimed.holder).toBe("coder-1");
+    const found = await eventually("the search projection has the memory", async () => {
+      const hits = await coder.search("webhook retries", { minSeq: approved.seq });
+      return hits.length > 0 ? hits : undefined;
+    });
+    expect(found[0]).toMatchObject({ memoryId: proposed.memoryId });
+    const pack = await coder.hydrate({ task: "webhook retries", minSeq: claimed.seq });
+    expect(pack.markdown).toContain("webhook retries");
+    const tasks = await eventually("the claims projection has the task", async () => {
+      const open = await coder.tasks({ minSeq: claimed.seq });
+      return open.length > 0 ? open : undefined;
+    });
+    expect(tasks[0]).toMatchObject({ name: "fix-webhooks" });
+
+    await alice.promote(proposed.memoryId);
+    const promotion = await eventually(
+      "the curator decides",
+      async () => {
+        const [p] = (await alice.show(proposed.memoryId)).promotions;
+        return p?.status === "accepted" ? p : undefined;
+      },
+      30_000,
+    );
+    expect(promotion.decision).toMatchObject({ outcome: "created", approved: true });
+    await settle(ledger.nc);
+    expect(refusedByBroker).toEqual([]);
+    expect(errors.filter((e) => /permission|authorization/i.test(e))).toEqual([]);
   });
 });
