@@ -236,6 +236,9 @@ export class ProjectionRunner {
     return this.store.js.consumers.get(this.scope.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: Math.max(1, from),
+      // The server removes the consumer of an instance that died without stopping it (SIGKILL, a lost
+      // host) after a minute without pulls, rather than the client's default five.
+      inactive_threshold: 60_000,
     });
   }
 

@@ -177,6 +177,7 @@ export class ProjectionSupervisor {
       for (const definition of this.definitions) {
         const key = `${definition.name}\u0000${scope.app}`;
         if (this.entries.has(key) || this.stopped) continue;
+        await this.removeLegacyConsumer(definition, scope);
         const entry: Entry = { definition, scope };
         this.entries.set(key, entry);
         try {
@@ -191,6 +192,20 @@ export class ProjectionSupervisor {
           this.options.onError?.(err, { projection: definition.name, stream: scope.stream, seq: null });
         }
       }
+    }
+  }
+
+  /**
+   * Builds before instances shared one durable consumer per projection (`projection-<name>`), which
+   * nothing uses now and the server would keep forever: removed when idle (no pull waiting on it).
+   */
+  private async removeLegacyConsumer(definition: ProjectionDefinition, scope: ProjectionScope): Promise<void> {
+    const name = `projection-${definition.name}`;
+    try {
+      const info = await this.store.jsm.consumers.info(scope.stream, name);
+      if (info.num_waiting === 0) await this.store.jsm.consumers.delete(scope.stream, name);
+    } catch {
+      // Not there (the normal case), or removed by another instance meanwhile.
     }
   }
 

@@ -10,6 +10,9 @@ import type { ProjectedEvent, ProjectionScope, ProjectionTarget } from "../../pr
 import type { EventStore } from "../../services/event-store.js";
 import { LeaderLease, openLeaseBucket } from "../../services/leader-lease.js";
 import { ProjectionRunner, readStatuses } from "../../services/projection-runner.js";
+import { ProjectionSupervisor } from "../../services/projection-supervisor.js";
+import { sharedStores } from "../../services/shared-stores.js";
+import { AckPolicy } from "@nats-io/jetstream";
 import { eventually } from "../support/eventually.js";
 import { REDIS_URL, deleteRedisKeys, startLedger, type Ledger } from "../support/env.js";
 import { newDisk, recordingProjection } from "../support/recording-projection.js";
@@ -68,7 +71,7 @@ describe("leader leases and fencing (shared read models)", () => {
     return l;
   };
 
-  it("one contender leads; while it renews nobody takes over; once it stops renewing, another takes over with a higher token", async () => {
+  it("one contender leads; while it renews nobody takes over; when it stops it hands the lease over at once, with a higher token", async () => {
     const a = lease("a", { ttlMs: 600, renewEveryMs: 100 });
     const b = lease("b", { ttlMs: 600, renewEveryMs: 100 });
     await a.start();
@@ -170,6 +173,78 @@ describe("leader leases and fencing (shared read models)", () => {
     } finally {
       await rm(root, { recursive: true, force: true });
       await rm(`${root}.gen`, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("supervisors of two instances over one Redis", () => {
+  let ledger: Ledger;
+  let root: string;
+
+  beforeEach(async () => {
+    ledger = await startLedger();
+    root = await mkdtemp(join(tmpdir(), "memledger-sup-"));
+  });
+
+  afterEach(async () => {
+    await deleteRedisKeys(ledger.prefix);
+    await ledger.cleanup();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("one writes the claims, the other follows (its waitFor reads the shared checkpoint) and leads at once when the first stops; a legacy durable is removed", async () => {
+    const store = ledger.service.store;
+    const client = ledger.client("agent-a");
+    await client.claim("t1", { ttlMs: 600_000 });
+    const stream = store.names.appStream(ledger.app);
+    // What builds before instances left behind: one shared durable per projection.
+    await store.jsm.consumers.add(stream, { durable_name: "projection-claims", ack_policy: AckPolicy.Explicit });
+    const kv = await openLeaseBucket(ledger.nc, store.names);
+    const supervisor = (id: string) => {
+      const shared = sharedStores(ledger.prefix, { redisUrl: REDIS_URL, filesRoot: join(root, id) });
+      const claims = claimsProjection({ redis: REDIS_URL, keyPrefix: `${ledger.prefix}:claims` });
+      return {
+        shared,
+        sup: new ProjectionSupervisor(store, [claims, recordingProjection(newDisk())], {
+          apps: [ledger.app],
+          batchSize: 10,
+          leases: { kv, holder: { id, host: "test" }, ttlMs: 1_000 },
+          sharedStore: (definition, scope) => shared.of(definition, scope),
+        }),
+      };
+    };
+    const a = supervisor("a");
+    const b = supervisor("b");
+    try {
+      await a.sup.start();
+      await b.sup.start();
+      const role = (s: ProjectionSupervisor) => s.roles().find((r) => r.projection === "claims" && r.app === ledger.app);
+      expect(role(a.sup)).toMatchObject({ role: "leader", leader: "a", store: "redis" });
+      expect(role(b.sup)).toMatchObject({ role: "follower", leader: "a" });
+      // A follower runs no claims runner, but its own (local) projections.
+      expect(b.sup.list().map((r) => r.definition.name)).toEqual(["recording"]);
+      await expect(store.jsm.consumers.info(stream, "projection-claims")).rejects.toThrow();
+
+      const second = await client.claim("t2", { ttlMs: 600_000 });
+      expect(await b.sup.waitFor(ledger.app, second.seq, 20_000)).toBe(true);
+      expect(await b.sup.position(ledger.app)).toBeGreaterThanOrEqual(second.seq);
+
+      await a.sup.stop(); // gives its leases back: b leads without waiting for a lapse
+      await eventually("b to lead the claims", () => (role(b.sup)?.role === "leader" ? true : undefined), 3_000);
+      const third = await client.release("t1", { done: true });
+      expect(await b.sup.waitFor(ledger.app, third.seq, 20_000)).toBe(true);
+      const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
+      try {
+        const live = await liveClaims(redis, `${ledger.prefix}:claims`, ledger.app, { now: Date.now() });
+        expect(live.map((c) => c.name)).toEqual(["t2"]);
+      } finally {
+        redis.disconnect();
+      }
+    } finally {
+      await a.sup.stop();
+      await b.sup.stop();
+      await a.shared.close();
+      await b.shared.close();
     }
   });
 });
