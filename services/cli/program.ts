@@ -13,6 +13,7 @@ import { registerAuditCommands } from "./audit.js";
 import { registerMcpCommand } from "./mcp.js";
 import { registerInitCommand } from "./init.js";
 import { registerHookCommands } from "./hook.js";
+import { registerWatchCommand } from "./watch.js";
 import { registerQuarantineCommand } from "./quarantine.js";
 
 /** Sends one request: checked locally first (nothing is sent when it is invalid), then to the service. */
@@ -303,6 +304,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
   registerHookCommands(program, io, globals);
+  registerWatchCommand(program, io, globals);
   registerQuarantineCommand(program, io, globals, send);
 
   return program;
