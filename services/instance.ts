@@ -201,7 +201,7 @@ export class Presence {
     };
     const first = await read();
     if (!first || instanceState(first) !== "live") return;
-    if (first.host === me.host && (first.pid === me.pid || !processAlive(first.pid))) return;
+    if (first.host === me.host && !processAlive(first.pid)) return;
     const deadline = Date.now() + first.lapseMs + first.heartbeatMs;
     for (;;) {
       await sleep(Math.min(first.heartbeatMs, 1000));

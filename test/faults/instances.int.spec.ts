@@ -12,6 +12,8 @@ import { LeaderLease, openLeaseBucket } from "../../services/leader-lease.js";
 import { ProjectionRunner, readStatuses } from "../../services/projection-runner.js";
 import { ProjectionSupervisor } from "../../services/projection-supervisor.js";
 import { sharedStores } from "../../services/shared-stores.js";
+import { Presence, listInstances, loadInstanceId, openInstancesBucket, type InstanceConfig } from "../../services/instance.js";
+import { spawnSync } from "node:child_process";
 import { AckPolicy } from "@nats-io/jetstream";
 import { eventually } from "../support/eventually.js";
 import { REDIS_URL, deleteRedisKeys, startLedger, type Ledger } from "../support/env.js";
@@ -246,6 +248,59 @@ describe("supervisors of two instances over one Redis", () => {
       await a.shared.close();
       await b.shared.close();
     }
+  });
+});
+
+describe("instance presence", () => {
+  let ledger: Ledger;
+  let dir: string;
+  const presences: Presence[] = [];
+
+  beforeEach(async () => {
+    ledger = await startLedger();
+    dir = await mkdtemp(join(tmpdir(), "memledger-presence-"));
+  });
+
+  afterEach(async () => {
+    for (const p of presences.splice(0)) await p.stop();
+    await ledger.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const config = (dataDir: string): InstanceConfig => ({ dataDir, heartbeatMs: 200, lapseMs: 1_000, leaseTtlMs: 1_000 });
+
+  it("keeps its id in the data directory, refuses a second live process on it, and lets a crashed one's restart in at once", async () => {
+    const names = ledger.service.store.names;
+    const first = await Presence.start(ledger.nc, names, config(dir));
+    presences.push(first);
+    expect(first.id).toBe(await loadInstanceId(dir)); // kept: a restart is the same instance
+    await expect(Presence.start(ledger.nc, names, config(dir))).rejects.toThrow(/already running on .* give each instance its own MEMLEDGER_DATA/);
+
+    const other = await Presence.start(ledger.nc, names, config(join(dir, "other")));
+    presences.push(other);
+    const listed = await listInstances(ledger.nc, names);
+    expect(listed.filter((p) => p.state === "live").map((p) => p.id).sort()).toEqual([first.id, other.id].sort());
+
+    // A crash: the entry still looks live, but its process on this host is gone. The restart need not wait.
+    const kv = await openInstancesBucket(ledger.nc, names);
+    await first.stop();
+    presences.splice(presences.indexOf(first), 1);
+    const gone = spawnSync(process.execPath, ["-e", ""]).pid!;
+    await kv.put(first.id, JSON.stringify({ ...first.info, pid: gone, stoppedAt: undefined, updatedAt: new Date().toISOString() }));
+    const started = performance.now();
+    const restarted = await Presence.start(ledger.nc, names, config(dir));
+    presences.push(restarted);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(restarted.id).toBe(first.id);
+
+    // A graceful stop shows as stopped; silence past the lapse as departed.
+    await other.stop();
+    presences.splice(presences.indexOf(other), 1);
+    await eventually("the stopped instance listed as stopped", async () =>
+      (await listInstances(ledger.nc, names)).find((p) => p.id === other.id)?.state === "stopped" ? true : undefined,
+    );
+    await kv.put("i-silent", JSON.stringify({ ...restarted.info, id: "i-silent", updatedAt: new Date(Date.now() - 5_000).toISOString() }));
+    expect((await listInstances(ledger.nc, names)).find((p) => p.id === "i-silent")?.state).toBe("departed");
   });
 });
 
