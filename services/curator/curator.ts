@@ -388,7 +388,8 @@ export class Curator {
   private async loadOrgMemory(orgMemoryId: string): Promise<{ state: MemoryState; seq: number }> {
     let state = initialMemoryState();
     let seq = 0;
-    for await (const stored of this.store.readSubject(this.names.orgStream(), this.names.orgMemory(orgMemoryId))) {
+    // A quarantined message on the subject is not folded but is its last sequence: appends must expect it.
+    for await (const stored of this.store.readSubject(this.names.orgStream(), this.names.orgMemory(orgMemoryId), 0, (skipped) => (seq = Math.max(seq, skipped)))) {
       state = memoryDecider.evolve(state, stored.event as MemoryEvent);
       seq = stored.seq;
     }

@@ -268,5 +268,25 @@ describe("junk on a stream subject: loud block, then an audited quarantine", () 
     const org = await clientAs("human:ops", ORG_APP);
     expect(await org.show(view.decision!.orgMemoryId!)).toMatchObject({ scope: "org", status: "active" });
     expect(applied(orgDisk)).not.toContain(orgJunk);
+
+    // Junk on the org memory's own subject, quarantined: the curator still writes its next version there
+    // (the quarantined message counts as the subject's last sequence for the append's expectation).
+    const orgMemoryId = view.decision!.orgMemoryId!;
+    const onOrgMemory = await injectJunk(names().orgMemory(orgMemoryId));
+    const cleared = await broker.cli("human:ops", ["quarantine", "--app", ORG_APP, "--seq", String(onOrgMemory), "--reason", "junk on an org memory", "--json"]);
+    expect(cleared.code).toBe(0);
+    await alice.propose({ memoryId, title: "payments retries", body: "retry webhooks five times, then alert" });
+    await alice.approve(memoryId, { version: 2 });
+    await alice.promote(memoryId);
+    const merged = await eventually(
+      "the curator merges version 2 into the same org memory",
+      async () => {
+        const p = (await alice.show(memoryId)).promotions.find((x) => x.version === 2);
+        return p?.status === "accepted" ? p : undefined;
+      },
+      30_000,
+    );
+    expect(merged.decision).toMatchObject({ outcome: "merged", orgMemoryId, orgVersion: 2 });
+    expect(await org.show(orgMemoryId)).toMatchObject({ activeVersion: 2 });
   });
 });
