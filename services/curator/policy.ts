@@ -234,8 +234,8 @@ export function mergedContent(org: OrgMemoryView, promoted: PromotedContent): Pr
 /**
  * accept | reject(reasons) | merge(into an existing org memory).
  *
- * 1. Refuse (all reasons at once, so one revision can fix them all): secrets, a version that is not the
- *    active approved one, app-specific content.
+ * 1. Refuse (all reasons at once, so one revision can fix them all): secrets, a scratchpad (`agent:*`)
+ *    source, a version that is not the active approved one, app-specific content.
  * 2. Merge when an earlier version of the same app memory is already org knowledge, or when an org memory
  *    is at least `duplicateThreshold` similar: the promotion becomes that memory's next version.
  * 3. Otherwise accept as a new org memory.
