@@ -113,14 +113,19 @@ export type Policy = z.output<typeof Policy>;
 export type PolicyInput = z.input<typeof Policy>;
 
 /**
- * The policy when none is given: every actor may do everything, nothing is auto-approved, which is
- * memledger's behaviour without a policy (fine on a laptop; use a real policy with an auth-enabled broker).
+ * The policy when none is given: every actor may change every memory outside the org, nothing is
+ * auto-approved, which is memledger's behaviour without a policy (fine on a laptop; use a real policy with
+ * an auth-enabled broker). Still, even here: only the curator writes the org, and reads follow the baseline
+ * (shared scopes, and an agent's own scratchpad: no agent reads another's).
  */
 export const PERMISSIVE_POLICY: Policy = Policy.parse({
   version: 1,
-  description: "built-in default: every actor may do everything but write the org; only the curator writes the org; nothing is auto-approved",
+  description: "built-in default: every actor may change every memory but the org's; only the curator writes the org; a scratchpad is read by its agent only; nothing is auto-approved",
   roles: {
-    anyone: { description: "may do everything outside the org (a `*` scope never reaches the org's writes)", allow: [{ verbs: ["*"], scopes: ["*"] }] },
+    anyone: {
+      description: "may change memories outside the org (a `*` scope never reaches the org's writes); reads shared scopes and its own scratchpad",
+      allow: [{ verbs: [...GOVERNED_VERBS], scopes: ["*"] }],
+    },
     curator: { description: "the curator service: the only writer of org memories", allow: [{ verbs: ["*"], scopes: ["org"] }] },
   },
   actors: { "*": { roles: ["anyone"] }, "service:curator": { roles: ["curator"] } },

@@ -40,8 +40,11 @@ describe("read rules", () => {
     expect(!d.allowed && d.reason).toBe("human:dev may not read in scope agent:bot-1: missing permission read on agent:bot-1; its roles (plain) do not allow it");
   });
 
-  it("the built-in default reads everything (as before), and a hydrate pack still shows shared scopes and the agent's own only", () => {
-    for (const scope of ["app", "org", "team:t", "agent:other"]) expect(mayRead(PERMISSIVE_POLICY, agent("a"), scope)).toBe(true);
+  it("the built-in default: shared scopes for everyone, a scratchpad for its own agent only", () => {
+    for (const scope of ["app", "org", "team:t", "agent:a"]) expect(mayRead(PERMISSIVE_POLICY, agent("a"), scope)).toBe(true);
+    expect(mayRead(PERMISSIVE_POLICY, agent("a"), "agent:b")).toBe(false);
+    expect(mayRead(PERMISSIVE_POLICY, human("a"), "agent:a")).toBe(false);
+    expect(mayRead(PERMISSIVE_POLICY, { kind: "service", id: "curator" }, "org")).toBe(true);
   });
 
   it("a policy written before reads were governed still parses, and `read` is a rule verb", () => {

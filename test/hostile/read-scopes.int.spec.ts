@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { filesProjection, readMemoryIndex, readScratchpadIndex } from "../../projections/files/index.js";
 import { run } from "../../services/cli/program.js";
 import { rebuildProjection } from "../../services/projection-runner.js";
-import { startLedger, type Ledger } from "../support/env.js";
+import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
 import { HOSTILE_POLICY, refusal, startGovernedLedger, type GovernedLedger } from "./governed-ledger.js";
 
 /**
@@ -14,7 +14,7 @@ import { HOSTILE_POLICY, refusal, startGovernedLedger, type GovernedLedger } fro
  * read by its agent and the roles granted it only, in show, log, session_show, search (the service's
  * and the CLI's), hydrate (`--agent bob` as alice is refused; alice's own pack leaves bob's scratchpad
  * out of every section) and MEMORY.md (shared scopes only; each scratchpad has its own index). Without
- * any policy, another agent's scratchpad still never reaches an agent's pack.
+ * any policy (the built-in default) the same holds: another agent's scratchpad is read by nobody else.
  */
 
 const SECRET_TITLE = "Bob's private zebra plan";
@@ -144,7 +144,7 @@ describe("reads under a policy, agents acting as themselves on the generated bro
   });
 });
 
-describe("without any policy, another agent's scratchpad never reaches an agent's pack", () => {
+describe("without any policy, another agent's scratchpad is nobody else's to read", () => {
   let ledger: Ledger;
   let root: string;
 
@@ -174,5 +174,12 @@ describe("without any policy, another agent's scratchpad never reaches an agent'
     expect(pack.markdown).not.toContain(pad.memoryId);
     const bobsPack = await bob.hydrate({ task: "zebra plan", paths: ["src/zebra.ts"], budget: 8000 });
     expect(bobsPack.markdown).toContain(SECRET_TITLE);
+    // The built-in default's reads: a scratchpad is its agent's alone, here too.
+    const before = await streamMessageCount(ledger.nc, ledger.service.names.appStream(ledger.app));
+    expect((await refusal(alice.hydrate({ agent: "bob", task: "zebra plan" }))).code).toBe("forbidden");
+    expect((await refusal(alice.show(pad.memoryId))).code).toBe("forbidden");
+    expect((await alice.log({ limit: 1000 })).filter((e) => e.scope === "agent:bob")).toEqual([]);
+    expect((await alice.search("zebra plan", { mode: "bm25" }).catch(() => [])).map((h) => h.memoryId)).not.toContain(pad.memoryId);
+    expect(await streamMessageCount(ledger.nc, ledger.service.names.appStream(ledger.app))).toBe(before);
   });
 });
