@@ -27,6 +27,8 @@ export interface EmbeddedOptions {
   dataDir: string;
   env: NodeJS.ProcessEnv;
   log: (line: string) => void;
+  /** Where to look for the binaries; default PATH, then the sbin directories Debian installs servers to. */
+  searchDirs?: string[];
 }
 
 export interface EmbeddedServers {
@@ -62,8 +64,14 @@ export function answers(host: string, port: number, timeoutMs = 500): Promise<bo
 }
 
 /** A program on PATH, or in the sbin directories Debian installs servers to (not on every user's PATH). */
-async function findProgram(name: string, env: NodeJS.ProcessEnv): Promise<string | null> {
-  const dirs = [...(env.PATH ?? "").split(path.delimiter).filter((d) => d.length > 0), "/usr/sbin", "/usr/local/sbin", "/usr/local/bin"];
+export const defaultSearchDirs = (env: NodeJS.ProcessEnv): string[] => [
+  ...(env.PATH ?? "").split(path.delimiter).filter((d) => d.length > 0),
+  "/usr/sbin",
+  "/usr/local/sbin",
+  "/usr/local/bin",
+];
+
+async function findProgram(name: string, dirs: string[]): Promise<string | null> {
   for (const dir of dirs) {
     const candidate = path.join(dir, name);
     try {
@@ -168,7 +176,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
         if (options.embedded === true && !loopback) log(`--embedded ignored for ${spec.url}: a remote server is never replaced`);
         continue; // not ours to start: up says what is affected when it fails to reach it
       }
-      const program = await findProgram(spec.name, options.env);
+      const program = await findProgram(spec.name, options.searchDirs ?? defaultSearchDirs(options.env));
       if (program === null) {
         const message = `nothing answers on ${spec.url} and ${spec.name} is not installed; install it with: ${INSTALL_HINT}`;
         if (spec.required) throw unavailable(message, { install: INSTALL_HINT });

@@ -118,6 +118,11 @@ async function exercise(client: Client, label: string): Promise<void> {
   const retried = await call(client, "propose", { memoryId, expectedSeq: approved.seq, title: "Webhooks retry with backoff, capped", body: "At most 5 attempts." });
   expect(retried.structuredContent).toMatchObject({ memoryId, version: 2 });
 
+  // search: the live index of the ledger, read-your-writes through the SDK client's minSeq
+  const found = await call(client, "search", { query: "exponential backoff webhooks", limit: 5 });
+  expect(found.isError, found.content[0]?.text).toBeFalsy();
+  expect(found.structuredContent.results.map((hit: { memoryId: string }) => hit.memoryId)).toContain(memoryId);
+
   // invalid input carries `invalid`, checked against the same schema, and nothing is sent
   const beforeInvalid = await streamMessageCount(ledger.nc, stream);
   const bad = await call(client, "propose", { title: "two\nlines", body: "x" });
