@@ -115,6 +115,23 @@ function decisionTarget(m: LedgerModel["memory"], version: number | undefined): 
 
 // ---- commands ------------------------------------------------------------------------------------
 
+/** A command as sent: who, which verb, what, and which of the run's aggregates it acts on. */
+interface Request {
+  actor: string;
+  verb: string;
+  fields: object;
+  aggregate: "memory" | "task";
+}
+
+/** What the model says a command does in a given state, and how the state changes if it is accepted. */
+interface Prediction {
+  expected: Expected;
+  apply(): void;
+}
+
+const refusal = (code: "conflict" | "not_found"): Prediction => ({ expected: refused(code), apply: () => undefined });
+const accepted = (fields: Record<string, unknown>, apply: () => void): Prediction => ({ expected: { ok: true, fields }, apply });
+
 abstract class LedgerCommand implements fc.AsyncCommand<LedgerModel, LedgerSystem> {
   constructor(readonly instance: number) {}
   check(): boolean {
@@ -124,114 +141,179 @@ abstract class LedgerCommand implements fc.AsyncCommand<LedgerModel, LedgerSyste
   abstract toString(): string;
 }
 
-class Propose extends LedgerCommand {
-  async run(model: LedgerModel, system: LedgerSystem) {
-    // A new memory under an id the run chose: expectedSeq 0 says "it must not exist yet".
-    const expected: Expected = model.memory.exists ? refused("conflict") : { ok: true, fields: { version: 1, type: "memory.proposed" } };
-    const outcome = await send(system, this.instance, "author", "propose", { memoryId: system.memoryId, expectedSeq: 0, title: "Model", body: "v1" });
-    expectOutcome(this.toString(), outcome, expected, system, "memory");
-    if (expected.ok) model.memory = { exists: true, versions: ["proposed"], active: null, superseded: false };
+/** One command whose outcome the model predicts from its state. */
+abstract class ModelledCommand extends LedgerCommand {
+  abstract request(system: LedgerSystem, model: LedgerModel): Request;
+  /** Pure: reads `model`; only the returned `apply` changes it. */
+  abstract predict(model: LedgerModel): Prediction;
+
+  async run(model: LedgerModel, system: LedgerSystem): Promise<void> {
+    const request = this.request(system, model);
+    const prediction = this.predict(model);
+    const outcome = await send(system, this.instance, request.actor, request.verb, request.fields);
+    expectOutcome(this.toString(), outcome, prediction.expected, system, request.aggregate);
+    if (prediction.expected.ok) prediction.apply();
   }
+}
+
+class Propose extends ModelledCommand {
+  // A new memory under an id the run chose: expectedSeq 0 says "it must not exist yet".
+  request = (system: LedgerSystem): Request => ({
+    actor: "author",
+    verb: "propose",
+    fields: { memoryId: system.memoryId, expectedSeq: 0, title: "Model", body: "v1" },
+    aggregate: "memory",
+  });
+  predict = (model: LedgerModel): Prediction =>
+    model.memory.exists
+      ? refusal("conflict")
+      : accepted({ version: 1, type: "memory.proposed" }, () => {
+          model.memory = { exists: true, versions: ["proposed"], active: null, superseded: false };
+        });
   toString = () => `propose@${this.instance}`;
 }
 
-class Revise extends LedgerCommand {
-  async run(model: LedgerModel, system: LedgerSystem) {
+class Revise extends ModelledCommand {
+  request = (system: LedgerSystem, model: LedgerModel): Request => ({
+    actor: "author",
+    verb: "propose",
+    fields: { memoryId: system.memoryId, title: "Model", body: `v${model.memory.versions.length + 1}` },
+    aggregate: "memory",
+  });
+  predict = (model: LedgerModel): Prediction => {
     const m = model.memory;
-    const next = m.versions.length + 1;
-    const expected: Expected = !m.exists ? refused("not_found") : m.superseded ? refused("conflict") : { ok: true, fields: { version: next } };
-    const outcome = await send(system, this.instance, "author", "propose", { memoryId: system.memoryId, title: "Model", body: `v${next}` });
-    expectOutcome(this.toString(), outcome, expected, system, "memory");
-    if (expected.ok) m.versions.push("proposed");
-  }
+    if (!m.exists) return refusal("not_found");
+    if (m.superseded) return refusal("conflict");
+    return accepted({ version: m.versions.length + 1, type: "memory.proposed" }, () => void m.versions.push("proposed"));
+  };
   toString = () => `revise@${this.instance}`;
 }
 
-class Decide extends LedgerCommand {
+class Decide extends ModelledCommand {
   constructor(instance: number, readonly verb: "approve" | "reject", readonly version: number | undefined) {
     super(instance);
   }
-  async run(model: LedgerModel, system: LedgerSystem) {
+  request = (system: LedgerSystem): Request => ({
+    actor: `human:${REVIEWER}`,
+    verb: this.verb,
+    fields: { memoryId: system.memoryId, ...(this.version === undefined ? {} : { version: this.version }), ...(this.verb === "reject" ? { reason: "no" } : {}) },
+    aggregate: "memory",
+  });
+  predict = (model: LedgerModel): Prediction => {
     const m = model.memory;
     const target = decisionTarget(m, this.version);
-    const expected: Expected = typeof target === "number" ? { ok: true, fields: { version: target, type: this.verb === "approve" ? "memory.approved" : "memory.rejected" } } : target;
-    const payload = { memoryId: system.memoryId, ...(this.version === undefined ? {} : { version: this.version }), ...(this.verb === "reject" ? { reason: "no" } : {}) };
-    const outcome = await send(system, this.instance, `human:${REVIEWER}`, this.verb, payload);
-    expectOutcome(this.toString(), outcome, expected, system, "memory");
-    if (typeof target === "number") {
+    if (typeof target !== "number") return { expected: target, apply: () => undefined };
+    return accepted({ version: target, type: this.verb === "approve" ? "memory.approved" : "memory.rejected" }, () => {
       m.versions[target - 1] = this.verb === "approve" ? "approved" : "rejected";
       if (this.verb === "approve") m.active = target;
-    }
-  }
+    });
+  };
   toString = () => `${this.verb}(${this.version ?? "pending"})@${this.instance}`;
 }
 
-class Supersede extends LedgerCommand {
-  async run(model: LedgerModel, system: LedgerSystem) {
+class Supersede extends ModelledCommand {
+  request = (system: LedgerSystem): Request => ({
+    actor: `human:${REVIEWER}`,
+    verb: "supersede",
+    fields: { memoryId: system.memoryId, reason: "outdated" },
+    aggregate: "memory",
+  });
+  predict = (model: LedgerModel): Prediction => {
     const m = model.memory;
-    const expected: Expected = !m.exists ? refused("not_found") : m.superseded ? refused("conflict") : { ok: true, fields: { type: "memory.superseded" } };
-    const outcome = await send(system, this.instance, `human:${REVIEWER}`, "supersede", { memoryId: system.memoryId, reason: "outdated" });
-    expectOutcome(this.toString(), outcome, expected, system, "memory");
-    if (expected.ok) m.superseded = true;
-  }
+    if (!m.exists) return refusal("not_found");
+    if (m.superseded) return refusal("conflict");
+    return accepted({ type: "memory.superseded" }, () => void (m.superseded = true));
+  };
   toString = () => `supersede@${this.instance}`;
 }
 
-class Rollback extends LedgerCommand {
+class Rollback extends ModelledCommand {
   constructor(instance: number, readonly toVersion: number) {
     super(instance);
   }
-  async run(model: LedgerModel, system: LedgerSystem) {
+  request = (system: LedgerSystem): Request => ({
+    actor: `human:${REVIEWER}`,
+    verb: "rollback",
+    fields: { memoryId: system.memoryId, toVersion: this.toVersion },
+    aggregate: "memory",
+  });
+  predict = (model: LedgerModel): Prediction => {
     const m = model.memory;
     const to = this.toVersion;
-    // Only an approved version other than the active one, of a live memory with an active version.
-    const expected: Expected = !m.exists
-      ? refused("not_found")
-      : m.superseded
-        ? refused("conflict")
-        : to > m.versions.length
-          ? refused("not_found")
-          : m.active === null || m.versions[to - 1] !== "approved" || m.active === to
-            ? refused("conflict")
-            : { ok: true, fields: { version: to, type: "memory.rolled_back" } };
-    const outcome = await send(system, this.instance, `human:${REVIEWER}`, "rollback", { memoryId: system.memoryId, toVersion: to });
-    expectOutcome(this.toString(), outcome, expected, system, "memory");
-    if (expected.ok) m.active = to;
-  }
+    if (!m.exists) return refusal("not_found");
+    if (m.superseded) return refusal("conflict");
+    if (to > m.versions.length) return refusal("not_found");
+    // Only an approved version other than the active one, of a memory with an active version.
+    if (m.active === null || m.versions[to - 1] !== "approved" || m.active === to) return refusal("conflict");
+    return accepted({ version: to, type: "memory.rolled_back" }, () => void (m.active = to));
+  };
   toString = () => `rollback(${this.toVersion})@${this.instance}`;
 }
 
-class Claim extends LedgerCommand {
+class Claim extends ModelledCommand {
   constructor(instance: number, readonly agent: string) {
     super(instance);
   }
-  async run(model: LedgerModel, system: LedgerSystem) {
+  request = (system: LedgerSystem): Request => ({ actor: this.agent, verb: "claim", fields: { name: system.task, ttlMs: 3_600_000 }, aggregate: "task" });
+  predict = (model: LedgerModel): Prediction => {
     const t = model.task;
     // Leases are long (an hour): nobody's lapses during a run, so a held task is refused to everyone.
-    const expected: Expected = t.done || t.holder !== null ? refused("conflict") : { ok: true, fields: { holder: this.agent, type: "claim.claimed" } };
-    const outcome = await send(system, this.instance, this.agent, "claim", { name: system.task, ttlMs: 3_600_000 });
-    expectOutcome(this.toString(), outcome, expected, system, "task");
-    if (expected.ok) model.task = { exists: true, holder: this.agent, done: false };
-  }
+    if (t.done || t.holder !== null) return refusal("conflict");
+    return accepted({ holder: this.agent, type: "claim.claimed" }, () => void (model.task = { exists: true, holder: this.agent, done: false }));
+  };
   toString = () => `claim(${this.agent})@${this.instance}`;
 }
 
-class Release extends LedgerCommand {
+class Release extends ModelledCommand {
   constructor(instance: number, readonly agent: string, readonly done: boolean) {
     super(instance);
   }
-  async run(model: LedgerModel, system: LedgerSystem) {
+  request = (system: LedgerSystem): Request => ({ actor: this.agent, verb: "release", fields: { name: system.task, done: this.done }, aggregate: "task" });
+  predict = (model: LedgerModel): Prediction => {
     const t = model.task;
-    const expected: Expected = !t.exists
-      ? refused("not_found")
-      : t.done || t.holder !== this.agent
-        ? refused("conflict")
-        : { ok: true, fields: { holder: null, done: this.done, type: "claim.released" } };
-    const outcome = await send(system, this.instance, this.agent, "release", { name: system.task, done: this.done });
-    expectOutcome(this.toString(), outcome, expected, system, "task");
-    if (expected.ok) model.task = { exists: true, holder: null, done: this.done };
-  }
+    if (!t.exists) return refusal("not_found");
+    if (t.done || t.holder !== this.agent) return refusal("conflict");
+    return accepted({ holder: null, done: this.done, type: "claim.released" }, () => void (model.task = { exists: true, holder: null, done: this.done }));
+  };
   toString = () => `release(${this.agent}${this.done ? ", done" : ""})@${this.instance}`;
+}
+
+const seqOf = (outcome: Outcome): number => (outcome.ok ? Number(outcome.result.seq) : Infinity);
+
+/**
+ * Several commands sent at once, to any instances, racing each other. The log's order is the order they
+ * took effect: replayed through the model in sequence order, each accepted command must be what the
+ * model accepts at that point (same version, holder), and each refused one must be refused with its code
+ * at some point of that order (before or after any of the others).
+ */
+class Concurrently extends LedgerCommand {
+  constructor(readonly commands: ModelledCommand[]) {
+    super(0);
+  }
+  async run(model: LedgerModel, system: LedgerSystem): Promise<void> {
+    const requests = this.commands.map((c) => c.request(system, model));
+    const outcomes = await Promise.all(this.commands.map((c, i) => send(system, c.instance, requests[i]!.actor, requests[i]!.verb, requests[i]!.fields)));
+    const order = this.commands
+      .map((command, i) => ({ command, outcome: outcomes[i]!, aggregate: requests[i]!.aggregate }))
+      .filter((x) => x.outcome.ok)
+      .sort((a, b) => seqOf(a.outcome) - seqOf(b.outcome));
+    const states: LedgerModel[] = [structuredClone(model)];
+    for (const { command, outcome, aggregate } of order) {
+      const prediction = command.predict(model);
+      expectOutcome(`${command.toString()} in ${this.toString()}`, outcome, prediction.expected, system, aggregate);
+      prediction.apply();
+      states.push(structuredClone(model));
+    }
+    for (const [i, command] of this.commands.entries()) {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) continue;
+      const possible = states.map((state) => command.predict(structuredClone(state)).expected).filter((e) => !e.ok && e.code === outcome.code);
+      if (possible.length === 0) {
+        throw new Error(`${command.toString()} in ${this.toString()}: refused with ${outcome.code} (${String(outcome.reason)}), which no order of the batch explains`);
+      }
+    }
+  }
+  toString = () => `concurrently[${this.commands.map((c) => c.toString()).join(", ")}]`;
 }
 
 /**
@@ -280,8 +362,8 @@ export function ledgerCommands(instances: number): fc.Arbitrary<fc.AsyncCommand<
   const version = fc.oneof(fc.constant(undefined), fc.integer({ min: 1, max: 4 }));
   const agent = fc.constantFrom(...AGENTS);
   const decide = (verb: "approve" | "reject") => fc.tuple(instance, version).map(([i, v]) => new Decide(i, verb, v));
-  // Weighted so that about half the commands are accepted: a run of refusals tests little of the state.
-  return [
+  // Weighted so that a good part of the commands is accepted: a run of refusals tests little of the state.
+  const single: fc.Arbitrary<ModelledCommand>[] = [
     instance.map((i) => new Propose(i)),
     instance.map((i) => new Propose(i)),
     instance.map((i) => new Revise(i)),
@@ -296,6 +378,10 @@ export function ledgerCommands(instances: number): fc.Arbitrary<fc.AsyncCommand<
     // Done for good in one release of four, so most runs keep claiming.
     fc.tuple(instance, agent, fc.integer({ min: 0, max: 3 })).map(([i, a, n]) => new Release(i, a, n === 0)),
     fc.tuple(instance, agent).map(([i, a]) => new Release(i, a, false)),
+  ];
+  return [
+    ...single,
+    fc.array(fc.oneof(...single), { minLength: 2, maxLength: 4 }).map((commands) => new Concurrently(commands)),
     instance.map((i) => new Retry(i)),
     instance.map((i) => new ReuseKey(i)),
   ];
@@ -366,6 +452,8 @@ export interface PropertyReport {
  */
 export async function runLedgerProperty(options: PropertyRunOptions): Promise<PropertyReport> {
   const stats = { commands: 0, refused: 0 };
+  // The stream exists before the first run, which may send nothing and still reads the log.
+  await options.instances[0]!.store.ensureAppStream(options.app);
   const started = performance.now();
   await fc.assert(
     fc.asyncProperty(fc.commands(ledgerCommands(options.instances.length), { maxCommands: options.maxCommands ?? 12 }), async (commands) => {

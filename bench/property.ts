@@ -49,6 +49,8 @@ async function run(args: BenchArgs): Promise<number> {
     return 0;
   } catch (err) {
     console.error(err instanceof Error ? err.message : err);
+    const cause = (err as Error | undefined)?.cause;
+    if (cause) console.error("caused by:", cause instanceof Error ? cause.message : cause);
     return 1;
   } finally {
     for (const service of instances) await service.stop().catch(() => undefined);
