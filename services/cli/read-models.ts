@@ -142,7 +142,9 @@ export function registerReadModelCommands(program: Command, io: Io, globals: (cm
             : row.lastError
               ? `last error at ${row.lastError.at}: ${row.lastError.error}`
               : "ok";
-          return `${row.projection.padEnd(8)} ${row.app.padEnd(16)} checkpoint ${String(row.checkpoint).padStart(8)}  lag ${String(row.lag).padStart(6)}  ${problem}`;
+          // Sequences an admin set aside (memledger quarantine): skipped on purpose, shown so nobody wonders.
+          const skipped = row.quarantined?.length ? `  skipped (quarantined): ${row.quarantined.join(", ")}` : "";
+          return `${row.projection.padEnd(8)} ${row.app.padEnd(16)} checkpoint ${String(row.checkpoint).padStart(8)}  lag ${String(row.lag).padStart(6)}  ${problem}${skipped}`;
         };
         for (const instance of instances) {
           const { state, ...presence } = instance;

@@ -200,6 +200,10 @@ describe("junk on a stream subject: loud block, then an audited quarantine", () 
     });
     expect(applied(appDisk)).not.toContain(junkSeq);
     expect(applied(appDisk)).toEqual(expect.arrayContaining([junkSeq + 1, outcome.eventSeq]));
+    // What an operator sees (memledger status needs the JetStream API: the service user's credentials).
+    const status = await broker.cli("memledger", ["status"]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(new RegExp(`recording +${APP} .*skipped \\(quarantined\\): ${junkSeq}`));
 
     // The memory reads again; the junk is still in the log (nothing was edited), skipped by every reader.
     const alice = await clientAs("human:alice");
