@@ -74,7 +74,7 @@ function history(seed: number, steps: number): ProjectedEvent[] {
       const agent = pick(["coder-1", "coder-2"]);
       const open = openSessions.get(agent);
       if (open && random() < 0.7) {
-        push(open, "session.ended", 1, { summary: null });
+        push(open, "session.ended", 2, { summary: null });
         openSessions.delete(agent);
       } else {
         const id = `s${++sessionCount}`;
