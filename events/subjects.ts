@@ -45,6 +45,8 @@ export interface Naming {
   quarantine(app: string, seq: number): string;
   /** Every quarantine of the app's (or the org's) stream. */
   quarantines(app: string): string;
+  /** The stream an event subject belongs to (its app's, or the org's); null for a subject outside both. */
+  streamOfSubject(subject: string): string | null;
   /** The app whose stream this is (ORG_APP for the org stream), or null for a stream that is not the ledger's. */
   appOfStream(stream: string): string | null;
   /** One org memory aggregate, in the org stream. */
@@ -79,6 +81,12 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     promotion: (app, promotionId) => `${prefix}.app.${app}.promotion.${promotionId}`,
     quarantine: (app, seq) => (app === ORG_APP ? `${prefix}.org.quarantine.${seq}` : `${prefix}.app.${app}.quarantine.${seq}`),
     quarantines: (app) => (app === ORG_APP ? `${prefix}.org.quarantine.>` : `${prefix}.app.${app}.quarantine.>`),
+    streamOfSubject: (subject) => {
+      const parts = subject.split(".");
+      if (parts[0] !== prefix) return null;
+      if (parts[1] === "org") return `${prefix}_org`;
+      return parts[1] === "app" && parts[2] ? `${prefix}_app_${parts[2]}` : null;
+    },
     appOfStream: (stream) => {
       if (stream === `${prefix}_org`) return ORG_APP;
       const app = stream.startsWith(`${prefix}_app_`) ? stream.slice(`${prefix}_app_`.length) : "";

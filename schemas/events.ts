@@ -41,6 +41,13 @@ const envelope = {
    * Absent on unkeyed commands and on events written before it existed (no upcast needed: optional).
    */
   commandHash: z.string().min(1).max(64).optional(),
+  /**
+   * Tamper evidence (events/chain.ts): the hash of the previous event on this subject (null for the first,
+   * or when that one predates chains) and this event's own content hash. Set by the event store as it
+   * appends; absent on events written before chains existed ("unchained"; no upcast needed: optional).
+   */
+  prevHash: z.string().regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 lowercase hex digits>").nullable().optional(),
+  hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 lowercase hex digits>").optional(),
 };
 
 const event = <T extends string, V extends number, D extends z.ZodType>(type: T, schemaVersion: V, data: D) =>

@@ -6,6 +6,7 @@ import { CURRENT_SCHEMA_VERSION, LedgerEvent, type DomainEventOf } from "../sche
 import { MemledgerError, conflict, internal, invalid, unavailable } from "../schemas/errors.js";
 import type { Actor, GitContext } from "../schemas/primitives.js";
 import { WrongLastSequenceError, type EventStore } from "./event-store.js";
+import { canonicalJson } from "../events/chain.js";
 
 /** Who sends a command and in which context; the envelope of the resulting event is built from it. */
 export interface CommandContext {
@@ -26,6 +27,8 @@ export interface Loaded<S> {
   seq: number;
   /** Where each of the aggregate's events landed, so a replayed command can name its original sequence. */
   seqOf: ReadonlyMap<string, number>;
+  /** The chain hash of the aggregate's last event (events/chain.ts): the next event links to it. */
+  lastHash: string | null;
 }
 
 export interface Executed<S> {
@@ -91,17 +94,6 @@ const eventIdFor = (ctx: CommandContext, aggregate: string, aggregateId: string,
 
 export const newAggregateId = (): string => fastUuidv7();
 
-/** JSON with object keys sorted and undefined fields left out: one spelling per value. */
-function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? "null" : canonicalJson(item))).join(",")}]`;
-  const fields = Object.keys(value)
-    .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
-    .sort()
-    .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
-  return `{${fields.join(",")}}`;
-}
-
 /**
  * What a keyed command asked for, as a hash stored in its event (`commandHash`), so a later command with
  * the same key is recognised as a retry only if it asks for the same thing. `now` is left out: it is when
@@ -155,14 +147,16 @@ export class CommandHandler {
     let state = from?.state ?? decider.initialState();
     let seq = from?.seq ?? 0;
     const seqOf = new Map(from?.seqOf);
+    let lastHash = from?.lastHash ?? null;
     // A quarantined message on the subject (services/quarantine.ts) is not folded, but the next append
     // must expect the subject's real last sequence, so it counts for `seq`.
     for await (const stored of this.store.readSubject(stream, subject, seq, (skipped) => (seq = Math.max(seq, skipped)))) {
       state = decider.evolve(state, stored.event as E);
       seq = stored.seq;
       seqOf.set(stored.event.id, stored.seq);
+      lastHash = stored.event.hash ?? null;
     }
-    const loaded = { state, seq, seqOf };
+    const loaded = { state, seq, seqOf, lastHash };
     this.cache.set(subject, loaded);
     return loaded;
   }
@@ -191,7 +185,7 @@ export class CommandHandler {
     // (freshly generated, or derived from a key) most likely has no history, so skip the read: if it has
     // one, the append's expected sequence 0 fails and the loop reloads.
     let loaded: Loaded<S> | undefined = this.cached<S>(ctx.app, decider, aggregateId);
-    if (!loaded && options.isNew) loaded = { state: decider.initialState(), seq: 0, seqOf: new Map() };
+    if (!loaded && options.isNew) loaded = { state: decider.initialState(), seq: 0, seqOf: new Map(), lastHash: null };
     /** Whether `loaded` was read from the log during this command (not cached, not assumed). */
     let fresh = false;
     if (!loaded) {
@@ -247,7 +241,7 @@ export class CommandHandler {
       }
       const event = this.envelope(decider, aggregateId, eventId, command, loaded.state, decided, ctx, commandHash);
       try {
-        const ack = await this.store.append(subject, event, loaded.seq);
+        const ack = await this.store.append(subject, event, loaded.seq, loaded.lastHash);
         if (ack.duplicate) {
           // Our own earlier attempt landed (a retry inside the dedupe window): answer from the log.
           loaded = await this.catchUp(decider, stream, subject, loaded);
@@ -255,9 +249,9 @@ export class CommandHandler {
           continue;
         }
         const seqOf = new Map(loaded.seqOf).set(event.id, ack.seq);
-        const state = decider.evolve(loaded.state, event as E);
-        this.cache.set(subject, { state, seq: ack.seq, seqOf });
-        return { aggregateId, event, seq: ack.seq, state, replayed: false };
+        const state = decider.evolve(loaded.state, ack.event as E);
+        this.cache.set(subject, { state, seq: ack.seq, seqOf, lastHash: ack.event.hash ?? null });
+        return { aggregateId, event: ack.event, seq: ack.seq, state, replayed: false };
       } catch (err) {
         if (!(err instanceof WrongLastSequenceError)) throw err;
         loaded = await this.catchUp(decider, stream, subject, loaded);

@@ -16,10 +16,11 @@ import {
   type StoredMsg,
   type StreamConfig,
 } from "@nats-io/jetstream";
+import { chained } from "../events/chain.js";
 import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcast.js";
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
-import { MemledgerError, notFound, unavailable } from "../schemas/errors.js";
+import { MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
 import { checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
@@ -40,6 +41,8 @@ export interface AppendResult {
   seq: number;
   /** True when JetStream recognised the event id inside its dedupe window: nothing new was stored. */
   duplicate: boolean;
+  /** The event as stored: with its chain fields (prevHash, hash; events/chain.ts). */
+  event: LedgerEvent;
 }
 
 /** The subject moved past the sequence the writer read. */
@@ -196,7 +199,10 @@ export class EventStore {
    * request machinery (a timer, a request object and a stack-capturing Error per call) cost the command
    * service about 14 µs of its ~75 µs per command.
    */
-  async append(subject: string, event: LedgerEvent, expectedLastSubjectSeq: number): Promise<AppendResult> {
+  async append(subject: string, unchained: LedgerEvent, expectedLastSubjectSeq: number, prevHash?: string | null): Promise<AppendResult> {
+    // Linked to the event it follows on its subject: the caller knows its hash when it loaded the
+    // aggregate (the command handler does); otherwise it is read at the expected sequence.
+    const event = chained(unchained, prevHash !== undefined ? prevHash : await this.hashAt(subject, expectedLastSubjectSeq));
     const guard = expectedLastSubjectSeq > 0 ? await this.guardFor(subject) : null;
     if (!guard) return this.appendOnce(subject, event, expectedLastSubjectSeq, null);
     for (let attempt = 1; ; attempt++) {
@@ -216,6 +222,15 @@ export class EventStore {
         if (attempt > 2) await sleep(Math.random() * Math.min(20, attempt));
       }
     }
+  }
+
+  /** The chain hash of the event at `seq` on `subject` (null: none there, or it predates chains). */
+  private async hashAt(subject: string, seq: number): Promise<string | null> {
+    if (seq === 0) return null;
+    const stream = this.names.streamOfSubject(subject);
+    if (!stream) throw invalid(`${subject} is not an event subject of prefix ${this.names.prefix}`);
+    const stored = await this.eventAt(stream, seq);
+    return stored?.subject === subject ? (stored.event.hash ?? null) : null;
   }
 
   /**
@@ -275,7 +290,7 @@ export class EventStore {
       throw asUnavailable(new JetStreamApiError(ack.error));
     }
     if (ack.stream === "") throw unavailable("JetStream request failed: invalid ack response");
-    return { seq: ack.seq, duplicate: ack.duplicate ?? false };
+    return { seq: ack.seq, duplicate: ack.duplicate ?? false, event };
   }
 
   /**

@@ -52,7 +52,32 @@ function historyLine(e: HistoryEntry): string {
     .join("  ");
 }
 
-export function registerAuditCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+export function registerAuditCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions, setExitCode: (code: number) => void): void {
+  program
+    .command("verify")
+    .description("replay every stream (or one app's, with --app) and check the log: no missing sequence, every hash and link intact; exit 1 on any problem")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      // Every stream unless an app was named (--app or MEMLEDGER_APP): an auditor checks the whole ledger.
+      const named = (cmd.optsWithGlobals() as { app?: string }).app ?? io.env.MEMLEDGER_APP;
+      const { verifyLedger } = await import("../audit/verify.js");
+      const reports = await withStore(g, (store) => verifyLedger(store, named === undefined || named === "" ? undefined : g.app));
+      let problems = 0;
+      for (const r of reports) {
+        problems += r.problems.length;
+        if (g.json) {
+          printJson(io, r);
+          continue;
+        }
+        printLine(io, `${r.stream}: ${r.messages} messages (${r.chained} chained, ${r.unchained} unchained, ${r.quarantined} quarantined): ${r.problems.length === 0 ? "ok" : `${r.problems.length} problems`}`);
+        for (const p of r.problems) printLine(io, `  seq ${p.seq}${p.subject ? ` ${p.subject}` : ""}: ${p.kind}: ${p.message}`);
+      }
+      if (problems > 0) {
+        io.stderr.write(`memledger: verify found ${problems} problems in ${reports.filter((r) => r.problems.length > 0).length} of ${reports.length} streams\n`);
+        setExitCode(1);
+      }
+    });
+
   asOfOptions(
     program
       .command("history")

@@ -300,7 +300,7 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
   registerHydrateCommand(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
   registerOrgCommands(program, io, globals, send, run, setExitCode);
   registerEvalCommand(program, io, globals);
-  registerAuditCommands(program, io, globals);
+  registerAuditCommands(program, io, globals, setExitCode);
   registerMcpCommand(program, io, globals);
   registerInitCommand(program, io, globals);
   registerHookCommands(program, io, globals);

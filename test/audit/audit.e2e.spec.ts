@@ -130,6 +130,11 @@ describe("audit: history, diff, blame, index as of, export and import", () => {
     };
     expect(await rebuild("audit2")).toBe(await rebuild(ledger.app));
 
+    // The imported ledger is chained anew under its new app, and verifies.
+    const verified = await cli(["verify", "--prefix", ledger.prefix, "--app", "audit2", "--json"]);
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ messages: events.length, chained: events.length, problems: [] });
+
     // Importing again is refused: the app is no longer empty, and nothing is appended.
     const again = await cli(["import", file, "--prefix", ledger.prefix, "--app", "audit2"]);
     failed(again, 3, "conflict");
@@ -137,5 +142,12 @@ describe("audit: history, diff, blame, index as of, export and import", () => {
     // A file that is not an export changes nothing either.
     failed(await cli(["import", "-", "--prefix", ledger.prefix, "--app", "audit3"], { input: '{"hello":1}\n' }), 2, "invalid");
     expect(treeHash).toBeTypeOf("function");
+
+    // Junk published on a stream subject (publishing is not denied, only deletes are) fails verify: exit 1.
+    await ledger.nc.request(store.names.aggregate("audit2", "memory", "junk"), new TextEncoder().encode("junk"));
+    const tampered = await cli(["verify", "--prefix", ledger.prefix, "--app", "audit2"]);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stdout).toContain("not_an_event");
+    expect(tampered.stderr).toMatch(/verify found 1 problems/);
   });
 });
