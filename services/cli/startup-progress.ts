@@ -6,16 +6,18 @@ import type { Io } from "./io.js";
 
 /**
  * What `memledger up` says on stderr while projections open and catch up, so a slow start never looks
- * like a hang: one line per projection and app as it opens (`memledger: search app1: loading snapshot
- * (1234 memories, seq 5678)`), a line when saved state is set aside, and the catch-up: on a terminal a
- * bar per projection and app, otherwise a plain line at most once a second each (logs, CI), then
- * `caught up`.
+ * like a hang: a line per projection and app as it opens saved state (`memledger: search app1: loading
+ * snapshot (1234 memories, seq 5678)`), a line when saved state is set aside, and a catch-up that lasts
+ * longer than `everyMs`: on a terminal a bar per projection and app, otherwise a plain line at most once
+ * per `everyMs` each (logs, CI), then `caught up`. A catch-up over sooner, and "up to date", say nothing:
+ * a quick start stays quiet.
  */
 export function startupProgress(io: Io, options: { tty?: boolean; everyMs?: number } = {}) {
   const stream = io.stderr as NodeJS.WriteStream;
   const tty = options.tty ?? stream.isTTY === true;
   const everyMs = options.everyMs ?? 1000;
-  const lastLine = new Map<string, number>();
+  /** Catch-ups under way: when each began, when it last printed a line (0: not yet shown). */
+  const catchUps = new Map<string, { startedAt: number; shownAt: number }>();
   const bars = new Map<string, cliProgress.SingleBar>();
   let multi: cliProgress.MultiBar | undefined;
 
@@ -29,7 +31,11 @@ export function startupProgress(io: Io, options: { tty?: boolean; everyMs?: numb
     update(p: ProjectionProgress): void {
       const key = `${p.projection} ${p.app}`;
       const line = `memledger: ${key}: ${p.message}`;
+      const now = Date.now();
       if (p.phase === "catching-up" && p.total !== undefined && p.done !== undefined) {
+        const catchUp = catchUps.get(key) ?? { startedAt: now, shownAt: 0 };
+        catchUps.set(key, catchUp);
+        if (now - catchUp.startedAt < everyMs) return;
         if (tty) {
           multi ??= new cliProgress.MultiBar(
             { stream, format: "{key} [{bar}] {value}/{total} | ETA {eta_formatted}", hideCursor: false, clearOnComplete: false },
@@ -39,21 +45,24 @@ export function startupProgress(io: Io, options: { tty?: boolean; everyMs?: numb
           bars.set(key, bar);
           bar.setTotal(p.total);
           bar.update(p.done, { key });
+          catchUp.shownAt = now;
           return;
         }
-        const now = Date.now();
-        if (now - (lastLine.get(key) ?? 0) < everyMs) return;
-        lastLine.set(key, now);
+        if (now - catchUp.shownAt < everyMs) return;
+        catchUp.shownAt = now;
         io.stderr.write(`${line}\n`);
         return;
       }
+      const catchUp = catchUps.get(key);
+      catchUps.delete(key);
       const bar = bars.get(key);
       if (bar && multi) {
         bar.update(bar.getTotal());
         multi.remove(bar);
         bars.delete(key);
       }
-      lastLine.delete(key);
+      // "caught up" only closes a catch-up that was shown; "up to date" has nothing to tell.
+      if (p.phase === "caught-up" && !catchUp?.shownAt) return;
       write(line);
       if (multi && bars.size === 0) {
         multi.stop();
