@@ -290,10 +290,11 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
     .option("--port <n>", "port nats-server listens on (default 4222)", wholeNumber(1))
     .option("--host <addr>", "address nats-server listens on (default 127.0.0.1)")
     .option("--store-dir <dir>", "JetStream store directory (default: jetstream beside the config)")
-    .action(async (opts: { policy: string; out?: string; port?: number; host?: string; storeDir?: string }, cmd: Command) => {
+    .option("--bcrypt-cost <n>", "bcrypt cost of the password hashes in the config (default 8; every login pays it)", wholeNumber(4))
+    .action(async (opts: { policy: string; out?: string; port?: number; host?: string; storeDir?: string; bcryptCost?: number }, cmd: Command) => {
       const g = globals(cmd);
       const { writeAuthConfig } = await import("../auth/broker-config.js");
-      printJson(io, await writeAuthConfig({ policyFile: opts.policy, out: opts.out, prefix: g.prefix, port: opts.port, host: opts.host, storeDir: opts.storeDir }), !g.json);
+      printJson(io, await writeAuthConfig({ policyFile: opts.policy, out: opts.out, prefix: g.prefix, port: opts.port, host: opts.host, storeDir: opts.storeDir, bcryptCost: opts.bcryptCost }), !g.json);
     });
 
   registerReadModelCommands(program, io, globals, (g, verb, payload) => send(g, verb as Verb, payload as RequestOf<Verb>));
