@@ -44,9 +44,10 @@ const inboxOf = (user: string): string => {
 /**
  * bcrypt cost of the hashes in the configuration. The passwords are 192 random bits, so no cost factor
  * makes guessing them feasible or infeasible: the hash is what keeps a leaked configuration from being a
- * list of logins, and the cost is only what every login pays on the server (measured on the 2-core test
- * machine under load: connect p50 about 10 to 25 ms at cost 4, 800 ms at cost 11, `nats server passwd`'s
- * default). Every one-shot CLI call logs in, so the default is low; `--bcrypt-cost` raises it.
+ * list of logins, and the cost is only what every login pays on the server (connect p50 on the 2-core
+ * test machine at load average 29: plain password 2.5 ms, cost 8 about 100 ms, cost 11, `nats server
+ * passwd`'s default, 770 ms). Every one-shot CLI call logs in, so the default is low; `--bcrypt-cost`
+ * raises it.
  */
 export const BCRYPT_COST = 8;
 
