@@ -161,10 +161,16 @@ export function registerHookCommands(program: Command, io: Io, globals: (cmd: Co
         const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
         try {
           const summary = input.reason ? `Claude Code session ended (${input.reason})`.slice(0, LIMITS.reasonLength) : undefined;
-          const ended = await client.endSession(sessionId, {
-            ...(summary ? { summary } : {}),
-            ...(input.transcript_path ? { transcriptFile: input.transcript_path } : {}),
-          });
+          const options = summary ? { summary } : {};
+          let ended;
+          try {
+            ended = await client.endSession(sessionId, { ...options, ...(input.transcript_path ? { transcriptFile: input.transcript_path } : {}) });
+          } catch (err) {
+            // An unreadable transcript must not leave the session open: end it without one, and say so.
+            if (!(err instanceof MemledgerError && err.code === ErrorCode.invalid && err.details.file !== undefined)) throw err;
+            io.stderr.write(`memledger hook session-end: ${describe(err)}; ending the session without a transcript\n`);
+            ended = await client.endSession(sessionId, options);
+          }
           if (g.json) io.stdout.write(`${JSON.stringify(ended)}\n`);
         } finally {
           await client.close().catch(() => undefined);

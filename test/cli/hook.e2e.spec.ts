@@ -119,6 +119,20 @@ describe("memledger hook session-start / session-end", () => {
     expect(ran.stderr).toMatch(/^memledger hook session-start: unavailable: /);
   }, 30_000);
 
+  it("ends the session even when the transcript cannot be read, saying so", async () => {
+    const sessionId = randomUUID();
+    const started = await cli([...globals(), "hook", "session-start"], { input: hookInput(sessionId, { hook_event_name: "SessionStart", source: "startup" }) });
+    expect(started.code, started.stderr).toBe(0);
+    const ended = await cli([...globals(), "hook", "session-end"], {
+      input: JSON.stringify({ session_id: sessionId, transcript_path: path.join(repo, "gone.jsonl"), cwd: repo, hook_event_name: "SessionEnd", reason: "logout" }),
+    });
+    expect(ended.code).toBe(0);
+    expect(ended.stderr).toMatch(/^memledger hook session-end: invalid: cannot read the transcript .*gone\.jsonl: ENOENT; ending the session without a transcript\n$/);
+    const session = await client.showSession(sessionId);
+    expect(session.endedAt).not.toBeNull();
+    expect(session.transcript).toBeNull();
+  }, 30_000);
+
   it("refuses hook input that is not the hook JSON (exit 2), sending nothing", async () => {
     const ran = await cli([...globals(), "hook", "session-end"], { input: "not json" });
     expect(ran.code).toBe(2);
