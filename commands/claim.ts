@@ -83,6 +83,9 @@ export const DEFAULT_PRIORITY = 3;
 /**
  * The aggregate id of a task or lock. Task names are subject-safe ids (`task-<name>`); lock names are
  * paths, so their id is a hash (`lock-<first 40 hex of sha256(name)>`) and the name travels in the events.
+ * A lock name arrives here in its normal form (schemas/lock-name.ts, applied by the request schemas), so
+ * each path has one spelling and one aggregate; normalising an already normal name changes nothing, so
+ * ids of locks stored before keep their names' hashes.
  */
 export function claimIdOf(kind: ClaimKind, name: string): string {
   if (kind === "task") return `task-${name}`;

@@ -16,6 +16,7 @@ import {
   oneLine,
 } from "./primitives.js";
 import { ClaimKind, LeaseMs, LockName, Priority, TaskName, TranscriptRef } from "./events.js";
+import { normaliseLockName } from "./lock-name.js";
 
 /**
  * What an agent sends on `<prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>`. The actor is never part of
@@ -122,6 +123,18 @@ const taskNameIsId = (r: { kind: ClaimKind; name: string }, ctx: z.RefinementCtx
   if (!parsed.success) ctx.addIssue({ code: "custom", path: ["name"], message: `a task name is an id: ${parsed.error.issues[0]?.message}` });
 };
 
+/**
+ * A lock's name in its one normal spelling (schemas/lock-name.ts) before it names an aggregate, so that
+ * `./src/a.ts`, `src//a.ts` and `src/a.ts` are one lock; a path outside the repository is `invalid`.
+ */
+const normalLockName = <R extends { kind: ClaimKind; name: string }>(r: R, ctx: z.RefinementCtx): R => {
+  if (r.kind !== "lock") return r;
+  const normal = normaliseLockName(r.name);
+  if (normal.ok) return normal.name === r.name ? r : { ...r, name: normal.name };
+  ctx.addIssue({ code: "custom", path: ["name"], message: `lock ${JSON.stringify(r.name)} ${normal.reason}` });
+  return z.NEVER;
+};
+
 export const ClaimRequest = z
   .strictObject({
     ...context,
@@ -131,23 +144,26 @@ export const ClaimRequest = z
     /** Used only when the claim opens the task (it did not exist yet). */
     priority: Priority.default(3),
   })
-  .superRefine(taskNameIsId);
+  .superRefine(taskNameIsId)
+  .transform(normalLockName);
 export const RenewRequest = z
   .strictObject({ ...context, ...claimTarget, /** Default: the current lease length. */ ttlMs: LeaseMs.optional() })
-  .superRefine(taskNameIsId);
+  .superRefine(taskNameIsId)
+  .transform(normalLockName);
 export const ReleaseRequest = z
   .strictObject({ ...context, ...claimTarget, /** Tasks only: finished for good. */ done: z.boolean().default(false) })
   .superRefine(taskNameIsId)
   .superRefine((r, ctx) => {
     if (r.done && r.kind !== "task") ctx.addIssue({ code: "custom", path: ["done"], message: "only a task can be done" });
-  });
+  })
+  .transform(normalLockName);
 export const OpenTaskRequest = z.strictObject({
   ...context,
   name: TaskName,
   title: oneLine(LIMITS.titleLength).optional(),
   priority: Priority.default(3),
 });
-export const ClaimShowRequest = z.strictObject({ ...claimTarget }).superRefine(taskNameIsId);
+export const ClaimShowRequest = z.strictObject({ ...claimTarget }).superRefine(taskNameIsId).transform(normalLockName);
 export const ClaimsRequest = z.strictObject({ ...consistency, agent: Id.optional() });
 export const TasksRequest = z.strictObject({
   ...consistency,
