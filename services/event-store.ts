@@ -399,7 +399,7 @@ export class EventStore {
     // strict one refused, and a rebuild must fold exactly what the live runners folded.
     let quarantined: Map<number, unknown>;
     try {
-      quarantined = await this.quarantines.all(stream);
+      quarantined = await this.quarantines.since(stream, fromSeq);
     } catch (err) {
       throw asUnavailable(err);
     }

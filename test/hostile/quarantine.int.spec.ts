@@ -228,13 +228,29 @@ describe("junk on a stream subject: loud block, then an audited quarantine", () 
     expect(await broker.streamCounts()).toEqual(after);
   });
 
-  it("a rebuild replays to the same read model: the quarantined sequence is skipped there too", async () => {
-    const fresh = newDisk();
+  it("a rebuild replays to the same read model: the quarantined sequences are skipped there too, even one its lenient decode accepts", async () => {
     const scope = { prefix: broker.prefix, app: APP, stream: names().appStream(APP) };
+    // Junk shaped like an event, with a time that is no datetime: the live runner's full check refuses
+    // it; a rebuild's structural decode alone would fold it (decodeEventStructural skips formats).
+    const real = (await store.eventAt(scope.stream, junkSeq - 1))!.event;
+    const subtle = new TextEncoder().encode(JSON.stringify({ ...real, id: "subtle-junk", time: "yesterday" }));
+    const subtleSeq = (await jetstream(serviceNc).publish(names().aggregate(APP, "memory", memoryId), subtle)).seq;
+    await until("blocked on the subtle junk", async () => expect((await statusOf(APP)).blocked?.seq).toBe(subtleSeq));
+    const q = await (await clientAs("human:ops")).quarantine(subtleSeq, "time is not a datetime");
+    expect(q.error).toMatch(/time/);
+    expect(await runners[0]!.waitFor(q.eventSeq, 20_000)).toBe(true);
+    expect(applied(appDisk)).not.toContain(subtleSeq);
+
+    const fresh = newDisk();
     const rebuilt = await rebuildProjection(store, recordingProjection(fresh), scope);
     expect(rebuilt.seq).toBe(await store.lastSeq(scope.stream));
     expect(applied(fresh)).not.toContain(junkSeq);
+    expect(applied(fresh)).not.toContain(subtleSeq);
     expect(applied(fresh)).toEqual(applied(appDisk).filter((seq) => seq <= rebuilt.seq));
+    // A replay from past the junk but before its quarantine skips it as well.
+    const tail: number[] = [];
+    await store.replay(scope.stream, { fromSeq: subtleSeq }, (events) => void tail.push(...events.map((e) => e.seq)));
+    expect(tail).toEqual(applied(fresh).filter((seq) => seq >= subtleSeq));
     // The full schema check (rebuild --verify) skips it as well rather than stopping.
     const verified: number[] = [];
     await store.replay(scope.stream, { verify: true }, (events) => void verified.push(...events.map((e) => e.seq)));
