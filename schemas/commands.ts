@@ -234,7 +234,13 @@ export const REQUESTS = {
 
 export type Verb = keyof typeof REQUESTS;
 export const VERBS = Object.keys(REQUESTS) as Verb[];
-const fieldsOf = (verb: Verb): string[] => Object.keys((REQUESTS[verb] as { shape?: object }).shape ?? {});
+/** The fields a verb's payload may carry: the object schema's, under any refinements and transforms (pipes). */
+function fieldsOf(verb: Verb): string[] {
+  type Inspectable = { shape?: object; _zod?: { def?: { in?: Inspectable } } };
+  let schema: Inspectable | undefined = REQUESTS[verb] as unknown as Inspectable;
+  while (schema && !schema.shape) schema = schema._zod?.def?.in;
+  return Object.keys(schema?.shape ?? {});
+}
 /** Verbs that append (they take an idempotency `key`): the SDK keys each one, so a retry never duplicates. */
 export const WRITE_VERBS: ReadonlySet<Verb> = new Set(VERBS.filter((verb) => fieldsOf(verb).includes("key")));
 /** Queries answered from read models (they take `minSeq`): the SDK sends the highest sequence it has seen. */

@@ -1,0 +1,29 @@
+import { describe, expect, it } from "vitest";
+import type { z } from "zod";
+import { READ_MODEL_VERBS, REQUESTS, VERBS, WRITE_VERBS } from "../../schemas/commands.js";
+
+/** Whether a verb's schema knows `field` (a strict schema names an unknown field in its issues). */
+const accepts = (verb: keyof typeof REQUESTS, field: string): boolean => {
+  const result = (REQUESTS[verb] as z.ZodType).safeParse({ [field]: 1 });
+  if (result.success) return true;
+  return !result.error.issues.some((i) => i.code === "unrecognized_keys" && (i as { keys: string[] }).keys.includes(field));
+};
+
+/**
+ * The SDK keys every write and sends minSeq with every read-model query by these sets, derived from the
+ * request schemas' fields. A schema wrapped so that its fields can no longer be seen (a transform, a
+ * pipe) must not silently drop a verb from them: a write without a key is one a retry can duplicate.
+ */
+describe("verb classes derived from the request schemas", () => {
+  it("a verb is a write exactly when its request takes an idempotency key", () => {
+    for (const verb of VERBS) expect(WRITE_VERBS.has(verb), verb).toBe(accepts(verb, "key"));
+    for (const verb of ["propose", "approve", "claim", "renew", "release", "session_start", "session_end", "open_task"] as const) {
+      expect(WRITE_VERBS.has(verb), verb).toBe(true);
+    }
+  });
+
+  it("a verb is answered from read models exactly when its request takes minSeq", () => {
+    for (const verb of VERBS) expect(READ_MODEL_VERBS.has(verb), verb).toBe(accepts(verb, "minSeq"));
+    expect([...READ_MODEL_VERBS].sort()).toEqual(["claims", "hydrate", "search", "tasks"]);
+  });
+});
