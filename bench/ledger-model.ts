@@ -435,6 +435,8 @@ export interface PropertyRunOptions {
   numRuns: number;
   maxCommands?: number;
   seed?: number;
+  /** Called after each run with the number of runs done so far. */
+  onRun?: (runs: number) => void;
 }
 
 export interface PropertyReport {
@@ -452,6 +454,7 @@ export interface PropertyReport {
  */
 export async function runLedgerProperty(options: PropertyRunOptions): Promise<PropertyReport> {
   const stats = { commands: 0, refused: 0 };
+  let runs = 0;
   // The stream exists before the first run, which may send nothing and still reads the log.
   await options.instances[0]!.store.ensureAppStream(options.app);
   const started = performance.now();
@@ -461,6 +464,7 @@ export async function runLedgerProperty(options: PropertyRunOptions): Promise<Pr
       const model = initialModel();
       await fc.asyncModelRun(() => ({ model, real: system }), commands);
       await checkLogAgainstModel(system, model);
+      options.onRun?.(++runs);
     }),
     { numRuns: options.numRuns, ...(options.seed === undefined ? {} : { seed: options.seed }) },
   );

@@ -29,7 +29,11 @@ async function run(args: BenchArgs): Promise<number> {
       instances.push(await CommandService.start(nc, { prefix }));
     }
     console.log(`property: ${fmtInt(runs)} runs of up to ${maxCommands} commands over ${instanceCount} instances (prefix ${prefix}) ${JSON.stringify(machineInfo())}`);
-    const report = await runLedgerProperty({ instances, app: "property", numRuns: runs, maxCommands, ...(seed === undefined ? {} : { seed }) });
+    const t0 = performance.now();
+    const onRun = (done: number) => {
+      if (done % 1000 === 0) console.log(`  ${fmtInt(done)} runs in ${fmt((performance.now() - t0) / 1000, 1)} s`);
+    };
+    const report = await runLedgerProperty({ instances, app: "property", numRuns: runs, maxCommands, onRun, ...(seed === undefined ? {} : { seed }) });
     const seconds = report.ms / 1000;
     const result = {
       runs: report.runs,
