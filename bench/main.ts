@@ -3,12 +3,13 @@
  * Each benchmark is its own module exporting a `Benchmark`; add new ones (replay, search) to BENCHMARKS.
  */
 import { appendBenchmark } from "./append.js";
+import { chaosBenchmark } from "./chaos.js";
 import { replayBenchmark } from "./replay.js";
 import { propertyBenchmark } from "./property.js";
 import { searchBenchmark } from "./search.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark, chaosBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");
