@@ -85,6 +85,11 @@ export class LeaderLease {
   private stopped = false;
   private acquiredAt = "";
   private lastHolder: string | null = null;
+  /**
+   * `onAcquired` of the current tenure. Not awaited by the renewal loop: starting to write may take
+   * longer than the lease (loading a large read model), and the lease must be renewed meanwhile.
+   */
+  private acquired: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly kv: KV,
@@ -116,13 +121,18 @@ export class LeaderLease {
     return this.tokenValue !== null && performance.now() < this.validUntil;
   }
 
-  /** Makes a first attempt at once (so the role is known when start resolves), then keeps trying. */
+  /**
+   * Makes a first attempt at once, then keeps renewing or trying. Resolves once the role is known and,
+   * if this instance became leader, `onAcquired` finished (renewals go on meanwhile).
+   */
   async start(): Promise<void> {
-    await this.step();
+    this.tick = this.step();
+    await this.tick;
     this.timer = setInterval(() => {
       this.tick = this.tick.then(() => this.step());
     }, this.renewEveryMs);
     this.timer.unref();
+    await this.acquired;
   }
 
   /** Stops renewing; a leader gives the lease back (after `onLost`) so that a follower takes over at once. */
@@ -196,15 +206,16 @@ export class LeaderLease {
     this.validUntil = sent + this.ttlMs * (1 - SAFETY_MARGIN);
     this.lastHolder = this.holder.id;
     this.observed = null;
-    try {
-      await this.handlers.onAcquired(this.revision);
-    } catch (err) {
+    const token = this.revision;
+    this.acquired = this.handlers.onAcquired(token).catch(async (err) => {
+      this.options.onError?.(err);
       // Could not start writing (e.g. the store already carries a higher token): give the lease back.
-      const revision = this.revision;
+      if (this.tokenValue !== token) return;
       this.tokenValue = null;
-      await this.kv.delete(this.key, { previousSeq: revision }).catch(() => undefined);
-      throw err;
-    }
+      this.validUntil = 0;
+      await this.kv.delete(this.key, { previousSeq: this.revision }).catch(() => undefined);
+      await this.handlers.onLost("could not start writing").catch((e) => this.options.onError?.(e));
+    });
   }
 
   private async lose(reason: string): Promise<void> {
@@ -212,6 +223,8 @@ export class LeaderLease {
     this.tokenValue = null;
     this.validUntil = 0;
     this.observed = null;
+    // Whatever onAcquired started must exist before onLost can stop it.
+    await this.acquired;
     await this.handlers.onLost(reason).catch((err) => this.options.onError?.(err));
   }
 }

@@ -232,8 +232,14 @@ export class ProjectionSupervisor {
         onAcquired: async (token) => {
           if (this.stopped) throw new Error("stopping");
           const runner = this.newRunner(definition, scope, { token, held: () => lease.held() });
-          await runner.start();
           entry.runner = runner;
+          try {
+            await runner.start();
+          } catch (err) {
+            if (entry.runner === runner) entry.runner = undefined;
+            await runner.stop().catch(() => undefined);
+            throw err;
+          }
           this.options.onRoleChange?.();
         },
         onLost: async (reason) => {

@@ -23,7 +23,7 @@ import { NATS_URL, deleteRedisKeys, deleteStreams, uniquePrefix } from "../suppo
  */
 
 const APP = "inst";
-const LEASE_TTL_MS = 2_000;
+const LEASE_TTL_MS = 3_000;
 
 interface Instance {
   name: string;

@@ -74,15 +74,15 @@ describe("leader leases and fencing (shared read models)", () => {
   };
 
   it("one contender leads; while it renews nobody takes over; when it stops it hands the lease over at once, with a higher token", async () => {
-    const a = lease("a", { ttlMs: 600, renewEveryMs: 100 });
-    const b = lease("b", { ttlMs: 600, renewEveryMs: 100 });
+    const a = lease("a", { ttlMs: 1_200, renewEveryMs: 200 });
+    const b = lease("b", { ttlMs: 1_200, renewEveryMs: 200 });
     await a.start();
     await b.start();
     expect([a.role, b.role]).toEqual(["leader", "follower"]);
     expect(b.leader).toBe("a");
     const first = a.token!;
 
-    await sleep(1_800); // three lease lengths of renewals
+    await sleep(2_400); // two lease lengths of renewals
     expect([a.role, b.role]).toEqual(["leader", "follower"]);
 
     await a.stop(); // gives the lease back: b takes over without waiting for a lapse
@@ -210,7 +210,7 @@ describe("supervisors of two instances over one Redis", () => {
         sup: new ProjectionSupervisor(store, [claims, recordingProjection(newDisk())], {
           apps: [ledger.app],
           batchSize: 10,
-          leases: { kv, holder: { id, host: "test" }, ttlMs: 1_000 },
+          leases: { kv, holder: { id, host: "test" }, ttlMs: 6_000 },
           sharedStore: (definition, scope) => shared.of(definition, scope),
         }),
       };
@@ -232,7 +232,8 @@ describe("supervisors of two instances over one Redis", () => {
       expect(await b.sup.position(ledger.app)).toBeGreaterThanOrEqual(second.seq);
 
       await a.sup.stop(); // gives its leases back: b leads without waiting for a lapse
-      await eventually("b to lead the claims", () => (role(b.sup)?.role === "leader" ? true : undefined), 3_000);
+      // Sooner than the 6 s lease could lapse: the lease was handed over.
+      await eventually("b to lead the claims", () => (role(b.sup)?.role === "leader" ? true : undefined), 5_000);
       const third = await client.release("t1", { done: true });
       expect(await b.sup.waitFor(ledger.app, third.seq, 20_000)).toBe(true);
       const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
