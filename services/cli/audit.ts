@@ -32,6 +32,28 @@ export function parseAsOf(opts: { asOfSeq?: number; asOf?: string }): AsOf {
   return { seq: opts.asOfSeq, time: opts.asOf === undefined ? undefined : new Date(opts.asOf).toISOString() };
 }
 
+/** `show ID --as-of-seq N`: the memory folded from its events up to the bound (an auditor's read of the log). */
+export async function showAsOf(g: GlobalOptions, id: string, opts: { asOfSeq?: number; asOf?: string }): Promise<Record<string, unknown>> {
+  const asOf = parseAsOf(opts);
+  const { memoryHistory } = await audit();
+  const { memoryStatus } = await import("../../commands/memory.js");
+  const history = await withStore(g, (store) => memoryHistory(store, g.app, id, asOf));
+  const { state } = history;
+  return {
+    memoryId: id,
+    app: state.app,
+    scope: state.scope,
+    status: memoryStatus(state),
+    activeVersion: state.activeVersion,
+    superseded: state.superseded,
+    createdAt: state.createdAt,
+    updatedAt: state.updatedAt,
+    seq: history.seq,
+    versions: state.versions,
+    asOf: { seq: asOf.seq ?? null, time: asOf.time ?? null },
+  };
+}
+
 const who = (e: HistoryEntry): string => `${e.actor.kind}:${e.actor.id}`;
 
 function historyLine(e: HistoryEntry): string {

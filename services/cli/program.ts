@@ -206,11 +206,18 @@ export function buildProgram(io: Io, setExitCode: (code: number) => void): Comma
 
   program
     .command("show")
-    .description("a memory's current state, every version and its last sequence")
+    .description("a memory's current state (or, with --as-of-seq/--as-of, as it stood then, read from the log), every version and its last sequence")
     .argument("<id>", "memory id")
-    .action(async (id: string, _opts, cmd: Command) => {
+    .option("--as-of-seq <n>", "as the log stood at this stream sequence", wholeNumber(1))
+    .option("--as-of <time>", "as the log stood at this time (ISO 8601)")
+    .action(async (id: string, opts: { asOfSeq?: number; asOf?: string }, cmd: Command) => {
       const g = globals(cmd);
-      printJson(io, await send(g, "show", { memoryId: id }), !g.json);
+      if (opts.asOfSeq === undefined && opts.asOf === undefined) {
+        printJson(io, await send(g, "show", { memoryId: id }), !g.json);
+        return;
+      }
+      const { showAsOf } = await import("./audit.js");
+      printJson(io, await showAsOf(g, id, opts), !g.json);
     });
 
   program

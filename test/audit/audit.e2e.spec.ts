@@ -68,6 +68,12 @@ describe("audit: history, diff, blame, index as of, export and import", () => {
     const history = jsonLine(await cli(["history", memoryId, "--as-of-seq", String(seqAfterV1), ...g()]));
     expect(history.entries).toHaveLength(2);
     expect(history.versions.map((v: { version: number }) => v.version)).toEqual([1]);
+    const then = jsonLine(await cli(["show", memoryId, "--as-of-seq", String(seqAfterV1), ...g()]));
+    expect(then).toMatchObject({ status: "active", activeVersion: 1, seq: seqAfterV1 });
+    expect(then.versions).toHaveLength(1);
+    const now = jsonLine(await cli(["show", memoryId, ...g()]));
+    expect(now.versions).toHaveLength(2);
+    failed(await cli(["show", memoryId, "--as-of", "yesterday", "--prefix", ledger.prefix, "--app", ledger.app]), 2, "invalid");
     failed(await cli(["history", memoryId, "--as-of-seq", "0", "--prefix", ledger.prefix, "--app", ledger.app]), 2, "invalid");
     failed(await cli(["history", "no-such-memory", "--prefix", ledger.prefix, "--app", ledger.app]), 5, "not_found");
   });
