@@ -63,6 +63,15 @@ export interface ReadModelsPosition {
 
 export const DEFAULT_READ_WAIT_MS = 5000;
 
+/** MEMLEDGER_READ_WAIT_MS: how long `up` lets a query with minSeq wait for its read models (default 5 s). */
+export function readWaitMsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.MEMLEDGER_READ_WAIT_MS?.trim();
+  if (!raw) return DEFAULT_READ_WAIT_MS;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw invalid(`bad MEMLEDGER_READ_WAIT_MS '${raw}': whole milliseconds from 0 to 600000`);
+  return ms;
+}
+
 /** A memory as `show` returns it: every version, the active one, the sequence to send back, its promotions. */
 export type MemoryView = ReturnType<typeof memoryView> & { promotions: PromotionView[] };
 

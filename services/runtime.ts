@@ -2,7 +2,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { ProjectionProgress } from "../projections/projection.js";
 import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
 import { invalid } from "../schemas/errors.js";
-import { CommandService, type ReadModelsPosition } from "./command-service.js";
+import { CommandService, readWaitMsFromEnv, type ReadModelsPosition } from "./command-service.js";
 import { connectNats } from "./nats.js";
 import type { Policy } from "../schemas/policy.js";
 import { EventStore } from "./event-store.js";
@@ -81,6 +81,7 @@ export const commandServiceComponent = (
   async start(ctx) {
     return CommandService.start(ctx.nc, {
       readModelsAt: supervisor && readModelsAtOf(supervisor),
+      readWaitMs: readWaitMsFromEnv(),
       prefix: ctx.prefix,
       replicas: ctx.replicas,
       onError: ctx.onError,

@@ -27,3 +27,15 @@ describe("verb classes derived from the request schemas", () => {
     expect([...READ_MODEL_VERBS].sort()).toEqual(["claims", "hydrate", "search", "tasks"]);
   });
 });
+
+describe("MEMLEDGER_READ_WAIT_MS", () => {
+  it("defaults to 5 s, takes whole milliseconds, and refuses anything else naming the variable", async () => {
+    const { readWaitMsFromEnv, DEFAULT_READ_WAIT_MS } = await import("../../services/command-service.js");
+    expect(readWaitMsFromEnv({})).toBe(DEFAULT_READ_WAIT_MS);
+    expect(DEFAULT_READ_WAIT_MS).toBe(5000);
+    expect(readWaitMsFromEnv({ MEMLEDGER_READ_WAIT_MS: " 250 " })).toBe(250);
+    for (const bad of ["-1", "1.5", "soon", "600001"]) {
+      expect(() => readWaitMsFromEnv({ MEMLEDGER_READ_WAIT_MS: bad }), bad).toThrow(/MEMLEDGER_READ_WAIT_MS/);
+    }
+  });
+});
