@@ -216,8 +216,10 @@ export async function withEmbedded(
     ),
   );
   try {
-    const nats = hostPort(options.natsUrl, 4222);
-    if (!(await answers(nats.host, nats.port, 2_000))) {
+    // A cluster URL lists several servers: any one answering is enough for the client.
+    const seeds = splitCredentials(options.natsUrl).servers.split(",").map((s) => hostPort(s.trim(), 4222));
+    const nats = seeds[0]!;
+    if (!(await Promise.all(seeds.map((seed) => answers(seed.host, seed.port, 2_000)))).some(Boolean)) {
       const hint = LOOPBACK.has(nats.host) ? `start nats-server -js there, or run memledger up --embedded (installs with: ${INSTALL_HINT})` : "memledger cannot serve without it";
       throw unavailable(`nothing answers on ${splitCredentials(options.natsUrl).servers} (NATS): ${hint}`);
     }

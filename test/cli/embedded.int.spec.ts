@@ -62,3 +62,15 @@ describe("startEmbedded", () => {
     expect(isLoopback("nats://nats.example.com:4222", 4222)).toBe(false);
   });
 });
+
+describe("withEmbedded", () => {
+  it("serves when any server of a cluster URL answers, and refuses one line when none does", async () => {
+    const { withEmbedded } = await import("../../services/embedded.js");
+    const down = `nats://127.0.0.1:${await freePort()}`;
+    const options = (natsUrl: string) => ({ natsUrl, redisUrl: "redis://127.0.0.1:6379", embedded: false, env: {}, log: () => undefined });
+    expect(await withEmbedded(options(`${down},nats://127.0.0.1:4222`), async () => 7)).toBe(7);
+    const refused = await withEmbedded(options(down), async () => 7).catch((err: unknown) => err);
+    expect((refused as MemledgerError).code).toBe("unavailable");
+    expect((refused as MemledgerError).message).toContain(`nothing answers on ${down} (NATS)`);
+  });
+});
