@@ -12,8 +12,12 @@ import { isListed, shownVersion, type IndexEntry, type MemoryRecord, type Proven
 // heading or a list item) and bidirectional overrides/isolates (they let a title render as something else).
 const UNSAFE_INLINE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
-/** One line of display text: unsafe characters become spaces, runs of spaces collapse, ends are trimmed. */
-export const displayLine = (text: string): string => text.replace(UNSAFE_INLINE, " ").replace(/ {2,}/g, " ").trim();
+// Invisible characters (zero-width space and joiners, word joiners, invisible operators, byte-order mark,
+// soft hyphen): removed, so a title reads as the letters it shows (the hydration pack embeds MEMORY.md).
+const INVISIBLE_INLINE = /[\u00ad\u200b-\u200d\u2060-\u2064\ufeff]/g;
+
+/** One line of display text: invisible characters go, unsafe ones become spaces, runs of spaces collapse, ends are trimmed. */
+export const displayLine = (text: string): string => text.replace(INVISIBLE_INLINE, "").replace(UNSAFE_INLINE, " ").replace(/ {2,}/g, " ").trim();
 
 /** Cuts to `max` code points (never inside a surrogate pair) and marks the cut. */
 export function truncate(text: string, max: number): string {

@@ -18,6 +18,14 @@ import type { TokenCounter } from "./tokens.js";
  * what is left plus whatever the sections before it did not use; budget still unused at the end goes
  * back, in priority order, to the sections that had to drop or trim something. The whole document is
  * counted again at the end and never exceeds the budget. Same inputs, same output, byte for byte.
+ *
+ * Embedding (what other agents wrote cannot change the pack's structure; see `fenced` and `inline`):
+ * a memory body goes inside a fenced code block whose fence is longer than any backtick run in it, so no
+ * heading (indented, setext), fence, HTML block or thematic break inside it is markdown any more, and it
+ * cannot end its block early; titles, tags, reasons and every other one-line text are one line with
+ * invisible and direction-changing characters removed and the characters that open inline markup
+ * (HTML, code spans, links) escaped; each MEMORY.md line is made inert the same way, its headings pushed
+ * below the pack's levels. So the pack's headings are exactly its own: `#` once, then its `##` sections.
  */
 
 export const SECTION_NAMES = ["fragile", "claims", "relevant", "index", "changes"] as const;
@@ -197,15 +205,88 @@ const listKeys = (items: readonly Item[]): string => {
 const omittedNote = (noun: string, plural: string) => (dropped: Item[]) =>
   `_${dropped.length} more ${dropped.length === 1 ? noun : plural} omitted for lack of budget: ${listKeys(dropped)}._\n\n`;
 
+// ---- embedding text written by others --------------------------------------------------------
+
+/**
+ * Characters that make text read as something other than its bytes: zero-width and joiner characters,
+ * bidirectional marks, embeddings, overrides and isolates (U+200B–U+200F, U+202A–U+202E, U+2066–U+2069),
+ * word joiners and invisible operators (U+2060–U+2064), the byte-order mark and the soft hyphen.
+ */
+const INVISIBLE = /[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+/** C0 and C1 controls and the Unicode line and paragraph separators: in one line of text, each is a space. */
+const LINE_BREAKING = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/** One line of plain text: invisible characters gone, controls and line breaks made spaces, spaces collapsed. */
+export const inlineText = (text: string): string => text.replace(INVISIBLE, "").replace(LINE_BREAKING, " ").replace(/\s+/g, " ").trim();
+
+/** One line that opens no inline markup: raw HTML, code spans and links are escaped (as MEMORY.md does). */
+export const inline = (text: string): string => inlineText(text).replace(/[\\`<>[\]]/g, (c) => `\\${c}`);
+
+/** A heading's text: `inline`, and a trailing run of `#` escaped, which would otherwise close the heading and vanish. */
+const headingText = (text: string): string => inline(text).replace(/(^|\s)(#+)$/, "$1\\$2");
+
+/**
+ * A body's text as it can be embedded: line endings are `\n` (a lone CR ends a line in markdown too), and
+ * controls other than tab and newline are gone. Direction marks stay: right-to-left prose needs them, and
+ * inside a code block they cannot change the pack's structure.
+ */
+const bodyText = (text: string): string => text.replace(/\r\n?/g, "\n").replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "").trim();
+
+/** The longest run of `c` in `text`. */
+function longestRun(text: string, c: string): number {
+  let longest = 0;
+  let run = 0;
+  for (const ch of text) {
+    run = ch === c ? run + 1 : 0;
+    if (run > longest) longest = run;
+  }
+  return longest;
+}
+
+/**
+ * `text` as a fenced code block: the fence is backticks, one more than the longest backtick run anywhere
+ * in the text (at least three). A code block ends only at a backtick fence at least as long as the one
+ * that opened it, so nothing inside ends it, and nothing inside (headings, setext underlines, fences,
+ * HTML, lists) is parsed as markdown. Returns the opening and closing lines around the text.
+ */
+function fenced(text: string): { open: string; close: string } {
+  const fence = "`".repeat(Math.max(3, longestRun(text, "`") + 1));
+  return { open: `${fence}markdown\n`, close: `\n${fence}\n` };
+}
+
 /** Markdown headings inside embedded text are pushed below the pack's own levels (## and ###). */
 const demoteHeadings = (text: string): string =>
-  text.replace(/^(#{1,6})(?=\s)/gm, (hashes) => "#".repeat(Math.min(6, hashes.length + 3)));
+  text.replace(/^ {0,3}(#{1,6})(?=\s|$)/gm, (_line, hashes: string) => "#".repeat(Math.min(6, hashes.length + 3)));
 
-/** An odd number of fence lines means a trimmed body cut a code block open: close it. */
-const closeOpenFence = (text: string): string => {
-  const fences = text.match(/^\s*(```|~~~)/gm)?.length ?? 0;
-  return fences % 2 === 1 ? `${text}\n\`\`\`` : text;
-};
+/**
+ * A MEMORY.md line as one inert line of the pack: headings pushed below the pack's levels, and a line that
+ * would start a block that can reach past it (a fence, an HTML block, a setext underline turning the line
+ * above into a heading, an indented code block) escaped or unindented so it is plain text.
+ */
+export function inertLine(line: string): string {
+  const text = line.replace(INVISIBLE, "").replace(LINE_BREAKING, " ").trimEnd();
+  if (/^ {0,3}#{1,6}(?:\s|$)/.test(text)) return demoteHeadings(text.trimStart());
+  const body = text.trimStart();
+  if (/^(?:`{3,}|~{3,}|<|=+\s*$|-+\s*$)/.test(body)) return `\\${body}`;
+  return body;
+}
+
+/**
+ * A trimmed body that cut a fenced block open gets its closing fence (same character, same length), so
+ * what it shows reads as the author wrote it. Inside the pack's own fence this is cosmetic: `fenced` is
+ * computed on the result, so this closing line can never end the embedding.
+ */
+function closeOpenFence(text: string): string {
+  let open: { char: string; length: number } | null = null;
+  for (const line of text.split("\n")) {
+    const fence = /^ {0,3}(`{3,}|~{3,})/.exec(line);
+    if (!fence) continue;
+    const run = fence[1]!;
+    if (open === null) open = { char: run[0]!, length: run.length };
+    else if (run[0] === open.char && run.length >= open.length && line.trim() === run) open = null;
+  }
+  return open === null ? text : `${text}\n${open.char.repeat(open.length)}`;
+}
 
 /** Cuts back to the last line or word break when that keeps most of the text: easier to read. */
 function atNaturalBreak(text: string): string {
@@ -287,14 +368,16 @@ class SectionRenderer {
   }
 
   private fitBody(item: Item, fullCost: number, cap: number): { text: string; tokens: number; trimmed: boolean } {
-    const full = `${item.body}\n\n`;
-    if (fullCost + 1 <= cap) {
+    const whole = fenced(item.body!);
+    const fenceCost = this.tokens.count(whole.open) + this.tokens.count(whole.close);
+    if (fullCost + fenceCost <= cap) {
+      const full = `${whole.open}${item.body}${whole.close}\n`;
       const tokens = this.tokens.count(full);
       if (tokens <= cap) return { text: full, tokens, trimmed: false };
     }
     // The marker's numbers are not known before trimming; reserve for the widest they can be.
     const marker = (shown: number) => `_[body trimmed to ${shown} of ${fullCost} tokens; ${item.bodyRef ?? "see the memory"}]_\n\n`;
-    const markerCost = this.tokens.count(marker(fullCost)) + 2; // +2: a closing fence line
+    const markerCost = this.tokens.count(marker(fullCost)) + fenceCost + 3; // +3: a closing fence line, a longer fence
     const textBudget = cap - markerCost;
     if (textBudget <= 0) {
       const omitted = `_[body omitted: ${fullCost} tokens; ${item.bodyRef ?? "see the memory"}]_\n\n`;
@@ -303,7 +386,8 @@ class SectionRenderer {
     }
     const cut = closeOpenFence(atNaturalBreak(this.tokens.truncate(item.body!, textBudget)).trimEnd());
     const shownTokens = this.tokens.count(cut);
-    const text = `${cut}\n${marker(shownTokens)}`;
+    const shown = fenced(cut);
+    const text = `${shown.open}${cut}${shown.close}${marker(shownTokens)}`;
     return { text, tokens: this.tokens.count(text), trimmed: true };
   }
 }
@@ -312,8 +396,8 @@ const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 
 // ---- what each section holds -------------------------------------------------------------------
 
-const code = (s: string): string => `\`${s.replace(/`/g, "'")}\``;
-const oneLine = (s: string): string => s.replace(/\s+/g, " ").trim();
+/** A code span of one line (backticks inside become quotes, so it cannot end early). */
+const code = (s: string): string => `\`${inlineText(s).replace(/`/g, "'")}\``;
 
 /** Another agent's scratchpad is theirs: it never goes into someone else's pack. */
 const visibleTo = (agent: string) => (memory: PackMemory) => !memory.scope.startsWith("agent:") || memory.scope === `agent:${agent}`;
@@ -325,13 +409,14 @@ function memoryItem(memory: PackMemory, rank: number, why: string[]): Item {
     memory.scope,
     `importance ${memory.importance}`,
     ...(memory.paths.length ? [`paths: ${memory.paths.map(code).join(", ")}`] : []),
-    ...(memory.tags.length ? [`tags: ${memory.tags.join(", ")}`] : []),
+    ...(memory.tags.length ? [`tags: ${memory.tags.map(inline).join(", ")}`] : []),
     ...why,
   ].join(" · ");
-  const body = demoteHeadings(memory.body.trim());
+  // Fenced when rendered (SectionRenderer.fitBody): nothing in it is markdown to the pack.
+  const body = bodyText(memory.body);
   return {
     key: memory.memoryId,
-    head: `### ${rank}. ${oneLine(memory.title)}\n${meta}\n\n`,
+    head: `### ${rank}. ${headingText(memory.title) || code(memory.memoryId)}\n${meta}\n\n`,
     ...(body ? { body, bodyRef: `memledger show ${memory.memoryId}` } : {}),
   };
 }
@@ -397,7 +482,7 @@ function relevantSpec(inputs: PackInputs, shownAsFragile: ReadonlySet<string>): 
   });
   return {
     name: "relevant",
-    intro: inputs.task ? `For the task: ${oneLine(inputs.task)}` : null,
+    intro: inputs.task ? `For the task: ${inline(inputs.task)}` : null,
     empty: inputs.task || inputs.paths.length ? "No active memory matches the task." : "No task given, so nothing was retrieved.",
     items,
     droppedNote: omittedNote("memory", "memories"),
@@ -411,7 +496,7 @@ function indexSpec(inputs: PackInputs): SectionSpec {
     `\n_${dropped.length} more MEMORY.md ${dropped.length === 1 ? "line" : "lines"} omitted for lack of budget (${dropped[0]!.key}–${dropped.at(-1)!.key}); read MEMORY.md for the rest._\n`;
   if (!inputs.memoryIndex.available) return { ...base, empty: `MEMORY.md unavailable: ${inputs.memoryIndex.reason}.`, items: [], droppedNote: note };
   if (inputs.memoryIndex.value === null) return { ...base, empty: "No MEMORY.md yet: the app has no memories projected.", items: [], droppedNote: note };
-  const lines = demoteHeadings(inputs.memoryIndex.value.trimEnd()).split("\n");
+  const lines = inputs.memoryIndex.value.replace(/\r\n?/g, "\n").trimEnd().split("\n").map(inertLine);
   return {
     ...base,
     empty: "MEMORY.md is empty.",
@@ -446,16 +531,16 @@ function changesSpec(inputs: PackInputs): SectionSpec {
     .sort((a, b) => b.seq - a.seq)
     .map((change) => ({
       key: `seq:${change.seq}`,
-      head: `- ${change.time} ${describeChange(change)} ${change.title === null ? "" : `"${oneLine(change.title)}" `}(${code(change.memoryId)}) by ${
+      head: `- ${change.time} ${describeChange(change)} ${change.title === null ? "" : `"${inline(change.title)}" `}(${code(change.memoryId)}) by ${
         change.actor === me ? "you" : change.actor
-      }${change.detail ? `: ${oneLine(change.detail)}` : ""} · seq ${change.seq}\n`,
+      }${change.detail ? `: ${inline(change.detail)}` : ""} · seq ${change.seq}\n`,
     }));
   const older = omittedOlder > 0 ? ` (${omittedOlder} older changes not kept by the service are not listed)` : "";
   const intro =
     since === null
       ? null
       : `Since your session ${code(since.sessionId)} ${since.ended ? "ended" : "started (never ended)"} at ${since.time} (seq ${since.seq})${
-          since.task ? `, task: ${oneLine(since.task)}` : ""
+          since.task ? `, task: ${inline(since.task)}` : ""
         }${older}:`;
   return {
     name: "changes",
@@ -475,7 +560,7 @@ function header(inputs: PackInputs): string {
     ...(inputs.branch ? [`branch ${code(inputs.branch)}`] : []),
     ...(inputs.paths.length ? [`paths: ${inputs.paths.map(code).join(", ")}`] : []),
   ];
-  return `# Context pack for ${code(inputs.agent)}\n\n${inputs.task ? `Task: ${oneLine(inputs.task)}\n` : ""}${facts.join(" · ")}\n\n`;
+  return `# Context pack for ${code(inputs.agent)}\n\n${inputs.task ? `Task: ${inline(inputs.task)}\n` : ""}${facts.join(" · ")}\n\n`;
 }
 
 const byCodePoint = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
