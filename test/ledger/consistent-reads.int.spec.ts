@@ -135,6 +135,21 @@ describe("consistent reads across instances", () => {
     });
   });
 
+  it("search on an instance whose search index of the app is not loaded is unavailable, not an empty answer", async () => {
+    const { startLedger } = await import("../support/env.js");
+    // A command service whose search projection has loaded nothing (yet).
+    const ledger = await startLedger({ hydration: { searchIndex: () => undefined } });
+    try {
+      const client = ledger.client("agent-s");
+      expect(await client.search("anything")).toEqual([]); // no stream of the app: nothing to find
+      await client.propose({ title: "Loaded?", body: "Not on this instance." });
+      const err = await rejectionOf(client.search("loaded", { minSeq: 0 }));
+      expect(err).toMatchObject({ code: "unavailable", details: { app: ledger.app } });
+    } finally {
+      await ledger.cleanup();
+    }
+  });
+
   describe("one instance whose read models lag", () => {
     let service: CommandService | undefined;
     let supervisor: ProjectionSupervisor | undefined;
