@@ -1,12 +1,14 @@
 import { produce } from "immer";
-import type { DomainEventOf, SessionEvent, TranscriptRef } from "../schemas/events.js";
+import type { DomainEventOf, ExposureReceipt, SessionEvent, TranscriptRef } from "../schemas/events.js";
 import { conflict, notFound } from "../schemas/errors.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
 /** An agent's working session: hydration asks "what changed since my last one", consolidation counts them. */
 export type SessionCommand =
   | { type: "start"; agentId: string; task: string; branch: string | null; worktree: string | null }
-  | { type: "end"; summary: string | null; transcript?: TranscriptRef | null };
+  | { type: "end"; summary: string | null; transcript?: TranscriptRef | null }
+  /** Receipts of what the session was shown (services/audit/exposure.ts); also after it ended. */
+  | { type: "expose"; receipts: ExposureReceipt[] };
 
 export interface SessionState {
   id: string | null;
@@ -48,16 +50,22 @@ function decideSession(command: SessionCommand, state: SessionState): DomainEven
       if (state.endedAt !== null) throw conflict(`session ${state.id} already ended`, { reason: "already_ended" });
       // The key only when there is a transcript: a session ended without one is written as v1 data was.
       return { type: "session.ended", data: command.transcript ? { summary: command.summary, transcript: command.transcript } : { summary: command.summary } };
+    case "expose":
+      // A receipt belongs to a session that exists: its subject's scope is the session's agent's.
+      if (state.id === null) throw notFound("no such session");
+      return { type: "session.exposed", data: { receipts: command.receipts } };
   }
 }
 
 const evolveSession = (state: SessionState, event: SessionEvent): SessionState =>
   produce(state, (draft) => {
+    // Receipts change nothing a session's state says (a no-op): session_show, hydration and every fold read as before.
+    if (event.type === "session.exposed") return;
     if (draft.applied[event.id]) return;
     draft.id ??= event.aggregateId;
     if (event.type === "session.started") {
       Object.assign(draft, event.data, { startedAt: event.time });
-    } else {
+    } else if (event.type === "session.ended") {
       draft.endedAt = event.time;
       draft.summary = event.data.summary;
       draft.transcript = event.data.transcript ?? null;

@@ -107,6 +107,8 @@ export const SessionEndRequest = z.strictObject({
 
 export const ShowRequest = z.strictObject({ memoryId: Id });
 export const SessionShowRequest = z.strictObject({ sessionId: Id });
+/** A memory's history (services/audit/history.ts), read from the log; the read policy applies as for `show`. */
+export const HistoryRequest = z.strictObject({ memoryId: Id });
 export const LogRequest = z.strictObject({
   memoryId: Id.optional(),
   sinceSeq: Sequence.optional(),
@@ -205,6 +207,8 @@ export const SearchRequest = z.strictObject({
   tags: z.array(Tag).max(LIMITS.tags).optional(),
   /** A path of the memory is one of these or lies under one. */
   paths: z.array(FilePath).max(LIMITS.paths).optional(),
+  /** The sender's session: what it was shown is recorded there (a `session.exposed` receipt). */
+  sessionId: Id.optional(),
 });
 
 /** Every verb the command service answers, and the schema of its payload. */
@@ -220,6 +224,7 @@ export const REQUESTS = {
   session_end: SessionEndRequest,
   show: ShowRequest,
   session_show: SessionShowRequest,
+  history: HistoryRequest,
   log: LogRequest,
   open_task: OpenTaskRequest,
   claim: ClaimRequest,

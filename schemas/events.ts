@@ -214,7 +214,37 @@ export const SessionEnded = event(
   }),
 );
 
-export const SessionEvent = z.discriminatedUnion("type", [SessionStarted, SessionEnded]);
+/**
+ * Exposure (issue 12 item 5): what a session was shown. One receipt per `hydrate` or `search` the command
+ * service answered with this session id: the memories it returned (id, version, rank, the channel or pack
+ * section that put it there, the index it came from) and the reply's token count, never the text. Written
+ * after the reply, several receipts to an event (services/audit/exposure.ts). A new type (v1): every
+ * existing fold ignores it (the session decider folds it as a no-op), so adding it changed no read model.
+ */
+export const ExposedMemory = z.strictObject({
+  memoryId: Id,
+  version: Version,
+  /** 1-based position in the search results, or in its pack section. */
+  rank: z.number().int().min(1).max(10_000),
+  /** `bm25`, `vector`, `bm25+vector` for a search hit; the pack section (`relevant`, `fragile`) for hydrate. */
+  channel: nonEmptyLine(64),
+  /** The memory's own index: the app's, or the org's (its id then lives in the org stream). */
+  origin: z.enum(["app", "org"]),
+});
+export type ExposedMemory = z.infer<typeof ExposedMemory>;
+export const ExposureReceipt = z.strictObject({
+  verb: z.enum(["hydrate", "search"]),
+  /** When the reply was sent (the event's own time is when the batch was appended). */
+  time: z.iso.datetime(),
+  /** Tokens of what was returned (hydrate: the pack's markdown; search: the hits' titles and bodies). */
+  tokens: z.number().int().min(0),
+  memories: z.array(ExposedMemory).max(500),
+});
+export type ExposureReceipt = z.infer<typeof ExposureReceipt>;
+export const MAX_RECEIPTS_PER_EVENT = 64;
+export const SessionExposed = event("session.exposed", 1, z.strictObject({ receipts: z.array(ExposureReceipt).min(1).max(MAX_RECEIPTS_PER_EVENT) }));
+
+export const SessionEvent = z.discriminatedUnion("type", [SessionStarted, SessionEnded, SessionExposed]);
 export type SessionEvent = z.infer<typeof SessionEvent>;
 
 // ---- claims and locks (live coordination) -----------------------------------------------------

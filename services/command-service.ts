@@ -30,6 +30,10 @@ import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections
 import { PERMISSIVE_POLICY, type Policy } from "../schemas/policy.js";
 import type { ObjectStore } from "@nats-io/obj";
 import { checkTranscript, openTranscripts } from "./transcripts.js";
+import { ExposureRecorder } from "./audit/exposure.js";
+import { memoryHistory } from "./audit/history.js";
+import { memoizedTokens, o200kTokens } from "./hydration/tokens.js";
+import type { ExposureReceipt } from "../schemas/events.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
   prefix?: string;
@@ -53,6 +57,8 @@ export interface CommandServiceOptions extends EventStoreOptions, CommandHandler
   readModelsAt?: (app: string, seq: number, timeoutMs: number) => Promise<ReadModelsPosition>;
   /** How long a query with `minSeq` waits for the read models before answering `unavailable` (default 5 s). */
   readWaitMs?: number;
+  /** Exposure receipts (services/audit/exposure.ts): how long one waits to share an event (default 25 ms). */
+  exposureFlushMs?: number;
 }
 
 export interface ReadModelsPosition {
@@ -136,6 +142,10 @@ export class CommandService {
    * Either cache going stale costs a reload on the next append (10071), never a lost update.
    */
   private promotionHandler!: CommandHandler;
+  /** Receipts of what hydrate and search showed a session, appended after the reply (services/audit/exposure.ts). */
+  private exposure!: ExposureRecorder;
+  /** A reply's receipt, found by the reply's result once it is sent; a result never sent leaves nothing behind. */
+  private readonly receipts = new WeakMap<object, { sessionId: string; receipt: () => ExposureReceipt }>();
 
   private constructor(
     readonly nc: NatsConnection,
@@ -151,6 +161,7 @@ export class CommandService {
     const store = await EventStore.open(nc, names, options);
     const service = new CommandService(nc, store, new CommandHandler(store, options), options.onError ?? (() => undefined));
     service.promotionHandler = new CommandHandler(store, options);
+    service.exposure = new ExposureRecorder(service.handler, { flushMs: options.exposureFlushMs, onError: (err, where) => service.onError(err, where) });
     if (options.now) service.clock = options.now;
     service.claimsReader = options.claims;
     service.searchIndex = options.hydration?.searchIndex;
@@ -178,6 +189,12 @@ export class CommandService {
   async stop(): Promise<void> {
     await this.subscription?.drain();
     await Promise.allSettled([...this.inFlight]);
+    await this.exposure.drain();
+  }
+
+  /** Appends every exposure receipt queued so far and waits for it (tests; `stop` does it too). */
+  flushExposure(): Promise<void> {
+    return this.exposure.drain();
   }
 
   private async serve(msg: Msg): Promise<void> {
@@ -203,6 +220,18 @@ export class CommandService {
         msg.respond(JSON.stringify(reply));
       } catch (err) {
         this.onError(err, msg.subject);
+      }
+    }
+    // After the reply: what a hydrate or search showed its session (queued, appended later, batched).
+    if (reply.ok && typeof reply.result === "object" && reply.result !== null) {
+      const pending = this.receipts.get(reply.result);
+      const route = pending && this.names.parseCommand(msg.subject);
+      if (pending && route) {
+        try {
+          this.exposure.record(route.app, { kind: route.actorKind, id: route.actorId } as Actor, pending.sessionId, pending.receipt());
+        } catch (err) {
+          this.onError(err, msg.subject);
+        }
       }
     }
   }
@@ -440,6 +469,12 @@ export class CommandService {
       this.guard.requireRead(ctx.actor, `agent:${loaded.state.agentId}`, `session_show ${r.sessionId}`);
       return sessionView(r.sessionId, loaded.state, loaded.seq);
     },
+    // A memory's history from the log (services/audit/history.ts), for those who may read its scope.
+    history: async (r, ctx) => {
+      const history = await memoryHistory(this.store, ctx.app, r.memoryId);
+      this.guard.requireRead(ctx.actor, history.state.scope ?? "app", `history ${r.memoryId}`);
+      return { memoryId: r.memoryId, app: ctx.app, seq: history.seq, status: memoryStatus(history.state), entries: history.entries, versions: history.state.versions };
+    },
     log: async (r, ctx) => {
       const stream = this.names.appStream(ctx.app);
       const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
@@ -491,7 +526,7 @@ export class CommandService {
       // Someone else's pack shows that agent's scratchpad: only for those who may read it.
       if (agent !== ctx.actor.id) this.guard.requireRead(ctx.actor, `agent:${agent}`, `hydrate --agent ${agent}`);
       const readable = this.guard.readFilter(ctx.actor);
-      return this.hydrator.hydrate(ctx.app, {
+      const { pack, shown } = await this.hydrator.hydrateShown(ctx.app, {
         agent,
         // The pack holds the agent's own scratchpad and shared scopes, and only what the sender may read.
         visible: (scope) => readable(scope) && (!scope.startsWith("agent:") || scope === `agent:${agent}`),
@@ -501,12 +536,41 @@ export class CommandService {
         budget: r.budget,
         sessionId: r.sessionId,
       });
+      if (r.sessionId !== undefined) {
+        const time = this.clock().toISOString();
+        this.receipts.set(pack, { sessionId: r.sessionId, receipt: () => ({ verb: "hydrate", time, tokens: pack.tokens, memories: shown }) });
+      }
+      return pack;
     },
     // Only memories in scopes the sender may read; asks for more when the filter took some away.
     search: async (r, ctx) => {
       const readable = this.guard.readFilter(ctx.actor);
-      return readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => readable(hit.scope));
+      const hits = await readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => readable(hit.scope));
+      if (r.sessionId !== undefined) {
+        const time = this.clock().toISOString();
+        // Built once the reply is sent: counting the hits' tokens is not the sender's wait.
+        this.receipts.set(hits, { sessionId: r.sessionId, receipt: () => searchReceipt(hits, time) });
+      }
+      return hits;
     },
+  };
+}
+
+/** Counts of the same bodies are remembered across receipts, as hydration's are. */
+const receiptTokens = memoizedTokens(o200kTokens);
+
+function searchReceipt(hits: RetrievedMemory[], time: string): ExposureReceipt {
+  return {
+    verb: "search",
+    time,
+    tokens: hits.reduce((sum, h) => sum + receiptTokens.count(h.title) + receiptTokens.count(h.body), 0),
+    memories: hits.map((h, i) => ({
+      memoryId: h.memoryId,
+      version: h.version,
+      rank: i + 1,
+      channel: (["bm25", "vector"] as const).filter((c) => h.channels[c] !== undefined).join("+") || "boost",
+      origin: h.origin,
+    })),
   };
 }
 

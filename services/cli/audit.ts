@@ -15,6 +15,7 @@ import { wholeNumber, type GlobalOptions } from "./options.js";
  *   memledger index [--as-of-seq N | --as-of TIME]        the app's MEMORY.md (of that moment)
  *   memledger export [--since-seq N] [--out FILE]         every event as JSON lines
  *   memledger import FILE                                 append an export into an empty app
+ *   memledger exposure ID [--version V]                   the sessions, agents and times shown that memory
  */
 
 const audit = () => Promise.all([import("../audit/history.js"), import("../audit/as-of.js"), import("../audit/portability.js")]).then(([h, a, p]) => ({ ...h, ...a, ...p }));
@@ -158,6 +159,29 @@ export function registerAuditCommands(program: Command, io: Io, globals: (cmd: C
       else io.stdout.write(index.markdown);
     },
   );
+
+  asOfOptions(
+    program
+      .command("exposure")
+      .description("the sessions, agents and times that were shown a memory (or one version of it) by hydrate or search, from the sessions' receipts")
+      .argument("<id>", "memory id")
+      .option("--version <v>", "only this version", wholeNumber(1)),
+  ).action(async (id: string, opts: { version?: number; asOfSeq?: number; asOf?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const asOf = parseAsOf(opts);
+    const { exposureOf, exposedSessions } = await import("../audit/exposure.js");
+    const entries = await withStore(g, (store) => exposureOf(store, g.app, id, { version: opts.version, asOf }));
+    if (g.json) {
+      printJson(io, { memoryId: id, app: g.app, version: opts.version ?? null, sessions: exposedSessions(entries), receipts: entries });
+      return;
+    }
+    for (const e of entries) {
+      printLine(
+        io,
+        [String(e.seq).padStart(6), e.time, `session ${e.sessionId}`, `agent ${e.sessionAgent ?? "?"}`, `by ${e.actor.kind}:${e.actor.id}`, e.verb, `v${e.version}`, `rank ${e.rank}`, e.channel].join("  "),
+      );
+    }
+  });
 
   program
     .command("export")

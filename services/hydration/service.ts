@@ -30,6 +30,15 @@ export interface HydrationOptions {
   pack?: Omit<PackOptions, "budget">;
 }
 
+/** A memory a pack shows: which version, where in which section, and from which index. */
+export interface ShownMemory {
+  memoryId: string;
+  version: number;
+  rank: number;
+  channel: string;
+  origin: "app" | "org";
+}
+
 export interface HydrateInput {
   agent: string;
   task: string;
@@ -95,6 +104,14 @@ export class Hydrator {
   }
 
   async hydrate(app: string, input: HydrateInput): Promise<ContextPack> {
+    return (await this.hydrateShown(app, input)).pack;
+  }
+
+  /**
+   * The pack and the memories whose content it shows (its `fragile` and `relevant` sections, in order, with
+   * the version shown): what an exposure receipt records (services/audit/exposure.ts).
+   */
+  async hydrateShown(app: string, input: HydrateInput): Promise<{ pack: ContextPack; shown: ShownMemory[] }> {
     const live = this.options.searchIndex?.(app);
     const visible = ((own) => (input.visible ? (scope: string) => own(scope) && input.visible!(scope) : own))(ownAndShared(input.agent));
     const [catalog, memoryIndex, claims] = await Promise.all([this.caughtUp(app, !live), this.memoryIndex(app, input.agent, visible), this.liveClaims(app)]);
@@ -107,7 +124,7 @@ export class Hydrator {
     const fragileCandidates = catalog.fragileOnPaths(input.paths).filter((m) => visible(m.scope));
     const query = { task: input.task, paths: input.paths, branch: input.branch };
     const relevant = await readableTopK((k) => rankRelevant(ranking, { ...query, k }), this.options.relevantK ?? 12, (r) => visible(r.memory.scope));
-    return assemblePack(
+    const pack = assemblePack(
       {
         app,
         agent: input.agent,
@@ -123,6 +140,18 @@ export class Hydrator {
       { ...this.options.pack, budget: input.budget },
       this.tokens,
     );
+    const versions = new Map<string, { version: number; origin: "app" | "org" }>();
+    for (const m of fragileCandidates) versions.set(m.memoryId, { version: m.version, origin: m.scope === "org" ? "org" : "app" });
+    for (const r of relevant) versions.set(r.memory.memoryId, { version: r.memory.version, origin: r.memory.scope === "org" ? "org" : "app" });
+    const shown: ShownMemory[] = [];
+    for (const section of pack.sections) {
+      if (section.name !== "fragile" && section.name !== "relevant") continue;
+      section.included.forEach((memoryId, i) => {
+        const known = versions.get(memoryId);
+        if (known) shown.push({ memoryId, version: known.version, rank: i + 1, channel: section.name, origin: known.origin });
+      });
+    }
+    return { pack, shown };
   }
 
   /**

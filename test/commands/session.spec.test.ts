@@ -80,6 +80,30 @@ describe("session decider", () => {
   });
 });
 
+describe("session decider: exposure receipts", () => {
+  const receipts = [{ verb: "hydrate" as const, time: "2026-11-29T14:00:00.000Z", tokens: 120, memories: [{ memoryId: "m1", version: 1, rank: 1, channel: "relevant", origin: "app" as const }] }];
+  const exposed: SessionDomainEvent = { type: "session.exposed", data: { receipts } };
+
+  it("records what a started session was shown", () => {
+    spec.given([started]).when({ type: "expose", receipts }).then([exposed]);
+  });
+
+  it("records it after the session ended too (what was shown stays a fact)", () => {
+    spec.given([started, ended("done")]).when({ type: "expose", receipts }).then([exposed]);
+  });
+
+  it("refuses receipts for a session that does not exist", () => {
+    spec.given([]).when({ type: "expose", receipts }).thenThrows("not_found", /no such session/);
+  });
+
+  it("folds receipts as a no-op: the session's state is what it was without them", () => {
+    const history = envelopes<SessionEvent>([started, exposed, exposed, ended("done"), exposed], { aggregateId: SESSION_ID, scope: "agent:agent-a" });
+    const withReceipts = fold(sessionDecider, history);
+    expect(withReceipts).toStrictEqual(fold(sessionDecider, history.filter((e) => e.type !== "session.exposed")));
+    for (const event of history.filter((e) => e.type === "session.exposed")) expect(sessionDecider.evolve(withReceipts, event)).toBe(withReceipts);
+  });
+});
+
 describe("session decider: scopeOf", () => {
   it("writes a start under the scope of the agent the command names", () => {
     expect(sessionDecider.scopeOf({ ...start, agentId: "agent-z" }, sessionDecider.initialState())).toBe("agent:agent-z");

@@ -34,6 +34,10 @@ const oneOfEachType: DomainEventOf<LedgerEvent>[] = [
   { type: "memory.rolled_back", data: { fromVersion: 2, toVersion: 1 } },
   { type: "session.started", data: { agentId: "agent-a", task: "triage", branch: "main", worktree: null } },
   { type: "session.ended", data: { summary: null } },
+  {
+    type: "session.exposed",
+    data: { receipts: [{ verb: "search", time: "2026-11-29T14:00:00.000Z", tokens: 42, memories: [{ memoryId: "m1", version: 2, rank: 1, channel: "bm25", origin: "app" }] }] },
+  },
 ];
 
 const bytesOf = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
