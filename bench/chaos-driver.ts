@@ -291,10 +291,15 @@ export class Agents {
       switch (verb) {
         case "propose": {
           // `${name}` without its dash is one search token of this agent alone: queries find its memories only.
-          const title = `${words(3)} ${name.replace(/-/g, "")} ${n}`;
-          const ack = await this.attempt(name, verb, key, () =>
-            client.propose({ title, body: `${words(12)}\n\n${words(20)}`, kind: pick(["note", "fact", "convention", "decision"] as const), tags: [pick(WORDS)], key }),
-          );
+          // The request is drawn once: a retry sends the same request with the same key (a different one would be a conflict).
+          const request = {
+            title: `${words(3)} ${name.replace(/-/g, "")} ${n}`,
+            body: `${words(12)}\n\n${words(20)}`,
+            kind: pick(["note", "fact", "convention", "decision"] as const),
+            tags: [pick(WORDS)],
+            key,
+          };
+          const ack = await this.attempt(name, verb, key, () => client.propose(request));
           if (ack) memories.push({ memoryId: ack.aggregateId, approved: false, promoted: false });
           break;
         }
@@ -309,12 +314,14 @@ export class Agents {
         case "promote": {
           const memory = pick(toPromote);
           memory.promoted = true;
-          await this.attempt(name, verb, key, () => client.promote(memory.memoryId, { reason: `${words(4)}`, key }));
+          const reason = words(4);
+          await this.attempt(name, verb, key, () => client.promote(memory.memoryId, { reason, key }));
           break;
         }
         case "claim": {
           const task = `task-${Math.floor(random() * this.workload.tasks)}`;
-          const ack = await this.attempt(name, verb, key, () => client.claim(task, { ttlMs: pick(this.workload.leaseMs), key }));
+          const ttlMs = pick(this.workload.leaseMs);
+          const ack = await this.attempt(name, verb, key, () => client.claim(task, { ttlMs, key }));
           if (ack) held.add(task);
           break;
         }
