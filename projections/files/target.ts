@@ -148,7 +148,12 @@ export class FilesTarget implements ProjectionTarget {
     reading(checkpointFile);
     const checkpointText = await readTextIfExists(checkpointFile);
     if (checkpointText !== null) {
-      const saved = JSON.parse(checkpointText) as Partial<Checkpoint> | null;
+      let saved: Partial<Checkpoint> | null;
+      try {
+        saved = JSON.parse(checkpointText) as Partial<Checkpoint> | null;
+      } catch (error) {
+        throw unusableState(`file store checkpoint ${checkpointFile}`, checkpointFile, (error as Error).message);
+      }
       if (saved === null || typeof saved !== "object" || !Number.isInteger(saved.seq) || (saved.seq as number) < 0) {
         throw unusableState(`file store checkpoint ${checkpointFile}`, checkpointFile, "it holds no sequence");
       }

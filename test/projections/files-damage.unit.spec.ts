@@ -110,6 +110,7 @@ describe("file store: opening over damaged state", () => {
       expect(setAside).toHaveLength(1);
       expect(setAside[0]!.message).toContain(generationDir);
       expect(setAside[0]!.message).toMatch(/unusable.*set aside as .*\.unusable-.*rebuilding from the log/);
+      if (what.includes("checkpoint")) expect(setAside[0]!.message).toMatch(/file store checkpoint .*\.checkpoint\.json is unusable/);
       expect((await readdir(generationsDir())).filter((name) => name.startsWith(`${generation}.unusable-`))).toHaveLength(1);
       expect(again.hash).toBe(reference);
       // The rebuilt generation is good: the next start resumes it.
