@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ProjectionProgress } from "../projections/projection.js";
 import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
@@ -240,7 +241,9 @@ export const defaultComponents = (options: DefaultComponentOptions = {}): Compon
   let instance: RunningInstance | undefined;
   const config = options.readModels ?? readModelConfig();
   return [
-    instanceComponent({ ...(options.instance ?? instanceConfigFromEnv()), filesRoot: config.filesRoot }, (started) => {
+    // The instance is the owner of its own state, the search snapshots: its data directory is theirs
+    // (MEMLEDGER_DATA), also when a caller gave the read models' places without setting the variable.
+    instanceComponent({ ...(options.instance ?? { ...instanceConfigFromEnv(), dataDir: path.resolve(path.dirname(config.searchDir)) }), filesRoot: config.filesRoot }, (started) => {
       instance = started;
     }),
     readModelsComponent(config, (opened) => {
