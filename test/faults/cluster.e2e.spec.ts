@@ -151,6 +151,7 @@ describe("a 3-node JetStream cluster on loopback, streams at R3", () => {
     await expectReplicasIdentical(stream);
     await jsm.streams.delete(stream);
   });
+
   it("16 agents write keyed proposals through `up --replicas 3` while nodes are SIGKILLed and restarted: every acknowledged command is in the log exactly once, read models equal a rebuild", async () => {
     const prefix = uniquePrefix("clus");
     const app = "clusapp";
