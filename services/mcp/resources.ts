@@ -31,10 +31,13 @@ export const memoryIndexUri = (app: string): string => `memledger://${app}/MEMOR
 const memoryFileUri = (app: string, file: string): string => `memledger://${app}/memories/${file}`;
 export const MEMORY_FILE_TEMPLATE = "memledger://{app}/memories/{+path}";
 
-/** A file under `agent/<id>/` belongs to that agent: only the actor itself sees its own. */
+/**
+ * A file under `agent/<id>/` (its memories) or `agents/<id>/` (its scratchpad's MEMORY.md) belongs to that
+ * agent: only the actor itself sees its own.
+ */
 function visibleTo(actor: Actor, file: string): boolean {
   const [first, second] = file.split("/");
-  return first !== "agent" || (actor.kind === "agent" && second === safeSegment(actor.id));
+  return (first !== "agent" && first !== "agents") || (actor.kind === "agent" && second === safeSegment(actor.id));
 }
 
 export async function listResources(source: ResourceSource): Promise<ResourceEntry[]> {
