@@ -218,7 +218,8 @@ export class EventStore {
         if (attempt >= GUARDED_APPEND_ATTEMPTS) {
           throw unavailable(`stream ${guard.stream} kept moving: gave up appending to ${subject} after ${attempt} attempts`);
         }
-        guard.last = Math.max(guard.last, await this.lastSeq(guard.stream));
+        // What the leader has applied now (assigned, not maxed: a stream deleted and made again starts over).
+        guard.last = await this.lastSeq(guard.stream);
         if (attempt > 2) await sleep(Math.random() * Math.min(20, attempt));
       }
     }
