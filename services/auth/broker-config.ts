@@ -54,6 +54,45 @@ export const BCRYPT_COST = 8;
 /** The credentials-file key and default user name of the service that runs `memledger up`. */
 export const SERVICE_USER = "memledger";
 
+/**
+ * The read-only auditor (issue 12 item 7): runs history, diff, blame, index, export, verify and exposure,
+ * which read the streams directly, and nothing that writes. Always emitted, like the service user.
+ */
+export const AUDITOR_USER = "auditor";
+
+/**
+ * What reading a stream takes, on every stream (stream names are one subject token, so `<prefix>_app_*`
+ * cannot be spelled; the auditor reads the whole ledger anyway): stream names and info, direct gets,
+ * ephemeral ordered consumers (create, info, next message; they expire on their own, so no delete).
+ * Bodies of some requests carry the selector, so subject-level limits are not airtight (NOTES); nothing
+ * here can append, edit or delete a message. `$JS.API.INFO` is the client's JetStream check.
+ */
+const READ_STREAMS = [
+  "$JS.API.INFO",
+  "$JS.API.STREAM.NAMES",
+  "$JS.API.STREAM.LIST",
+  "$JS.API.STREAM.INFO.*",
+  "$JS.API.DIRECT.GET.*",
+  "$JS.API.DIRECT.GET.*.>",
+  "$JS.API.STREAM.MSG.GET.*",
+  "$JS.API.CONSUMER.CREATE.*",
+  "$JS.API.CONSUMER.CREATE.*.>",
+  "$JS.API.CONSUMER.INFO.*.*",
+  "$JS.API.CONSUMER.MSG.NEXT.*.*",
+];
+/** Everything that changes a stream, refused explicitly (also where an allow above would overlap). */
+const WRITE_STREAMS = [
+  "$JS.API.STREAM.CREATE.>",
+  "$JS.API.STREAM.UPDATE.>",
+  "$JS.API.STREAM.DELETE.>",
+  "$JS.API.STREAM.PURGE.>",
+  "$JS.API.STREAM.MSG.DELETE.>",
+  "$JS.API.STREAM.SNAPSHOT.>",
+  "$JS.API.STREAM.RESTORE.>",
+  "$JS.API.CONSUMER.DURABLE.CREATE.>",
+  "$JS.API.CONSUMER.DELETE.>",
+];
+
 export interface Permissions {
   publish: { allow: string[]; deny?: string[] };
   subscribe: { allow: string[]; deny?: string[] };
@@ -87,6 +126,23 @@ export function policyActors(policy: Policy): { kind: ActorKind; id: string; app
 export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: string) => string): BrokerUser[] {
   const names = naming(prefix);
   const streamSubjects = [names.appEvents("*"), names.orgEvents()];
+  /**
+   * Session transcripts (services/transcripts.ts), agents only: an agent's SDK stores its transcript in the object
+   * store before session_end (the service then checks it is there). That takes the bucket's own stream
+   * (create it if it is the first, info, direct and message gets to find an object already there) and
+   * publishing its chunks and metadata; nothing of any other stream.
+   */
+  const transcriptsStream = `OBJ_${names.transcriptsBucket()}`;
+  const storeTranscripts = [
+    // The JetStream client's check that the API is there (account limits and usage; reveals no data).
+    "$JS.API.INFO",
+    `$JS.API.STREAM.CREATE.${transcriptsStream}`,
+    `$JS.API.STREAM.INFO.${transcriptsStream}`,
+    `$JS.API.STREAM.MSG.GET.${transcriptsStream}`,
+    `$JS.API.DIRECT.GET.${transcriptsStream}`,
+    `$JS.API.DIRECT.GET.${transcriptsStream}.>`,
+    `$O.${names.transcriptsBucket()}.>`,
+  ];
   const actors = policyActors(policy).map(({ kind, id, apps }): BrokerUser => {
     const name = `${kind}:${id}`;
     const user = `${kind}.${id}`;
@@ -98,8 +154,8 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
       permissions: {
         publish: {
           // The org is every app's (the guard treats it as always declared): its commands stay reachable.
-          allow: (apps ? [...new Set([...apps, ORG_APP])] : ["*"]).map((app) => names.command(app, kind, id, ">")),
-          deny: [...streamSubjects, JS_ALL, KV_ALL, OBJ_ALL, SYS_ALL],
+          allow: [...(apps ? [...new Set([...apps, ORG_APP])] : ["*"]).map((app) => names.command(app, kind, id, ">")), ...(kind === "agent" ? storeTranscripts : [])],
+          deny: [...streamSubjects, KV_ALL, SYS_ALL, JS_ACK, JS_FLOW, JS_EVENTS, ...WRITE_STREAMS.filter((s) => s !== "$JS.API.STREAM.CREATE.>"), "$JS.API.CONSUMER.>"],
         },
         // Its own replies only.
         subscribe: { allow: [inboxOf(user)] },
@@ -120,12 +176,23 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
       subscribe: { allow: [names.allCommands(), inboxOf(SERVICE_USER), JS_EVENTS, ...streamSubjects, KV_ALL, OBJ_ALL] },
     },
   };
+  const auditor: BrokerUser = {
+    name: AUDITOR_USER,
+    user: AUDITOR_USER,
+    password: passwordFor(AUDITOR_USER),
+    inboxPrefix: inboxPrefixFor(AUDITOR_USER)!,
+    permissions: {
+      // Reads only: no command subject, no stream subject, no KV or object store write, no stream change.
+      publish: { allow: READ_STREAMS, deny: [...WRITE_STREAMS, ...streamSubjects, `${prefix}.cmd.>`, KV_ALL, OBJ_ALL, SYS_ALL, JS_ACK] },
+      subscribe: { allow: [inboxOf(AUDITOR_USER)] },
+    },
+  };
   const seen = new Set<string>();
-  for (const u of [service, ...actors]) {
+  for (const u of [service, ...actors, auditor]) {
     if (seen.has(u.user)) throw invalid(`two broker users named '${u.user}'`);
     seen.add(u.user);
   }
-  return [service, ...actors];
+  return [service, ...actors, auditor];
 }
 
 /** bcrypt hashes of every user's password, for the configuration file. */

@@ -180,7 +180,7 @@ describe("auth-enabled broker with a policy", () => {
 
   it("auth config wrote a private config and credentials file, and printed no password", async () => {
     const printed = JSON.parse(authConfigStdout) as { users: { name: string; user: string }[]; config: string; credentials: string };
-    expect(printed.users.map((u) => u.name)).toEqual(["memledger", "agent:coder-1", "agent:coder-2", "human:alice", "service:curator"]);
+    expect(printed.users.map((u) => u.name)).toEqual(["memledger", "agent:coder-1", "agent:coder-2", "human:alice", "service:curator", "auditor"]);
     for (const { password } of Object.values(creds.users)) {
       expect(password.length).toBeGreaterThanOrEqual(24);
       expect(authConfigStdout).not.toContain(password);

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify as toYaml } from "yaml";
+import type { z } from "zod";
 import { MemledgerError } from "../../schemas/errors.js";
 import {
   GOVERNED_VERBS,
@@ -11,7 +12,7 @@ import {
   rolesOf,
   scopeIndependent,
   type GovernedVerb,
-  type Policy,
+  Policy,
 } from "../../schemas/policy.js";
 import type { Actor } from "../../schemas/primitives.js";
 import { loadPolicy, parsePolicy, resolvePolicy } from "../../services/auth/load.js";
@@ -97,7 +98,7 @@ describe("authorize with the example policy: every role × verb × scope class",
 });
 
 describe("authorize: evaluation of the data", () => {
-  const policy = (roles: Policy["roles"], actors: Policy["actors"]): Policy => parsePolicy({ version: 1, roles, actors });
+  const policy = (roles: z.input<typeof Policy>["roles"], actors: Policy["actors"]): Policy => parsePolicy({ version: 1, roles, actors });
 
   it("the built-in default lets everyone do everything but write the org, which only service:curator does, and auto-approves nothing", () => {
     for (const actor of [{ kind: "agent", id: "x" }, { kind: "human", id: "y" }, { kind: "service", id: "z" }] as Actor[]) {
@@ -214,11 +215,23 @@ describe("broker users from a policy", () => {
 
   it("every named actor is a user that may publish only on its own command subjects and not on streams or $JS", () => {
     const byName = new Map(users().map((u) => [u.name, u]));
-    expect([...byName.keys()]).toEqual(["memledger", "agent:coder-1", "agent:coder-2", "human:alice", "service:curator", "human:root"]);
+    expect([...byName.keys()]).toEqual(["memledger", "agent:coder-1", "agent:coder-2", "human:alice", "service:curator", "human:root", "auditor"]);
     const coder = byName.get("agent:coder-1")!;
     expect(coder.user).toBe("agent.coder-1");
-    expect(coder.permissions.publish.allow).toEqual(["pfx.cmd.*.agent.coder-1.>"]);
-    expect(coder.permissions.publish.deny).toEqual(expect.arrayContaining(["pfx.app.*.>", "pfx.org.>", "$JS.>"]));
+    // Its command subjects, and storing a session transcript (the transcripts bucket's stream only).
+    expect(coder.permissions.publish.allow).toEqual([
+      "pfx.cmd.*.agent.coder-1.>",
+      "$JS.API.INFO",
+      "$JS.API.STREAM.CREATE.OBJ_pfx_transcripts",
+      "$JS.API.STREAM.INFO.OBJ_pfx_transcripts",
+      "$JS.API.STREAM.MSG.GET.OBJ_pfx_transcripts",
+      "$JS.API.DIRECT.GET.OBJ_pfx_transcripts",
+      "$JS.API.DIRECT.GET.OBJ_pfx_transcripts.>",
+      "$O.pfx_transcripts.>",
+    ]);
+    expect(coder.permissions.publish.deny).toEqual(
+      expect.arrayContaining(["pfx.app.*.>", "pfx.org.>", "$KV.>", "$JS.ACK.>", "$JS.API.CONSUMER.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.UPDATE.>"]),
+    );
     // Its own replies only: no user may subscribe to the shared _INBOX.> (others' replies).
     expect(coder.inboxPrefix).toBe("_INBOX_agent.coder-1");
     expect(coder.permissions.subscribe.allow).toEqual(["_INBOX_agent.coder-1.>"]);
@@ -241,8 +254,9 @@ describe("broker users from a policy", () => {
     });
     const [, a, b] = brokerUsers(p, "pfx", () => "x");
     // The org is every app's: its command subjects stay reachable (the policy still decides what may be done there).
-    expect(a!.permissions.publish.allow).toEqual(["pfx.cmd.web.agent.a.>", "pfx.cmd.api.agent.a.>", "pfx.cmd.org.agent.a.>"]);
-    expect(b!.permissions.publish.allow).toEqual(["pfx.cmd.api.agent.b.>", "pfx.cmd.org.agent.b.>"]);
+    const commands = (allow: string[]) => allow.filter((s) => s.startsWith("pfx.cmd."));
+    expect(commands(a!.permissions.publish.allow)).toEqual(["pfx.cmd.web.agent.a.>", "pfx.cmd.api.agent.a.>", "pfx.cmd.org.agent.a.>"]);
+    expect(commands(b!.permissions.publish.allow)).toEqual(["pfx.cmd.api.agent.b.>", "pfx.cmd.org.agent.b.>"]);
   });
 
   it("renders listen, the JetStream store and every user with its permissions", () => {
@@ -258,7 +272,8 @@ describe("broker users from a policy", () => {
     expect(conf).toContain('listen: "127.0.0.1:4333"');
     expect(conf).toMatch(/jetstream \{\n {2}store_dir: "\/var\/lib\/x"\n\}/);
     expect(conf).toContain('user: "agent.coder-1"');
-    expect(conf).toContain('publish: { allow: ["pfx.cmd.*.agent.coder-1.>"], deny: ["pfx.app.*.>", "pfx.org.>", "$JS.>"');
+    expect(conf).toContain('publish: { allow: ["pfx.cmd.*.agent.coder-1.>", "$JS.API.INFO", "$JS.API.STREAM.CREATE.OBJ_pfx_transcripts"');
+    expect(conf).toContain('deny: ["pfx.app.*.>", "pfx.org.>", "$KV.>"');
   });
 });
 

@@ -1,0 +1,140 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { naming } from "../../events/subjects.js";
+import { HOSTILE_POLICY, startGovernedLedger, type GovernedLedger } from "../hostile/governed-ledger.js";
+import { settle, violations } from "../hostile/generated-broker.js";
+import { openTranscripts, readTranscript } from "../../services/transcripts.js";
+
+/**
+ * Issue 12 item 7 and an issue 11 gap, against a private nats-server running what `memledger auth
+ * config` generated: the read-only `auditor` user runs every audit command (history, diff, blame, index,
+ * export, verify, exposure) and every write it tries is refused with nothing changed; an agent stores a
+ * session transcript (`session end --transcript`) under auth, and may do nothing else to that bucket.
+ */
+describe("auditor identity and agents' transcripts under auth", () => {
+  let ledger: GovernedLedger;
+  let memoryId: string;
+  let sessionId: string;
+  let exportFile: string;
+
+  const lines = (out: string) => out.trim().split("\n").filter(Boolean);
+  const asAuditor = (argv: string[]) => ledger.broker.cli("auditor", [...argv, "--app", "app1"]);
+
+  beforeAll(async () => {
+    ledger = await startGovernedLedger(HOSTILE_POLICY, { label: "audit" });
+    const alice = await ledger.clientAs("agent:alice");
+    const rita = await ledger.clientAs("human:rita");
+    const v1 = await alice.propose({ title: "Queue retries", body: "Retry 3 times.", paths: ["src/queue/retry.ts"] });
+    memoryId = v1.memoryId;
+    await rita.approve(memoryId);
+    await alice.propose({ memoryId, title: "Queue retries", body: "Retry 5 times." });
+    await rita.approve(memoryId);
+    await ledger.project();
+    ({ sessionId } = await alice.startSession({ task: "queues" }));
+    await alice.hydrate({ task: "queue retries", sessionId });
+    await ledger.service.flushExposure();
+    exportFile = join(ledger.broker.dir, "ledger.jsonl");
+  });
+
+  afterAll(async () => {
+    await ledger?.stop();
+  });
+
+  it("the auditor runs history, diff, blame, index, export, verify and exposure", async () => {
+    const history = await asAuditor(["history", memoryId, "--json"]);
+    expect(history.stderr).toBe("");
+    expect(history.code).toBe(0);
+    expect(JSON.parse(history.stdout).entries.map((e: { type: string }) => e.type)).toEqual(["memory.proposed", "memory.approved", "memory.proposed", "memory.approved"]);
+
+    const diff = await asAuditor(["diff", memoryId, "1", "2"]);
+    expect(diff.code).toBe(0);
+    expect(diff.stdout).toContain("-Retry 3 times.");
+    expect(diff.stdout).toContain("+Retry 5 times.");
+
+    const blame = await asAuditor(["blame", "src/queue", "--json"]);
+    expect(blame.code).toBe(0);
+    expect(lines(blame.stdout).map((l) => JSON.parse(l).memoryId)).toEqual([memoryId]);
+
+    const index = await asAuditor(["index"]);
+    expect(index.code).toBe(0);
+    expect(index.stdout).toContain("Queue retries");
+
+    const exported = await asAuditor(["export", "--out", exportFile]);
+    expect(exported.code).toBe(0);
+
+    const verify = await asAuditor(["verify"]);
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toMatch(/ok/);
+
+    const exposure = await asAuditor(["exposure", memoryId, "--json"]);
+    expect(exposure.code).toBe(0);
+    const shown = JSON.parse(exposure.stdout) as { sessions: { sessionId: string; sessionAgent: string; versions: number[] }[] };
+    expect(shown.sessions).toEqual([expect.objectContaining({ sessionId, sessionAgent: "alice", versions: [2] })]);
+  });
+
+  it("every write the auditor tries is refused, and nothing changed", async () => {
+    const before = await ledger.broker.streamCounts();
+    const names = naming(ledger.prefix);
+    const stream = names.appStream("app1");
+
+    // A command: the broker refuses the auditor's publish on any command subject.
+    const command = await asAuditor(["propose", "--title", "Sneaky", "--body", "x"]);
+    expect(command.code).not.toBe(0);
+    const approve = await asAuditor(["approve", memoryId]);
+    expect(approve.code).not.toBe(0);
+
+    const nc = await ledger.broker.connectAs("auditor");
+    const seen = violations(nc);
+    // A direct publish on a stream subject (plain and JetStream): refused by the broker.
+    nc.publish(names.aggregate("app1", "memory", memoryId), new TextEncoder().encode("{}"));
+    await settle(nc);
+    expect(seen.some((v) => /publish/i.test(v.message))).toBe(true);
+    await expect(nc.request(names.aggregate("app1", "memory", "forged"), new TextEncoder().encode("{}"), { timeout: 2000 })).rejects.toThrow();
+
+    // Stream delete, purge, message delete, update, create: refused.
+    const jsm = await jetstreamManager(nc);
+    await expect(jsm.streams.delete(stream)).rejects.toThrow();
+    await expect(jsm.streams.purge(stream)).rejects.toThrow();
+    await expect(jsm.streams.deleteMessage(stream, 1)).rejects.toThrow();
+    await expect(jsm.streams.update(stream, { description: "changed" })).rejects.toThrow();
+    await expect(jsm.streams.add({ name: `${ledger.prefix}_app_evil`, subjects: [`${ledger.prefix}.app.evil.>`] })).rejects.toThrow();
+
+    // Import into an empty app: refused (it would create the stream and append).
+    const imported = await ledger.broker.cli("auditor", ["import", exportFile, "--app", "copy1"]);
+    expect(imported.code).not.toBe(0);
+
+    expect(await ledger.broker.streamCounts()).toEqual(before);
+    const info = await (await jetstreamManager(ledger.serviceNc)).streams.info(stream);
+    expect(info.config.description ?? "").not.toBe("changed");
+    // Equal counts also say no stream was created (the import's copy1, the forged evil).
+    expect(Object.keys(before)).not.toContain(names.appStream("copy1"));
+    expect(Object.keys(before)).not.toContain(names.appStream("evil"));
+  });
+
+  it("an agent stores its session transcript under auth (session end --transcript), and can do nothing else to the bucket", async () => {
+    const transcript = join(ledger.broker.dir, "transcript.jsonl");
+    const text = '{"role":"user","content":"fix the queue"}\n';
+    await writeFile(transcript, text);
+    const bob = await ledger.clientAs("agent:bob");
+    const { sessionId: bobSession } = await bob.startSession({ task: "transcripts" });
+    const ended = await ledger.broker.cli("agent:bob", ["session", "end", bobSession, "--summary", "done", "--transcript", transcript, "--app", "app1"]);
+    expect(ended.stderr).toBe("");
+    expect(ended.code).toBe(0);
+    const shown = await bob.showSession(bobSession);
+    expect(shown.transcript).toMatchObject({ bytes: Buffer.byteLength(text) });
+    const store = await openTranscripts(ledger.serviceNc, naming(ledger.prefix));
+    expect(new TextDecoder().decode(await readTranscript(store, shown.transcript!))).toContain("fix the queue");
+
+    // The grant is for storing: the bucket cannot be deleted or purged, and no other stream is reachable.
+    const nc = await ledger.broker.connectAs("agent:bob");
+    const jsm = await jetstreamManager(nc, { checkAPI: false });
+    const bucketStream = `OBJ_${naming(ledger.prefix).transcriptsBucket()}`;
+    const messages = (await (await jetstreamManager(ledger.serviceNc)).streams.info(bucketStream)).state.messages;
+    await expect(jsm.streams.purge(bucketStream)).rejects.toThrow();
+    await expect(jsm.streams.delete(bucketStream)).rejects.toThrow();
+    await expect(jsm.streams.info(naming(ledger.prefix).appStream("app1"))).rejects.toThrow();
+    expect((await (await jetstreamManager(ledger.serviceNc)).streams.info(bucketStream)).state.messages).toBe(messages);
+  });
+});
