@@ -99,7 +99,10 @@ describe("restart matrix: up is ready within seconds at every state, with the sa
 
   async function stop(running: Running): Promise<void> {
     running.child.kill("SIGTERM");
+    // A process stuck in a synchronous loop (the old HNSW hang) never runs its signal handler.
+    const killer = setTimeout(() => running.child.kill("SIGKILL"), 15_000);
     await running.exited;
+    clearTimeout(killer);
     up = undefined;
   }
 
