@@ -21,7 +21,7 @@ import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcas
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
-import { checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
+import { PULL_EXPIRES_MS, checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
 /** JetStream API error codes memledger reacts to (see NOTES.md). */
@@ -408,7 +408,7 @@ export class EventStore {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: fromSeq,
     });
-    const messages = await consumer.consume({ max_messages: batchSize });
+    const messages = await consumer.consume({ max_messages: batchSize, expires: PULL_EXPIRES_MS });
     let buffer: StoredEvent[] = [];
     let lastSeq = fromSeq - 1;
     try {

@@ -154,3 +154,11 @@ export function checkServer(nc: NatsConnection): ServerFeatures {
   if (nc.info?.jetstream === false) throw unavailable("nats-server runs without JetStream (start it with -js)");
   return serverFeatures(version);
 }
+
+/**
+ * How long each pull of a `consume()` waits before it is renewed. The client's default (30 s) is also how
+ * long a consumer whose server died goes unnoticed: in a cluster that lost the node hosting it, delivery
+ * stalled 30 to 90 s with nothing logged (test/faults/cluster.e2e.spec.ts); with 5 s it resumes within
+ * seconds. Every long-running consumer of the ledger passes it.
+ */
+export const PULL_EXPIRES_MS = 5_000;

@@ -6,6 +6,7 @@ import { decodeEvent } from "../events/upcast.js";
 import { conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
+import { PULL_EXPIRES_MS } from "./nats.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
@@ -251,7 +252,7 @@ export class ProjectionRunner {
       try {
         if (!this.target) await this.open();
         const consumer = await this.consumerFrom(this.committed + 1);
-        const messages = await consumer.consume({ max_messages: this.options.batchSize });
+        const messages = await consumer.consume({ max_messages: this.options.batchSize, expires: PULL_EXPIRES_MS });
         this.messages = messages;
         if (this.stopped) break;
         for await (const m of messages) {

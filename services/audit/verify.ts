@@ -2,6 +2,7 @@ import { DeliverPolicy } from "@nats-io/jetstream";
 import { contentHash } from "../../events/chain.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { EventStore } from "../event-store.js";
+import { PULL_EXPIRES_MS } from "../nats.js";
 
 /**
  * `memledger verify`: replays every stream of the prefix (or one app's) from its first sequence and
@@ -67,7 +68,7 @@ export async function verifyStream(store: EventStore, stream: string): Promise<S
   const lastOnSubject = new Map<string, { hash: string | null; seq: number }>();
   let expected = info.state.first_seq;
   const consumer = await store.js.consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: info.state.first_seq });
-  const messages = await consumer.consume({ max_messages: 1000 });
+  const messages = await consumer.consume({ max_messages: 1000, expires: PULL_EXPIRES_MS });
   try {
     for await (const m of messages) {
       if (m.seq > expected) problem(expected, null, "missing_sequence", m.seq - expected === 1 ? `sequence ${expected} is missing` : `sequences ${expected} to ${m.seq - 1} are missing`);

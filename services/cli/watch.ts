@@ -3,6 +3,7 @@ import { invalid } from "../../schemas/errors.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import { printJson, printLine, type Io } from "./io.js";
 import { commaList, wholeNumber, type GlobalOptions } from "./options.js";
+import { PULL_EXPIRES_MS } from "../nats.js";
 
 /**
  * `memledger watch`: the change signals of the founding design ("fragile module flagged", "task claimed",
@@ -114,7 +115,7 @@ export function registerWatchCommand(program: Command, io: Io, globals: (cmd: Co
             await new Promise((r) => setTimeout(r, 1_000));
           }
         }
-        const iterator = await consumer.consume({ max_messages: 256 });
+        const iterator = await consumer.consume({ max_messages: 256, expires: PULL_EXPIRES_MS });
         messages = iterator;
         if (stopped) iterator.stop();
         // The consumer exists: from here on nothing that lands is missed (scripts wait for this line).

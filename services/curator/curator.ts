@@ -19,6 +19,7 @@ import { ORG_APP, discoverScopes } from "../projection-supervisor.js";
 import { OrgView, type OrgEffect } from "./org-view.js";
 import { CuratorPolicy, assessCandidate, decidePromotion, type CuratorPolicyInput, type PromotedContent, type PromotionCandidate, type PromotionDecision } from "./policy.js";
 import { scanSecrets } from "./secrets.js";
+import { PULL_EXPIRES_MS } from "../nats.js";
 
 /** The curator acts as this actor; the access policy must let it propose and approve in scope org. */
 export const CURATOR_ACTOR: Actor = Object.freeze({ kind: "service", id: "curator" });
@@ -164,7 +165,7 @@ export class Curator {
     while (!this.stopped) {
       try {
         const consumer = await this.store.js.consumers.get(stream, CURATOR_DURABLE);
-        const messages = await consumer.consume({ max_messages: 64 });
+        const messages = await consumer.consume({ max_messages: 64, expires: PULL_EXPIRES_MS });
         this.iterators.add(messages);
         try {
           if (this.stopped) break;
