@@ -9,6 +9,7 @@ type Event = DomainEventOf<MemoryEvent | MemoryPromotionRequested>;
 const MEMORY_ID = "mem-1";
 const APP = "app1";
 const spec = specFor(promotionDecider, { aggregateId: MEMORY_ID, app: APP });
+const history = (events: Event[]) => envelopes<MemoryEvent | MemoryPromotionRequested>(events, { aggregateId: MEMORY_ID, app: APP });
 
 const proposed = (version: number): Event => ({
   type: "memory.proposed",
@@ -67,8 +68,8 @@ describe("promote (decider)", () => {
   });
 
   it("Given a promotion request, When the memory lifecycle is folded, Then it is unchanged apart from the time", () => {
-    const without = fold(promotionDecider, envelopes([proposed(1), approved(1)], { aggregateId: MEMORY_ID, app: APP }));
-    const withRequest = fold(promotionDecider, envelopes([proposed(1), approved(1), requested(1)], { aggregateId: MEMORY_ID, app: APP }));
+    const without = fold(promotionDecider, history([proposed(1), approved(1)]));
+    const withRequest = fold(promotionDecider, history([proposed(1), approved(1), requested(1)]));
     expect(withRequest.memory.versions).toStrictEqual(without.memory.versions);
     expect(withRequest.memory.activeVersion).toBe(1);
   });
@@ -79,8 +80,8 @@ describe("promote (decider)", () => {
   });
 
   it("Given a request redelivered (same event id), When folded twice, Then it is recorded once", () => {
-    const history = envelopes([proposed(1), approved(1), requested(1)], { aggregateId: MEMORY_ID, app: APP });
-    const state = fold(promotionDecider, [...history, history[2]!]);
+    const events = history([proposed(1), approved(1), requested(1)]);
+    const state = fold(promotionDecider, [...events, events[2]!]);
     expect(state.promotions).toHaveLength(1);
   });
 });

@@ -219,7 +219,7 @@ describe("instances: two and three `up` processes side by side", () => {
     expect(took).toBeLessThan(5_000);
     expect(ran.stdout).toMatch(/memledger stopped/);
     const stream = store.names.appStream(APP);
-    for (const seq of acknowledged) expect((await store.jsm.streams.getMessage(stream, { seq })).seq).toBe(seq);
+    for (const seq of acknowledged) expect((await store.jsm.streams.getMessage(stream, { seq }))?.seq).toBe(seq);
     // And the instance marked itself stopped (status shows it so, not as departed).
     const id = await idOf(last);
     expect((await listInstances(nc, store.names)).find((p) => p.id === id)?.state).toBe("stopped");

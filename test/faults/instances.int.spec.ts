@@ -8,7 +8,7 @@ import { claimsProjection, liveClaims, type RedisClaimsTarget } from "../../proj
 import { filesProjection, treeHash } from "../../projections/files/index.js";
 import type { ProjectedEvent, ProjectionScope, ProjectionTarget } from "../../projections/projection.js";
 import type { EventStore } from "../../services/event-store.js";
-import { LeaderLease, openLeaseBucket } from "../../services/leader-lease.js";
+import { LeaderLease, openLeaseBucket, type LeaseHandlers } from "../../services/leader-lease.js";
 import { ProjectionRunner, readStatuses } from "../../services/projection-runner.js";
 import { ProjectionSupervisor } from "../../services/projection-supervisor.js";
 import { sharedStores } from "../../services/shared-stores.js";
@@ -28,7 +28,7 @@ async function redisSnapshot(redis: Redis, prefix: string): Promise<Record<strin
   do {
     const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 500);
     cursor = next;
-    for (const key of keys) out[key] = (await redis.dump(key))?.toString("base64") ?? "";
+    for (const key of keys) out[key] = (await redis.dumpBuffer(key))?.toString("base64") ?? "";
   } while (cursor !== "0");
   return out;
 }
@@ -49,7 +49,7 @@ describe("leader leases and fencing (shared read models)", () => {
   let redis: Redis;
   const leases: LeaderLease[] = [];
   const targets: ProjectionTarget[] = [];
-  const noop = { onAcquired: async () => undefined, onLost: async () => undefined };
+  const noop: LeaseHandlers = { onAcquired: async () => undefined, onLost: async () => undefined };
 
   beforeEach(async () => {
     ledger = await startLedger();

@@ -162,7 +162,7 @@ describe("reply subjects and inboxes under the generated broker configuration", 
     const stolen: string[] = [];
     for (const subject of ["_INBOX_agent.coder-1.>", "_INBOX.>", "_INBOX_human.alice.>", ">"]) {
       // A refused subscription ends with its error; a message would be a stolen reply.
-      thief.subscribe(subject, { callback: (err, msg) => (err ? undefined : stolen.push(msg.subject)) });
+      thief.subscribe(subject, { callback: (err, msg) => void (err ? undefined : stolen.push(msg.subject)) });
     }
     await settle(thief);
     await until("four subscription violations", () => expect(seen.filter((v) => v.operation === "subscription")).toHaveLength(4));
