@@ -20,6 +20,8 @@ import { ErrorCode, MemledgerError, forbidden, invalid, unavailable } from "../s
 import { Actor, ActorKind } from "../schemas/primitives.js";
 import type { MemoryView } from "./command-service.js";
 import type { SessionState } from "../commands/session.js";
+import type { MemoryVersion } from "../commands/memory.js";
+import type { HistoryEntry } from "./audit/history.js";
 import type { ContextPack } from "./hydration/pack.js";
 import { connectNats } from "./nats.js";
 import type { QuarantineOutcome } from "./ledger-admin.js";
@@ -34,6 +36,16 @@ export interface MemoryClientOptions {
 }
 
 export type LogEntry = LedgerEvent & { seq: number; subject: string };
+
+/** The reply to `history`: the memory's events with their provenance, its status and every version. */
+export interface MemoryHistoryView {
+  memoryId: string;
+  app: string;
+  seq: number;
+  status: string;
+  entries: HistoryEntry[];
+  versions: MemoryVersion[];
+}
 
 export type SessionView = Omit<SessionState, "id" | "applied"> & { sessionId: string; seq: number };
 
@@ -195,6 +207,11 @@ export class MemoryClient {
 
   show(memoryId: string): Promise<MemoryView> {
     return this.request("show", { memoryId });
+  }
+
+  /** A memory's history from the log (services/audit/history.ts): every event with its provenance, and every version. */
+  history(memoryId: string): Promise<MemoryHistoryView> {
+    return this.request("history", { memoryId });
   }
 
   log(options: RequestOf<"log"> = {}): Promise<LogEntry[]> {

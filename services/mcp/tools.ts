@@ -50,6 +50,13 @@ export const TOOLS: readonly McpTool[] = [
     call: (client, r) => client.show(r.memoryId as string),
   },
   {
+    name: "history",
+    description:
+      "Every version and lifecycle event of one memory, oldest first: who (actor), when, from which session, branch and worktree, why (reason, causation), read from the log. Where the memory's scope is readable to you. A read.",
+    request: REQUESTS.history,
+    call: (client, r) => client.history(r.memoryId as string),
+  },
+  {
     name: "propose",
     description:
       "Propose a new memory, or (with `memoryId`) the next version of one. Pass `expectedSeq` (the `seq` from get) so a concurrent change is a conflict, not an overwrite: on conflict the result carries the current memory; re-read it and retry.",

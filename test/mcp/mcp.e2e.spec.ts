@@ -76,7 +76,7 @@ async function call(client: Client, name: string, args: Record<string, unknown>)
 async function exercise(client: Client, label: string): Promise<void> {
   const { tools } = await client.listTools();
   const names = tools.map((t) => t.name);
-  for (const name of ["hydrate", "search", "get", "propose", "approve", "reject", "supersede", "rollback", "claim", "renew", "release", "promote", "session_start", "session_end"]) {
+  for (const name of ["hydrate", "search", "get", "history", "propose", "approve", "reject", "supersede", "rollback", "claim", "renew", "release", "promote", "session_start", "session_end"]) {
     expect(names).toContain(name);
   }
   const propose = tools.find((t) => t.name === "propose")!;
@@ -117,6 +117,21 @@ async function exercise(client: Client, label: string): Promise<void> {
   expect(await streamMessageCount(ledger.nc, stream)).toBe(before + 1);
   const retried = await call(client, "propose", { memoryId, expectedSeq: approved.seq, title: "Webhooks retry with backoff, capped", body: "At most 5 attempts." });
   expect(retried.structuredContent).toMatchObject({ memoryId, version: 2 });
+
+  // history: the memory's events from the log, with who did each (the command service's history verb)
+  const history = await call(client, "history", { memoryId });
+  expect(history.isError, history.content[0]?.text).toBeFalsy();
+  expect(history.structuredContent.entries.map((e: { type: string; actor: { id: string } }) => `${e.type} ${e.actor.id}`)).toEqual([
+    "memory.proposed coder-1",
+    "memory.approved alice",
+    "memory.proposed coder-1",
+  ]);
+  // ... under the read policy, as get: another agent's scratchpad is not readable to coder-1
+  const other = new MemoryClient(ledger.nc, { app: APP, as: "coder-2", prefix });
+  const secret = await other.propose({ title: `Scratch note (${label})`, body: "mine", scope: "agent:coder-2" });
+  const hidden = await call(client, "history", { memoryId: secret.memoryId });
+  expect(hidden.isError).toBe(true);
+  expect(hidden.structuredContent.error.code).toBe("forbidden");
 
   // search: the live index of the ledger, read-your-writes through the SDK client's minSeq
   const found = await call(client, "search", { query: "exponential backoff webhooks", limit: 5 });
