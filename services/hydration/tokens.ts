@@ -1,4 +1,14 @@
-import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
+import { createRequire } from "node:module";
+
+/**
+ * The BPE tables take about a second to load: more than the rest of `memledger up`'s start. They are
+ * loaded on the first count (a hydrate), synchronously, since counting is synchronous.
+ */
+let loadedCountTokens: ((text: string) => number) | undefined;
+function countTokens(text: string): number {
+  loadedCountTokens ??= (createRequire(import.meta.url)("gpt-tokenizer/encoding/o200k_base") as { countTokens: (text: string) => number }).countTokens;
+  return loadedCountTokens(text);
+}
 
 /**
  * How a context pack measures text. The budget is a promise about what the agent's model will be
