@@ -33,6 +33,11 @@ export interface MemoryClientOptions {
   prefix?: string;
   /** How long one request waits for its reply (default 10 s); a write that timed out is sent once more. */
   timeoutMs?: number;
+  /**
+   * The session this client works in: sent with every hydrate and search that names none, so the service
+   * records what the session was shown (exposure receipts, services/audit/exposure.ts).
+   */
+  sessionId?: string;
 }
 
 export type LogEntry = LedgerEvent & { seq: number; subject: string };
@@ -289,7 +294,7 @@ export class MemoryClient {
    * tokens (default 4000), with per-section metadata. `agent` defaults to this client's actor id.
    */
   hydrate(input: RequestOf<"hydrate"> = {}): Promise<ContextPack> {
-    return this.request("hydrate", input);
+    return this.request("hydrate", this.options.sessionId !== undefined && input.sessionId === undefined ? { ...input, sessionId: this.options.sessionId } : input);
   }
 
   /**
@@ -298,7 +303,7 @@ export class MemoryClient {
    * the serving instance's live search index once it has applied this client's writes.
    */
   search(query: string, options: Without<RequestOf<"search">, "query"> = {}): Promise<RetrievedMemory[]> {
-    return this.request("search", { ...options, query });
+    return this.request("search", { sessionId: this.options.sessionId, ...options, query });
   }
 }
 

@@ -225,10 +225,10 @@ export class CommandService {
     // After the reply: what a hydrate or search showed its session (queued, appended later, batched).
     if (reply.ok && typeof reply.result === "object" && reply.result !== null) {
       const pending = this.receipts.get(reply.result);
-      const route = pending && this.names.parseCommand(msg.subject);
-      if (pending && route) {
+      const sender = pending && this.names.parseCommand(msg.subject);
+      if (pending && sender) {
         try {
-          this.exposure.record(route.app, { kind: route.actorKind, id: route.actorId } as Actor, pending.sessionId, pending.receipt());
+          this.exposure.record(sender.app, { kind: sender.actorKind, id: sender.actorId } as Actor, pending.sessionId, pending.receipt());
         } catch (err) {
           this.onError(err, msg.subject);
         }

@@ -35,7 +35,8 @@ export function registerMcpCommand(program: Command, io: Io, globals: (cmd: Comm
       const log = (line: string) => io.stderr.write(`memledger mcp: ${line}\n`);
       // A long-lived server: reconnects to NATS forever rather than dying with the agent session still open.
       const nc = await connectNats({ servers: g.nats, name: `memledger-mcp-${g.app}`, reconnect: true });
-      const client = new MemoryClient(nc, { app: g.app, as: actor, prefix: g.prefix });
+      // --session / MEMLEDGER_SESSION: hydrate and search report what this session was shown (exposure).
+      const client = new MemoryClient(nc, { app: g.app, as: actor, prefix: g.prefix, ...(g.session !== undefined ? { sessionId: g.session } : {}) });
       const filesRoot = readModelConfig(io.env, { filesRoot: opts.files }).filesRoot;
       const who = `${actor.kind}:${actor.id}`;
       const stopped = new Promise<void>((resolve) => {

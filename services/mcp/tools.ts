@@ -40,7 +40,11 @@ export const TOOLS: readonly McpTool[] = [
     name: "search",
     description: "Hybrid (BM25 + vector) search over the app's and the org's active memories, best first. A read.",
     request: REQUESTS.search,
-    call: send("search"),
+    // Through the client's search, which adds the server's session (--session) for the exposure receipt.
+    call: (client, r) => {
+      const { query, ...options } = r;
+      return client.search(query as string, options as never);
+    },
   },
   {
     name: "get",

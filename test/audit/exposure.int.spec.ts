@@ -152,6 +152,17 @@ describe("exposure: which sessions were shown a memory version", () => {
     expect((await exposureOf(ledger.service.store, ledger.app, memoryId, { version: 1 })).filter((e) => e.sessionId === sessions.s1)).toHaveLength(7);
   });
 
+  it("an SDK client given a sessionId sends it with every hydrate and search (the MCP server's --session)", async () => {
+    const { sessionId } = await ledger.client("agent-e").startSession({ task: "sdk" });
+    const { MemoryClient } = await import("../../services/client.js");
+    const e = new MemoryClient(ledger.nc, { app: ledger.app, as: "agent-e", prefix: ledger.prefix, sessionId });
+    await e.hydrate({ task: "retry budget for the payment gateway" });
+    await e.search("payment gateway retry", { mode: "bm25" });
+    await ledger.service.flushExposure();
+    const mine = (await exposureOf(ledger.service.store, ledger.app, memoryId)).filter((x) => x.sessionId === sessionId);
+    expect(mine.map((x) => x.verb).sort()).toEqual(["hydrate", "search"]);
+  });
+
   it("never fails the reply: a receipt for a session that does not exist goes to onError, the pack is answered", async () => {
     const pack = await ledger.client("agent-a").hydrate({ task: "retry budget", sessionId: "no-such-session" });
     expect(pack.markdown).toContain("Relevant");
