@@ -36,7 +36,7 @@ describe("passwords in the generated broker configuration", () => {
 
   it("the config holds a bcrypt hash per user and no password; the hashes match the credentials file", async () => {
     const users = Object.values(broker.creds.users);
-    expect(users.map((u) => u.user).sort()).toEqual(["agent.coder-1", "human.ops", "memledger"]);
+    expect(users.map((u) => u.user).sort()).toEqual(["agent.coder-1", "auditor", "human.ops", "memledger"]);
     const hashes = [...conf.matchAll(/password: "([^"]+)"/g)].map((m) => m[1]!);
     expect(hashes).toHaveLength(users.length);
     for (const hash of hashes) expect(hash).toMatch(new RegExp(`^\\$2[ab]\\$${String(BCRYPT_COST).padStart(2, "0")}\\$[./A-Za-z0-9]{53}$`));
@@ -107,7 +107,7 @@ describe("passwords in the generated broker configuration", () => {
       const third = await writeAuthConfig({ policyFile, out, prefix: "pfx", port: 4999, bcryptCost: 4 });
       expect(await modeOf(third.credentials)).toBe(0o600);
       const fresh = JSON.parse(await readFile(third.credentials, "utf8")) as CredentialsFile;
-      expect(Object.keys(fresh.users).sort()).toEqual(["agent:coder-1", "human:ops", "memledger"]);
+      expect(Object.keys(fresh.users).sort()).toEqual(["agent:coder-1", "auditor", "human:ops", "memledger"]);
       // No temporary file is left beside it.
       const { readdir } = await import("node:fs/promises");
       expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
