@@ -241,7 +241,8 @@ export const ExposureReceipt = z.strictObject({
   memories: z.array(ExposedMemory).max(500),
 });
 export type ExposureReceipt = z.infer<typeof ExposureReceipt>;
-export const MAX_RECEIPTS_PER_EVENT = 64;
+/** 32 receipts of 100 hits each stay far under the 1 MB message limit (about 350 KB). */
+export const MAX_RECEIPTS_PER_EVENT = 32;
 export const SessionExposed = event("session.exposed", 1, z.strictObject({ receipts: z.array(ExposureReceipt).min(1).max(MAX_RECEIPTS_PER_EVENT) }));
 
 export const SessionEvent = z.discriminatedUnion("type", [SessionStarted, SessionEnded, SessionExposed]);
