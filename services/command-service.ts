@@ -536,7 +536,8 @@ export class CommandService {
         budget: r.budget,
         sessionId: r.sessionId,
       });
-      if (r.sessionId !== undefined) {
+      // A receipt says which memories were shown: a pack that showed none leaves none.
+      if (r.sessionId !== undefined && shown.length > 0) {
         const time = this.clock().toISOString();
         this.receipts.set(pack, { sessionId: r.sessionId, receipt: () => ({ verb: "hydrate", time, tokens: pack.tokens, memories: shown }) });
       }
@@ -546,7 +547,7 @@ export class CommandService {
     search: async (r, ctx) => {
       const readable = this.guard.readFilter(ctx.actor);
       const hits = await readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => readable(hit.scope));
-      if (r.sessionId !== undefined) {
+      if (r.sessionId !== undefined && hits.length > 0) {
         const time = this.clock().toISOString();
         // Built once the reply is sent: counting the hits' tokens is not the sender's wait.
         this.receipts.set(hits, { sessionId: r.sessionId, receipt: () => searchReceipt(hits, time) });

@@ -75,13 +75,17 @@ describe("memledger hook session-start / session-end", () => {
     const session = await client.showSession(sessionId);
     expect(session).toMatchObject({ agentId: "coder-1", branch: "fix/webhook-retries", worktree: repo, task: "fix webhook retries", endedAt: null });
 
-    // resume fires SessionStart again: the same session, no second start event
+    // resume fires SessionStart again: the same session, no second start event (only the exposure
+    // receipts of the packs, appended after each reply: the session was shown the fragile memory)
     const stream = `${ledger.prefix}_app_hooks`;
     const before = await streamMessageCount(ledger.nc, stream);
     const resumed = await cli([...globals(), "hook", "session-start"], { input: hookInput(sessionId, { hook_event_name: "SessionStart", source: "resume" }) });
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(jsonLine(resumed).hookSpecificOutput.additionalContext).toContain(`session ${sessionId}`);
-    expect(await streamMessageCount(ledger.nc, stream)).toBe(before);
+    await ledger.service.flushExposure();
+    const since = await client.log({ sinceSeq: before + 1 });
+    expect(since.map((e) => e.type)).toEqual(since.map(() => "session.exposed"));
+    expect((await client.log({})).filter((e) => e.type === "session.exposed" && e.aggregateId === sessionId).length).toBeGreaterThan(0);
 
     const ended = await cli([...globals(), "hook", "session-end"], { input: hookInput(sessionId, { hook_event_name: "SessionEnd", reason: "prompt_input_exit" }) });
     expect(ended.code, ended.stderr).toBe(0);
