@@ -19,7 +19,7 @@ import { foldClaim, isClaimEvent, liveClaimHash, openTaskScore, serializeState, 
  * `materialize` then emits, for what changed since the last call: each claim's state, its lease hash
  * when the lease has not lapsed (a lapsed one is deleted by its own PEXPIREAT, so it is simply not
  * written), its task hash and open-task entry, and each changed set whole with its expiry. The keys equal
- * those of replaying `claimCommands` event by event now (test/projections/e2e.test.ts compares dumps).
+ * those of replaying `claimCommands` event by event now (test/projections/live-vs-rebuild.e2e.spec.ts compares dumps).
  */
 export class ClaimsMaterializer {
   private readonly states = new Map<string, ClaimState>();

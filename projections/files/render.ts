@@ -90,7 +90,7 @@ export function renderMemoryFile(app: string, record: MemoryRecord): string | un
 // a small alphabet, has no ': ' or ' #' (no ':' or '#' at all once there is a space), does not end with
 // ':' or a space, and does not read as another core-schema scalar (number, boolean, null). Anything else
 // (quotes, escapes, unicode, leading indicators) goes through the library. Ids, scopes, kinds, actors,
-// ISO times, paths and most tags fall in this class. test/projections/files.test.ts checks the class
+// ISO times, paths and most tags fall in this class. test/projections/files.unit.spec.ts checks the class
 // against the library on random strings.
 const PLAIN_NO_SPACE = /^[A-Za-z0-9_][A-Za-z0-9_./:@+-]*$/;
 const PLAIN_WITH_SPACE = /^[A-Za-z0-9_][A-Za-z0-9_./@+ -]*[A-Za-z0-9_./@+-]$/;

@@ -1,5 +1,5 @@
 /**
- * Retrieval metrics, pure: no I/O, no index. Unit-tested on hand-made rankings (test/eval/metrics.test.ts).
+ * Retrieval metrics, pure: no I/O, no index. Unit-tested on hand-made rankings (test/eval/metrics.unit.spec.ts).
  *
  * Definitions (one query; `ranked` is the retrieved doc ids, best first; `relevant` maps each relevant
  * doc id to its graded relevance from the qrels, > 0):

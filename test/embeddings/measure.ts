@@ -1,5 +1,5 @@
 /**
- * Measures the embedders and the cache on this machine; not a test (vitest only runs *.test.ts).
+ * Measures the embedders and the cache on this machine; not a test (vitest only runs *.spec.ts).
  *
  *   npx tsc -p test/embeddings/tsconfig.measure.json && node node_modules/.cache/memledger-embeddings-measure/test/embeddings/measure.js
  *

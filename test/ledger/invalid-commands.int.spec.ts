@@ -124,7 +124,7 @@ const cases: Case[] = [
   { name: "unknown field expected_seq (typo of expectedSeq)", payload: { ...ok, memoryId: SEED, expected_seq: 1 }, message: /Unrecognized key.*"expected_seq"/ },
   // Identity comes from the subject (which broker permissions pin to the sender), never from the
   // payload: an `actor` field in a command is ignored, and the event records the subject's actor
-  // (test/auth/broker.test.ts checks that against an auth-enabled broker).
+  // (test/auth/broker.int.spec.ts checks that against an auth-enabled broker).
   { name: "unknown field in git context", payload: { ...ok, git: { branch: "main", sha: "abc" } }, message: /git: .*Unrecognized key.*"sha"/ },
 
   // ---- context fields ----

@@ -13,7 +13,7 @@ import { defineVectorIndexConformance, expectLedgerError } from "./conformance.j
 const QDRANT_URL = process.env.QDRANT_URL;
 
 beforeAll(() => {
-  if (!QDRANT_URL) console.warn("test/vectors/qdrant.test.ts: Qdrant conformance skipped: QDRANT_URL not set (start one with `docker run -p 6333:6333 qdrant/qdrant`)");
+  if (!QDRANT_URL) console.warn("test/vectors/qdrant.int.spec.ts: Qdrant conformance skipped: QDRANT_URL not set (start one with `docker run -p 6333:6333 qdrant/qdrant`)");
 });
 
 describe.skipIf(!QDRANT_URL)("Qdrant server (skipped: QDRANT_URL not set)", () => {
