@@ -24,7 +24,7 @@ import { MemledgerError, invalid, notFound, unavailable } from "../schemas/error
 import { PULL_EXPIRES_MS, checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
-/** JetStream API error codes memledger reacts to (see NOTES.md). */
+/** JetStream API error codes memledger reacts to (shared/NOTES.md lists them). */
 export const JS_ERR = {
   wrongLastSequence: 10071,
   streamNameInUse: 10058,

@@ -82,7 +82,7 @@ export function replyRefusal(reply: string, ledgerPrefix: string, sender: { kind
 
 /**
  * Connects with reconnects on and async stack traces off: the v3 client otherwise builds an Error per
- * request, which NOTES.md measured as a third of the publish throughput.
+ * request, which shared/NOTES.md (the project's measurements of this stack) measured as a third of the publish throughput.
  */
 export async function connectNats(options: ConnectOptions = {}): Promise<NatsConnection> {
   const fromUrl = splitCredentials(options.servers ?? natsUrlFromEnv());

@@ -36,7 +36,8 @@ export interface RunningComponent {
 }
 
 /**
- * One part of the server process (the command service today; projections and the curator later).
+ * One part of the server process: the instance's presence, the read models, the command service, the
+ * projections and the curator (defaultComponents).
  * Components start in list order and stop in reverse order, so a later one may rely on an earlier one.
  */
 export interface Component {
@@ -234,7 +235,7 @@ export interface DefaultComponentOptions {
   curatorPolicy?: CuratorPolicyInput;
 }
 
-/** What `memledger up` runs: read models, the command service, the projections (later the curator). */
+/** What `memledger up` runs: the instance, read models, the command service, the projections and the curator. */
 export const defaultComponents = (options: DefaultComponentOptions = {}): Component[] => {
   let models: ReadModels | undefined;
   let supervisor: ProjectionSupervisor | undefined;
