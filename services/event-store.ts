@@ -24,12 +24,11 @@ import { MemledgerError, invalid, notFound, unavailable } from "../schemas/error
 import { PULL_EXPIRES_MS, checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
-/** JetStream API error codes memledger reacts to (shared/NOTES.md lists them). */
-export const JS_ERR = {
-  wrongLastSequence: 10071,
-  streamNameInUse: 10058,
-  streamNotFound: 10059,
-} as const;
+/**
+ * "stream name already in use" (two processes creating one stream at once): the one JetStream API code
+ * memledger reacts to that the client's JetStreamApiCodes does not list. The others come from there.
+ */
+const STREAM_NAME_IN_USE = 10058;
 
 export interface StoredEvent {
   seq: number;
@@ -182,7 +181,7 @@ export class EventStore {
     } catch (err) {
       // Another process created it first, perhaps with other replicas or limits: keep theirs if it
       // captures our subjects, since editing a live ledger's config is an operator's decision.
-      if (!(err instanceof JetStreamApiError && err.code === JS_ERR.streamNameInUse)) throw asUnavailable(err);
+      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw asUnavailable(err);
       const info = await this.jsm.streams.info(name);
       const missing = subjects.filter((s) => !info.config.subjects?.includes(s));
       if (missing.length > 0) throw unavailable(`stream ${name} exists but does not capture ${missing.join(", ")}`);
@@ -284,7 +283,7 @@ export class EventStore {
       throw asUnavailable(err);
     }
     if (ack.error) {
-      if (ack.error.err_code === JS_ERR.wrongLastSequence) throw new WrongLastSequenceError(subject, expectedLastSubjectSeq);
+      if (ack.error.err_code === JetStreamApiCodes.StreamWrongLastSequence) throw new WrongLastSequenceError(subject, expectedLastSubjectSeq);
       if (ack.error.err_code === JetStreamApiCodes.JetStreamNotEnabledForAccount) {
         throw unavailable(`JetStream request failed: ${ack.error.description}`);
       }
@@ -442,7 +441,7 @@ export class EventStore {
   async deleteStream(name: string): Promise<void> {
     this.streams.delete(name);
     await this.jsm.streams.delete(name).catch((err) => {
-      if (!(err instanceof JetStreamApiError && err.code === JS_ERR.streamNotFound)) throw err;
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
     });
   }
 }
@@ -538,7 +537,7 @@ class AppendReplies {
 
 function asUnavailable(err: unknown): Error {
   if (err instanceof MemledgerError || err instanceof WrongLastSequenceError) return err;
-  if (err instanceof JetStreamApiError && err.code === JS_ERR.streamNotFound) {
+  if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
     return notFound("no such app: its stream does not exist yet");
   }
   const message = err instanceof Error ? err.message : String(err);
