@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { NoRespondersError, PermissionViolationError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
 import type { RetrievedMemory } from "../projections/search/retrieve.js";
 import { naming, type Naming } from "../events/subjects.js";
 import {
@@ -23,7 +23,7 @@ import type { SessionState } from "../commands/session.js";
 import type { MemoryVersion } from "../commands/memory.js";
 import type { HistoryEntry } from "./audit/history.js";
 import type { ContextPack } from "./hydration/pack.js";
-import { connectNats } from "./nats.js";
+import { causedBy, connectNats } from "./nats.js";
 import type { QuarantineOutcome } from "./ledger-admin.js";
 
 export interface MemoryClientOptions {
@@ -160,16 +160,15 @@ export class MemoryClient {
   }
 
   private transportError(err: unknown, verb: Verb, subject: string): MemledgerError {
-    const name = (err as Error).name ?? "";
     const message = (err as Error).message ?? String(err);
-    if (/NoResponders|no responders/i.test(name + message)) {
-      return unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`);
+    if (causedBy(err, NoRespondersError)) {
+      return unavailable(`no memledger service answers on ${subject}: is 'memledger up' running?`, undefined, err);
     }
     // An auth-enabled broker lets a user publish only as itself (memledger auth config).
-    if (name === "PermissionViolationError" || ((err as Error).cause as Error | undefined)?.name === "PermissionViolationError") {
-      return forbidden(`the broker refused ${verb} on ${subject}: this connection's user may not act as ${this.actor.kind}:${this.actor.id}`, { subject });
+    if (causedBy(err, PermissionViolationError)) {
+      return forbidden(`the broker refused ${verb} on ${subject}: this connection's user may not act as ${this.actor.kind}:${this.actor.id}`, { subject }, err);
     }
-    return unavailable(`request ${verb} failed: ${message}`);
+    return unavailable(`request ${verb} failed: ${message}`, undefined, err);
   }
 
   propose(input: RequestOf<"propose">): Promise<AppendOutcome> {
@@ -308,7 +307,4 @@ export class MemoryClient {
 }
 
 /** The request's reply did not come in time (nats.js's TimeoutError, or a request error caused by one). */
-const isTimeout = (err: unknown): boolean => {
-  const names = [(err as Error | undefined)?.name, ((err as Error | undefined)?.cause as Error | undefined)?.name];
-  return names.includes("TimeoutError");
-};
+const isTimeout = (err: unknown): boolean => causedBy(err, TimeoutError);

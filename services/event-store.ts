@@ -80,9 +80,6 @@ interface StreamGuard {
   last: number;
 }
 
-const RETRYABLE = (err: unknown) =>
-  err instanceof Error && /timeout|TIMEOUT|no responders|disconnect|closed/i.test(err.message);
-
 /**
  * The ledger's storage: append-only JetStream streams, one per app plus one for the org. Events are
  * never edited or deleted here (the streams deny both); the only writes are appends that name the
@@ -541,7 +538,8 @@ function asUnavailable(err: unknown): Error {
     return notFound("no such app: its stream does not exist yet");
   }
   const message = err instanceof Error ? err.message : String(err);
-  return RETRYABLE(err) || !(err instanceof JetStreamApiError)
-    ? unavailable(`JetStream request failed: ${message}`)
-    : unavailable(`JetStream refused the request: ${message}`, { jsCode: err.code });
+  // The server answered with a refusal (its code says which), or the request never got an answer.
+  return err instanceof JetStreamApiError
+    ? unavailable(`JetStream refused the request: ${message}`, { jsCode: err.code }, err)
+    : unavailable(`JetStream request failed: ${message}`, undefined, err);
 }

@@ -8,6 +8,7 @@ import type { Actor, Scope } from "../schemas/primitives.js";
 import type { CommandContext, CommandHandler } from "./command-handler.js";
 import type { EventStore } from "./event-store.js";
 import { digestOf, notAnEvent } from "./quarantine.js";
+import { isStreamNotFound } from "./nats.js";
 
 /**
  * Operator actions on the log itself. Today one: `quarantine`, which sets aside a message that is not a
@@ -83,9 +84,8 @@ export async function quarantineMessage(
   try {
     msg = await store.jsm.direct.getMessage(stream, { seq: request.seq });
   } catch (err) {
-    const text = err instanceof Error ? err.message : String(err);
-    if (/stream not found/i.test(text)) throw notFound(`no stream for app ${ctx.app}`, { app: ctx.app });
-    throw unavailable(`cannot read sequence ${request.seq} of ${stream}: ${text}`);
+    if (isStreamNotFound(err)) throw notFound(`no stream for app ${ctx.app}`, { app: ctx.app });
+    throw unavailable(`cannot read sequence ${request.seq} of ${stream}: ${err instanceof Error ? err.message : String(err)}`, undefined, err);
   }
   if (!msg) throw notFound(`no message at sequence ${request.seq} of ${stream}`, { stream, seq: request.seq });
   if (msg.subject.startsWith(names.quarantines(ctx.app).slice(0, -1))) {

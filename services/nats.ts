@@ -1,4 +1,5 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { unavailable } from "../schemas/errors.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -162,3 +163,25 @@ export function checkServer(nc: NatsConnection): ServerFeatures {
  * seconds. Every long-running consumer of the ledger passes it.
  */
 export const PULL_EXPIRES_MS = 5_000;
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * Whether `err`, or an error in its `cause` chain, is an instance of one of `classes` (the NATS clients'
+ * named error classes): decisions about failures branch on those, never on message text. The v3 client
+ * wraps, e.g. a request's TimeoutError or PermissionViolationError in a RequestError's cause.
+ */
+export function causedBy(err: unknown, ...classes: ErrorClass[]): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (classes.some((c) => e instanceof c)) return true;
+  }
+  return false;
+}
+
+/** The stream does not exist: a JetStream API error with that code (the client's StreamNotFoundError is one). */
+export function isStreamNotFound(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamNotFound) return true;
+  }
+  return false;
+}

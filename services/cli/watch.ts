@@ -3,7 +3,7 @@ import { invalid } from "../../schemas/errors.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import { printJson, printLine, type Io } from "./io.js";
 import { commaList, wholeNumber, type GlobalOptions } from "./options.js";
-import { PULL_EXPIRES_MS } from "../nats.js";
+import { PULL_EXPIRES_MS, isStreamNotFound } from "../nats.js";
 
 /**
  * `memledger watch`: the change signals of the founding design ("fragile module flagged", "task claimed",
@@ -109,7 +109,7 @@ export function registerWatchCommand(program: Command, io: Io, globals: (cmd: Co
             break;
           } catch (err) {
             if (stopped) return;
-            if (!/not found/i.test((err as Error).message)) throw err;
+            if (!isStreamNotFound(err)) throw err;
             if (!waiting) io.stderr.write(`memledger watch: app ${g.app} has no events yet (no stream ${stream}); waiting\n`);
             waiting = true;
             await new Promise((r) => setTimeout(r, 1_000));

@@ -13,7 +13,7 @@ import { CommandService } from "../command-service.js";
 import { cachedEmbedder, mapBounded, type CachedEmbedder } from "../embeddings/cache.js";
 import type { Embedder } from "../embeddings/embedder.js";
 import { EventStore } from "../event-store.js";
-import { connectNats } from "../nats.js";
+import { connectNats, isStreamNotFound } from "../nats.js";
 import { ProjectionRunner } from "../projection-runner.js";
 import { memoryOfDoc, memoryScopeOf, scopeMapping, type Dataset, type DocContextOptions } from "./dataset.js";
 import { aggregate, scoreQuery, type Aggregate, type EvaluatedQuery } from "./metrics.js";
@@ -94,7 +94,7 @@ export async function removePrefix(nc: NatsConnection, prefix: string): Promise<
   for (const name of doomed) {
     // Gone already is fine: on a signal the interrupted run's own cleanup may race this one.
     await jsm.streams.delete(name).catch((err: unknown) => {
-      if (!/not found/i.test((err as Error).message)) throw err;
+      if (!isStreamNotFound(err)) throw err;
     });
   }
 }
