@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { z } from "zod";
 import { memoryDecider, memoryStatus, type MemoryState } from "../commands/memory.js";
@@ -210,9 +211,10 @@ export class CommandService {
     try {
       reply = { ok: true, result: await this.dispatch(msg.subject, msg.data) };
     } catch (err) {
-      reply = { ok: false, error: toWireError(err) };
+      const correlationId = randomUUID();
+      reply = { ok: false, error: toWireError(err, correlationId) };
       if (!(err instanceof MemledgerError) || err.code === ErrorCode.internal || err.code === ErrorCode.unavailable) {
-        this.onError(err, msg.subject);
+        this.onError(err, `${msg.subject} (correlation id ${correlationId})`);
       }
     }
     if (msg.reply) {
@@ -600,7 +602,12 @@ function parseRequest<V extends Verb>(verb: V, data: Uint8Array): ParsedRequestO
   return result.data as ParsedRequestOf<V>;
 }
 
-export function toWireError(err: unknown): { code: string; message: string; details?: Record<string, unknown> } {
-  if (err instanceof MemledgerError) return { code: err.code, message: err.message, details: err.details };
-  return { code: ErrorCode.internal, message: err instanceof Error ? err.message : String(err) };
+/**
+ * What a client is told of a failure. Its own input's errors (invalid, conflict, forbidden, not_found)
+ * and unavailability are told in full; an internal failure is not (its text may hold paths, hosts or
+ * state the sender has no business seeing): only a correlation id, under which the operator's log has it.
+ */
+export function toWireError(err: unknown, correlationId: string = randomUUID()): { code: string; message: string; details?: Record<string, unknown> } {
+  if (err instanceof MemledgerError && err.code !== ErrorCode.internal) return { code: err.code, message: err.message, details: err.details };
+  return { code: ErrorCode.internal, message: `internal error; the service's log has the details under correlation id ${correlationId}`, details: { correlationId } };
 }
