@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { produce } from "immer";
 import type { ClaimEvent, ClaimKind, DomainEventOf } from "../schemas/events.js";
-import { conflict, invalid, notFound } from "../schemas/errors.js";
+import { ConflictReason, conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor } from "../schemas/primitives.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
@@ -101,7 +101,7 @@ export const isLive = (state: Pick<ClaimState, "holder" | "expiresAt">, now: num
 
 const what = (kind: ClaimKind, name: string) => `${kind} ${name}`;
 
-function refuse(state: ClaimState, kind: ClaimKind, name: string, reason: string, message: string): never {
+function refuse(state: ClaimState, kind: ClaimKind, name: string, reason: ConflictReason, message: string): never {
   throw conflict(message, { reason, kind, name, holder: state.holder, expiresAt: state.expiresAt });
 }
 
@@ -109,7 +109,7 @@ function requireSameTarget(command: { kind: ClaimKind; name: string }, state: Cl
   if (state.kind !== null && (state.kind !== command.kind || state.name !== command.name)) {
     // Only a sha256 prefix collision between two lock names gets here.
     throw conflict(`${what(command.kind, command.name)} shares its aggregate with ${what(state.kind, state.name ?? "?")}`, {
-      reason: "name_mismatch",
+      reason: ConflictReason.name_mismatch,
     });
   }
 }
@@ -117,10 +117,10 @@ function requireSameTarget(command: { kind: ClaimKind; name: string }, state: Cl
 function requireHolder(command: { kind: ClaimKind; name: string; agentId: string }, state: ClaimState, verb: string): void {
   const { kind, name, agentId } = command;
   if (state.kind === null) throw notFound(`no ${what(kind, name)}`, { kind, name });
-  if (state.done) refuse(state, kind, name, "done", `${what(kind, name)} is done: nothing to ${verb}`);
-  if (state.holder === null) refuse(state, kind, name, "not_held", `${what(kind, name)} is not claimed by anyone: nothing to ${verb}`);
+  if (state.done) refuse(state, kind, name, ConflictReason.done, `${what(kind, name)} is done: nothing to ${verb}`);
+  if (state.holder === null) refuse(state, kind, name, ConflictReason.not_held, `${what(kind, name)} is not claimed by anyone: nothing to ${verb}`);
   if (state.holder !== agentId) {
-    refuse(state, kind, name, "not_holder", `${what(kind, name)} is held by ${state.holder} (lease until ${state.expiresAt}), not by ${agentId}`);
+    refuse(state, kind, name, ConflictReason.not_holder, `${what(kind, name)} is held by ${state.holder} (lease until ${state.expiresAt}), not by ${agentId}`);
   }
 }
 
@@ -130,19 +130,19 @@ function decideClaim(command: ClaimCommand, state: ClaimState): ClaimDomainEvent
   switch (command.type) {
     case "open": {
       requireSameTarget({ kind: "task", name: command.name }, state);
-      if (state.done) refuse(state, "task", command.name, "done", `task ${command.name} is already done`);
-      if (state.kind !== null) refuse(state, "task", command.name, "already_open", `task ${command.name} is already open`);
+      if (state.done) refuse(state, "task", command.name, ConflictReason.done, `task ${command.name} is already done`);
+      if (state.kind !== null) refuse(state, "task", command.name, ConflictReason.already_open, `task ${command.name} is already open`);
       return { type: "claim.task_opened", data: { name: command.name, title: command.title, priority: command.priority } };
     }
     case "claim": {
       const { kind, name, agentId, now } = command;
       requireSameTarget(command, state);
-      if (state.done) refuse(state, kind, name, "done", `${what(kind, name)} is done and cannot be claimed`);
+      if (state.done) refuse(state, kind, name, ConflictReason.done, `${what(kind, name)} is done and cannot be claimed`);
       if (isLive(state, now)) {
         if (state.holder === agentId) {
-          refuse(state, kind, name, "already_held", `${agentId} already holds ${what(kind, name)} until ${state.expiresAt}: renew it instead`);
+          refuse(state, kind, name, ConflictReason.already_held, `${agentId} already holds ${what(kind, name)} until ${state.expiresAt}: renew it instead`);
         }
-        refuse(state, kind, name, "held", `${what(kind, name)} is held by ${state.holder} until ${state.expiresAt}`);
+        refuse(state, kind, name, ConflictReason.held, `${what(kind, name)} is held by ${state.holder} until ${state.expiresAt}`);
       }
       const takeoverOf =
         state.holder !== null && state.holder !== agentId && state.expiresAt !== null
@@ -166,7 +166,7 @@ function decideClaim(command: ClaimCommand, state: ClaimState): ClaimDomainEvent
       requireSameTarget(command, state);
       requireHolder(command, state, "renew");
       if (!isLive(state, now)) {
-        refuse(state, kind, name, "expired", `the lease of ${command.agentId} on ${what(kind, name)} lapsed at ${state.expiresAt}: claim it again`);
+        refuse(state, kind, name, ConflictReason.expired, `the lease of ${command.agentId} on ${what(kind, name)} lapsed at ${state.expiresAt}: claim it again`);
       }
       const leaseMs = command.ttlMs ?? state.leaseMs ?? DEFAULT_LEASE_MS;
       return { type: "claim.renewed", data: { holder: command.agentId, leaseMs, expiresAt: new Date(now + leaseMs).toISOString() } };

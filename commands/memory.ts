@@ -1,5 +1,5 @@
 import type { DomainEventOf, MemoryContent, MemoryEvent } from "../schemas/events.js";
-import { conflict, invalid, notFound } from "../schemas/errors.js";
+import { ConflictReason, conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor, MemoryKind, Scope } from "../schemas/primitives.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
@@ -83,7 +83,7 @@ function requireExisting(state: MemoryState): void {
 function requireNotSuperseded(state: MemoryState): void {
   if (state.superseded) {
     throw conflict(`memory ${state.id} is superseded${state.superseded.by ? ` by ${state.superseded.by}` : ""}`, {
-      reason: "superseded",
+      reason: ConflictReason.superseded,
       supersededBy: state.superseded.by,
     });
   }
@@ -92,14 +92,14 @@ function requireNotSuperseded(state: MemoryState): void {
 function pendingVersion(state: MemoryState, requested: number | undefined, verb: string): MemoryVersion {
   if (requested === undefined) {
     const pending = latestPending(state);
-    if (!pending) throw conflict(`memory ${state.id} has no pending version to ${verb}`, { reason: "no_pending_version" });
+    if (!pending) throw conflict(`memory ${state.id} has no pending version to ${verb}`, { reason: ConflictReason.no_pending_version });
     return pending;
   }
   const version = state.versions.find((v) => v.version === requested);
   if (!version) throw notFound(`memory ${state.id} has no version ${requested}`, { version: requested });
   if (version.status !== "proposed") {
     throw conflict(`version ${requested} of memory ${state.id} is already ${version.status}`, {
-      reason: `already_${version.status}`,
+      reason: version.status === "approved" ? ConflictReason.already_approved : ConflictReason.already_rejected,
       version: requested,
     });
   }
@@ -142,15 +142,15 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
       requireNotSuperseded(state);
       const target = state.versions.find((v) => v.version === command.toVersion);
       if (!target) throw notFound(`memory ${state.id} has no version ${command.toVersion}`, { version: command.toVersion });
-      if (state.activeVersion === null) throw conflict(`memory ${state.id} has no active version to roll back`, { reason: "no_active_version" });
+      if (state.activeVersion === null) throw conflict(`memory ${state.id} has no active version to roll back`, { reason: ConflictReason.no_active_version });
       if (target.status !== "approved") {
         throw conflict(`version ${command.toVersion} was never approved, so it cannot become active`, {
-          reason: "never_approved",
+          reason: ConflictReason.never_approved,
           version: command.toVersion,
         });
       }
       if (state.activeVersion === command.toVersion) {
-        throw conflict(`version ${command.toVersion} is already active`, { reason: "already_active", version: command.toVersion });
+        throw conflict(`version ${command.toVersion} is already active`, { reason: ConflictReason.already_active, version: command.toVersion });
       }
       return { type: "memory.rolled_back", data: { fromVersion: state.activeVersion, toVersion: command.toVersion } };
     }

@@ -1,6 +1,6 @@
 import { v5 as uuidv5 } from "uuid";
 import type { DomainEventOf, MemoryEvent, MemoryPromotionAccepted, MemoryPromotionRejected, MemoryPromotionRequested } from "../schemas/events.js";
-import { conflict, notFound } from "../schemas/errors.js";
+import { ConflictReason, conflict, notFound } from "../schemas/errors.js";
 import type { Actor } from "../schemas/primitives.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 import { activeVersionOf, initialMemoryState, memoryDecider, type MemoryState } from "./memory.js";
@@ -48,19 +48,19 @@ function decidePromote(command: PromotionCommand, state: PromotableMemoryState):
   const { memory } = state;
   if (memory.id === null || memory.app === null) throw notFound("no such memory");
   if (memory.scope === "org") {
-    throw conflict(`memory ${memory.id} is already in scope org`, { reason: "already_org" });
+    throw conflict(`memory ${memory.id} is already in scope org`, { reason: ConflictReason.already_org });
   }
   if (memory.superseded) {
-    throw conflict(`memory ${memory.id} is superseded; only an approved, active memory can be promoted`, { reason: "superseded" });
+    throw conflict(`memory ${memory.id} is superseded; only an approved, active memory can be promoted`, { reason: ConflictReason.superseded });
   }
   const active = activeVersionOf(memory);
   if (!active) {
-    throw conflict(`memory ${memory.id} has no approved version; only an approved, active memory can be promoted`, { reason: "not_approved" });
+    throw conflict(`memory ${memory.id} has no approved version; only an approved, active memory can be promoted`, { reason: ConflictReason.not_approved });
   }
   const promotionId = promotionIdOf(memory.app, memory.id, active.version);
   if (state.promotions.some((p) => p.promotionId === promotionId)) {
     throw conflict(`version ${active.version} of memory ${memory.id} was already submitted for promotion (${promotionId})`, {
-      reason: "already_promoted",
+      reason: ConflictReason.already_promoted,
       promotionId,
       version: active.version,
     });

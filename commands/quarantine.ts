@@ -1,5 +1,5 @@
 import type { DomainEventOf, LedgerQuarantined } from "../schemas/events.js";
-import { conflict } from "../schemas/errors.js";
+import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { Scope } from "../schemas/primitives.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
@@ -31,7 +31,7 @@ function decideQuarantine(command: QuarantineCommand, state: QuarantineState): D
   if (state.quarantined) {
     const q = state.quarantined;
     throw conflict(`sequence ${q.seq} is already quarantined (by ${q.actor} at ${q.time}: ${q.reason})`, {
-      reason: "already_quarantined",
+      reason: ConflictReason.already_quarantined,
       seq: q.seq,
       by: q.actor,
     });

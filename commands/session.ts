@@ -1,6 +1,6 @@
 import { produce } from "immer";
 import type { DomainEventOf, ExposureReceipt, SessionEvent, TranscriptRef } from "../schemas/events.js";
-import { conflict, notFound } from "../schemas/errors.js";
+import { ConflictReason, conflict, notFound } from "../schemas/errors.js";
 import type { AppliedEvent, Decider } from "./decider.js";
 
 /** An agent's working session: hydration asks "what changed since my last one", consolidation counts them. */
@@ -40,14 +40,14 @@ export const initialSessionState = (): SessionState => ({
 function decideSession(command: SessionCommand, state: SessionState): DomainEventOf<SessionEvent> {
   switch (command.type) {
     case "start":
-      if (state.id !== null) throw conflict(`session ${state.id} already started`, { reason: "already_started" });
+      if (state.id !== null) throw conflict(`session ${state.id} already started`, { reason: ConflictReason.already_started });
       return {
         type: "session.started",
         data: { agentId: command.agentId, task: command.task, branch: command.branch, worktree: command.worktree },
       };
     case "end":
       if (state.id === null) throw notFound("no such session");
-      if (state.endedAt !== null) throw conflict(`session ${state.id} already ended`, { reason: "already_ended" });
+      if (state.endedAt !== null) throw conflict(`session ${state.id} already ended`, { reason: ConflictReason.already_ended });
       // The key only when there is a transcript: a session ended without one is written as v1 data was.
       return { type: "session.ended", data: command.transcript ? { summary: command.summary, transcript: command.transcript } : { summary: command.summary } };
     case "expose":

@@ -30,6 +30,51 @@ export const EXIT_CODE: Record<ErrorCode, number> = {
 };
 
 /**
+ * Why a `conflict` happened, in `details.reason`: callers branch on these, never on the message. One
+ * registry, like the codes; a conflict without a reason is a stale `expectedSeq` (details.currentSeq).
+ */
+export const ConflictReason = {
+  // memories
+  already_active: "already_active",
+  already_approved: "already_approved",
+  already_rejected: "already_rejected",
+  no_pending_version: "no_pending_version",
+  no_active_version: "no_active_version",
+  not_approved: "not_approved",
+  never_approved: "never_approved",
+  superseded: "superseded",
+  // promotions and the org
+  already_promoted: "already_promoted",
+  already_org: "already_org",
+  // sessions
+  already_started: "already_started",
+  already_ended: "already_ended",
+  // tasks and locks
+  already_open: "already_open",
+  already_held: "already_held",
+  held: "held",
+  not_held: "not_held",
+  not_holder: "not_holder",
+  expired: "expired",
+  done: "done",
+  name_mismatch: "name_mismatch",
+  // idempotency keys
+  key_reused: "key_reused",
+  // operators
+  already_quarantined: "already_quarantined",
+  valid_event: "valid_event",
+  // instances and leases
+  instance_running: "instance_running",
+  lease_lost: "lease_lost",
+  // read-model targets (a former leader, a rebuild that replaced the generation)
+  fenced: "fenced",
+  checkpoint_moved: "checkpoint_moved",
+  generation_replaced: "generation_replaced",
+} as const;
+
+export type ConflictReason = (typeof ConflictReason)[keyof typeof ConflictReason];
+
+/**
  * Every failure memledger reports: a code from the registry, a message for people, details for programs,
  * and, like the NATS client's errors, the `cause` it wraps (a JetStream API error, an I/O error), so the
  * operator's log keeps the chain while callers branch on the code.
@@ -52,7 +97,7 @@ export class MemledgerError extends Error {
 
 export const invalid = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
   new MemledgerError(ErrorCode.invalid, message, details, cause === undefined ? undefined : { cause });
-export const conflict = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
+export const conflict = (message: string, details?: { reason?: ConflictReason } & Record<string, unknown>, cause?: unknown) =>
   new MemledgerError(ErrorCode.conflict, message, details, cause === undefined ? undefined : { cause });
 export const forbidden = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
   new MemledgerError(ErrorCode.forbidden, message, details, cause === undefined ? undefined : { cause });

@@ -3,7 +3,7 @@ import { LRUCache } from "lru-cache";
 import { v5 as uuidv5, v7 as uuidv7 } from "uuid";
 import type { Decider } from "../commands/decider.js";
 import { CURRENT_SCHEMA_VERSION, LedgerEvent, type DomainEventOf } from "../schemas/events.js";
-import { MemledgerError, conflict, internal, invalid, unavailable } from "../schemas/errors.js";
+import { ConflictReason, MemledgerError, conflict, internal, invalid, unavailable } from "../schemas/errors.js";
 import type { Actor, GitContext } from "../schemas/primitives.js";
 import { WrongLastSequenceError, type EventStore } from "./event-store.js";
 import { canonicalJson } from "../events/chain.js";
@@ -207,7 +207,7 @@ export class CommandHandler {
         if (commandHash !== undefined && event.commandHash !== undefined && event.commandHash !== commandHash) {
           throw conflict(
             `idempotency key '${ctx.key}' was already used for a different ${event.type} request on ${decider.aggregate} ${aggregateId} (sequence ${seq}): use a new key for a new request`,
-            { reason: "key_reused", key: ctx.key, eventId, seq },
+            { reason: ConflictReason.key_reused, key: ctx.key, eventId, seq },
           );
         }
         return { aggregateId, event, seq, state: loaded.state, replayed: true };

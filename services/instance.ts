@@ -5,7 +5,7 @@ import path from "node:path";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Naming } from "../events/subjects.js";
-import { conflict, internal, invalid } from "../schemas/errors.js";
+import { ConflictReason, conflict, internal, invalid } from "../schemas/errors.js";
 
 /**
  * Who this process is among the instances of one prefix, and who else is there.
@@ -210,7 +210,7 @@ export class Presence {
       if (now.updatedAt !== first.updatedAt || now.session !== first.session || Date.now() > deadline) {
         throw conflict(
           `instance ${me.id} (data directory ${me.dataDir}) is already running on ${now.host} as pid ${now.pid}: give each instance its own MEMLEDGER_DATA`,
-          { reason: "instance_running", instance: me.id },
+          { reason: ConflictReason.instance_running, instance: me.id },
         );
       }
     }

@@ -2,7 +2,7 @@ import type { StoredMsg } from "@nats-io/jetstream";
 import { quarantineDecider } from "../commands/quarantine.js";
 import { ORG_APP } from "../events/subjects.js";
 import type { ParsedRequestOf } from "../schemas/commands.js";
-import { conflict, forbidden, invalid, notFound, unavailable } from "../schemas/errors.js";
+import { ConflictReason, conflict, forbidden, invalid, notFound, unavailable } from "../schemas/errors.js";
 import { rolesOf, type Policy } from "../schemas/policy.js";
 import type { Actor, Scope } from "../schemas/primitives.js";
 import type { CommandContext, CommandHandler } from "./command-handler.js";
@@ -94,7 +94,7 @@ export async function quarantineMessage(
   const error = notAnEvent(msg.data);
   if (error === null) {
     throw conflict(`sequence ${request.seq} of ${stream} is a valid event: only messages that are not events are quarantined; history is never edited`, {
-      reason: "valid_event",
+      reason: ConflictReason.valid_event,
       seq: request.seq,
       subject: msg.subject,
     });

@@ -3,7 +3,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { getHeapStatistics } from "node:v8";
 import { naming } from "../events/subjects.js";
 import { decodeEvent } from "../events/upcast.js";
-import { conflict } from "../schemas/errors.js";
+import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { PULL_EXPIRES_MS } from "./nats.js";
@@ -319,7 +319,7 @@ export class ProjectionRunner {
     const fence = this.options.fence;
     if (fence && !fence.held()) {
       throw conflict(`${this.definition.name} on ${this.scope.stream}: the leader lease (token ${fence.token}) is no longer held: not committing`, {
-        reason: "lease_lost",
+        reason: ConflictReason.lease_lost,
       });
     }
     if (last > this.committed) await target.commit(last);

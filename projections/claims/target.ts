@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import type { ClaimState } from "../../commands/claim.js";
-import { conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
+import { ConflictReason, conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
 import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { claimKeys, type ClaimKeys, type GenerationKeys } from "./keys.js";
 import { monitorRedis } from "./redis-health.js";
@@ -148,7 +148,7 @@ export class RedisClaimsTarget implements ProjectionTarget {
 
   private fenced(token: number, recorded: number) {
     return conflict(`claims projection: fenced: leader token ${token} was superseded by token ${recorded} (another instance took the lease over)`, {
-      reason: "fenced",
+      reason: ConflictReason.fenced,
       token,
       fence: recorded,
     });
@@ -180,17 +180,17 @@ export class RedisClaimsTarget implements ProjectionTarget {
       if (this.fenceToken !== undefined && Number(fence ?? 0) !== this.fenceToken) throw this.fenced(this.fenceToken, Number(fence ?? 0));
       if (Number(stored ?? 0) !== this.current.seq) {
         throw conflict(`claims projection: checkpoint of generation ${this.generation} is ${stored ?? 0}, not ${this.current.seq}: another writer`, {
-          reason: "checkpoint_moved",
+          reason: ConflictReason.checkpoint_moved,
         });
       }
       if (this.visible && pointer !== this.generation) {
-        throw conflict(`claims projection: generation ${this.generation} was replaced by ${pointer}: reopen`, { reason: "generation_replaced" });
+        throw conflict(`claims projection: generation ${this.generation} was replaced by ${pointer}: reopen`, { reason: ConflictReason.generation_replaced });
       }
       const transaction = this.redis.multi();
       for (const [command, ...args] of this.pending) transaction.call(command, ...args);
       transaction.set(checkpoint, String(seq));
       const result = await transaction.exec();
-      if (result === null) throw conflict("claims projection: the checkpoint or generation moved during commit", { reason: "checkpoint_moved" });
+      if (result === null) throw conflict("claims projection: the checkpoint or generation moved during commit", { reason: ConflictReason.checkpoint_moved });
       const failed = result.find(([err]) => err !== null);
       if (failed) throw unavailable(`claims projection: Redis refused a write: ${(failed[0] as Error).message}`);
     } catch (err) {

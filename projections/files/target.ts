@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { conflict, internal } from "../../schemas/errors.js";
+import { ConflictReason, conflict, internal } from "../../schemas/errors.js";
 import { isUnusableState, unusableState } from "../unusable.js";
 import type { Checkpoint, ProjectedEvent, ProjectionTarget } from "../projection.js";
 import { isNotFound, readTextIfExists, removeLeftoverTemps, writeFileAtomic } from "./fs.js";
@@ -295,7 +295,7 @@ export class FilesTarget implements ProjectionTarget {
 
   private fenced(token: number, recorded: number) {
     return conflict(`file store ${this.layout.app}: fenced: leader token ${token} was superseded by token ${recorded} (another instance took the lease over)`, {
-      reason: "fenced",
+      reason: ConflictReason.fenced,
       token,
       fence: recorded,
     });
@@ -374,7 +374,7 @@ export class FilesTarget implements ProjectionTarget {
     );
     if (replaced || !present) {
       throw conflict(`generation ${this.generation} of ${this.layout.app} was replaced by ${current ?? "nothing"}: reopen the target`, {
-        reason: "generation_replaced",
+        reason: ConflictReason.generation_replaced,
       });
     }
   }
