@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { openSync, closeSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -20,6 +19,7 @@ import { MemoryClient } from "../../services/client.js";
 import { CommandService } from "../../services/command-service.js";
 import { connectNats } from "../../services/nats.js";
 import { uniquePrefix } from "../support/env.js";
+import { freePort } from "../support/servers.js";
 
 /**
  * Identity from the broker, end to end: `memledger auth config` turns a policy into a nats-server
@@ -50,16 +50,6 @@ const POLICY = {
     "human:alice": { roles: ["reviewer"] },
     "service:curator": { roles: ["curator"] },
   },
-};
-
-const freePort = async (): Promise<number> => {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
 };
 
 /** Every permission violation the server reported on a connection, as the v3 client surfaces them: status events of type "error". */
