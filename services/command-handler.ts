@@ -40,6 +40,43 @@ export interface Executed<S> {
   replayed: boolean;
 }
 
+/**
+ * Where an event goes when it is not the app's own aggregate subject: the org stream, a promotion's
+ * decision subject. The event's `app` is still the context's.
+ */
+export interface CommandTarget {
+  stream: string;
+  subject: string;
+}
+
+/** When a lost append race is decided again on the reloaded state (emmett's retry policy, as data). */
+export interface RetryOptions {
+  maxAttempts?: number;
+  /**
+   * Whether this lost race (a wrong last sequence: another writer moved the aggregate) is reloaded and
+   * decided again; default yes. No: the error reaches the caller, who may decide differently (the curator
+   * re-runs its policy against the moved org).
+   */
+  shouldRetry?: (err: WrongLastSequenceError) => boolean;
+}
+
+export interface ExecuteOptions<S> {
+  isNew?: boolean;
+  /**
+   * Authorisation against the state the command is decided on (services/auth/guard.ts): run on every
+   * attempt, right before decide, so a command racing the aggregate's creation (or any change) is
+   * judged on what it finally acts on, never on an earlier read. Throws to refuse.
+   */
+  authorize?: (state: S) => void;
+  /** Default: the app stream and the aggregate's subject in it. */
+  target?: CommandTarget;
+  /** A fixed event id (derived by the caller, e.g. from a promotion id): a retry finds it applied. */
+  eventId?: string;
+  retry?: RetryOptions;
+}
+
+const retriesLostRace = (): boolean => true;
+
 export interface CommandHandlerOptions {
   now?: () => Date;
   /** Aggregates whose state is kept between commands; a stale one costs a reload, never a lost update. */
@@ -166,25 +203,19 @@ export class CommandHandler {
     aggregateId: string,
     command: C,
     ctx: CommandContext,
-    options: {
-      isNew?: boolean;
-      /**
-       * Authorisation against the state the command is decided on (services/auth/guard.ts): run on every
-       * attempt, right before decide, so a command racing the aggregate's creation (or any change) is
-       * judged on what it finally acts on, never on an earlier read. Throws to refuse.
-       */
-      authorize?: (state: S) => void;
-    } = {},
+    options: ExecuteOptions<S> = {},
   ): Promise<Executed<S>> {
-    const stream = await this.store.ensureAppStream(ctx.app);
-    const subject = this.subjectOf(ctx.app, decider.aggregate, aggregateId);
-    const eventId = eventIdFor(ctx, decider.aggregate, aggregateId, (command as { type?: string }).type ?? "");
+    const stream = options.target?.stream ?? (await this.store.ensureAppStream(ctx.app));
+    const subject = options.target?.subject ?? this.subjectOf(ctx.app, decider.aggregate, aggregateId);
+    const eventId = options.eventId ?? eventIdFor(ctx, decider.aggregate, aggregateId, (command as { type?: string }).type ?? "");
+    const maxAttempts = options.retry?.maxAttempts ?? this.maxAttempts;
+    const shouldRetry = options.retry?.shouldRetry ?? retriesLostRace;
     const commandHash = ctx.key === undefined ? undefined : commandHashOf(command);
 
     // What the cache holds may be stale (another instance wrote since); an id the caller says is new
     // (freshly generated, or derived from a key) most likely has no history, so skip the read: if it has
     // one, the append's expected sequence 0 fails and the loop reloads.
-    let loaded: Loaded<S> | undefined = this.cached<S>(ctx.app, decider, aggregateId);
+    let loaded = this.cache.get(subject) as Loaded<S> | undefined;
     if (!loaded && options.isNew) loaded = { state: decider.initialState(), seq: 0, seqOf: new Map(), lastHash: null };
     /** Whether `loaded` was read from the log during this command (not cached, not assumed). */
     let fresh = false;
@@ -193,7 +224,7 @@ export class CommandHandler {
       fresh = true;
     }
 
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+    for (let attempt = 0; attempt < maxAttempts; attempt++) {
       // Before the replay check too: a retry is answered only to an actor still allowed on this state.
       // A stale cache cannot let a command through: its append expects the cached sequence, fails, and
       // the next attempt authorises again on the reloaded state.
@@ -253,13 +284,13 @@ export class CommandHandler {
         this.cache.set(subject, { state, seq: ack.seq, seqOf, lastHash: ack.event.hash ?? null });
         return { aggregateId, event: ack.event, seq: ack.seq, state, replayed: false };
       } catch (err) {
-        if (!(err instanceof WrongLastSequenceError)) throw err;
+        if (!(err instanceof WrongLastSequenceError) || !shouldRetry(err)) throw err;
         loaded = await this.catchUp(decider, stream, subject, loaded);
         fresh = true;
         if (attempt > 2) await sleep(Math.random() * Math.min(50, 2 ** attempt));
       }
     }
-    throw unavailable(`${decider.aggregate} ${aggregateId} kept changing; gave up after ${this.maxAttempts} attempts`);
+    throw unavailable(`${decider.aggregate} ${aggregateId} kept changing; gave up after ${maxAttempts} attempts`);
   }
 
   private envelope<C, E extends LedgerEvent, S>(

@@ -1,20 +1,16 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { v5 as uuidv5 } from "uuid";
-import { activeVersionOf, initialMemoryState, memoryDecider, type MemoryState } from "../../commands/memory.js";
+import { activeVersionOf, memoryDecider, type MemoryState } from "../../commands/memory.js";
 import { decodeEvent } from "../../events/upcast.js";
 import { naming, type Naming } from "../../events/subjects.js";
-import {
-  CURRENT_SCHEMA_VERSION,
-  LedgerEvent,
-  type MemoryEvent,
-  type MemoryPromotionRequested,
-  type OrgProvenance,
-} from "../../schemas/events.js";
+import { orgMemoryDecider, promotionDecisionDecider, type PromotionDecisionCommand, type PromotionDecisionEvent } from "../../commands/org-memory.js";
+import type { DomainEventOf, LedgerEvent, MemoryPromotionRequested, OrgProvenance } from "../../schemas/events.js";
 import { MemledgerError, forbidden, internal } from "../../schemas/errors.js";
 import { PERMISSIVE_POLICY, authorize, type Policy } from "../../schemas/policy.js";
 import type { Actor } from "../../schemas/primitives.js";
 import { EventStore, WrongLastSequenceError, type EventStoreOptions } from "../event-store.js";
+import { CommandHandler, type CommandContext, type CommandTarget, type Loaded } from "../command-handler.js";
 import { ORG_APP, discoverScopes } from "../projection-supervisor.js";
 import { OrgView, type OrgEffect } from "./org-view.js";
 import { CuratorPolicy, assessCandidate, decidePromotion, type CuratorPolicyInput, type PromotedContent, type PromotionCandidate, type PromotionDecision } from "./policy.js";
@@ -51,11 +47,7 @@ export const orgMemoryIdOf = (promotionId: string): string => derivedId(promotio
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface SourceMemory {
-  state: MemoryState;
-  /** Stream sequence of each of its events, by event id. */
-  seqOf: Map<string, number>;
-}
+type SourceMemory = Pick<Loaded<MemoryState>, "state" | "seqOf">;
 
 /**
  * Turns promotion requests into org knowledge, exactly once.
@@ -76,9 +68,10 @@ interface SourceMemory {
  *   4. the decision, on the promotion's own subject, expected at sequence 0 (a second one is refused);
  *   5. the approval, when the policy auto-approves, again with a derived event id.
  *
- * The curator appends to the stores directly as a trusted service rather than through the command
- * service: provenance must not be something an agent can send in a command, and the org stream is not an
- * app stream. It checks the access policy itself before every org write, as the command service would.
+ * The curator appends through the command handler (the one write path: envelope, chain, idempotency by
+ * event id, retry) but not through the command service: provenance must not be something an agent can
+ * send in a command (only commands/org-memory.ts attaches it), and the org stream is not an app stream. It
+ * checks the access policy itself before every org write, as the command service would.
  */
 export class Curator {
   private readonly names: Naming;
@@ -92,6 +85,7 @@ export class Curator {
   private discovering: Promise<void> = Promise.resolve();
   private stopped = false;
   private readonly now: () => Date;
+  private readonly handler: CommandHandler;
   private readonly onError: (err: unknown, where: string) => void;
 
   private constructor(
@@ -104,6 +98,7 @@ export class Curator {
     this.org = new OrgView(store);
     this.now = options.now ?? (() => new Date());
     this.onError = options.onError ?? (() => undefined);
+    this.handler = new CommandHandler(store, { now: this.now, cacheSize: 1_000 });
   }
 
   static async start(nc: NatsConnection, options: CuratorOptions = {}): Promise<Curator> {
@@ -278,13 +273,7 @@ export class Curator {
   }
 
   private async loadSource(app: string, memoryId: string): Promise<SourceMemory> {
-    let state = initialMemoryState();
-    const seqOf = new Map<string, number>();
-    for await (const stored of this.store.readSubject(this.names.appStream(app), this.names.aggregate(app, "memory", memoryId))) {
-      state = memoryDecider.evolve(state, stored.event as MemoryEvent);
-      seqOf.set(stored.event.id, stored.seq);
-    }
-    return { state, seqOf };
+    return this.handler.load(memoryDecider, app, memoryId);
   }
 
   private async candidateOf(app: string, source: SourceMemory, request: MemoryPromotionRequested): Promise<PromotionCandidate> {
@@ -343,127 +332,83 @@ export class Curator {
   ): Promise<{ decision: PromotionDecision; effect?: OrgEffect }> {
     const { promotionId } = request.data;
     const provenance = this.provenanceOf(app, source, requestSeq, request);
+    const eventId = derivedId(promotionId, "org-proposal");
     for (let attempt = 0; attempt < 20; attempt++) {
       const view = await this.org.viewFor(`${candidate.content.title}\n${candidate.content.body}`, this.policy.candidates);
       const decision = decidePromotion(candidate, view, this.policy);
       if (decision.type === "reject") return { decision };
       this.requireOrgPermission("propose");
       const orgMemoryId = decision.type === "merge" ? decision.into : orgMemoryIdOf(promotionId);
-      const eventId = derivedId(promotionId, "org-proposal");
-      const subject = this.names.orgMemory(orgMemoryId);
-      const current = await this.loadOrgMemory(orgMemoryId);
-      if (current.state.applied[eventId]) {
-        return { decision, effect: { orgMemoryId, orgVersion: current.state.applied[eventId]!.version!, eventId } };
-      }
-      let domain;
+      let executed;
       try {
-        domain = memoryDecider.decide({ type: "propose", revision: decision.type === "merge", scope: "org", ...decision.content }, current.state);
+        executed = await this.handler.execute(
+          orgMemoryDecider,
+          orgMemoryId,
+          { type: "propose", revision: decision.type === "merge", ...decision.content, provenance },
+          this.contextOf(request),
+          // A lost race is not proposed again as it was: the policy decides again against the moved org.
+          { target: this.orgTarget(orgMemoryId), eventId, retry: { shouldRetry: () => false } },
+        );
       } catch (err) {
-        if (!(err instanceof MemledgerError)) throw err;
-        await this.org.catchUp(); // the target changed under us (superseded): decide again
+        // Another writer got there first: our own earlier attempt (found by its event id next round), or
+        // another revision of the merge target (propose again on top of it); or the target cannot take a
+        // revision any more (superseded): decide again.
+        if (!(err instanceof WrongLastSequenceError) && !isDecisionRefusal(err)) throw err;
+        await this.org.catchUp();
         continue;
       }
-      const data = { ...(domain.data as Record<string, unknown>), provenance };
-      const event = this.envelope(eventId, "memory.proposed", orgMemoryId, ORG_APP, "org", data, request);
-      try {
-        const ack = await this.store.append(subject, event, current.seq);
-        const version = (domain.data as { version: number }).version;
-        if (ack.duplicate) {
-          const again = await this.loadOrgMemory(orgMemoryId);
-          const applied = again.state.applied[eventId];
-          if (!applied) throw internal(`org append of ${eventId} was a duplicate but is not on ${subject}`);
-          return { decision, effect: { orgMemoryId, orgVersion: applied.version!, eventId } };
-        }
-        await this.org.catchUp();
-        return { decision, effect: { orgMemoryId, orgVersion: version, eventId } };
-      } catch (err) {
-        if (!(err instanceof WrongLastSequenceError)) throw err;
-        // Another writer got there first: our own earlier attempt (found by its event id next round), or
-        // another revision of the merge target (propose again on top of it).
-        await this.org.catchUp();
-      }
+      const applied = executed.state.applied[eventId];
+      if (!applied) throw internal(`org append of ${eventId} is not on ${this.names.orgMemory(orgMemoryId)}`);
+      if (!executed.replayed) await this.org.catchUp();
+      return { decision, effect: { orgMemoryId, orgVersion: applied.version!, eventId } };
     }
     throw internal(`promotion ${promotionId}: the org memory kept changing; will retry`);
   }
 
-  private async loadOrgMemory(orgMemoryId: string): Promise<{ state: MemoryState; seq: number }> {
-    let state = initialMemoryState();
-    let seq = 0;
-    // A quarantined message on the subject is not folded but is its last sequence: appends must expect it.
-    for await (const stored of this.store.readSubject(this.names.orgStream(), this.names.orgMemory(orgMemoryId), 0, (skipped) => (seq = Math.max(seq, skipped)))) {
-      state = memoryDecider.evolve(state, stored.event as MemoryEvent);
-      seq = stored.seq;
-    }
-    return { state, seq };
-  }
-
-  private async appendDecision(
-    app: string,
-    request: MemoryPromotionRequested,
-    decided: { type: "memory.promotion_accepted" | "memory.promotion_rejected"; data: Record<string, unknown> },
-  ): Promise<void> {
+  private async appendDecision(app: string, request: MemoryPromotionRequested, decided: DomainEventOf<PromotionDecisionEvent>): Promise<void> {
     const { promotionId } = request.data;
-    const event = this.envelope(derivedId(promotionId, "decision"), decided.type, request.aggregateId, app, request.scope, decided.data, request);
     try {
-      await this.store.append(this.names.promotion(app, promotionId), event, 0);
+      await this.handler.execute(promotionDecisionDecider, request.aggregateId, { ...decided, scope: request.scope } as PromotionDecisionCommand, this.contextOf(request, app), {
+        target: { stream: this.names.appStream(app), subject: this.names.promotion(app, promotionId) },
+        eventId: derivedId(promotionId, "decision"),
+        isNew: true,
+        retry: { shouldRetry: () => false },
+      });
     } catch (err) {
       // Decided already (by us before a crash, or another curator): that decision stands.
-      if (!(err instanceof WrongLastSequenceError)) throw err;
+      if (!(err instanceof WrongLastSequenceError) && !isDecisionRefusal(err)) throw err;
     }
   }
 
   /** Approves the org version the decision promised to approve, unless it was decided (by anyone) already. */
   private async ensureApproved(orgMemoryId: string, version: number, promotionId: string, request: MemoryPromotionRequested): Promise<void> {
     this.requireOrgPermission("approve");
-    const eventId = derivedId(promotionId, "org-approval");
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const current = await this.loadOrgMemory(orgMemoryId);
-      const target = current.state.versions.find((v) => v.version === version);
-      if (!target || target.status !== "proposed" || current.state.superseded || current.state.applied[eventId]) return;
-      const event = this.envelope(eventId, "memory.approved", orgMemoryId, ORG_APP, "org", { version }, request);
-      try {
-        await this.store.append(this.names.orgMemory(orgMemoryId), event, current.seq);
-        return;
-      } catch (err) {
-        if (!(err instanceof WrongLastSequenceError)) throw err;
-      }
+    try {
+      await this.handler.execute(orgMemoryDecider, orgMemoryId, { type: "approve", version }, this.contextOf(request), {
+        target: this.orgTarget(orgMemoryId),
+        eventId: derivedId(promotionId, "org-approval"),
+        retry: { maxAttempts: 20 },
+      });
+    } catch (err) {
+      // The version is gone, no longer proposed, or its memory superseded: nothing left to approve.
+      if (!isDecisionRefusal(err)) throw err;
     }
-    throw internal(`approving org memory ${orgMemoryId} v${version}: it kept changing; will retry`);
+  }
+
+  /** The curator writes as itself, caused by the request and in its correlation. */
+  private contextOf(request: MemoryPromotionRequested, app = ORG_APP): CommandContext {
+    return { app, actor: CURATOR_ACTOR, causationId: request.id, correlationId: request.correlationId };
+  }
+
+  private orgTarget(orgMemoryId: string): CommandTarget {
+    return { stream: this.names.orgStream(), subject: this.names.orgMemory(orgMemoryId) };
   }
 
   private requireOrgPermission(verb: "propose" | "approve"): void {
     const decision = authorize(this.access, CURATOR_ACTOR, verb, "org");
     if (!decision.allowed) throw forbidden(`the curator may not write the org: ${decision.reason}`, { verb, scope: "org" });
   }
-
-  private envelope(
-    id: string,
-    type: LedgerEvent["type"],
-    aggregateId: string,
-    app: string,
-    scope: string,
-    data: Record<string, unknown>,
-    request: MemoryPromotionRequested,
-  ): LedgerEvent {
-    const candidate = {
-      id,
-      type,
-      schemaVersion: CURRENT_SCHEMA_VERSION[type],
-      aggregateId,
-      app,
-      scope,
-      actor: CURATOR_ACTOR,
-      sessionId: null,
-      transcriptRef: null,
-      git: null,
-      causationId: request.id,
-      correlationId: request.correlationId,
-      time: this.now().toISOString(),
-      data,
-    };
-    // The last gate before the log, as in the command handler: nothing that fails its schema is stored.
-    const parsed = LedgerEvent.safeParse(candidate);
-    if (!parsed.success) throw internal(`curator event failed its schema: ${parsed.error.issues[0]?.message}`, { issues: parsed.error.issues });
-    return parsed.data;
-  }
 }
+
+/** The decider refused on the state as the log holds it (the handler rereads a stale cache first). */
+const isDecisionRefusal = (err: unknown): boolean => err instanceof MemledgerError && (err.code === "conflict" || err.code === "not_found");
