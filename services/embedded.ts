@@ -87,11 +87,11 @@ async function findProgram(name: string, dirs: string[]): Promise<string | null>
 async function waitUntilAnswering(host: string, port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited (${child.exitCode ?? child.signalCode}) before it listened`);
+    if (child.exitCode !== null || child.signalCode !== null) throw unavailable(`exited (${child.exitCode ?? child.signalCode}) before it listened`);
     if (await answers(host, port, 250)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`did not listen on ${host}:${port} within ${timeoutMs} ms`);
+  throw unavailable(`did not listen on ${host}:${port} within ${timeoutMs} ms`);
 }
 
 interface ServerSpec {

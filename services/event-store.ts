@@ -489,14 +489,14 @@ class AppendReplies {
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, timeoutMs / 4)));
     this.sweeper.unref();
     void this.subscription.closed.then(
-      () => this.failAll(new Error("connection closed")),
+      () => this.failAll(unavailable("JetStream append failed: the connection closed before its ack")),
       (err: Error) => this.failAll(err),
     );
   }
 
   request(subject: string, data: Uint8Array, hdrs: MsgHdrs): Promise<Msg> {
-    if (this.nc.isClosed()) throw new Error("closed connection");
-    if (this.nc.isDraining()) throw new Error("connection draining");
+    if (this.nc.isClosed()) throw unavailable("JetStream append failed: the connection is closed");
+    if (this.nc.isDraining()) throw unavailable("JetStream append failed: the connection is draining");
     const token = (this.next++).toString(36);
     return new Promise<Msg>((resolve, reject) => {
       this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
@@ -514,7 +514,7 @@ class AppendReplies {
     for (const [token, waiting] of this.pending) {
       if (waiting.deadline > now) continue;
       this.pending.delete(token);
-      waiting.reject(new Error("timeout"));
+      waiting.reject(unavailable("JetStream append timed out: its ack never came (it may have landed; a retry with the same event id is safe)"));
     }
   }
 

@@ -3,25 +3,13 @@ import { ORG_APP } from "../events/subjects.js";
 import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import type { InstanceRole } from "./instance.js";
+import { discoverScopes } from "./discovery.js";
 import { LeaderLease } from "./leader-lease.js";
 import { ProjectionRunner, type RunnerOptions } from "./projection-runner.js";
+import { internal } from "../schemas/errors.js";
 
 export { ORG_APP } from "../events/subjects.js";
-
-/** The streams of a prefix: one per app, plus the org stream if it exists. */
-export async function discoverScopes(store: EventStore): Promise<ProjectionScope[]> {
-  const { names } = store;
-  const appStreamPrefix = names.appStream("");
-  const scopes: ProjectionScope[] = [];
-  for await (const stream of store.jsm.streams.names()) {
-    if (stream.startsWith(appStreamPrefix)) {
-      scopes.push({ prefix: names.prefix, app: stream.slice(appStreamPrefix.length), stream });
-    } else if (stream === names.orgStream()) {
-      scopes.push({ prefix: names.prefix, app: ORG_APP, stream });
-    }
-  }
-  return scopes.sort((a, b) => a.stream.localeCompare(b.stream));
-}
+export { discoverScopes } from "./discovery.js";
 
 /** A store other instances may write too (Redis, a shared disk): one writer at a time, by lease. */
 export interface SharedStore {
@@ -230,7 +218,7 @@ export class ProjectionSupervisor {
       leases.holder,
       {
         onAcquired: async (token) => {
-          if (this.stopped) throw new Error("stopping");
+          if (this.stopped) throw internal("stopping");
           const runner = this.newRunner(definition, scope, { token, held: () => lease.held() });
           entry.runner = runner;
           try {
@@ -246,7 +234,7 @@ export class ProjectionSupervisor {
           const runner = entry.runner;
           entry.runner = undefined;
           await runner?.stop();
-          if (!this.stopped) this.options.onError?.(new Error(`no longer the leader of ${definition.name} (store ${store.id}): ${reason}`), where);
+          if (!this.stopped) this.options.onError?.(internal(`no longer the leader of ${definition.name} (store ${store.id}): ${reason}`), where);
           this.options.onRoleChange?.();
         },
       },

@@ -2,7 +2,7 @@ import path from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ProjectionProgress } from "../projections/projection.js";
 import { DEFAULT_PREFIX, Prefix } from "../events/subjects.js";
-import { invalid } from "../schemas/errors.js";
+import { internal, invalid } from "../schemas/errors.js";
 import { CommandService, readWaitMsFromEnv, type ReadModelsPosition } from "./command-service.js";
 import { connectNats } from "./nats.js";
 import type { Policy } from "../schemas/policy.js";
@@ -129,7 +129,7 @@ export const projectionsComponent = (
   name: "projections",
   async start(ctx) {
     const models = readModels();
-    if (!models) throw new Error("projections need the read models component to start first");
+    if (!models) throw internal("projections need the read models component to start first");
     const store = await EventStore.open(ctx.nc, naming(ctx.prefix));
     const me = instance?.();
     const shared = me ? sharedStores(ctx.prefix, models.config) : undefined;
@@ -294,7 +294,7 @@ export async function startMemledger(options: MemledgerOptions = {}): Promise<Me
     for (const { name, running } of [...started].reverse()) {
       try {
         if ((await within(stopTimeoutMs, running.stop())) === "timeout") {
-          onError(new Error(`did not stop within ${stopTimeoutMs} ms`), `stopping ${name}`);
+          onError(internal(`did not stop within ${stopTimeoutMs} ms`), `stopping ${name}`);
         }
       } catch (err) {
         onError(err, `stopping ${name}`);
@@ -302,7 +302,7 @@ export async function startMemledger(options: MemledgerOptions = {}): Promise<Me
     }
     if (nc.isClosed()) return;
     try {
-      if ((await within(stopTimeoutMs, nc.drain())) === "timeout") onError(new Error("drain timed out"), "draining NATS");
+      if ((await within(stopTimeoutMs, nc.drain())) === "timeout") onError(internal("drain timed out"), "draining NATS");
     } catch (err) {
       onError(err, "draining NATS");
     }

@@ -1,3 +1,4 @@
+import { internal } from "../../schemas/errors.js";
 /**
  * The Redis key layout of the `claims` projection. Every key of one app lives under one root,
  * `<keyPrefix>:<app>`, and every key of one generation under `<root>:{<generation>}:` (the braces are a
@@ -40,7 +41,7 @@ export interface ClaimKeys {
 export const escapeGlob = (literal: string): string => literal.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 
 export function claimKeys(keyPrefix: string, app: string): ClaimKeys {
-  if (keyPrefix.length === 0) throw new Error("claims projection: keyPrefix must not be empty");
+  if (keyPrefix.length === 0) throw internal("claims projection: keyPrefix must not be empty");
   const root = `${keyPrefix}:${app}`;
   return {
     root,

@@ -1,3 +1,4 @@
+import { internal } from "../../schemas/errors.js";
 /**
  * JSON for values too big for one string.
  *
@@ -69,7 +70,7 @@ export class ChunkAssembler {
     let parent = this.root as Record<string | number, unknown>;
     for (let i = 0; i < path.length - 1; i++) {
       parent = parent[path[i]!] as Record<string | number, unknown>;
-      if (parent === null || typeof parent !== "object") throw new Error(`chunked JSON: no container at ${path.slice(0, i + 1).join(".")}`);
+      if (parent === null || typeof parent !== "object") throw internal(`chunked JSON: no container at ${path.slice(0, i + 1).join(".")}`);
     }
     parent[path[path.length - 1]!] = value;
   }

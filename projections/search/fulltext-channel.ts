@@ -3,6 +3,7 @@ import type { IndexedMemory } from "./memory-records.js";
 import { asList, tagKey, type RetrievalFilter } from "./retrieval-filter.js";
 import { exactTermIndex, type ExactTermIndex } from "./exact-term-index.js";
 import { identifierAwareTokenizer, identifierTokens, namedIdentifiers, type IdentifierAwareTokenizer } from "./tokenizer.js";
+import { internal } from "../../schemas/errors.js";
 
 /**
  * The BM25 channel: one Orama document per active memory. A vector channel will sit beside it with the
@@ -69,7 +70,7 @@ export interface ChannelHit {
  * projection relies on inserts being applied in order before the next event; a promise here is a bug.
  */
 function synchronously<T>(value: T | Promise<T>, what: string): T {
-  if (value instanceof Promise) throw new Error(`Orama ${what} went asynchronous; the search index has no async hooks`);
+  if (value instanceof Promise) throw internal(`Orama ${what} went asynchronous; the search index has no async hooks`);
   return value;
 }
 
@@ -125,12 +126,12 @@ export class FullTextChannel {
     let docCount = 0;
     for (const memory of memories) {
       const internalId = internalIdOf.get(memory.memoryId);
-      if (internalId === undefined) throw new Error(`search snapshot: memory ${memory.memoryId} is active but missing from the saved index`);
+      if (internalId === undefined) throw internal(`search snapshot: memory ${memory.memoryId} is active but missing from the saved index`);
       docs[internalId] = documentOf(memory);
       docCount += 1;
     }
     load(channel.db, { ...saved, docs: { docs, count: docCount } });
-    if (count(channel.db) !== docCount) throw new Error("search snapshot: the saved index and the memory records disagree");
+    if (count(channel.db) !== docCount) throw internal("search snapshot: the saved index and the memory records disagree");
     return channel;
   }
 

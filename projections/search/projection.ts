@@ -16,6 +16,7 @@ import {
   writeCurrentGeneration,
   writeSnapshot,
 } from "./snapshot.js";
+import { internal } from "../../schemas/errors.js";
 
 export const DEFAULT_SEARCH_DIR = ".memledger/search";
 
@@ -153,9 +154,9 @@ class SearchTarget implements ProjectionTarget {
   }
 
   private assertUsable(operation: string): void {
-    if (this.closed) throw new Error(`search target ${this.index.generation}: ${operation} after close`);
+    if (this.closed) throw internal(`search target ${this.index.generation}: ${operation} after close`);
     // The saved Orama index shares structures with the live one while a snapshot is written.
-    if (this.writing) throw new Error(`search target ${this.index.generation}: ${operation} while a snapshot is being written`);
+    if (this.writing) throw internal(`search target ${this.index.generation}: ${operation} while a snapshot is being written`);
   }
 }
 
@@ -243,7 +244,7 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
 
     async promote(scope: ProjectionScope, target: ProjectionTarget): Promise<void> {
       if (!(target instanceof SearchTarget) || target.role !== "fresh" || target.index.app !== scope.app) {
-        throw new Error("search promote: expected a fresh search target of the same app");
+        throw internal("search promote: expected a fresh search target of the same app");
       }
       target.index.indexImmediately(); // readers may use it from now on: it must index as it folds
       await target.snapshot();
@@ -301,7 +302,7 @@ async function loadCurrent(dir: string, app: string, hooks: LoadHooks = {}): Pro
       if ((await readCurrentGeneration(dir, app).catch(() => null)) === generation) return undefined;
     }
   }
-  throw new Error(`search index of ${app}: CURRENT kept changing while it was being read`);
+  throw internal(`search index of ${app}: CURRENT kept changing while it was being read`);
 }
 
 /** An I/O failure on read-model state, said with the file and what to do. */

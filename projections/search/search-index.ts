@@ -3,6 +3,7 @@ import { FullTextChannel, type ChannelHit, type RetrievalFilter, type SavedFullT
 import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexChange, type IndexedMemory, type MemoryRecord } from "./memory-records.js";
 import type { VectorChannel, VectorWriteStats } from "./vector-channel.js";
 import { tokenizeText } from "./tokenizer.js";
+import { internal } from "../../schemas/errors.js";
 
 /**
  * The live search model of one app: per-memory records (the state needed to continue folding events)
@@ -67,7 +68,7 @@ export class SearchIndex {
    * snapshot, or derived with `VectorChannel.rebuildFrom(index.activeMemories())`).
    */
   attachVectors(channel: VectorChannel): void {
-    if (this.vectorChannel) throw new Error(`search index ${this.app}/${this.generation} already has a vector channel`);
+    if (this.vectorChannel) throw internal(`search index ${this.app}/${this.generation} already has a vector channel`);
     this.vectorChannel = channel;
   }
 
@@ -123,7 +124,7 @@ export class SearchIndex {
 
   /** Back to indexing at once; everything deferred must have been materialized. */
   indexImmediately(): void {
-    if (this.deferred && this.deferred.size > 0) throw new Error(`search index ${this.app}/${this.generation}: materialize before indexing immediately`);
+    if (this.deferred && this.deferred.size > 0) throw internal(`search index ${this.app}/${this.generation}: materialize before indexing immediately`);
     this.deferred = undefined;
     this.materializedIds = undefined;
   }
@@ -195,8 +196,8 @@ export class SearchIndex {
    * beside it must be at the same sequence.
    */
   exportState(): { seq: number; records: IterableIterator<MemoryRecord>; branches: [string, number, string][]; fullText: SavedFullTextIndex } {
-    if (this.pendingVectors.size > 0) throw new Error(`search index ${this.app}/${this.generation}: flush vectors before a snapshot`);
-    if (this.deferred && this.deferred.size > 0) throw new Error(`search index ${this.app}/${this.generation}: materialize before a snapshot`);
+    if (this.pendingVectors.size > 0) throw internal(`search index ${this.app}/${this.generation}: flush vectors before a snapshot`);
+    if (this.deferred && this.deferred.size > 0) throw internal(`search index ${this.app}/${this.generation}: materialize before a snapshot`);
     const branches: [string, number, string][] = [];
     for (const record of this.records.values()) {
       if (record.id === null) continue;

@@ -2,7 +2,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import hnswlib from "hnswlib-node";
 import { z } from "zod";
-import { invalid } from "../../schemas/errors.js";
+import { internal, invalid } from "../../schemas/errors.js";
 import { checkDimensions, prepareIds, preparePoints, prepareSearch, searchCutAtK, topHits, compareHits, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
 import { loadVectorSnapshot, saveVectorSnapshot } from "./vector-snapshot.js";
 import { VectorStore } from "./vector-store.js";
@@ -205,7 +205,7 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   }
 
   private ensureOpen(): void {
-    if (this.closed) throw new Error(`vector index ${this.name} is closed`);
+    if (this.closed) throw internal(`vector index ${this.name} is closed`);
   }
 }
 

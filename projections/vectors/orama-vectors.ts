@@ -2,6 +2,7 @@ import { create, insert, remove, search, type Orama, type WhereCondition } from 
 import { checkDimensions, compareHits, dot, prepareIds, preparePoints, prepareSearch, searchCutAtK, type NormalizedFilter, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
 import { loadVectorSnapshot, saveVectorSnapshot } from "./vector-snapshot.js";
 import { VectorStore } from "./vector-store.js";
+import { internal } from "../../schemas/errors.js";
 
 /**
  * The embedded default: an Orama vector field, filtered through `enum` fields (NOTES: `where` on a
@@ -35,7 +36,7 @@ export interface OramaVectorIndexOptions {
 
 /** Orama calls return a promise only when a plugin or hook is async; this database has neither. */
 function synchronously<T>(value: T | Promise<T>, what: string): T {
-  if (value instanceof Promise) throw new Error(`Orama ${what} went asynchronous; the vector index has no async hooks`);
+  if (value instanceof Promise) throw internal(`Orama ${what} went asynchronous; the vector index has no async hooks`);
   return value;
 }
 
@@ -160,6 +161,6 @@ export class OramaVectorIndex implements PersistentVectorIndex {
   }
 
   private ensureOpen(): void {
-    if (this.closed) throw new Error(`vector index ${this.name} is closed`);
+    if (this.closed) throw internal(`vector index ${this.name} is closed`);
   }
 }

@@ -207,6 +207,6 @@ export class QdrantVectorIndex implements VectorIndex {
   }
 
   private ensureOpen(): void {
-    if (this.closed) throw new Error(`vector index ${this.name} is closed`);
+    if (this.closed) throw internal(`vector index ${this.name} is closed`);
   }
 }

@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { naming, Prefix } from "../../events/subjects.js";
 import { retrieve, searchProjection, vectorSetup, type RetrievalMode, type SearchIndex } from "../../projections/search/index.js";
 import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
-import { invalid, unavailable } from "../../schemas/errors.js";
+import { internal, invalid, unavailable } from "../../schemas/errors.js";
 import { MemoryClient } from "../client.js";
 import { CommandService } from "../command-service.js";
 import { cachedEmbedder, mapBounded, type CachedEmbedder } from "../embeddings/cache.js";
@@ -187,8 +187,8 @@ export async function runEval(dataset: Dataset, options: EvalOptions): Promise<E
     const projectSeconds = seconds(projectStarted);
     progress(`projected ${last} events in ${projectSeconds.toFixed(1)} s`);
     const index = search.index(EVAL_APP);
-    if (!index) throw new Error("the search projection opened no index for the eval app");
-    if (index.indexedCount !== memories.length) throw new Error(`${index.indexedCount} memories indexed, expected ${memories.length}`);
+    if (!index) throw internal("the search projection opened no index for the eval app");
+    if (index.indexedCount !== memories.length) throw internal(`${index.indexedCount} memories indexed, expected ${memories.length}`);
 
     // 4. Search and score.
     const scored = dataset.queries.filter((q) => (dataset.qrels.get(q.id)?.size ?? 0) > 0);

@@ -4,6 +4,7 @@ import { evolveMemoryRecord, isMemoryEvent, type IndexedMemory, type MemoryRecor
 import type { LedgerEvent, MemoryEvent } from "../../schemas/events.js";
 import type { PackChange, PackMemory, PreviousSession } from "./pack.js";
 import { normalizePath } from "./paths.js";
+import { internal } from "../../schemas/errors.js";
 
 /** One agent session as its events left it. */
 interface SessionSummary {
@@ -149,7 +150,7 @@ export class AppCatalog {
    * catalog's sequence (events it already has are skipped, by sequence, as everywhere).
    */
   adoptIndex(index: SearchIndex): void {
-    if (index.appliedSeq < this.seq) throw new Error(`hydration index for ${this.app} at seq ${index.appliedSeq} is behind the catalog (${this.seq})`);
+    if (index.appliedSeq < this.seq) throw internal(`hydration index for ${this.app} at seq ${index.appliedSeq} is behind the catalog (${this.seq})`);
     this.ownIndex = index;
   }
 
