@@ -284,7 +284,12 @@ export class CommandHandler {
         this.cache.set(subject, { state, seq: ack.seq, seqOf, lastHash: ack.event.hash ?? null });
         return { aggregateId, event: ack.event, seq: ack.seq, state, replayed: false };
       } catch (err) {
-        if (!(err instanceof WrongLastSequenceError) || !shouldRetry(err)) throw err;
+        if (!(err instanceof WrongLastSequenceError)) throw err;
+        if (!shouldRetry(err)) {
+          // The caller decides again, and its next command must not be decided on what is now known stale.
+          this.cache.delete(subject);
+          throw err;
+        }
         loaded = await this.catchUp(decider, stream, subject, loaded);
         fresh = true;
         if (attempt > 2) await sleep(Math.random() * Math.min(50, 2 ** attempt));
