@@ -7,17 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deleteRedisKeys, deleteStreams, uniquePrefix } from "../support/env.js";
 import { connectNats } from "../../services/nats.js";
 import { CLI, cleanEnv, cli, collect, failed, jsonLine, lines, type Ran } from "./support.js";
+import { eventually as poll } from "../support/eventually.js";
 
 /** Polls a CLI call until `accept` holds: projections catch up asynchronously. */
-async function eventually(args: string[], env: Record<string, string>, accept: (ran: Ran) => boolean): Promise<Ran> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
+const eventually = (args: string[], env: Record<string, string>, accept: (ran: Ran) => boolean): Promise<Ran> =>
+  poll(`memledger ${args.join(" ")} to be accepted`, async () => {
     const ran = await cli(args, { env });
-    if (accept(ran)) return ran;
-    if (Date.now() > deadline) throw new Error(`never accepted: ${args.join(" ")}\n${ran.stdout}\n${ran.stderr}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+    return accept(ran) ? ran : undefined;
+  }, 30_000, 200);
 
 describe("memledger CLI: claims, search, status and rebuild against a running `up`", () => {
   const prefix = uniquePrefix("clirm");

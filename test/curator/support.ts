@@ -6,19 +6,11 @@ import { Curator, type CuratorOptions } from "../../services/curator/index.js";
 import { EventStore, type StoredEvent } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL } from "../support/env.js";
+import { eventually } from "../support/eventually.js";
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls until `check` returns a value (not undefined); fails with `what` after the deadline. No timing is asserted. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 45_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+export { eventually };
 
 /** A curator on its own connection, so a test can crash it by closing that connection. */
 export async function startCurator(prefix: string, options: CuratorOptions = {}): Promise<{ curator: Curator; nc: NatsConnection }> {

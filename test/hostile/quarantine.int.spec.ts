@@ -11,7 +11,7 @@ import { CommandService } from "../../services/command-service.js";
 import { Curator } from "../../services/curator/curator.js";
 import { EventStore } from "../../services/event-store.js";
 import { ProjectionRunner, readStatuses, rebuildProjection, type ProjectionStatus } from "../../services/projection-runner.js";
-import { eventually } from "../support/eventually.js";
+import { eventually, until as untilHolds } from "../support/eventually.js";
 import { newDisk, recordingProjection, type RecordingDisk } from "../support/recording-projection.js";
 import { startGeneratedBroker, type GeneratedBroker } from "./generated-broker.js";
 
@@ -46,15 +46,7 @@ const POLICY = {
 const JUNK = new TextEncoder().encode(JSON.stringify({ ok: true, result: { memoryId: "x", status: "active" } }));
 const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
-const until = (what: string, check: () => unknown | Promise<unknown>, timeoutMs = 20_000) =>
-  eventually(
-    what,
-    async () => {
-      await check();
-      return true;
-    },
-    timeoutMs,
-  );
+const until = (what: string, check: () => unknown, timeoutMs = 20_000) => untilHolds(what, check, timeoutMs);
 
 describe("junk on a stream subject: loud block, then an audited quarantine", () => {
   let broker: GeneratedBroker;

@@ -14,7 +14,7 @@ import { ProjectionRunner, readStatuses } from "../../services/projection-runner
 import { readModelConfig } from "../../services/read-models.js";
 import { defaultComponents, startMemledger, type Memledger } from "../../services/runtime.js";
 import { deleteRedisKeys } from "../support/env.js";
-import { eventually } from "../support/eventually.js";
+import { eventually, until as untilHolds } from "../support/eventually.js";
 import { newDisk, recordingProjection } from "../support/recording-projection.js";
 import { settle, startGeneratedBroker, violations, type GeneratedBroker } from "./generated-broker.js";
 
@@ -25,12 +25,7 @@ import { settle, startGeneratedBroker, violations, type GeneratedBroker } from "
  */
 
 const APP = "app1";
-/** Polls until the assertions in `check` hold (eventually() wants a value: true once they do). */
-const until = (what: string, check: () => unknown | Promise<unknown>, timeoutMs = 15_000) =>
-  eventually(what, async () => {
-    await check();
-    return true;
-  }, timeoutMs);
+const until = (what: string, check: () => unknown, timeoutMs = 15_000) => untilHolds(what, check, timeoutMs);
 const POLICY = {
   version: 1,
   apps: [APP],

@@ -5,6 +5,7 @@ import type { CommandService } from "../../services/command-service.js";
 import { WrongLastSequenceError } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL } from "../support/env.js";
+import { until } from "../support/eventually.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -33,14 +34,7 @@ export async function closeAll(connections: NatsConnection[]): Promise<void> {
 }
 
 /** Polls `check` until it holds; fails with `what` after `timeoutMs`. Not a timing assertion: a guard. */
-export async function waitUntil(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(25);
-  }
-}
+export const waitUntil = (check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> => until(what, check, timeoutMs, 25);
 
 /** Sends raw bytes on a command subject and returns the decoded reply envelope. */
 export async function rawRequest(nc: NatsConnection, subject: string, data: Uint8Array | string): Promise<Reply<unknown>> {

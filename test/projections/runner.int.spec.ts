@@ -4,14 +4,9 @@ import { ProjectionRunner, readStatuses, rebuildProjection } from "../../service
 import type { ProjectionScope } from "../../projections/projection.js";
 import { startLedger, type Ledger } from "../support/env.js";
 import { newDisk, recordingProjection, type RecordingDisk } from "../support/recording-projection.js";
+import { until as untilHolds } from "../support/eventually.js";
 
-const until = async (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
+const until = (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) => untilHolds(what, check, timeoutMs, 20);
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 

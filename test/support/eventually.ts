@@ -18,3 +18,11 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     await sleep(everyMs);
   }
 }
+
+/**
+ * Polls until `check` holds: it returns true, or returns anything but false without throwing (so a check
+ * made of expect() assertions works as is). Fails naming `what`, with the last assertion's message.
+ */
+export async function until(what: string, check: () => unknown, timeoutMs = 45_000, everyMs = 50): Promise<void> {
+  await eventually(what, async () => ((await check()) === false ? undefined : true), timeoutMs, everyMs);
+}
