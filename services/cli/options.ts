@@ -1,9 +1,12 @@
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
+import ms from "ms";
 import type { z } from "zod";
 import { DEFAULT_PREFIX, Prefix } from "../../events/subjects.js";
 import { REQUESTS, type RequestOf, type Verb } from "../../schemas/commands.js";
 import { invalid } from "../../schemas/errors.js";
 import { AppName, Id, type Actor } from "../../schemas/primitives.js";
+import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
+import type { AsOf } from "../audit/history.js";
 import { parseActor } from "../client.js";
 import { DEFAULT_NATS_URL } from "../nats.js";
 
@@ -112,3 +115,50 @@ export function checkRequest<V extends Verb>(verb: V, payload: RequestOf<V>): Re
 /** Drops undefined fields: the request schemas are strict and JSON drops them anyway, but keep it explicit. */
 export const defined = <T extends Record<string, unknown>>(o: T): T =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+
+/*
+ * Flags several commands take, each spelled and parsed here once. A command passes its own help text
+ * where the flag means something particular to it (whose sequence, what the key protects).
+ */
+
+/** `--key`: the idempotency key of a command. */
+export const keyOption = (cmd: Command, help = "idempotency key"): Command => cmd.option("--key <key>", help);
+
+/** `--expected-seq`: optimistic concurrency; a stale sequence is a conflict (exit 3). */
+export const expectedSeqOption = (cmd: Command, help: string): Command => cmd.option("--expected-seq <n>", help, wholeNumber(0));
+
+/** `10m`, `90s`, `2h` or plain milliseconds. */
+export function leaseMs(value: string): number {
+  const parsed = /^\d+$/.test(value) ? Number(value) : ms(value as ms.StringValue);
+  if (typeof parsed !== "number" || !Number.isFinite(parsed) || parsed <= 0) {
+    throw invalid(`bad duration '${value}': use e.g. 90s, 10m, 2h`);
+  }
+  return parsed;
+}
+
+/** `--ttl`: a lease length. */
+export const ttlOption = (cmd: Command, help: string): Command => cmd.option("--ttl <duration>", help, leaseMs);
+
+function retrievalMode(value: string): RetrievalMode {
+  if (!(RETRIEVAL_MODES as readonly string[]).includes(value)) throw invalid(`bad mode '${value}': use ${RETRIEVAL_MODES.join(", ")}`);
+  return value as RetrievalMode;
+}
+
+/** `--mode`: a retrieval mode (bm25, vector, hybrid). */
+export const modeOption = (cmd: Command, help = `${RETRIEVAL_MODES.join(", ")} (default hybrid)`): Command => cmd.option("--mode <mode>", help, retrievalMode);
+
+/** `--as-of-seq` and `--as-of`: a read of the log as it stood at a sequence or time; parseAsOf checks them. */
+export function asOfOptions(cmd: Command, timeHelp = "as the log stood at this time (ISO 8601, e.g. 2026-11-29T14:00:00Z)"): Command {
+  return cmd.option("--as-of-seq <n>", "as the log stood at this stream sequence", wholeNumber(1)).option("--as-of <time>", timeHelp);
+}
+
+export interface AsOfOptions {
+  asOfSeq?: number;
+  asOf?: string;
+}
+
+export function parseAsOf(opts: AsOfOptions): AsOf {
+  if (opts.asOf !== undefined && Number.isNaN(Date.parse(opts.asOf))) throw invalid(`--as-of '${opts.asOf}': not a time; use ISO 8601 such as 2026-11-29T14:00:00Z`);
+  if (opts.asOf !== undefined && opts.asOfSeq !== undefined) throw invalid("give --as-of-seq or --as-of, not both");
+  return { seq: opts.asOfSeq, time: opts.asOf === undefined ? undefined : new Date(opts.asOf).toISOString() };
+}
