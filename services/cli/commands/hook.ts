@@ -3,11 +3,12 @@ import { appendFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { Command } from "commander";
 import { z } from "zod";
-import { LIMITS } from "../../schemas/primitives.js";
-import { ErrorCode, MemledgerError, invalid } from "../../schemas/errors.js";
-import type { ContextPack } from "../hydration/pack.js";
-import { readAll, type Io } from "./io.js";
-import { wholeNumber, type GlobalOptions } from "./options.js";
+import { LIMITS } from "../../../schemas/primitives.js";
+import { ErrorCode, MemledgerError, invalid } from "../../../schemas/errors.js";
+import type { ContextPack } from "../../hydration/pack.js";
+import { readAll, type Io } from "../io.js";
+import type { CliContext } from "../context.js";
+import { wholeNumber } from "../options.js";
 
 /**
  * Claude Code hooks (`memledger init` installs them in .claude/settings.json).
@@ -108,7 +109,7 @@ const taskOf = (env: NodeJS.ProcessEnv, branch: string | null): string =>
 
 const describe = (err: unknown): string => (err instanceof MemledgerError ? `${err.code}: ${err.message}` : (err as Error).message);
 
-export function registerHookCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+export function register(program: Command, { io, globals }: CliContext): void {
   const hook = program.command("hook").description("Claude Code hooks (installed by memledger init): read the hook JSON on stdin");
 
   hook
@@ -124,7 +125,7 @@ export function registerHookCommands(program: Command, io: Io, globals: (cmd: Co
       const header = [`memledger: app ${g.app}, acting as ${g.as.kind}:${g.as.id}, session ${sessionId}${context.branch ? `, branch ${context.branch}` : ""}.`];
       let markdown: string;
       try {
-        const { MemoryClient } = await import("../client.js");
+        const { MemoryClient } = await import("../../client.js");
         const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
         try {
           const where = { ...(context.branch ? { branch: context.branch } : {}), ...(context.worktree ? { worktree: context.worktree } : {}) };
@@ -157,7 +158,7 @@ export function registerHookCommands(program: Command, io: Io, globals: (cmd: Co
       const input = await readHookInput(io);
       const sessionId = sessionIdOf(input.session_id);
       try {
-        const { MemoryClient } = await import("../client.js");
+        const { MemoryClient } = await import("../../client.js");
         const client = await MemoryClient.connect({ app: g.app, as: g.as, prefix: g.prefix, servers: g.nats });
         try {
           const summary = input.reason ? `Claude Code session ended (${input.reason})`.slice(0, LIMITS.reasonLength) : undefined;

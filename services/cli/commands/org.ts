@@ -1,9 +1,8 @@
 import type { Command } from "commander";
-import type { PromoteOutcome, RequestOf, Verb } from "../../schemas/commands.js";
-import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
-import { defined, wholeNumber, type GlobalOptions } from "./options.js";
-
-type Send = <V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>) => Promise<R>;
+import type { PromoteOutcome } from "../../../schemas/commands.js";
+import type { CliContext } from "../context.js";
+import { printJson, printLine, redactUrl, toFailure, type Io } from "../io.js";
+import { defined, keyOption, modeOption, wholeNumber, type GlobalOptions } from "../options.js";
 
 /**
  * Org knowledge from the command line:
@@ -11,24 +10,17 @@ type Send = <V extends Verb, R>(g: GlobalOptions, verb: V, payload: RequestOf<V>
  *   memledger curator [--curator-policy F]  run the curator alone (`memledger up` runs it too)
  *   memledger org search "QUERY"            search the org's memories only
  */
-export function registerOrgCommands(
-  program: Command,
-  io: Io,
-  globals: (cmd: Command) => GlobalOptions,
-  send: Send,
-  run: (argv: string[], io: Io) => Promise<number>,
-  setExitCode: (code: number) => void,
-): void {
-  program
-    .command("promote")
-    .description("ask the curator to make the memory's approved version org knowledge; `show ID` lists the decision")
-    .argument("<id>", "memory id")
-    .option("--reason <text>", "why it holds beyond this app")
-    .option("--key <key>", "idempotency key")
-    .action(async (id: string, opts: { reason?: string; key?: string }, cmd: Command) => {
-      const g = globals(cmd);
-      printJson(io, await send<"promote", PromoteOutcome>(g, "promote", defined({ memoryId: id, reason: opts.reason, key: opts.key, sessionId: g.session })));
-    });
+export function register(program: Command, { io, globals, send, run, setExitCode }: CliContext): void {
+  keyOption(
+    program
+      .command("promote")
+      .description("ask the curator to make the memory's approved version org knowledge; `show ID` lists the decision")
+      .argument("<id>", "memory id")
+      .option("--reason <text>", "why it holds beyond this app"),
+  ).action(async (id: string, opts: { reason?: string; key?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    printJson(io, await send<"promote", PromoteOutcome>(g, "promote", defined({ memoryId: id, reason: opts.reason, key: opts.key, sessionId: g.session })));
+  });
 
   program
     .command("curator")
@@ -40,13 +32,15 @@ export function registerOrgCommands(
       setExitCode(await runCurator(globals(cmd), opts, io));
     });
 
-  program
-    .command("org")
-    .description("org knowledge, shared by every app")
-    .command("search")
-    .description("search the org's active memories only (`memledger search` searches the app's and the org's together)")
-    .argument("<query>", "words, identifiers or paths")
-    .option("--mode <mode>", "bm25, vector or hybrid (default hybrid)")
+  modeOption(
+    program
+      .command("org")
+      .description("org knowledge, shared by every app")
+      .command("search")
+      .description("search the org's active memories only (`memledger search` searches the app's and the org's together)")
+      .argument("<query>", "words, identifiers or paths"),
+    "bm25, vector or hybrid (default hybrid)",
+  )
     .option("--k <n>", "how many results (default 10)", wholeNumber(1))
     .option("--kind <kind>", "only this kind")
     .action(async (query: string, opts: { mode?: string; k?: number; kind?: string }, cmd: Command) => {
@@ -67,9 +61,9 @@ async function runCurator(g: GlobalOptions, opts: { curatorPolicy?: string; poli
   const log = (line: string) => io.stderr.write(`memledger curator: ${line}\n`);
   // Loaded on use, like `up`: the runtime pulls in every service.
   const [{ resolvePolicy }, { resolveCuratorPolicy }, { curatorComponent, startMemledger }] = await Promise.all([
-    import("../auth/load.js"),
-    import("../curator/load.js"),
-    import("../runtime.js"),
+    import("../../auth/load.js"),
+    import("../../curator/load.js"),
+    import("../../runtime.js"),
   ]);
   const curatorPolicy = await resolveCuratorPolicy(opts.curatorPolicy, io.env);
   const { policy, source } = await resolvePolicy(opts.policy, io.env);

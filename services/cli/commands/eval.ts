@@ -1,11 +1,12 @@
 import { InvalidArgumentError, type Command } from "commander";
-import { RETRIEVAL_MODES, type RetrievalMode } from "../../schemas/retrieval.js";
-import { embedderFromEnv } from "../embeddings/config.js";
-import { DEFAULT_FIELDS, loadDataset, type FieldNames } from "../eval/dataset.js";
-import { METRIC_NAMES, type MetricSummary } from "../eval/metrics.js";
-import type { EvalResult } from "../eval/run.js";
-import { printJson, printLine, type Io } from "./io.js";
-import { commaList, wholeNumber, type GlobalOptions } from "./options.js";
+import { RETRIEVAL_MODES, type RetrievalMode } from "../../../schemas/retrieval.js";
+import { embedderFromEnv } from "../../embeddings/config.js";
+import { DEFAULT_FIELDS, loadDataset, type FieldNames } from "../../eval/dataset.js";
+import { METRIC_NAMES, type MetricSummary } from "../../eval/metrics.js";
+import type { EvalResult } from "../../eval/run.js";
+import { printJson, printLine } from "../io.js";
+import type { CliContext } from "../context.js";
+import { commaList, wholeNumber } from "../options.js";
 
 interface EvalCliOptions {
   corpus: string;
@@ -55,7 +56,7 @@ Metrics, averaged over queries that have at least one relevant doc (the others a
 The embedding cache (KV bucket <cache-prefix>_embeddings, keyed by model and text) is kept by default,
 so a second run embeds nothing; --no-keep-cache puts it under the temporary prefix and removes it too.`;
 
-export function registerEvalCommand(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+export function register(program: Command, { io, globals }: CliContext): void {
   program
     .command("eval")
     .description("retrieval quality on a corpus with queries and qrels: recall@5, recall@10, nDCG@10 and MRR per mode and category")
@@ -92,7 +93,7 @@ export function registerEvalCommand(program: Command, io: Io, globals: (cmd: Com
       };
       const dataset = await loadDataset({ corpus: opts.corpus, queries: opts.queries, qrels: opts.qrels }, fields);
       const weights = opts.bm25Weight !== undefined || opts.vectorWeight !== undefined ? { bm25: opts.bm25Weight, vector: opts.vectorWeight } : undefined;
-      const { runEval } = await import("../eval/run.js");
+      const { runEval } = await import("../../eval/run.js");
       const result = await runEval(dataset, {
         servers: g.nats,
         modes: opts.mode === "all" ? RETRIEVAL_MODES : [opts.mode],

@@ -1,11 +1,12 @@
 import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { invalid } from "../../schemas/errors.js";
-import type { AsOf, HistoryEntry } from "../audit/history.js";
-import { printJson, printLine, readAll, type Io } from "./io.js";
-import { withStore } from "./read-models.js";
-import { wholeNumber, type GlobalOptions } from "./options.js";
+import { invalid } from "../../../schemas/errors.js";
+import type { HistoryEntry } from "../../audit/history.js";
+import type { CliContext } from "../context.js";
+import { printJson, printLine, readAll } from "../io.js";
+import { withStore } from "../read-models.js";
+import { asOfOptions, parseAsOf, wholeNumber, type AsOfOptions, type GlobalOptions } from "../options.js";
 
 /**
  * What auditors run, straight from the log (a read-only user can: nothing here sends a command):
@@ -18,26 +19,13 @@ import { wholeNumber, type GlobalOptions } from "./options.js";
  *   memledger exposure ID [--version V]                   the sessions, agents and times shown that memory
  */
 
-const audit = () => Promise.all([import("../audit/history.js"), import("../audit/as-of.js"), import("../audit/portability.js")]).then(([h, a, p]) => ({ ...h, ...a, ...p }));
-
-/** --as-of-seq and --as-of, parsed in one place for every verb that takes them. */
-export function asOfOptions(cmd: Command): Command {
-  return cmd
-    .option("--as-of-seq <n>", "as the log stood at this stream sequence", wholeNumber(1))
-    .option("--as-of <time>", "as the log stood at this time (ISO 8601, e.g. 2026-11-29T14:00:00Z)");
-}
-
-export function parseAsOf(opts: { asOfSeq?: number; asOf?: string }): AsOf {
-  if (opts.asOf !== undefined && Number.isNaN(Date.parse(opts.asOf))) throw invalid(`--as-of '${opts.asOf}': not a time; use ISO 8601 such as 2026-11-29T14:00:00Z`);
-  if (opts.asOf !== undefined && opts.asOfSeq !== undefined) throw invalid("give --as-of-seq or --as-of, not both");
-  return { seq: opts.asOfSeq, time: opts.asOf === undefined ? undefined : new Date(opts.asOf).toISOString() };
-}
+const audit = () => Promise.all([import("../../audit/history.js"), import("../../audit/as-of.js"), import("../../audit/portability.js")]).then(([h, a, p]) => ({ ...h, ...a, ...p }));
 
 /** `show ID --as-of-seq N`: the memory folded from its events up to the bound (an auditor's read of the log). */
-export async function showAsOf(g: GlobalOptions, id: string, opts: { asOfSeq?: number; asOf?: string }): Promise<Record<string, unknown>> {
+export async function showAsOf(g: GlobalOptions, id: string, opts: AsOfOptions): Promise<Record<string, unknown>> {
   const asOf = parseAsOf(opts);
   const { memoryHistory } = await audit();
-  const { memoryStatus } = await import("../../commands/memory.js");
+  const { memoryStatus } = await import("../../../commands/memory.js");
   const history = await withStore(g, (store) => memoryHistory(store, g.app, id, asOf));
   const { state } = history;
   return {
@@ -75,7 +63,7 @@ function historyLine(e: HistoryEntry): string {
     .join("  ");
 }
 
-export function registerAuditCommands(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions, setExitCode: (code: number) => void): void {
+export function register(program: Command, { io, globals, setExitCode }: CliContext): void {
   program
     .command("verify")
     .description("replay every stream (or one app's, with --app) and check the log: no missing sequence, every hash and link intact; exit 1 on any problem")
@@ -83,7 +71,7 @@ export function registerAuditCommands(program: Command, io: Io, globals: (cmd: C
       const g = globals(cmd);
       // Every stream unless an app was named (--app or MEMLEDGER_APP): an auditor checks the whole ledger.
       const named = (cmd.optsWithGlobals() as { app?: string }).app ?? io.env.MEMLEDGER_APP;
-      const { verifyLedger } = await import("../audit/verify.js");
+      const { verifyLedger } = await import("../../audit/verify.js");
       const reports = await withStore(g, (store) => verifyLedger(store, named === undefined || named === "" ? undefined : g.app));
       let problems = 0;
       for (const r of reports) {
@@ -169,7 +157,7 @@ export function registerAuditCommands(program: Command, io: Io, globals: (cmd: C
   ).action(async (id: string, opts: { version?: number; asOfSeq?: number; asOf?: string }, cmd: Command) => {
     const g = globals(cmd);
     const asOf = parseAsOf(opts);
-    const { exposureOf, exposedSessions } = await import("../audit/exposure.js");
+    const { exposureOf, exposedSessions } = await import("../../audit/exposure.js");
     const entries = await withStore(g, (store) => exposureOf(store, g.app, id, { version: opts.version, asOf }));
     if (g.json) {
       printJson(io, { memoryId: id, app: g.app, version: opts.version ?? null, sessions: exposedSessions(entries), receipts: entries });

@@ -4,11 +4,11 @@ import { userInfo } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { Command } from "commander";
-import { DEFAULT_PREFIX } from "../../events/subjects.js";
-import { invalid } from "../../schemas/errors.js";
-import { DEFAULT_NATS_URL } from "../nats.js";
-import { printJson, printLine, type Io } from "./io.js";
-import type { GlobalOptions } from "./options.js";
+import { DEFAULT_PREFIX } from "../../../events/subjects.js";
+import { invalid } from "../../../schemas/errors.js";
+import { DEFAULT_NATS_URL } from "../../nats.js";
+import { printJson, printLine } from "../io.js";
+import type { CliContext } from "../context.js";
 
 /**
  * `memledger init`: wires a repository's Claude Code to memledger. Writes the MCP server into `.mcp.json`
@@ -113,7 +113,7 @@ function defaultAgent(): string {
   return safe ? `claude-${safe}` : "claude";
 }
 
-export function registerInitCommand(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+export function register(program: Command, { io, globals }: CliContext): void {
   program
     .command("init")
     .description("wire this repository's Claude Code to memledger: the MCP server in .mcp.json, SessionStart/SessionEnd hooks in .claude/settings.json (merged, idempotent)")

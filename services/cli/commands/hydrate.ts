@@ -1,10 +1,9 @@
 import type { Command } from "commander";
-import { MemledgerError } from "../../schemas/errors.js";
-import type { ContextPack } from "../hydration/pack.js";
-import { printJson, type Io } from "./io.js";
-import { commaList, defined, wholeNumber, type GlobalOptions } from "./options.js";
-
-type Send = <R>(g: GlobalOptions, verb: string, payload: Record<string, unknown>) => Promise<R>;
+import { MemledgerError } from "../../../schemas/errors.js";
+import type { ContextPack } from "../../hydration/pack.js";
+import { printJson, type Io } from "../io.js";
+import type { CliContext } from "../context.js";
+import { commaList, defined, wholeNumber, type GlobalOptions } from "../options.js";
 
 interface HydrateOptions {
   agent?: string;
@@ -22,10 +21,10 @@ interface HydrateOptions {
 async function localPack(g: GlobalOptions, opts: HydrateOptions, io: Io, why: string): Promise<ContextPack | null> {
   // The offline fallback only: loaded when no service answered (the tokenizer's tables are large).
   const [{ readMemoryIndex }, { assemblePack }, { o200kTokens }, { readModelConfig }] = await Promise.all([
-    import("../../projections/files/index.js"),
-    import("../hydration/pack.js"),
-    import("../hydration/tokens.js"),
-    import("../read-models.js"),
+    import("../../../projections/files/index.js"),
+    import("../../hydration/pack.js"),
+    import("../../hydration/tokens.js"),
+    import("../../read-models.js"),
   ]);
   const root = readModelConfig(io.env, { filesRoot: opts.files }).filesRoot;
   const index = await readMemoryIndex(root, g.app).catch(() => null);
@@ -49,7 +48,7 @@ async function localPack(g: GlobalOptions, opts: HydrateOptions, io: Io, why: st
   );
 }
 
-export function registerHydrateCommand(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions, send: Send): void {
+export function register(program: Command, { io, globals, send }: CliContext): void {
   program
     .command("hydrate")
     .description("one markdown context pack for starting a session: fragile memories on your paths, others' claims, relevant memories, MEMORY.md, changes since your last session")
@@ -64,7 +63,7 @@ export function registerHydrateCommand(program: Command, io: Io, globals: (cmd: 
       const payload = defined({ agent: opts.agent, task: opts.task, branch: opts.branch, paths: opts.paths, budget: opts.budget, sessionId: g.session });
       let pack: ContextPack;
       try {
-        pack = await send<ContextPack>(g, "hydrate", payload);
+        pack = await send<"hydrate", ContextPack>(g, "hydrate", payload);
       } catch (err) {
         if (!(err instanceof MemledgerError && err.code === "unavailable")) throw err;
         const local = await localPack(g, opts, io, "no memledger service answered, so only the local MEMORY.md is shown");

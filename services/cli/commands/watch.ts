@@ -1,9 +1,10 @@
 import type { Command } from "commander";
-import { invalid } from "../../schemas/errors.js";
-import type { LedgerEvent } from "../../schemas/events.js";
-import { printJson, printLine, type Io } from "./io.js";
-import { commaList, wholeNumber, type GlobalOptions } from "./options.js";
-import { PULL_EXPIRES_MS, isStreamNotFound } from "../nats.js";
+import { invalid } from "../../../schemas/errors.js";
+import type { LedgerEvent } from "../../../schemas/events.js";
+import { printJson, printLine } from "../io.js";
+import type { CliContext } from "../context.js";
+import { commaList, wholeNumber } from "../options.js";
+import { PULL_EXPIRES_MS, isStreamNotFound } from "../../nats.js";
 
 /**
  * `memledger watch`: the change signals of the founding design ("fragile module flagged", "task claimed",
@@ -68,7 +69,7 @@ export function signalOf(event: LedgerEvent): string {
   }
 }
 
-export function registerWatchCommand(program: Command, io: Io, globals: (cmd: Command) => GlobalOptions): void {
+export function register(program: Command, { io, globals }: CliContext): void {
   program
     .command("watch")
     .description("print memory, claim, promotion and consolidation events of the app as they land (from the log; one JSON object a line with --json)")
@@ -83,9 +84,9 @@ export function registerWatchCommand(program: Command, io: Io, globals: (cmd: Co
       }
       const matches = typeMatcher(tokens);
       const [{ connectNats }, { EventStore }, { naming }, { DeliverPolicy }] = await Promise.all([
-        import("../nats.js"),
-        import("../event-store.js"),
-        import("../../events/subjects.js"),
+        import("../../nats.js"),
+        import("../../event-store.js"),
+        import("../../../events/subjects.js"),
         import("@nats-io/jetstream"),
       ]);
       const nc = await connectNats({ servers: g.nats, name: `memledger-watch-${g.app}`, reconnect: true });
