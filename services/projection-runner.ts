@@ -1,4 +1,4 @@
-import { DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { getHeapStatistics } from "node:v8";
 import { naming } from "../events/subjects.js";
@@ -6,7 +6,7 @@ import { decodeEvent } from "../events/upcast.js";
 import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
-import { PULL_EXPIRES_MS } from "./nats.js";
+import { consumeLoop } from "./consume-loop.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
@@ -92,20 +92,6 @@ const isFenced = (target: ProjectionTarget): target is FencedTarget => typeof (t
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Sleeps `ms`, or less when `signal` aborts: a runner told to stop must not sit out its backoff. */
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
 function toProjected(msg: { seq: number; subject: string; data: Uint8Array }): ProjectedEvent {
   return { seq: msg.seq, subject: msg.subject, event: decodeEvent(msg.data) };
 }
@@ -128,9 +114,8 @@ export class ProjectionRunner {
   private status: ProjectionStatus;
   private lastStatusWrite = 0;
   private committed = 0;
-  private messages: ConsumerMessages | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
-  /** Aborted by stop(): wakes a runner sleeping in its retry backoff. */
+  /** Aborted by stop(): ends the current pull and wakes a runner sleeping in its retry backoff. */
   private readonly stopping = new AbortController();
   private readonly options: Required<Omit<RunnerOptions, "afterCommit" | "fence" | "onProgress">> & Pick<RunnerOptions, "afterCommit" | "fence" | "onProgress">;
 
@@ -191,7 +176,6 @@ export class ProjectionRunner {
     this.stopped = true;
     this.stopping.abort();
     clearInterval(this.statusTimer);
-    this.messages?.stop();
     await this.loop;
     await this.target?.close();
     this.target = undefined;
@@ -244,55 +228,36 @@ export class ProjectionRunner {
   }
 
   private async run(): Promise<void> {
-    let attempts = 0;
-    let batchLimit = this.options.batchSize;
-    while (!this.stopped) {
-      let pending: JsMsg[] = [];
-      let batch: JsMsg[] = [];
-      try {
+    await consumeLoop({
+      consumer: async () => {
         if (!this.target) await this.open();
-        const consumer = await this.consumerFrom(this.committed + 1);
-        const messages = await consumer.consume({ max_messages: this.options.batchSize, expires: PULL_EXPIRES_MS });
-        this.messages = messages;
-        if (this.stopped) break;
-        for await (const m of messages) {
-          pending.push(m);
-          // Batch what is already waiting, but never hold an event back when nothing more is queued.
-          if (pending.length < batchLimit && m.info.pending > 0) continue;
-          batch = pending;
-          pending = [];
-          // A rebuild promoted a new generation: the target was reopened at the new checkpoint, so
-          // consume again from there.
-          if (!(await this.applyBatch(batch))) break;
-          batch = [];
-          attempts = 0;
-          batchLimit = this.options.batchSize;
-          if (this.status.blocked) {
-            this.status.blocked = null;
-            await this.writeStatus(true);
-          }
-          if (this.stopped) break;
-        }
-      } catch (err) {
-        if (this.stopped) break;
-        // Never checkpoint past an event that was not applied. Narrow the batch down to the failing
-        // event, report it as blocking, and retry it with backoff: loud, never silent, never skipped.
-        attempts++;
+        return this.consumerFrom(this.committed + 1);
+      },
+      maxMessages: this.options.batchSize,
+      maxBatch: this.options.batchSize,
+      // A rebuild promoted a new generation: the target was reopened at the new checkpoint, so consume
+      // again from there.
+      handle: (batch) => this.applyBatch(batch),
+      onSuccess: async () => {
+        if (!this.status.blocked) return;
+        this.status.blocked = null;
+        await this.writeStatus(true);
+      },
+      onFailure: async (err, batch, attempts, blocking) => {
+        // Never checkpoint past an event that was not applied. The loop narrows the batch down to the
+        // failing event; report it as blocking and retry it with backoff: loud, never silent, never skipped.
         const seq = batch[0]?.seq ?? null;
         this.recordError(seq, err);
-        if (seq !== null && (batchLimit === 1 || batch.length === 1)) {
+        if (seq !== null && blocking) {
           this.status.blocked = { seq, error: errorText(err), attempts, since: this.status.blocked?.since ?? new Date().toISOString() };
         }
-        batchLimit = 1;
         await this.writeStatus(true);
-        await sleepUnlessAborted(Math.min(30_000, 100 * 2 ** Math.min(attempts, 9)), this.stopping.signal);
-        // Reopened at its durable checkpoint: the next consumer redelivers the failed event and what followed.
-        if (!this.stopped) await this.open().catch((e) => this.recordError(null, e));
-      } finally {
-        this.messages?.stop();
-        this.messages = undefined;
-      }
-    }
+      },
+      backoffMs: (attempts) => Math.min(30_000, 100 * 2 ** Math.min(attempts, 9)),
+      // Reopened at its durable checkpoint: the next consumer redelivers the failed event and what followed.
+      afterBackoff: () => this.open().catch((e) => this.recordError(null, e)),
+      signal: this.stopping.signal,
+    });
     await this.writeStatus(true);
   }
 

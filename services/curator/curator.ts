@@ -1,21 +1,21 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { v5 as uuidv5 } from "uuid";
 import { activeVersionOf, memoryDecider, type MemoryState } from "../../commands/memory.js";
-import { decodeEvent } from "../../events/upcast.js";
 import { naming, type Naming } from "../../events/subjects.js";
 import { orgMemoryDecider, promotionDecisionDecider, type PromotionDecisionCommand, type PromotionDecisionEvent } from "../../commands/org-memory.js";
-import type { DomainEventOf, LedgerEvent, MemoryPromotionRequested, OrgProvenance } from "../../schemas/events.js";
+import type { DomainEventOf, MemoryPromotionRequested, OrgProvenance } from "../../schemas/events.js";
 import { MemledgerError, forbidden, internal } from "../../schemas/errors.js";
 import { PERMISSIVE_POLICY, authorize, type Policy } from "../../schemas/policy.js";
 import type { Actor } from "../../schemas/primitives.js";
 import { EventStore, WrongLastSequenceError, type EventStoreOptions } from "../event-store.js";
 import { CommandHandler, type CommandContext, type CommandTarget, type Loaded } from "../command-handler.js";
-import { ORG_APP, discoverScopes } from "../projection-supervisor.js";
+import { ORG_APP } from "../../events/subjects.js";
+import { consumeLoop } from "../consume-loop.js";
+import { discoverScopes } from "../discovery.js";
 import { OrgView, type OrgEffect } from "./org-view.js";
 import { CuratorPolicy, assessCandidate, decidePromotion, type CuratorPolicyInput, type PromotedContent, type PromotionCandidate, type PromotionDecision } from "./policy.js";
 import { scanSecrets } from "./secrets.js";
-import { PULL_EXPIRES_MS } from "../nats.js";
 
 /** The curator acts as this actor; the access policy must let it propose and approve in scope org. */
 export const CURATOR_ACTOR: Actor = Object.freeze({ kind: "service", id: "curator" });
@@ -44,8 +44,6 @@ const derivedId = (promotionId: string, what: "org-memory" | "org-proposal" | "o
 
 /** The org memory a promotion creates: derived from the promotion id, so a second attempt finds the first. */
 export const orgMemoryIdOf = (promotionId: string): string => derivedId(promotionId, "org-memory");
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 type SourceMemory = Pick<Loaded<MemoryState>, "state" | "seqOf">;
 
@@ -79,7 +77,8 @@ export class Curator {
   private readonly access: Policy;
   private readonly org: OrgView;
   private readonly loops = new Map<string, Promise<void>>();
-  private readonly iterators = new Set<ConsumerMessages>();
+  /** Aborted by stop(): ends every consumer's pull and cuts a backoff short. */
+  private readonly stopping = new AbortController();
   private serial: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private discovering: Promise<void> = Promise.resolve();
@@ -115,9 +114,9 @@ export class Curator {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     clearInterval(this.timer);
     await this.discovering.catch(() => undefined);
-    for (const messages of this.iterators) messages.stop();
     await Promise.allSettled([...this.loops.values()]);
     await this.serial.catch(() => undefined);
   }
@@ -155,60 +154,48 @@ export class Curator {
     }
   }
 
-  private async consume(app: string, stream: string): Promise<void> {
-    let failures = 0;
-    while (!this.stopped) {
-      try {
-        const consumer = await this.store.js.consumers.get(stream, CURATOR_DURABLE);
-        const messages = await consumer.consume({ max_messages: 64, expires: PULL_EXPIRES_MS });
-        this.iterators.add(messages);
-        try {
-          if (this.stopped) break;
-          for await (const m of messages) {
-            await this.handle(app, m);
-            failures = 0;
-            if (this.stopped) break;
-          }
-        } finally {
-          messages.stop();
-          this.iterators.delete(messages);
-        }
-      } catch (err) {
-        if (this.stopped || this.store.nc.isClosed()) break;
-        this.onError(err, `curator consumer on ${stream}`);
-        await sleep(Math.min(30_000, 200 * 2 ** Math.min(++failures, 8)));
-      }
-    }
+  private consume(app: string, stream: string): Promise<void> {
+    return consumeLoop({
+      consumer: () => this.store.js.consumers.get(stream, CURATOR_DURABLE),
+      maxMessages: 64,
+      // One request at a time: each is acknowledged (or nakked) on its own.
+      maxBatch: 1,
+      handle: async ([m]) => {
+        await this.handle(app, m!);
+        return true;
+      },
+      onFailure: async (err) => this.onError(err, `curator consumer on ${stream}`),
+      backoffMs: (attempts) => Math.min(30_000, 200 * 2 ** Math.min(attempts, 8)),
+      signal: this.stopping.signal,
+      halted: () => this.store.nc.isClosed(),
+    });
   }
 
   private async handle(app: string, m: JsMsg): Promise<void> {
-    let event: LedgerEvent;
+    let stored;
     try {
-      event = decodeEvent(m.data);
-    } catch (err) {
       // An operator set it aside (memledger quarantine): skipped without a word, as every reader does.
-      if (await this.store.quarantines.at(this.names.appStream(app), m.seq).catch(() => null)) {
-        m.ack();
-        return;
-      }
+      stored = await this.store.decodeStored(this.names.appStream(app), m);
+    } catch (err) {
       // A damaged event is not a promotion we can ever read: say so loudly, do not block the others.
       this.onError(err, `curator: unreadable event at ${this.names.appStream(app)} seq ${m.seq}`);
       m.term();
       return;
     }
-    if (event.type !== "memory.promotion_requested") {
+    const event = stored?.event;
+    if (event?.type !== "memory.promotion_requested") {
       m.ack();
       return;
     }
     try {
       // One promotion at a time across apps: each decides against an org view nobody else is changing here.
-      const run = this.serial.then(() => this.promote(app, m.seq, event as MemoryPromotionRequested));
+      const run = this.serial.then(() => this.promote(app, m.seq, event));
       this.serial = run.catch(() => undefined);
       await run;
       m.ack();
     } catch (err) {
       if (this.store.nc.isClosed()) return; // crashed or stopped: JetStream redelivers after ack_wait
-      this.onError(err, `curator: promotion ${(event as MemoryPromotionRequested).data.promotionId} of ${app}`);
+      this.onError(err, `curator: promotion ${event.data.promotionId} of ${app}`);
       m.nak(Math.min(60_000, 1_000 * 2 ** Math.min(m.info.deliveryCount, 6)));
     }
   }
