@@ -71,6 +71,20 @@ export function memoryStatus(state: MemoryState): MemoryStatus {
   return "rejected";
 }
 
+/** A memory as readers are shown it (`show`, `show --as-of-seq`): every version, its status and the sequence to send back. */
+export const memoryView = (id: string, state: MemoryState, seq: number) => ({
+  memoryId: id,
+  app: state.app,
+  scope: state.scope,
+  status: memoryStatus(state),
+  activeVersion: state.activeVersion,
+  superseded: state.superseded,
+  createdAt: state.createdAt,
+  updatedAt: state.updatedAt,
+  seq,
+  versions: state.versions,
+});
+
 export const activeVersionOf = (state: MemoryState): MemoryVersion | undefined =>
   state.versions.find((v) => v.version === state.activeVersion);
 

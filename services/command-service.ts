@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { z } from "zod";
-import { memoryDecider, memoryStatus, type MemoryState } from "../commands/memory.js";
+import { memoryDecider, memoryStatus, memoryView, type MemoryState } from "../commands/memory.js";
 import { sessionDecider, type SessionState } from "../commands/session.js";
 import { claimDecider, claimIdOf, claimView, type ClaimState } from "../commands/claim.js";
 import { promotionDecider, promotionView, type PromotableMemoryState, type PromotionView } from "../commands/promotion.js";
@@ -81,19 +81,6 @@ export function readWaitMsFromEnv(env: NodeJS.ProcessEnv = process.env): number 
 
 /** A memory as `show` returns it: every version, the active one, the sequence to send back, its promotions. */
 export type MemoryView = ReturnType<typeof memoryView> & { promotions: PromotionView[] };
-
-const memoryView = (id: string, state: MemoryState, seq: number) => ({
-  memoryId: id,
-  app: state.app,
-  scope: state.scope,
-  status: memoryStatus(state),
-  activeVersion: state.activeVersion,
-  superseded: state.superseded,
-  createdAt: state.createdAt,
-  updatedAt: state.updatedAt,
-  seq,
-  versions: state.versions,
-});
 
 const sessionView = (id: string, state: SessionState, seq: number) => {
   const { applied: _applied, ...rest } = state;

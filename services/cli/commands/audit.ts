@@ -25,22 +25,9 @@ const audit = () => Promise.all([import("../../audit/history.js"), import("../..
 export async function showAsOf(g: GlobalOptions, id: string, opts: AsOfOptions): Promise<Record<string, unknown>> {
   const asOf = parseAsOf(opts);
   const { memoryHistory } = await audit();
-  const { memoryStatus } = await import("../../../commands/memory.js");
+  const { memoryView } = await import("../../../commands/memory.js");
   const history = await withStore(g, (store) => memoryHistory(store, g.app, id, asOf));
-  const { state } = history;
-  return {
-    memoryId: id,
-    app: state.app,
-    scope: state.scope,
-    status: memoryStatus(state),
-    activeVersion: state.activeVersion,
-    superseded: state.superseded,
-    createdAt: state.createdAt,
-    updatedAt: state.updatedAt,
-    seq: history.seq,
-    versions: state.versions,
-    asOf: { seq: asOf.seq ?? null, time: asOf.time ?? null },
-  };
+  return { ...memoryView(id, history.state, history.seq), asOf: { seq: asOf.seq ?? null, time: asOf.time ?? null } };
 }
 
 const who = (e: HistoryEntry): string => `${e.actor.kind}:${e.actor.id}`;
