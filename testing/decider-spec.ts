@@ -43,22 +43,27 @@ export type FakeMetadata = Partial<EventMetadata>;
  * says otherwise. Each envelope is parsed by the real schema, so a spec cannot fold an event the log would refuse.
  */
 export function envelopes<E extends LedgerEvent>(events: readonly DomainEventOf<E>[], metadata: FakeMetadata = {}, firstIndex = 1): E[] {
-  return events.map((domainEvent, offset) => {
-    const index = firstIndex + offset;
-    const { id: fixedId, ...overrides } = metadata;
-    const id = fixedId ?? `evt-${index}`;
-    const candidate = {
-      ...DEFAULT_METADATA,
-      correlationId: id,
-      time: new Date(EPOCH + index * MINUTE).toISOString(),
-      ...overrides,
-      id,
-      type: domainEvent.type,
-      schemaVersion: CURRENT_SCHEMA_VERSION[domainEvent.type],
-      data: domainEvent.data,
-    };
-    return LedgerEvent.parse(candidate) as E;
-  });
+  return events.map((domainEvent, offset) => LedgerEvent.parse(rawEnvelope(domainEvent, metadata, firstIndex + offset)) as E);
+}
+
+/**
+ * The one envelope builder: what `envelopes` parses, unchecked, for tests that must feed what a buggy or
+ * hostile writer might have stored. Id `evt-<index>` and a time `index` minutes after the epoch unless
+ * `metadata` names them; the schema version is today's for the type (1 for a type the log does not know).
+ */
+export function rawEnvelope(domainEvent: { type: string; data: unknown }, metadata: FakeMetadata = {}, index = 1): Record<string, unknown> {
+  const { id: fixedId, ...overrides } = metadata;
+  const id = fixedId ?? `evt-${index}`;
+  return {
+    ...DEFAULT_METADATA,
+    correlationId: id,
+    time: new Date(EPOCH + index * MINUTE).toISOString(),
+    ...overrides,
+    id,
+    type: domainEvent.type,
+    schemaVersion: CURRENT_SCHEMA_VERSION[domainEvent.type as LedgerEvent["type"]] ?? 1,
+    data: domainEvent.data,
+  };
 }
 
 export interface Decided<E extends LedgerEvent, S> {

@@ -7,6 +7,7 @@ import { parseState, planBatch } from "../../projections/claims/model.js";
 import type { ClaimEvent, LedgerEvent } from "../../schemas/events.js";
 import { redisFixture, type RedisFixture, scanKeys } from "./support.js";
 import seedrandom from "seedrandom";
+import { rawEnvelope } from "../../testing/index.js";
 
 /** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
 const rng = (seed: number): (() => number) => seedrandom(String(seed));
@@ -29,7 +30,7 @@ function randomHistory(seed: number, count: number): { seq: number; event: Ledge
     const leaseMs = pick([5_000, 60_000, 10 * 60_000, 40 * 60_000]);
     const roll = random();
     const iso = new Date(time).toISOString();
-    const base = { id: `e${i}`, aggregateId: claimIdOf(kind, name), app: "app1", scope: "app", actor: { kind: "agent", id: "agent-a" }, sessionId: null, transcriptRef: null, git: null, causationId: null, correlationId: `e${i}`, time: iso, schemaVersion: 1 };
+    const base = rawEnvelope({ type: "", data: null }, { id: `e${i}`, correlationId: `e${i}`, aggregateId: claimIdOf(kind, name), time: iso });
     let event: ClaimEvent;
     if (roll < 0.1 && kind === "task") event = { ...base, type: "claim.task_opened", data: { name, title: `Title ${name}`, priority: 1 + Math.floor(random() * 5) } } as ClaimEvent;
     else if (roll < 0.55) {

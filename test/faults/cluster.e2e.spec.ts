@@ -8,7 +8,7 @@ import { jetstream, jetstreamManager, JetStreamApiError, PubHeaders } from "@nat
 import { connectNats } from "../../services/nats.js";
 import { EventStore, WrongLastSequenceError } from "../../services/event-store.js";
 import { naming } from "../../events/subjects.js";
-import { LedgerEvent } from "../../schemas/events.js";
+import type { LedgerEvent } from "../../schemas/events.js";
 import { startNatsCluster, type NatsCluster } from "../support/servers.js";
 import { eventually } from "../support/eventually.js";
 import { REDIS_URL, deleteRedisKeys, uniquePrefix } from "../support/env.js";
@@ -27,26 +27,20 @@ import {
   verifyLedger,
   whileUnavailable,
 } from "../../bench/chaos-driver.js";
+import { envelopes } from "../../testing/index.js";
 
 /** A valid event of its own (a task opened), for appends that exercise the store rather than a decider. */
 const eventFor = (aggregateId: string, title: string): LedgerEvent => {
   const id = randomUUID();
-  return LedgerEvent.parse({
+  const [event] = envelopes<LedgerEvent>([{ type: "claim.task_opened", data: { name: aggregateId, title, priority: 3 } }], {
     id,
-    type: "claim.task_opened",
-    schemaVersion: 1,
+    correlationId: id,
     aggregateId,
     app: "race",
-    scope: "app",
     actor: { kind: "agent", id: "racer" },
-    sessionId: null,
-    transcriptRef: null,
-    git: null,
-    causationId: null,
-    correlationId: id,
     time: new Date().toISOString(),
-    data: { name: aggregateId, title, priority: 3 },
   });
+  return event!;
 };
 
 describe("a 3-node JetStream cluster on loopback, streams at R3", () => {

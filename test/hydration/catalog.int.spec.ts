@@ -7,6 +7,7 @@ import { Hydrator } from "../../services/hydration/service.js";
 import { overlappingPaths } from "../../services/hydration/paths.js";
 import { startLedger } from "../support/env.js";
 import seedrandom from "seedrandom";
+import { rawEnvelope, type FakeMetadata } from "../../testing/index.js";
 
 /** Seeded, so the same seed gives the same sequence on every machine and a failure can be replayed. */
 const rng = (seed: number): (() => number) => seedrandom(String(seed));
@@ -32,23 +33,16 @@ function history(seed: number, steps: number): ProjectedEvent[] {
   let sessionCount = 0;
   const push = (aggregateId: string, type: string, schemaVersion: number, data: unknown, extra: Record<string, unknown> = {}) => {
     const seq = events.length + 1;
-    const event = LedgerEvent.parse({
+    const metadata = {
       id: `e${seq}`,
-      type,
-      schemaVersion,
+      correlationId: `e${seq}`,
       aggregateId,
       app: APP,
       scope: pick(["app", "app", "team:core", "agent:coder-1", "agent:coder-2"]),
       actor: { kind: "agent", id: pick(["coder-1", "coder-2", "rita"]) },
-      sessionId: null,
-      transcriptRef: null,
-      git: null,
-      causationId: null,
-      correlationId: `e${seq}`,
       time: new Date(Date.UTC(2030, 0, 1) + seq * 1000).toISOString(),
-      data,
-      ...extra,
-    });
+    } as FakeMetadata;
+    const event = LedgerEvent.parse({ ...rawEnvelope({ type, data }, metadata, seq), schemaVersion, ...extra });
     events.push({ seq, subject: `${APP}.x.${aggregateId}`, event });
   };
   const propose = (id: string, version: number) =>

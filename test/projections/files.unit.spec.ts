@@ -4,7 +4,8 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { memoryDecider, type MemoryCommand, type MemoryState } from "../../commands/memory.js";
-import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../../schemas/events.js";
+import { LedgerEvent } from "../../schemas/events.js";
+import { rawEnvelope, type FakeMetadata } from "../../testing/index.js";
 import type { MemoryKind } from "../../schemas/primitives.js";
 import {
   filesProjection,
@@ -39,23 +40,15 @@ interface EnvelopeOptions {
  * tests can feed what a buggy or hostile writer might have stored; `valid` wraps it in the schema.
  */
 function rawEvent(seq: number, aggregateId: string, type: string, data: object, options: EnvelopeOptions = {}): ProjectedEvent {
-  const id = `evt-${seq}`;
-  const event = {
-    id,
+  const event = rawEnvelope({ type, data }, {
     aggregateId,
     app: options.app ?? "app1",
     scope: options.scope ?? "app",
     actor: options.actor ?? { kind: "agent", id: "agent-a" },
     sessionId: options.sessionId === undefined ? "session-1" : options.sessionId,
-    transcriptRef: null,
     git: options.branch === null ? null : { branch: options.branch ?? "main" },
-    causationId: null,
-    correlationId: id,
     time: new Date(EPOCH + seq * 1000).toISOString(),
-    type,
-    schemaVersion: CURRENT_SCHEMA_VERSION[type as LedgerEvent["type"]] ?? 1,
-    data,
-  };
+  } as FakeMetadata, seq);
   return { seq, subject: `t.app1.memory.${aggregateId}`, event: event as LedgerEvent };
 }
 

@@ -1,4 +1,5 @@
 import { LedgerEvent } from "../../schemas/events.js";
+import { rawEnvelope, type FakeMetadata } from "../../testing/index.js";
 import type { ProjectedEvent } from "../../projections/projection.js";
 import type { MemoryKind } from "../../schemas/primitives.js";
 
@@ -71,38 +72,17 @@ export class EventLog {
   }
 
   sessionStarted(sessionId: string): void {
-    this.push(`${this.app}.session.${sessionId}`, {
-      ...this.envelope(sessionId, "app"),
-      type: "session.started",
-      schemaVersion: 1,
-      data: { agentId: "agent-a", task: "work", branch: null, worktree: null },
-    });
+    this.push(`${this.app}.session.${sessionId}`, this.envelope(sessionId, "app", { type: "session.started", data: { agentId: "agent-a", task: "work", branch: null, worktree: null } }));
   }
 
   private append(memoryId: string, type: string, schemaVersion: number, data: unknown): void {
-    this.push(`${this.app}.memory.${memoryId}`, {
-      ...this.envelope(memoryId, this.scopes.get(memoryId) ?? "app"),
-      type,
-      schemaVersion,
-      data,
-    });
+    this.push(`${this.app}.memory.${memoryId}`, { ...this.envelope(memoryId, this.scopes.get(memoryId) ?? "app", { type, data }), schemaVersion });
   }
 
-  private envelope(aggregateId: string, scope: string) {
+  /** Through the one envelope builder (memledger/testing), with this log's ids and times. */
+  private envelope(aggregateId: string, scope: string, domainEvent: { type: string; data: unknown }) {
     const seq = this.lastSeq + 1;
-    return {
-      id: `e${seq}`,
-      aggregateId,
-      app: this.app,
-      scope,
-      actor: { kind: "agent", id: "agent-a" },
-      sessionId: null,
-      transcriptRef: null,
-      git: null,
-      causationId: null,
-      correlationId: `e${seq}`,
-      time: new Date(Date.UTC(2026, 0, 1, 0, 0, seq)).toISOString(),
-    };
+    return rawEnvelope(domainEvent, { id: `e${seq}`, correlationId: `e${seq}`, aggregateId, app: this.app, scope, sessionId: null, time: new Date(Date.UTC(2026, 0, 1, 0, 0, seq)).toISOString() } as FakeMetadata, seq);
   }
 
   private push(subject: string, raw: unknown): void {
