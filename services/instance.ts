@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
+import { idInFile } from "./id-file.js";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Naming } from "../events/subjects.js";
@@ -55,15 +55,7 @@ export function instanceConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Ins
 /** The instance id kept in the data directory, made (exclusively: two racing starts agree) on first use. */
 export async function loadInstanceId(dataDir: string): Promise<string> {
   const file = path.join(dataDir, INSTANCE_ID_FILE);
-  await mkdir(dataDir, { recursive: true });
-  const candidate = `i-${randomBytes(6).toString("hex")}`;
-  try {
-    await writeFile(file, `${candidate}\n`, { flag: "wx" });
-    return candidate;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-  }
-  const id = (await readFile(file, "utf8")).trim();
+  const { id } = await idInFile(file, `i-${randomBytes(6).toString("hex")}`);
   if (!INSTANCE_ID.test(id)) throw internal(`${file} holds '${id.slice(0, 80)}', not an instance id: delete the file to get a new one`);
   return id;
 }

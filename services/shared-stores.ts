@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
+import { idInFile } from "./id-file.js";
 import { Redis } from "ioredis";
 import { claimKeys } from "../projections/claims/keys.js";
 import { AppLayout } from "../projections/files/layout.js";
@@ -32,17 +33,9 @@ export const STORE_ID_FILE = ".store-id";
 
 /** The id a file store carries (made exclusively on first use: instances racing on a shared disk agree). */
 export async function fileStoreId(root: string): Promise<string> {
-  const dir = `${path.resolve(root)}.gen`;
-  const file = path.join(dir, STORE_ID_FILE);
-  await mkdir(dir, { recursive: true });
+  const file = path.join(`${path.resolve(root)}.gen`, STORE_ID_FILE);
   const candidate = `files-${randomBytes(6).toString("hex")}`;
-  try {
-    await writeFile(file, `${candidate}\n`, { flag: "wx" });
-    return candidate;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-  }
-  const id = (await readFile(file, "utf8")).trim();
+  const { id } = await idInFile(file, candidate);
   // Written before it is read, but a crash between create and write leaves it empty: make it again.
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
     await writeFile(file, `${candidate}\n`);
