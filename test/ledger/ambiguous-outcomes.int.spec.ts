@@ -1,11 +1,8 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AppendOutcome, ClaimOutcome } from "../../schemas/commands.js";
-import { CommandService } from "../../services/command-service.js";
 import { MemoryClient } from "../../services/client.js";
-import { connectNats } from "../../services/nats.js";
-import { NATS_URL, startLedger, streamMessageCount, type Ledger } from "../support/env.js";
-import { json, probe, rejectionOf, sleep } from "./support.js";
+import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
+import { json, probe, rejectionOf, sleep, extraInstances } from "./support.js";
 
 /**
  * Issue 8 item 5: an append whose reply was lost may have landed. The SDK keys every write, so its retry
@@ -14,11 +11,10 @@ import { json, probe, rejectionOf, sleep } from "./support.js";
  */
 describe("ambiguous outcomes: idempotency keys by default", () => {
   let ledger: Ledger | undefined;
-  const extra: { services: CommandService[]; connections: NatsConnection[] } = { services: [], connections: [] };
+  const extra = extraInstances();
 
   afterEach(async () => {
-    for (const s of extra.services.splice(0)) await s.stop().catch(() => undefined);
-    for (const nc of extra.connections.splice(0)) await nc.close().catch(() => undefined);
+    await extra.stopAll();
     await ledger?.cleanup();
     ledger = undefined;
   });
@@ -129,10 +125,7 @@ describe("ambiguous outcomes: idempotency keys by default", () => {
   it("a reused key is caught on another instance with a stale cache, and beyond JetStream's dedupe window", async () => {
     ledger = await startLedger({ duplicateWindowMs: 1000 });
     const l = ledger;
-    const nc = await connectNats({ servers: NATS_URL, name: `ambiguous-b-${l.prefix}` });
-    extra.connections.push(nc);
-    const b = await CommandService.start(nc, { prefix: l.prefix, duplicateWindowMs: 1000 });
-    extra.services.push(b);
+    const b = await extra.start(l, { duplicateWindowMs: 1000 });
     const subject = l.client("agent-a").subjectFor("propose");
 
     const created = (await l.service.dispatch(subject, json({ title: "Queues", body: "SQS.", key: "k-q" }))) as AppendOutcome;

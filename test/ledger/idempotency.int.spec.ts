@@ -1,35 +1,28 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AppendOutcome } from "../../schemas/commands.js";
 import { CommandService } from "../../services/command-service.js";
 import { idForKey } from "../../services/command-handler.js";
 import { memoryDecider } from "../../commands/memory.js";
-import { connectNats } from "../../services/nats.js";
-import { NATS_URL, startLedger, streamMessageCount, type Ledger } from "../support/env.js";
-import { json, probe, rejectionOf, sleep, waitUntil } from "./support.js";
+import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
+import { json, probe, rejectionOf, sleep, waitUntil, extraInstances } from "./support.js";
 
 /** The fields a retry must reproduce exactly. */
 const same = (o: AppendOutcome) => ({ memoryId: o.memoryId, version: o.version, seq: o.seq, eventId: o.eventId, type: o.type });
 
 describe("idempotency keys", () => {
   let ledger: Ledger | undefined;
-  const extra: { services: CommandService[]; connections: NatsConnection[] } = { services: [], connections: [] };
+  const extra = extraInstances();
 
   afterEach(async () => {
-    for (const s of extra.services.splice(0)) await s.stop().catch(() => undefined);
-    for (const nc of extra.connections.splice(0)) await nc.close().catch(() => undefined);
+    await extra.stopAll();
     await ledger?.cleanup();
     ledger = undefined;
   });
 
   /** Another command-service instance on the ledger's prefix, with an empty cache. */
   async function anotherInstance(l: Ledger, options: { duplicateWindowMs?: number } = {}): Promise<CommandService> {
-    const nc = await connectNats({ servers: NATS_URL, name: `extra-${l.prefix}` });
-    extra.connections.push(nc);
-    const service = await CommandService.start(nc, { prefix: l.prefix, ...options });
-    extra.services.push(service);
-    return service;
+    return extra.start(l, options);
   }
 
   const count = (l: Ledger) => streamMessageCount(l.nc, l.service.names.appStream(l.app));

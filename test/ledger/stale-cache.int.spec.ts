@@ -1,12 +1,10 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { claimDecider, claimIdOf } from "../../commands/claim.js";
 import { memoryDecider } from "../../commands/memory.js";
 import type { AppendOutcome, ClaimOutcome } from "../../schemas/commands.js";
 import { CommandService } from "../../services/command-service.js";
-import { connectNats } from "../../services/nats.js";
-import { NATS_URL, startLedger, streamMessageCount, type Ledger } from "../support/env.js";
-import { json, probe, rejectionOf } from "./support.js";
+import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
+import { json, probe, rejectionOf, extraInstances } from "./support.js";
 
 /**
  * Issue 8 item 4: two command-service instances on one prefix, each with its own cache. A refusal that
@@ -16,21 +14,17 @@ import { json, probe, rejectionOf } from "./support.js";
  */
 describe("stale caches across instances", () => {
   let ledger: Ledger | undefined;
-  const extra: { services: CommandService[]; connections: NatsConnection[] } = { services: [], connections: [] };
+  const extra = extraInstances();
 
   afterEach(async () => {
-    for (const s of extra.services.splice(0)) await s.stop().catch(() => undefined);
-    for (const nc of extra.connections.splice(0)) await nc.close().catch(() => undefined);
+    await extra.stopAll();
     await ledger?.cleanup();
     ledger = undefined;
   });
 
   async function twoInstances(): Promise<{ l: Ledger; a: CommandService; b: CommandService }> {
     ledger = await startLedger();
-    const nc = await connectNats({ servers: NATS_URL, name: `stale-b-${ledger.prefix}` });
-    extra.connections.push(nc);
-    const b = await CommandService.start(nc, { prefix: ledger.prefix });
-    extra.services.push(b);
+    const b = await extra.start(ledger);
     return { l: ledger, a: ledger.service, b };
   }
 

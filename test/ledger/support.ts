@@ -1,10 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MemledgerError } from "../../schemas/errors.js";
 import type { Reply } from "../../schemas/commands.js";
-import type { CommandService } from "../../services/command-service.js";
+import { CommandService, type CommandServiceOptions } from "../../services/command-service.js";
 import { WrongLastSequenceError } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
-import { NATS_URL } from "../support/env.js";
+import { NATS_URL, type Ledger } from "../support/env.js";
 import { until } from "../support/eventually.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -76,4 +76,27 @@ export function probe(service: CommandService): ServiceProbe {
     }
   };
   return counts;
+}
+
+/**
+ * More command-service instances on a ledger's prefix, each on its own connection with an empty cache
+ * (another process, as far as the ledger can tell); `stopAll()` in afterEach stops them and closes their
+ * connections.
+ */
+export function extraInstances() {
+  const services: CommandService[] = [];
+  const connections: NatsConnection[] = [];
+  return {
+    async start(l: Ledger, options: CommandServiceOptions = {}): Promise<CommandService> {
+      const nc = await connectNats({ servers: NATS_URL, name: `extra-${l.prefix}` });
+      connections.push(nc);
+      const service = await CommandService.start(nc, { ...options, prefix: l.prefix });
+      services.push(service);
+      return service;
+    },
+    async stopAll(): Promise<void> {
+      for (const s of services.splice(0)) await s.stop().catch(() => undefined);
+      for (const nc of connections.splice(0)) await nc.close().catch(() => undefined);
+    },
+  };
 }
