@@ -12,6 +12,11 @@ import type { ActorKind } from "../schemas/primitives.js";
  *                                              once (expected sequence 0), so a redelivered request is answered
  *   <prefix>.app.<app>.quarantine.<seq>       an operator's quarantine of the message at stream sequence
  *                                              <seq> (not an event): written once (expected sequence 0)
+ *   <prefix>.app.<app>.run.<runId>            one consolidation run: started, each step completed, completed
+ *   <prefix>.app.<app>.proposal.<proposalId>  one change a run proposed, and its review (accepted, applied,
+ *                                              rejected, reverted)
+ *   <prefix>.signal.<app>.<name>              core NATS signals outside every stream (never stored), e.g.
+ *                                              `consolidated` when a consolidation run ends
  *   <prefix>.org.memory.<memoryId>            org memories, in the separate org stream
  *   <prefix>.org.quarantine.<seq>             a quarantine in the org stream
  *   <prefix>.cmd.<app>.<actorKind>.<actorId>.<verb>   commands and queries, served by a queue group
@@ -28,7 +33,12 @@ export const DEFAULT_PREFIX = "memledger";
 export const ORG_APP = "org";
 export const COMMAND_QUEUE = "memledger-commands";
 
-export type AggregateKind = "memory" | "session" | "claim" | "quarantine";
+/**
+ * `run`: one consolidation run (its start, steps and end); `proposal`: one change a run proposed, with its
+ * evidence and the human decision on it (written first with expected sequence 0: a resumed step never
+ * writes a proposal twice).
+ */
+export type AggregateKind = "memory" | "session" | "claim" | "quarantine" | "run" | "proposal";
 
 export interface Naming {
   readonly prefix: string;
@@ -66,6 +76,8 @@ export interface Naming {
   projectionLease(projection: string, storeId: string, stream: string): string;
   /** Object store bucket of session transcripts, each named by its SHA-256 (services/transcripts.ts). */
   transcriptsBucket(): string;
+  /** A core NATS signal about an app, outside every stream (not stored): e.g. `consolidated`. */
+  signal(app: string, name: string): string;
 }
 
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
@@ -101,6 +113,7 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     leasesBucket: () => `${prefix}_leases`,
     projectionLease: (projection, storeId, stream) => `${projection}.${storeId}.${stream}`,
     transcriptsBucket: () => `${prefix}_transcripts`,
+    signal: (app, name) => `${prefix}.signal.${app}.${name}`,
     parseCommand(subject) {
       const parts = subject.split(".");
       if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;

@@ -117,6 +117,12 @@ export const MemoryRolledBack = event(
   1,
   z.strictObject({ fromVersion: Version, toVersion: Version }),
 );
+/**
+ * Undoes a supersede: the memory is in force again at its active version. The compensating event of a
+ * consolidation revert (a pruned or merged-away memory comes back); never a deletion of the supersede,
+ * which stays in the log. A new type (v1).
+ */
+export const MemoryReinstated = event("memory.reinstated", 1, z.strictObject({ reason: nonEmptyLine(LIMITS.reasonLength) }));
 
 export const MemoryEvent = z.discriminatedUnion("type", [
   MemoryProposed,
@@ -124,6 +130,7 @@ export const MemoryEvent = z.discriminatedUnion("type", [
   MemoryRejected,
   MemorySuperseded,
   MemoryRolledBack,
+  MemoryReinstated,
 ]);
 export type MemoryEvent = z.infer<typeof MemoryEvent>;
 
@@ -324,6 +331,150 @@ export const LedgerQuarantined = event(
 );
 export type LedgerQuarantined = z.infer<typeof LedgerQuarantined>;
 
+// ---- consolidation ("dreaming", issue 13) ---------------------------------------------------------
+// A run lives on `<prefix>.app.<app>.run.<runId>`; each change it proposes on its own subject
+// `<prefix>.app.<app>.proposal.<proposalId>` (events/subjects.ts), written first with expected sequence 0
+// under an id derived from the run, the phase and the change's key, so a resumed step never proposes the
+// same change twice. Nothing a run writes touches a memory: an accepted proposal is applied as ordinary
+// memory events whose causationId is the proposal's `proposal.accepted` event, and a revert compensates
+// them with ordinary memory events too (rollback, reinstate, supersede).
+
+/** The phases of a run, in the order they run. `candidates` is the session-end review of session:<id> memories. */
+export const PhaseName = z.enum(["candidates", "prune", "merge", "refresh", "learn", "reindex"]);
+export type PhaseName = z.infer<typeof PhaseName>;
+
+/** What started a run: the scheduled dream (gated, or forced past the time and session gates) or a session's end. */
+export const RunTrigger = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("dream"), forced: z.boolean() }),
+  z.strictObject({ kind: z.literal("session_end"), sessionId: Id }),
+]);
+export type RunTrigger = z.infer<typeof RunTrigger>;
+
+/** One version of one memory, as a proposal cites or changes it. */
+export const MemoryRef = z.strictObject({ memoryId: Id, version: Version });
+export type MemoryRef = z.infer<typeof MemoryRef>;
+
+/** A span of a stored transcript (1-based, inclusive lines of its text): evidence a reviewer can open. */
+export const TranscriptSpan = z.strictObject({
+  sessionId: Id,
+  digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 lowercase hex digits>"),
+  lines: z.tuple([z.number().int().min(1), z.number().int().min(1)]),
+});
+export type TranscriptSpan = z.infer<typeof TranscriptSpan>;
+
+/** Why a proposal is made: the sessions, transcript spans and memories it rests on, and its numbers. */
+export const Evidence = z.strictObject({
+  sessions: z.array(Id).max(1000),
+  transcripts: z.array(TranscriptSpan).max(200),
+  memories: z.array(MemoryRef).max(200),
+  /** Whole numbers: sessions, occurrences, retrievals, lines, days… */
+  counts: z.record(z.string().min(1).max(64), z.number().int().min(0)),
+  /** Share of the analysed sessions where the pattern was seen (learn), or null. */
+  prevalence: z.number().min(0).max(1).nullable(),
+  /** Other measures: similarity of a merge's sources, a score… */
+  scores: z.record(z.string().min(1).max(64), z.number()),
+  /** The evidence in one sentence, for a reviewer. */
+  summary: oneLine(LIMITS.reasonLength),
+});
+export type Evidence = z.infer<typeof Evidence>;
+
+/** A memory's content as a proposal writes it (what memory.proposed carries but its version). */
+export const ProposedContent = MemoryProposedData.omit({ version: true, provenance: true });
+
+/**
+ * What accepting a proposal does, as ordinary memory events:
+ * - supersede: the memory is superseded (prune; discard of a session candidate); a revert reinstates it;
+ * - merge: a new memory with the merged content is proposed and approved in `scope`, and every source is
+ *   superseded by it; a revert supersedes the merged memory and reinstates the sources;
+ * - revise: a new version with `content` is proposed and approved (refresh); a revert rolls back to the
+ *   version the proposal saw;
+ * - create: a new memory is proposed and approved in `scope` (learn); a revert supersedes it;
+ * - promote: a session candidate's content becomes a new memory in `scope` (team or app), proposed and
+ *   approved, and the candidate is superseded by it; a revert supersedes the new one, reinstates the candidate;
+ * - flag: nothing is written to memories (a contradiction for a human to resolve); accepting records it.
+ */
+export const ProposedChange = z.discriminatedUnion("action", [
+  z.strictObject({ action: z.literal("supersede"), memory: MemoryRef }),
+  z.strictObject({ action: z.literal("merge"), sources: z.array(MemoryRef).min(2).max(50), scope: Scope, content: ProposedContent }),
+  z.strictObject({ action: z.literal("revise"), memory: MemoryRef, content: ProposedContent }),
+  z.strictObject({ action: z.literal("create"), scope: Scope, content: ProposedContent }),
+  z.strictObject({ action: z.literal("promote"), candidate: MemoryRef, scope: Scope, content: ProposedContent }),
+  z.strictObject({ action: z.literal("flag"), memories: z.array(MemoryRef).min(1).max(50) }),
+]);
+export type ProposedChange = z.infer<typeof ProposedChange>;
+
+/** One memory event a proposal's apply or revert wrote (the receipt a revert works from). */
+export const WrittenEvent = z.strictObject({
+  memoryId: Id,
+  eventId: z.string().min(1).max(64),
+  seq: Sequence,
+  type: z.string().min(1).max(64),
+});
+export type WrittenEvent = z.infer<typeof WrittenEvent>;
+
+export const RunStarted = event(
+  "run.started",
+  1,
+  z.strictObject({
+    trigger: RunTrigger,
+    phases: z.array(PhaseName).min(1),
+    /** The stream's last sequence when the run started: every phase reads the log as of it (a resumed step proposes the same). */
+    asOfSeq: Sequence,
+    /** The gates as they stood: the last completed run (null: none), sessions ended since it. */
+    gates: z.strictObject({
+      lastRunId: Id.nullable(),
+      lastRunAt: z.iso.datetime().nullable(),
+      sessionsSince: z.number().int().min(0),
+      forced: z.boolean(),
+    }),
+    /** The lock's holder (the runner's instance) while the run lasts. */
+    holder: nonEmptyLine(128),
+    /** Settings the phases ran with (thresholds, analysers, repo dir): recorded for the auditor. */
+    settings: z.record(z.string().min(1).max(64), z.union([z.string().max(1024), z.number(), z.boolean(), z.null()])),
+  }),
+);
+export const RunStepCompleted = event(
+  "run.step_completed",
+  1,
+  z.strictObject({ phase: PhaseName, proposals: z.number().int().min(0), report: oneLine(LIMITS.reasonLength).nullable() }),
+);
+export const RunCompleted = event(
+  "run.completed",
+  1,
+  z.strictObject({
+    proposals: z.partialRecord(PhaseName, z.number().int().min(0)),
+    /** MEMORY.md as the files projection keeps it (re-index phase): within 200 lines and 25 KB. */
+    index: z.strictObject({ lines: z.number().int().min(0), bytes: z.number().int().min(0), listed: z.number().int().min(0), withinLimits: z.boolean() }).nullable(),
+  }),
+);
+export const RunReverted = event(
+  "run.reverted",
+  1,
+  z.strictObject({ proposals: z.number().int().min(0), reason: nonEmptyLine(LIMITS.reasonLength) }),
+);
+export const RunEvent = z.discriminatedUnion("type", [RunStarted, RunStepCompleted, RunCompleted, RunReverted]);
+export type RunEvent = z.infer<typeof RunEvent>;
+
+export const ProposalMade = event(
+  "proposal.made",
+  1,
+  z.strictObject({
+    runId: Id,
+    phase: PhaseName,
+    /** Stable within the run and phase (e.g. the memory ids concerned): the proposal id is derived from it. */
+    key: nonEmptyLine(512),
+    change: ProposedChange,
+    evidence: Evidence,
+    reason: nonEmptyLine(LIMITS.reasonLength),
+  }),
+);
+export const ProposalAccepted = event("proposal.accepted", 1, z.strictObject({ runId: Id, reason: oneLine(LIMITS.reasonLength).nullable() }));
+export const ProposalApplied = event("proposal.applied", 1, z.strictObject({ runId: Id, events: z.array(WrittenEvent).max(200) }));
+export const ProposalRejected = event("proposal.rejected", 1, z.strictObject({ runId: Id, reason: nonEmptyLine(LIMITS.reasonLength) }));
+export const ProposalReverted = event("proposal.reverted", 1, z.strictObject({ runId: Id, events: z.array(WrittenEvent).max(200) }));
+export const ProposalEvent = z.discriminatedUnion("type", [ProposalMade, ProposalAccepted, ProposalApplied, ProposalRejected, ProposalReverted]);
+export type ProposalEvent = z.infer<typeof ProposalEvent>;
+
 // ---- every event ------------------------------------------------------------------------------
 
 export const LedgerEvent = z.discriminatedUnion("type", [
@@ -331,6 +482,8 @@ export const LedgerEvent = z.discriminatedUnion("type", [
   ...PromotionEvent.options,
   ...SessionEvent.options,
   ...ClaimEvent.options,
+  ...RunEvent.options,
+  ...ProposalEvent.options,
   LedgerQuarantined,
 ]);
 export type LedgerEvent = z.infer<typeof LedgerEvent>;

@@ -38,10 +38,17 @@ export const AppName = z
   .regex(/^[a-z0-9][a-z0-9_-]*$/, "lowercase letters, digits, '_' and '-', starting with a letter or digit")
   .max(LIMITS.appLength);
 
-/** Where a memory lives: one agent's scratchpad, a team, the whole app, or the org. */
+/**
+ * Where a memory lives: one agent's scratchpad, a team, the whole app, or the org; or one session's
+ * candidates (`session:<id>`): speculative memories only the session's agent sees, reviewed at its end
+ * (consolidation, issue 13).
+ */
 export const Scope = z
   .string()
-  .regex(/^(app|org|agent:[A-Za-z0-9_-]{1,64}|team:[A-Za-z0-9_-]{1,64})$/, "one of app, org, agent:<id>, team:<name>");
+  .regex(
+    /^(app|org|agent:[A-Za-z0-9_-]{1,64}|team:[A-Za-z0-9_-]{1,64}|session:[A-Za-z0-9_-]{1,64})$/,
+    "one of app, org, agent:<id>, team:<name>, session:<id>",
+  );
 export type Scope = z.infer<typeof Scope>;
 
 export const oneLine = (max: number) =>
