@@ -3,7 +3,7 @@ import { ORG_APP } from "../events/subjects.js";
 import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import type { InstanceRole } from "./instance.js";
-import { discoverScopes } from "./discovery.js";
+import { watchScopes, type ScopeWatch } from "./discovery.js";
 import { LeaderLease } from "./leader-lease.js";
 import { ProjectionRunner, type RunnerOptions } from "./projection-runner.js";
 import { internal } from "../schemas/errors.js";
@@ -67,8 +67,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 export class ProjectionSupervisor {
   private readonly entries = new Map<string, Entry>();
-  private timer: NodeJS.Timeout | undefined;
-  private discovering: Promise<void> = Promise.resolve();
+  private watch: ScopeWatch | undefined;
   private stopped = false;
 
   constructor(
@@ -78,17 +77,15 @@ export class ProjectionSupervisor {
   ) {}
 
   async start(): Promise<void> {
-    await this.discover();
-    this.timer = setInterval(() => {
-      this.discovering = this.discovering.then(() => this.discover()).catch((err) => this.options.onError?.(err, { projection: "*", stream: "*", seq: null }));
-    }, this.options.discoverEveryMs ?? 2000);
-    this.timer.unref();
+    this.watch = await watchScopes(this.store, (scope) => this.follow(scope), {
+      everyMs: this.options.discoverEveryMs,
+      onError: (err) => this.options.onError?.(err, { projection: "*", stream: "*", seq: null }),
+    });
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
-    await this.discovering.catch(() => undefined);
+    await this.watch?.stop();
     // A leader stops its runner, then gives its lease back so that a follower takes over at once.
     await Promise.allSettled([...this.entries.values()].map((e) => (e.shared ? e.shared.lease.stop() : e.runner?.stop())));
     this.entries.clear();
@@ -157,30 +154,34 @@ export class ProjectionSupervisor {
     return entries.length > 0 && results.every(Boolean);
   }
 
-  private async discover(): Promise<void> {
-    if (this.stopped) return;
+  /**
+   * Starts every projection on a stream watchScopes found. One that fails to start is reported and
+   * tried again at the next look (false: offer the stream again).
+   */
+  private async follow(scope: ProjectionScope): Promise<boolean> {
     const wanted = this.options.apps;
-    for (const scope of await discoverScopes(this.store)) {
-      if (wanted && scope.app !== ORG_APP && !wanted.includes(scope.app)) continue;
-      for (const definition of this.definitions) {
-        const key = `${definition.name}\u0000${scope.app}`;
-        if (this.entries.has(key) || this.stopped) continue;
-        await this.removeLegacyConsumer(definition, scope);
-        const entry: Entry = { definition, scope };
-        this.entries.set(key, entry);
-        try {
-          const store = this.options.leases && this.options.sharedStore ? await this.options.sharedStore(definition, scope) : null;
-          if (store) await this.follow(entry, store);
-          else {
-            entry.runner = this.newRunner(definition, scope);
-            await entry.runner.start();
-          }
-        } catch (err) {
-          this.entries.delete(key);
-          this.options.onError?.(err, { projection: definition.name, stream: scope.stream, seq: null });
+    if (wanted && scope.app !== ORG_APP && !wanted.includes(scope.app)) return true;
+    let started = true;
+    for (const definition of this.definitions) {
+      const key = `${definition.name}\u0000${scope.app}`;
+      if (this.entries.has(key) || this.stopped) continue;
+      await this.removeLegacyConsumer(definition, scope);
+      const entry: Entry = { definition, scope };
+      this.entries.set(key, entry);
+      try {
+        const store = this.options.leases && this.options.sharedStore ? await this.options.sharedStore(definition, scope) : null;
+        if (store) await this.followShared(entry, store);
+        else {
+          entry.runner = this.newRunner(definition, scope);
+          await entry.runner.start();
         }
+      } catch (err) {
+        this.entries.delete(key);
+        this.options.onError?.(err, { projection: definition.name, stream: scope.stream, seq: null });
+        started = false;
       }
     }
+    return started;
   }
 
   /**
@@ -207,7 +208,7 @@ export class ProjectionSupervisor {
   }
 
   /** Competes for the lease of a shared store: the leader runs the runner, fenced by its token. */
-  private async follow(entry: Entry, store: SharedStore): Promise<void> {
+  private async followShared(entry: Entry, store: SharedStore): Promise<void> {
     const leases = this.options.leases!;
     const { definition, scope } = entry;
     const where = { projection: definition.name, stream: scope.stream, seq: null };

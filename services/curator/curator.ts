@@ -12,7 +12,8 @@ import { EventStore, WrongLastSequenceError, type EventStoreOptions } from "../e
 import { CommandHandler, type CommandContext, type CommandTarget, type Loaded } from "../command-handler.js";
 import { ORG_APP } from "../../events/subjects.js";
 import { consumeLoop } from "../consume-loop.js";
-import { discoverScopes } from "../discovery.js";
+import { watchScopes, type ScopeWatch } from "../discovery.js";
+import type { ProjectionScope } from "../../projections/projection.js";
 import { OrgView, type OrgEffect } from "./org-view.js";
 import { CuratorPolicy, assessCandidate, decidePromotion, type CuratorPolicyInput, type PromotedContent, type PromotionCandidate, type PromotionDecision } from "./policy.js";
 import { scanSecrets } from "./secrets.js";
@@ -80,8 +81,7 @@ export class Curator {
   /** Aborted by stop(): ends every consumer's pull and cuts a backoff short. */
   private readonly stopping = new AbortController();
   private serial: Promise<unknown> = Promise.resolve();
-  private timer: NodeJS.Timeout | undefined;
-  private discovering: Promise<void> = Promise.resolve();
+  private watch: ScopeWatch | undefined;
   private stopped = false;
   private readonly now: () => Date;
   private readonly handler: CommandHandler;
@@ -104,19 +104,17 @@ export class Curator {
     const store = await EventStore.open(nc, naming(options.prefix), options);
     const curator = new Curator(store, options);
     await store.ensureOrgStream();
-    await curator.discover();
-    curator.timer = setInterval(() => {
-      curator.discovering = curator.discovering.then(() => curator.discover()).catch((err) => curator.onError(err, "discovering app streams"));
-    }, options.discoverEveryMs ?? 2000);
-    curator.timer.unref();
+    curator.watch = await watchScopes(store, (scope) => curator.follow(scope), {
+      everyMs: options.discoverEveryMs,
+      onError: (err) => curator.onError(err, "discovering app streams"),
+    });
     return curator;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.stopping.abort();
-    clearInterval(this.timer);
-    await this.discovering.catch(() => undefined);
+    await this.watch?.stop();
     await Promise.allSettled([...this.loops.values()]);
     await this.serial.catch(() => undefined);
   }
@@ -126,14 +124,12 @@ export class Curator {
     return [...this.loops.keys()].sort();
   }
 
-  private async discover(): Promise<void> {
-    if (this.stopped) return;
-    for (const scope of await discoverScopes(this.store)) {
-      if (scope.stream === this.names.orgStream() || this.loops.has(scope.app)) continue;
-      if (this.options.apps && !this.options.apps.includes(scope.app)) continue;
-      await this.ensureConsumer(scope.stream, scope.app);
-      this.loops.set(scope.app, this.consume(scope.app, scope.stream));
-    }
+  /** Consumes the promotion requests of an app stream watchScopes found (the org's own stream has none). */
+  private async follow(scope: ProjectionScope): Promise<void> {
+    if (this.stopped || scope.stream === this.names.orgStream() || this.loops.has(scope.app)) return;
+    if (this.options.apps && !this.options.apps.includes(scope.app)) return;
+    await this.ensureConsumer(scope.stream, scope.app);
+    this.loops.set(scope.app, this.consume(scope.app, scope.stream));
   }
 
   private async ensureConsumer(stream: string, app: string): Promise<void> {
