@@ -14,7 +14,9 @@ export type MemoryCommand =
   | { type: "approve"; version?: number | undefined }
   | { type: "reject"; version?: number | undefined; reason: string }
   | { type: "supersede"; by: string | null; reason: string }
-  | { type: "rollback"; toVersion: number };
+  | { type: "rollback"; toVersion: number }
+  /** Undoes a supersede (a consolidation revert): only a superseded memory can be reinstated. */
+  | { type: "reinstate"; reason: string };
 
 export type VersionStatus = "proposed" | "approved" | "rejected";
 
@@ -168,6 +170,11 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
       }
       return { type: "memory.rolled_back", data: { fromVersion: state.activeVersion, toVersion: command.toVersion } };
     }
+    case "reinstate": {
+      requireExisting(state);
+      if (!state.superseded) throw conflict(`memory ${state.id} is not superseded, so there is nothing to reinstate`, { reason: ConflictReason.not_superseded });
+      return { type: "memory.reinstated", data: { reason: command.reason } };
+    }
   }
 }
 
@@ -236,6 +243,10 @@ const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
     case "memory.rolled_back":
       version = event.data.toVersion;
       activeVersion = event.data.toVersion;
+      break;
+    case "memory.reinstated":
+      // In force again at the version that was active when it was superseded (versions are untouched).
+      superseded = null;
       break;
   }
   return deepFreeze({

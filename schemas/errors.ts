@@ -43,6 +43,7 @@ export const ConflictReason = {
   not_approved: "not_approved",
   never_approved: "never_approved",
   superseded: "superseded",
+  not_superseded: "not_superseded",
   // promotions and the org
   already_promoted: "already_promoted",
   already_org: "already_org",
@@ -58,6 +59,22 @@ export const ConflictReason = {
   expired: "expired",
   done: "done",
   name_mismatch: "name_mismatch",
+  // consolidation runs and their proposals (commands/run.ts, commands/proposal.ts)
+  run_started: "run_started",
+  run_not_started: "run_not_started",
+  run_completed: "run_completed",
+  run_reverted: "run_reverted",
+  run_not_completed: "run_not_completed",
+  step_done: "step_done",
+  step_out_of_order: "step_out_of_order",
+  already_proposed: "already_proposed",
+  already_decided: "already_decided",
+  not_accepted: "not_accepted",
+  already_applied: "already_applied",
+  not_applied: "not_applied",
+  already_reverted: "already_reverted",
+  memory_moved: "memory_moved",
+  lock_held: "lock_held",
   // idempotency keys
   key_reused: "key_reused",
   // operators

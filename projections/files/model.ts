@@ -39,6 +39,7 @@ const MEMORY_EVENT_TYPES: ReadonlySet<string> = new Set<MemoryEvent["type"]>([
   "memory.rejected",
   "memory.superseded",
   "memory.rolled_back",
+  "memory.reinstated",
 ]);
 
 export const isMemoryEvent = (event: LedgerEvent): event is MemoryEvent => MEMORY_EVENT_TYPES.has(event.type);

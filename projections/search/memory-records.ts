@@ -10,7 +10,8 @@ import type { MemoryKind } from "../../schemas/primitives.js";
  * "superseded" mean exactly what they mean when commands are decided. What the projection keeps between
  * events is that state made compact:
  *   - rejected versions are dropped: they can never be approved or rolled back to;
- *   - a superseded memory keeps no versions: nothing may happen to it any more;
+ *   - a superseded memory keeps its versions too: a consolidation revert may reinstate it
+ *     (`memory.reinstated`), and it is then indexed again at its active version;
  *   - `applied` (event ids, for command retries) is dropped: the projection deduplicates by stream
  *     sequence instead, since its events arrive in stream order.
  * What stays are pending versions (an approval must be able to index one) and approved versions (a
@@ -39,7 +40,7 @@ export type IndexChange = { type: "upsert"; memory: IndexedMemory } | { type: "r
 export const isMemoryEvent = (event: LedgerEvent): event is MemoryEvent => event.type.startsWith("memory.");
 
 export function compactMemoryState(state: MemoryState): MemoryRecord {
-  const versions = state.superseded ? [] : state.versions.filter((v) => v.status !== "rejected");
+  const versions = state.versions.filter((v) => v.status !== "rejected");
   if (versions.length === state.versions.length && Object.keys(state.applied).length === 0) return state;
   return { ...state, versions, applied: {} };
 }

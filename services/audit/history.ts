@@ -66,6 +66,8 @@ function summaryOf(event: LedgerEvent): string {
       return event.data.by ? `superseded by ${event.data.by}` : "superseded";
     case "memory.rolled_back":
       return `rolled back from v${event.data.fromVersion} to v${event.data.toVersion}`;
+    case "memory.reinstated":
+      return "reinstated";
     default:
       return event.type;
   }

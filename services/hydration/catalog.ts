@@ -276,6 +276,9 @@ export class AppCatalog {
       case "memory.rolled_back":
         change = { ...base, title: titleOf(event.data.toVersion), version: event.data.toVersion, detail: `from v${event.data.fromVersion}` };
         break;
+      case "memory.reinstated":
+        change = { ...base, title: titleOf(null), version: null, detail: `reinstated: ${event.data.reason}` };
+        break;
       default:
         // Memory event types added later still show up, without details.
         change = { ...base, title: titleOf(null), version: null, detail: null };

@@ -518,6 +518,8 @@ function describeChange(change: PackChange): string {
       return "superseded";
     case "memory.rolled_back":
       return `rolled back to${v}`;
+    case "memory.reinstated":
+      return "reinstated";
     default:
       return change.type;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decodeEvent, decodeEventStructural, encodeEvent, parseStoredEvent, upcast } from "../../events/upcast.js";
-import { CURRENT_SCHEMA_VERSION, LedgerEvent, MemoryEvent, SessionEvent, type DomainEventOf } from "../../schemas/events.js";
+import { CURRENT_SCHEMA_VERSION, LedgerEvent, MemoryEvent, ProposalEvent, RunEvent, SessionEvent, type DomainEventOf } from "../../schemas/events.js";
 import { MemledgerError } from "../../schemas/errors.js";
 import { envelopes } from "../support/decider-spec.js";
 
@@ -32,12 +32,42 @@ const oneOfEachType: DomainEventOf<LedgerEvent>[] = [
   { type: "memory.rejected", data: { version: 2, reason: "duplicate" } },
   { type: "memory.superseded", data: { by: null, reason: "obsolete" } },
   { type: "memory.rolled_back", data: { fromVersion: 2, toVersion: 1 } },
+  { type: "memory.reinstated", data: { reason: "revert of consolidation run r1" } },
   { type: "session.started", data: { agentId: "agent-a", task: "triage", branch: "main", worktree: null } },
   { type: "session.ended", data: { summary: null } },
   {
     type: "session.exposed",
     data: { receipts: [{ verb: "search", time: "2026-11-29T14:00:00.000Z", tokens: 42, memories: [{ memoryId: "m1", version: 2, rank: 1, channel: "bm25", origin: "app" }] }] },
   },
+  {
+    type: "run.started",
+    data: {
+      trigger: { kind: "dream", forced: false },
+      phases: ["prune", "merge"],
+      asOfSeq: 41,
+      gates: { lastRunId: null, lastRunAt: null, sessionsSince: 6, forced: false },
+      holder: "instance-1",
+      settings: { minHoursSinceLastRun: 24, repoDir: null, llm: false },
+    },
+  },
+  { type: "run.step_completed", data: { phase: "prune", proposals: 1, report: null } },
+  { type: "run.completed", data: { proposals: { prune: 1, merge: 0 }, index: { lines: 12, bytes: 900, listed: 10, withinLimits: true } } },
+  { type: "run.reverted", data: { proposals: 1, reason: "too eager" } },
+  {
+    type: "proposal.made",
+    data: {
+      runId: "r1",
+      phase: "prune",
+      key: "m1",
+      change: { action: "supersede", memory: { memoryId: "m1", version: 2 } },
+      evidence: { sessions: ["s1"], transcripts: [], memories: [{ memoryId: "m1", version: 2 }], counts: { retrievals: 0 }, prevalence: null, scores: {}, summary: "never retrieved" },
+      reason: "never retrieved in 90 days",
+    },
+  },
+  { type: "proposal.accepted", data: { runId: "r1", reason: null } },
+  { type: "proposal.applied", data: { runId: "r1", events: [{ memoryId: "m1", eventId: "e1", seq: 50, type: "memory.superseded" }] } },
+  { type: "proposal.rejected", data: { runId: "r1", reason: "still useful" } },
+  { type: "proposal.reverted", data: { runId: "r1", events: [{ memoryId: "m1", eventId: "e2", seq: 60, type: "memory.reinstated" }] } },
 ];
 
 const bytesOf = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
@@ -176,8 +206,8 @@ describe("upcasting stored events", () => {
     expect(CURRENT_SCHEMA_VERSION["memory.proposed"]).toBe(3);
   });
 
-  it("has a round-trip sample of every memory and session event type", () => {
-    const familyTypes = [...MemoryEvent.options, ...SessionEvent.options].map((option) => option.shape.type.value);
+  it("has a round-trip sample of every memory, session, run and proposal event type", () => {
+    const familyTypes = [...MemoryEvent.options, ...SessionEvent.options, ...RunEvent.options, ...ProposalEvent.options].map((option) => option.shape.type.value);
     expect(oneOfEachType.map((e) => e.type).sort()).toEqual(familyTypes.sort());
   });
 });

@@ -67,6 +67,10 @@ export class EventLog {
     this.append(memoryId, "memory.superseded", 1, { by, reason: "replaced" });
   }
 
+  reinstate(memoryId: string): void {
+    this.append(memoryId, "memory.reinstated", 1, { reason: "reverted" });
+  }
+
   rollback(memoryId: string, fromVersion: number, toVersion: number): void {
     this.append(memoryId, "memory.rolled_back", 1, { fromVersion, toVersion });
   }

@@ -67,9 +67,20 @@ describe("search index over the memory lifecycle", () => {
     expect(ids(index, "passwordless")).toEqual([]);
     expect(ids(index, "session")).toEqual([]);
     expect(index.indexedCount).toBe(1);
-    // The superseded memory keeps a tombstone without versions; rejected versions are dropped.
-    expect(index.record("old")?.versions).toEqual([]);
+    // The superseded memory keeps its approved versions (a consolidation revert may reinstate it); rejected versions are dropped.
+    expect(index.record("old")?.versions.map((v) => v.version)).toEqual([1]);
     expect(index.record("new")?.versions.map((v) => v.version)).toEqual([1]);
+  });
+
+  test("a reinstated memory (memory.reinstated, a consolidation revert) is found again at its active version", () => {
+    const log = new EventLog();
+    log.write("old", { title: "Auth uses sessions", body: "Login creates a server-side session." });
+    log.supersede("old");
+    expect(ids(build(log), "session")).toEqual([]);
+    log.reinstate("old");
+    const index = build(log);
+    expect(ids(index, "session")).toEqual(["old"]);
+    expect(index.indexedCount).toBe(1);
   });
 
   test("re-applying events (at-least-once delivery) changes nothing", () => {

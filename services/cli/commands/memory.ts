@@ -156,6 +156,8 @@ function detail(e: LogEntry): string {
       return `${e.data.by ? `by ${e.data.by} ` : ""}reason: ${quote(e.data.reason)}`;
     case "memory.rolled_back":
       return `v${e.data.fromVersion} -> v${e.data.toVersion}`;
+    case "memory.reinstated":
+      return `reason: ${quote(e.data.reason)}`;
     case "session.started":
       return `task: ${quote(e.data.task)}${e.data.branch ? ` branch: ${e.data.branch}` : ""}`;
     case "session.ended":

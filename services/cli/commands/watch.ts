@@ -48,6 +48,8 @@ export function signalOf(event: LedgerEvent): string {
       return `superseded${data.by ? ` by ${String(data.by)}` : ""}: ${quote(String(data.reason))}`;
     case "memory.rolled_back":
       return `rolled back v${String(data.fromVersion)} -> v${String(data.toVersion)}`;
+    case "memory.reinstated":
+      return `reinstated: ${quote(String(data.reason))}`;
     case "claim.task_opened":
       return `task ${String(data.name)} opened (p${String(data.priority)})`;
     case "claim.claimed":
