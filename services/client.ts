@@ -237,7 +237,7 @@ export class MemoryClient {
     const { transcriptFile, transcriptBytes, ...request } = options;
     if (transcriptFile !== undefined || transcriptBytes !== undefined) {
       const transcripts = await import("./transcripts.js");
-      const store = await transcripts.openTranscripts(this.nc, this.names);
+      const store = await transcripts.useTranscripts(this.nc, this.names);
       request.transcript =
         transcriptBytes !== undefined ? await transcripts.putTranscript(store, transcriptBytes) : await transcripts.putTranscriptFile(store, transcriptFile!);
     }

@@ -160,6 +160,10 @@ export class CommandService {
       approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
       onError: (err, where) => service.onError(err, where),
     });
+    // The transcripts bucket is there before any agent stores one: agents may not create it (its
+    // configuration is the service's: services/auth/broker-config.ts).
+    const transcripts = await openTranscripts(nc, names, { replicas: options.replicas });
+    service.transcripts = Promise.resolve(transcripts);
     service.subscription = nc.subscribe(names.allCommands(), {
       queue: COMMAND_QUEUE,
       callback: (err, msg) => {

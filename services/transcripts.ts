@@ -25,6 +25,11 @@ export const transcriptRefOf = (bytes: Uint8Array): TranscriptRef => {
   return { digest: `sha256:${hex}`, bytes: bytes.length, name: hex };
 };
 
+/**
+ * Creates the transcripts bucket if it is not there (the service does, at start) and opens it. Agents
+ * never create it: a bucket made by an agent could carry any configuration (a max age that drops
+ * transcripts, say), so the broker refuses them the stream's creation and they use useTranscripts.
+ */
 export async function openTranscripts(nc: NatsConnection, names: Naming, options: { replicas?: number } = {}): Promise<ObjectStore> {
   try {
     return await new Objm(nc).create(names.transcriptsBucket(), {
@@ -33,6 +38,15 @@ export async function openTranscripts(nc: NatsConnection, names: Naming, options
     });
   } catch (err) {
     throw unavailable(`cannot open the transcripts object store ${names.transcriptsBucket()}: ${(err as Error).message}`);
+  }
+}
+
+/** Opens the transcripts bucket the service created; `unavailable` when no service has started on this prefix yet. */
+export async function useTranscripts(nc: NatsConnection, names: Naming): Promise<ObjectStore> {
+  try {
+    return await new Objm(nc).open(names.transcriptsBucket());
+  } catch (err) {
+    throw unavailable(`the transcripts object store ${names.transcriptsBucket()} is not there: it is created when memledger's service starts (${(err as Error).message})`);
   }
 }
 

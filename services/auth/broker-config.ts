@@ -129,14 +129,14 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
   /**
    * Session transcripts (services/transcripts.ts), agents only: an agent's SDK stores its transcript in the object
    * store before session_end (the service then checks it is there). That takes the bucket's own stream
-   * (create it if it is the first, info, direct and message gets to find an object already there) and
-   * publishing its chunks and metadata; nothing of any other stream.
+   * (info, direct and message gets to find an object already there) and publishing its chunks and
+   * metadata; nothing of any other stream. Never its creation: the service creates the bucket at start,
+   * so no agent chooses its configuration (a max age that drops transcripts, say).
    */
   const transcriptsStream = `OBJ_${names.transcriptsBucket()}`;
   const storeTranscripts = [
     // The JetStream client's check that the API is there (account limits and usage; reveals no data).
     "$JS.API.INFO",
-    `$JS.API.STREAM.CREATE.${transcriptsStream}`,
     `$JS.API.STREAM.INFO.${transcriptsStream}`,
     `$JS.API.STREAM.MSG.GET.${transcriptsStream}`,
     `$JS.API.DIRECT.GET.${transcriptsStream}`,
@@ -155,7 +155,7 @@ export function brokerUsers(policy: Policy, prefix: string, passwordFor: (name: 
         publish: {
           // The org is every app's (the guard treats it as always declared): its commands stay reachable.
           allow: [...(apps ? [...new Set([...apps, ORG_APP])] : ["*"]).map((app) => names.command(app, kind, id, ">")), ...(kind === "agent" ? storeTranscripts : [])],
-          deny: [...streamSubjects, KV_ALL, SYS_ALL, JS_ACK, JS_FLOW, JS_EVENTS, ...WRITE_STREAMS.filter((s) => s !== "$JS.API.STREAM.CREATE.>"), "$JS.API.CONSUMER.>"],
+          deny: [...streamSubjects, KV_ALL, SYS_ALL, JS_ACK, JS_FLOW, JS_EVENTS, ...WRITE_STREAMS, "$JS.API.CONSUMER.>"],
         },
         // Its own replies only.
         subscribe: { allow: [inboxOf(user)] },

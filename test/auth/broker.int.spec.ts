@@ -208,6 +208,27 @@ describe("auth-enabled broker with a policy", () => {
     expect((await client.show(seed.memoryId)).status).toBe("proposed");
   });
 
+  it("an agent stores its transcript in the bucket the service created, and cannot create or reconfigure that bucket", async () => {
+    const { client, nc, seen } = await clientAs("agent:coder-1");
+    const transcriptsStream = `OBJ_${names().transcriptsBucket()}`;
+    const before = await jetstreamManager(serviceNc).then((jsm) => jsm.streams.info(transcriptsStream));
+    // A bucket of the agent's own making could drop transcripts (a max age of a second, say).
+    const hostile = JSON.stringify({ name: transcriptsStream, subjects: [`$O.${names().transcriptsBucket()}.>`], max_age: 1_000_000_000 });
+    for (const verb of ["CREATE", "UPDATE"]) {
+      const subject = `$JS.API.STREAM.${verb}.${transcriptsStream}`;
+      expect(await publishRefused(nc, seen, subject, hostile)).toMatchObject({ operation: "publish", subject });
+    }
+    const after = await jetstreamManager(serviceNc).then((jsm) => jsm.streams.info(transcriptsStream));
+    expect(after.config.max_age).toBe(before.config.max_age);
+    expect(after.created).toBe(before.created);
+
+    // The proper way still works: the SDK stores it (digest-addressed) and session.ended references it.
+    const session = await client.startSession({ task: "transcript" });
+    const ended = await client.endSession(session.sessionId, { transcriptBytes: new TextEncoder().encode('{"role":"user","content":"hi"}\n') });
+    expect(ended.type).toBe("session.ended");
+    expect((await client.showSession(session.sessionId)).transcript).toMatchObject({ digest: expect.stringMatching(/^sha256:/) });
+  });
+
   it("an agent cannot publish on another agent's command subject", async () => {
     const { nc, seen } = await clientAs("agent:coder-1");
     const before = await messages();

@@ -218,11 +218,11 @@ describe("broker users from a policy", () => {
     expect([...byName.keys()]).toEqual(["memledger", "agent:coder-1", "agent:coder-2", "human:alice", "service:curator", "human:root", "auditor"]);
     const coder = byName.get("agent:coder-1")!;
     expect(coder.user).toBe("agent.coder-1");
-    // Its command subjects, and storing a session transcript (the transcripts bucket's stream only).
+    // Its command subjects, and storing a session transcript (the transcripts bucket's stream only; never
+    // its creation: the service creates it, so no agent picks its configuration).
     expect(coder.permissions.publish.allow).toEqual([
       "pfx.cmd.*.agent.coder-1.>",
       "$JS.API.INFO",
-      "$JS.API.STREAM.CREATE.OBJ_pfx_transcripts",
       "$JS.API.STREAM.INFO.OBJ_pfx_transcripts",
       "$JS.API.STREAM.MSG.GET.OBJ_pfx_transcripts",
       "$JS.API.DIRECT.GET.OBJ_pfx_transcripts",
@@ -230,7 +230,7 @@ describe("broker users from a policy", () => {
       "$O.pfx_transcripts.>",
     ]);
     expect(coder.permissions.publish.deny).toEqual(
-      expect.arrayContaining(["pfx.app.*.>", "pfx.org.>", "$KV.>", "$JS.ACK.>", "$JS.API.CONSUMER.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.UPDATE.>"]),
+      expect.arrayContaining(["pfx.app.*.>", "pfx.org.>", "$KV.>", "$JS.ACK.>", "$JS.API.CONSUMER.>", "$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.UPDATE.>"]),
     );
     // Its own replies only: no user may subscribe to the shared _INBOX.> (others' replies).
     expect(coder.inboxPrefix).toBe("_INBOX_agent.coder-1");
@@ -272,7 +272,7 @@ describe("broker users from a policy", () => {
     expect(conf).toContain('listen: "127.0.0.1:4333"');
     expect(conf).toMatch(/jetstream \{\n {2}store_dir: "\/var\/lib\/x"\n\}/);
     expect(conf).toContain('user: "agent.coder-1"');
-    expect(conf).toContain('publish: { allow: ["pfx.cmd.*.agent.coder-1.>", "$JS.API.INFO", "$JS.API.STREAM.CREATE.OBJ_pfx_transcripts"');
+    expect(conf).toContain('publish: { allow: ["pfx.cmd.*.agent.coder-1.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.OBJ_pfx_transcripts"');
     expect(conf).toContain('deny: ["pfx.app.*.>", "pfx.org.>", "$KV.>"');
   });
 });
