@@ -24,6 +24,12 @@ import { AppName, type Actor } from "./primitives.js";
  *   `agent:self`   the acting agent's own scratchpad (`agent:<its id>`, only for actors of kind agent)
  *   `agent:*`      any agent's scratchpad;  `agent:<id>` one of them
  *   `team:*`       any team;                `team:<name>` one team
+ *   `session:self` the candidates of a session of the acting agent's own (`session:<id>` whose session
+ *                  was started by that agent; needs {@link ScopeFacts}, without them it matches nothing)
+ *   `session:*`    any session's candidates; `session:<id>` one session's
+ *
+ * Session candidates (`session:<id>`, docs/candidates.md) are private like scratchpads: the baseline
+ * lets only the session's own agent read them; anyone else needs a rule allowing `read` on them.
  *
  * Actor patterns: `<kind>:<id>` (one actor), `<kind>:*` (every actor of that kind), `*` (everyone).
  * An actor's roles are the union of every entry that matches it. An actor with no role may do nothing.
@@ -44,7 +50,10 @@ export const isGoverned = (verb: string): verb is CommandVerb => (GOVERNED_VERBS
 const NAME = "[A-Za-z0-9_-]{1,64}";
 export const ScopePattern = z
   .string()
-  .regex(new RegExp(`^(\\*|app|org|agent:self|agent:\\*|team:\\*|agent:${NAME}|team:${NAME})$`), "one of *, app, org, agent:self, agent:*, agent:<id>, team:*, team:<name>");
+  .regex(
+    new RegExp(`^(\\*|app|org|agent:self|agent:\\*|team:\\*|session:self|session:\\*|agent:${NAME}|team:${NAME}|session:${NAME})$`),
+    "one of *, app, org, agent:self, agent:*, agent:<id>, team:*, team:<name>, session:self, session:*, session:<id>",
+  );
 export const ActorPattern = z
   .string()
   .regex(new RegExp(`^(\\*|(agent|human|service):(\\*|${NAME}))$`), "one of *, <kind>:*, <kind>:<id> with kind agent, human or service");
@@ -114,17 +123,23 @@ export type PolicyInput = z.input<typeof Policy>;
 
 /**
  * The policy when none is given: every actor may change every memory outside the org, nothing is
- * auto-approved, which is memledger's behaviour without a policy (fine on a laptop; use a real policy with
- * an auth-enabled broker). Still, even here: only the curator writes the org, and reads follow the baseline
- * (shared scopes, and an agent's own scratchpad: no agent reads another's).
+ * auto-approved (but an agent's own session candidates, which only it reads), which is memledger's behaviour
+ * without a policy (fine on a laptop; use a real policy with an auth-enabled broker). Still, even here: only
+ * the curator writes the org, and reads follow the baseline (shared scopes, and an agent's own scratchpad
+ * and session candidates: no agent reads another's).
  */
 export const PERMISSIVE_POLICY: Policy = Policy.parse({
   version: 1,
-  description: "built-in default: every actor may change every memory but the org's; only the curator writes the org; a scratchpad is read by its agent only; nothing is auto-approved",
+  description: "built-in default: every actor may change every memory but the org's; only the curator writes the org; a scratchpad or a session's candidates are read by their agent only; nothing is auto-approved but an agent's own session candidates",
   roles: {
     anyone: {
       description: "may change memories outside the org (a `*` scope never reaches the org's writes); reads shared scopes and its own scratchpad",
-      allow: [{ verbs: [...GOVERNED_VERBS], scopes: ["*"] }],
+      allow: [
+        { verbs: [...GOVERNED_VERBS], scopes: ["*"] },
+        // An agent's session candidates are its own speculative memory, reviewed when the session ends
+        // (docs/candidates.md): in force at once for it, as a scratchpad would be, and read by it alone.
+        { verbs: ["propose"], scopes: ["session:self"], autoApprove: true },
+      ],
     },
     curator: { description: "the curator service: the only writer of org memories", allow: [{ verbs: ["*"], scopes: ["org"] }] },
   },
@@ -140,6 +155,26 @@ export type Decision =
 
 export const ORG_SCOPE = "org";
 const isScratchpad = (scope: string) => scope.startsWith("agent:");
+export const SESSION_SCOPE_PREFIX = "session:";
+/** The session a `session:<id>` scope holds the candidates of, or null for any other scope. */
+export const sessionOfScope = (scope: string): string | null => (scope.startsWith(SESSION_SCOPE_PREFIX) ? scope.slice(SESSION_SCOPE_PREFIX.length) : null);
+/** Scopes only their owner reads by default: scratchpads and session candidates. */
+export const isPrivateScope = (scope: string): boolean => isScratchpad(scope) || sessionOfScope(scope) !== null;
+
+/**
+ * What the policy cannot know by itself: which agent started a session (the session aggregate's state,
+ * services/auth/sessions.ts). Absent, or answering undefined or null, `session:self` matches nothing and
+ * no agent reads a session's candidates by the baseline: without the facts, closed.
+ */
+export interface ScopeFacts {
+  sessionAgent?(sessionId: string): string | null | undefined;
+}
+
+/** Is `scope` the candidates of a session the acting agent started? */
+const ownSession = (actor: Actor, scope: string, facts: ScopeFacts | undefined): boolean => {
+  const session = sessionOfScope(scope);
+  return session !== null && actor.kind === "agent" && facts?.sessionAgent?.(session) === actor.id;
+};
 
 const actorLabel = (actor: Actor) => `${actor.kind}:${actor.id}`;
 
@@ -154,13 +189,15 @@ export function rolesOf(policy: Policy, actor: Actor): string[] {
   return [...roles];
 }
 
-export function scopeMatches(pattern: string, scope: string, actor: Actor, verb?: GovernedVerb): boolean {
+export function scopeMatches(pattern: string, scope: string, actor: Actor, verb?: GovernedVerb, facts?: ScopeFacts): boolean {
   if (pattern === scope) return true;
   // The org is written only by those a rule names for it (the curator, org reviewers): never by a catch-all.
   if (pattern === "*") return scope !== ORG_SCOPE || verb === "read";
   if (pattern === "agent:self") return actor.kind === "agent" && scope === `agent:${actor.id}`;
   if (pattern === "agent:*") return scope.startsWith("agent:");
   if (pattern === "team:*") return scope.startsWith("team:");
+  if (pattern === "session:self") return ownSession(actor, scope, facts);
+  if (pattern === "session:*") return sessionOfScope(scope) !== null;
   return false;
 }
 
@@ -172,11 +209,12 @@ const rulesFor = (policy: Policy, roles: string[], verb: GovernedVerb): Rule[] =
  * Allowed when any rule of any of the actor's roles names the verb and a matching scope; the proposal
  * is auto-approved when such a rule says so.
  */
-export function authorize(policy: Policy, actor: Actor, verb: GovernedVerb, scope: string): Decision {
+export function authorize(policy: Policy, actor: Actor, verb: GovernedVerb, scope: string, facts?: ScopeFacts): Decision {
   const roles = rolesOf(policy, actor);
-  const matching = rulesFor(policy, roles, verb).filter((rule) => rule.scopes.some((p) => scopeMatches(p, scope, actor, verb)));
-  // Reading needs no rule for the shared scopes (any role will do) or for an agent's own scratchpad.
-  const baselineRead = verb === "read" && roles.length > 0 && (!isScratchpad(scope) || (actor.kind === "agent" && scope === `agent:${actor.id}`));
+  const matching = rulesFor(policy, roles, verb).filter((rule) => rule.scopes.some((p) => scopeMatches(p, scope, actor, verb, facts)));
+  // Reading needs no rule for the shared scopes (any role will do), an agent's own scratchpad or its own sessions' candidates.
+  const baselineRead =
+    verb === "read" && roles.length > 0 && (!isPrivateScope(scope) || (actor.kind === "agent" && scope === `agent:${actor.id}`) || ownSession(actor, scope, facts));
   if (matching.length > 0 || baselineRead) {
     return { allowed: true, autoApprove: verb === "propose" && matching.some((r) => r.autoApprove), roles };
   }
@@ -205,7 +243,7 @@ export function scopeIndependent(policy: Policy, actor: Actor, verb: GovernedVer
 }
 
 /** May `actor` read memories (and their events) in `scope`? See the module comment for the baseline. */
-export const mayRead = (policy: Policy, actor: Actor, scope: string): boolean => authorize(policy, actor, "read", scope).allowed;
+export const mayRead = (policy: Policy, actor: Actor, scope: string, facts?: ScopeFacts): boolean => authorize(policy, actor, "read", scope, facts).allowed;
 
 /**
  * Is `app` one the policy declares? The org always is; without an `apps` list every app is. A command

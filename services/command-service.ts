@@ -24,7 +24,9 @@ import type { ClaimEvent, MemoryPromotionAccepted, MemoryPromotionRejected } fro
 import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
-import { PolicyGuard, readableTopK, type GovernedCheck } from "./auth/guard.js";
+import { PolicyGuard, SessionFactsNeeded, readableTopK, type GovernedCheck } from "./auth/guard.js";
+import type { ScopeReader } from "./auth/sessions.js";
+import { sessionOfScope } from "../schemas/policy.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
 import { refuseSecrets } from "./secrets-gate.js";
 import { retrieve, type RetrievedMemory, type SearchIndex } from "../projections/search/index.js";
@@ -159,6 +161,11 @@ export class CommandService {
     service.guard = new PolicyGuard(options.policy ?? PERMISSIVE_POLICY, {
       approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
       onError: (err, where) => service.onError(err, where),
+      // Session candidates' scopes are judged on the session aggregate (services/auth/sessions.ts).
+      session: async (app, sessionId) => {
+        const { state } = await service.handler.load(sessionDecider, app, sessionId);
+        return state.id === null ? null : { agentId: state.agentId, worktree: state.worktree, ended: state.endedAt !== null };
+      },
     });
     // The transcripts bucket is there before any agent stores one: agents may not create it (its
     // configuration is the service's: services/auth/broker-config.ts).
@@ -254,8 +261,34 @@ export class CommandService {
     const check = this.guard.prepare(verb, request as Record<string, unknown>, ctx);
     const minSeq = (request as { minSeq?: number }).minSeq;
     if (minSeq) await this.readModelsReached(ctx.app, minSeq);
-    const result = await handler(request, ctx, check);
-    return check ? check.followUp(result) : result;
+    // A proposal naming a session's scope: read that session now rather than on a first refused attempt.
+    const namedSession = sessionOfScope(String((request as { scope?: unknown }).scope ?? ""));
+    if (check && namedSession !== null) await check.learn(namedSession);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await handler(request, ctx, check);
+        return check ? check.followUp(result) : result;
+      } catch (err) {
+        // The memory lives in a session's scope (a revision, an approval, …): read the session, decide again.
+        if (!(err instanceof SessionFactsNeeded) || !check || attempt >= 3) throw err;
+        await check.learn(err.sessionId);
+      }
+    }
+  }
+
+  /**
+   * Runs a read with the actor's scope filter for this app, and again when it met session scopes it had
+   * not resolved yet (services/auth/sessions.ts ScopeReader): the filter is synchronous and closed for what
+   * it does not know, so the second pass is the one that may show them. Reads only: running one twice is safe.
+   */
+  private async readAs<T>(ctx: CommandContext, readerSession: string | undefined, run: (reader: ScopeReader) => Promise<T>): Promise<T> {
+    const reader = this.guard.reader(ctx.actor, ctx.app, readerSession);
+    if (readerSession !== undefined) await reader.resolve([readerSession]);
+    for (let pass = 1; ; pass++) {
+      const result = await run(reader);
+      if (reader.missed.size === 0 || pass >= 3) return result;
+      await reader.resolve();
+    }
   }
 
   /**
@@ -452,7 +485,7 @@ export class CommandService {
     show: async (r, ctx): Promise<MemoryView> => {
       const loaded = await this.promotionHandler.load(promotionDecider, ctx.app, r.memoryId);
       if (loaded.state.memory.id === null) throw notFound(`no memory ${r.memoryId} in app ${ctx.app}`);
-      this.guard.requireRead(ctx.actor, loaded.state.memory.scope ?? "app", `show ${r.memoryId}`);
+      await this.guard.reader(ctx.actor, ctx.app, ctx.sessionId).require(loaded.state.memory.scope ?? "app", `show ${r.memoryId}`);
       return { ...memoryView(r.memoryId, loaded.state.memory, loaded.seq), promotions: await this.promotionsOf(ctx.app, loaded.state) };
     },
     session_show: async (r, ctx) => {
@@ -465,21 +498,23 @@ export class CommandService {
     // A memory's history from the log (services/audit/history.ts), for those who may read its scope.
     history: async (r, ctx) => {
       const history = await memoryHistory(this.store, ctx.app, r.memoryId);
-      this.guard.requireRead(ctx.actor, history.state.scope ?? "app", `history ${r.memoryId}`);
+      await this.guard.reader(ctx.actor, ctx.app, ctx.sessionId).require(history.state.scope ?? "app", `history ${r.memoryId}`);
       return { memoryId: r.memoryId, app: ctx.app, seq: history.seq, status: memoryStatus(history.state), entries: history.entries, versions: history.state.versions };
     },
     log: async (r, ctx) => {
       const stream = this.names.appStream(ctx.app);
       const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
       // Only events in scopes the actor may read; pages on until `limit` of those, or the end.
-      const readable = this.guard.readFilter(ctx.actor);
+      const reader = this.guard.reader(ctx.actor, ctx.app, ctx.sessionId);
       const out: StoredEvent[] = [];
       let sinceSeq = r.sinceSeq;
       for (;;) {
         const page = await this.store.readLog(stream, { filterSubject, sinceSeq, limit: r.limit });
+        // A page's session scopes are resolved before it is filtered (closed for what is not known).
+        await reader.resolve(page.map((stored) => sessionOfScope(stored.event.scope)).filter((id): id is string => id !== null));
         for (const stored of page) {
-          if (readable(stored.event.scope)) out.push(stored);
-          else if (r.memoryId) this.guard.requireRead(ctx.actor, stored.event.scope, `log of memory ${r.memoryId}`);
+          if (reader.mayRead(stored.event.scope)) out.push(stored);
+          else if (r.memoryId) await reader.require(stored.event.scope, `log of memory ${r.memoryId}`);
         }
         if (out.length >= r.limit || page.length < r.limit) break;
         sinceSeq = page.at(-1)!.seq + 1;
@@ -518,17 +553,18 @@ export class CommandService {
       const agent = r.agent ?? ctx.actor.id;
       // Someone else's pack shows that agent's scratchpad: only for those who may read it.
       if (agent !== ctx.actor.id) this.guard.requireRead(ctx.actor, `agent:${agent}`, `hydrate --agent ${agent}`);
-      const readable = this.guard.readFilter(ctx.actor);
-      const { pack, shown } = await this.hydrator.hydrateShown(ctx.app, {
+      const { pack, shown } = await this.readAs(ctx, r.sessionId, (reader) => this.hydrator.hydrateShown(ctx.app, {
         agent,
-        // The pack holds the agent's own scratchpad and shared scopes, and only what the sender may read.
-        visible: (scope) => readable(scope) && (!scope.startsWith("agent:") || scope === `agent:${agent}`),
+        // The pack holds the agent's own scratchpad, its own sessions' candidates (of this worktree, from a
+        // session) and shared scopes, and only what the sender may read.
+        visible: (scope) =>
+          reader.mayRead(scope) && (!scope.startsWith("agent:") || scope === `agent:${agent}`) && (sessionOfScope(scope) === null || reader.sessionAgent(scope) === agent),
         task: r.task,
         branch: r.branch ?? ctx.git?.branch ?? null,
         paths: r.paths,
         budget: r.budget,
         sessionId: r.sessionId,
-      });
+      }));
       // A receipt says which memories were shown: a pack that showed none leaves none.
       if (r.sessionId !== undefined && shown.length > 0) {
         const time = this.clock().toISOString();
@@ -538,8 +574,9 @@ export class CommandService {
     },
     // Only memories in scopes the sender may read; asks for more when the filter took some away.
     search: async (r, ctx) => {
-      const readable = this.guard.readFilter(ctx.actor);
-      const hits = await readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => readable(hit.scope));
+      const hits = await this.readAs(ctx, r.sessionId, (reader) =>
+        readableTopK((k) => this.search(ctx.app, { ...r, limit: k }), r.limit, (hit) => reader.mayRead(hit.scope)),
+      );
       if (r.sessionId !== undefined && hits.length > 0) {
         const time = this.clock().toISOString();
         // Built once the reply is sent: counting the hits' tokens is not the sender's wait.

@@ -208,8 +208,11 @@ const omittedLine = (count: number) =>
 
 const bytes = (line: string) => Buffer.byteLength(line, "utf8") + 1; // + the newline
 
-/** A scratchpad (`agent:<id>`) is its agent's: the shared MEMORY.md never lists it, not even by title. */
-export const isSharedEntry = (entry: IndexEntry): boolean => !entry.scope.startsWith("agent:");
+/**
+ * A scratchpad (`agent:<id>`) is its agent's, and a session's candidates (`session:<id>`) its agent's in
+ * that worktree: the shared MEMORY.md never lists them, not even by title.
+ */
+export const isSharedEntry = (entry: IndexEntry): boolean => !entry.scope.startsWith("agent:") && !entry.scope.startsWith("session:");
 
 /**
  * MEMORY.md: the memories of shared scopes (app, teams, org), see `renderIndex`. Each agent's scratchpad

@@ -37,6 +37,13 @@ export interface FilesTargetOptions {
  * Loading applies bundles in sequence order, then the per-memory files, which only a live target writes
  * (after promote), so they are always newer than any bundle.
  */
+/**
+ * A session's candidates get no file: the tree is read by every agent on the machine and carries no
+ * reader's identity, while a candidate is its session's agent's alone (docs/candidates.md). They are read
+ * through the governed service (show, search, hydrate); their state is still kept, like every memory's.
+ */
+const hasFile = (record: MemoryRecord): boolean => !(record.state.scope ?? "app").startsWith("session:");
+
 const BUNDLE = /^bundle-([0-9]+)\.jsonl$/;
 const bundleName = (seq: number) => `bundle-${seq}.jsonl`;
 
@@ -321,14 +328,14 @@ export class FilesTarget implements ProjectionTarget {
     const records = [...this.touched.values()].filter((r) => r.state.id !== null);
     if (this.options.fresh) {
       await inChunks(records, async (record) => {
-        const markdown = renderMemoryFile(this.layout.app, record);
+        const markdown = hasFile(record) ? renderMemoryFile(this.layout.app, record) : undefined;
         if (markdown !== undefined) await this.write(memoryFilePath(record.state.scope ?? "app", record.state.id!), markdown);
       });
       if (records.length > 0) await this.writeBundle(seq, records);
     } else {
       await inChunks(records, async (record) => {
         const id = record.state.id!;
-        const markdown = renderMemoryFile(this.layout.app, record);
+        const markdown = hasFile(record) ? renderMemoryFile(this.layout.app, record) : undefined;
         if (markdown !== undefined) await this.write(memoryFilePath(record.state.scope ?? "app", id), markdown);
         await this.write(memoryStatePath(id), JSON.stringify({ format: 1, ...record } satisfies StoredRecord));
         this.bundled.delete(id);

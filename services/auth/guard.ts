@@ -1,14 +1,28 @@
 import type { AppendOutcome } from "../../schemas/commands.js";
-import { ErrorCode, MemledgerError, forbidden, notFound } from "../../schemas/errors.js";
+import { ConflictReason, ErrorCode, MemledgerError, conflict, forbidden, notFound } from "../../schemas/errors.js";
 import { ORG_APP } from "../../events/subjects.js";
-import { POLICY_ACTOR, authorize, isDeclaredApp, isGoverned, mayRead, type Decision, type Policy } from "../../schemas/policy.js";
+import { POLICY_ACTOR, authorize, isDeclaredApp, isGoverned, mayRead, sessionOfScope, type Decision, type Policy } from "../../schemas/policy.js";
 import type { Actor } from "../../schemas/primitives.js";
 import type { CommandContext } from "../command-handler.js";
+import { ScopeReader, SessionDirectory, type LoadSession, type SessionFact } from "./sessions.js";
 
 /** What the guard needs from the command service: a way to approve on the policy's behalf. */
 export interface GuardPorts {
   approve(request: { memoryId: string; version: number }, ctx: CommandContext): Promise<AppendOutcome>;
   onError?(err: unknown, where: string): void;
+  /** A session's state from the log, for `session:<id>` scopes; without it every session scope is closed. */
+  session?: LoadSession;
+}
+
+/**
+ * Thrown by a check's `authorize` when it meets a `session:<id>` scope whose session it has not read:
+ * nothing was decided or appended; the caller reads it (`GovernedCheck.learn`) and runs the command again.
+ * Never reaches a client (CommandService.dispatch catches it).
+ */
+export class SessionFactsNeeded extends Error {
+  constructor(readonly sessionId: string) {
+    super(`session ${sessionId} must be read before a command in its scope is decided`);
+  }
 }
 
 /** Runs after the command succeeded, with its result; returns the reply's result. */
@@ -28,6 +42,8 @@ export interface GovernedCheck {
   authorize(storedScope: string | null): void;
   /** After the command succeeded: the policy's own approval, when the deciding rule auto-approves. */
   followUp: FollowUp;
+  /** Reads session `sessionId` from the log now, for a command in its scope (see SessionFactsNeeded). */
+  learn(sessionId: string): Promise<void>;
 }
 
 /**
@@ -43,10 +59,22 @@ export interface GovernedCheck {
  * the approval too, or completes it if the first attempt died between the two appends.
  */
 export class PolicyGuard {
+  private readonly sessions: SessionDirectory | undefined;
+
   constructor(
     readonly policy: Policy,
     private readonly ports: GuardPorts,
-  ) {}
+  ) {
+    this.sessions = ports.session ? new SessionDirectory(ports.session) : undefined;
+  }
+
+  /**
+   * One request's read filter in `app`, session scopes included (services/auth/sessions.ts): `readerSession`
+   * is the session the request is made from (worktree isolation of the actor's own candidates).
+   */
+  reader(actor: Actor, app: string, readerSession?: string): ScopeReader {
+    return new ScopeReader(this.policy, actor, app, this.sessions, readerSession);
+  }
 
   /** `not_found` for an app the policy does not declare: nothing may be created for it. */
   requireApp(app: string): void {
@@ -82,7 +110,12 @@ export class PolicyGuard {
     if (!isGoverned(verb)) return undefined;
     let decided: Decision | null = null;
     const memoryId = request.memoryId as string | undefined;
+    // Sessions this command's scope names, read fresh from the log (whether one ended changes).
+    const sessions = new Map<string, SessionFact | null>();
     const check: GovernedCheck = {
+      learn: async (sessionId) => {
+        sessions.set(sessionId, this.sessions ? await this.sessions.fresh(ctx.app, sessionId) : null);
+      },
       authorize: (storedScope) => {
         // A new proposal acts on the scope it names; anything else on the memory's (the decider refuses a move).
         const scope = storedScope ?? (verb === "propose" ? ((request.scope as string | undefined) ?? (ctx.app === ORG_APP ? "org" : "app")) : null);
@@ -91,7 +124,12 @@ export class PolicyGuard {
           decided = null;
           return;
         }
-        const decision = authorize(this.policy, ctx.actor, verb, scope);
+        const session = sessionOfScope(scope);
+        if (session !== null) {
+          if (!sessions.has(session)) throw new SessionFactsNeeded(session);
+          this.sessionWrite(verb, ctx, session, sessions.get(session)!, memoryId);
+        }
+        const decision = authorize(this.policy, ctx.actor, verb, scope, { sessionAgent: (id) => sessions.get(id)?.agentId });
         if (!decision.allowed) {
           throw forbidden(`${decision.reason}${memoryId ? ` (memory ${memoryId})` : ""}`, {
             actor: ctx.actor,
@@ -111,6 +149,31 @@ export class PolicyGuard {
       },
     };
     return check;
+  }
+
+  /**
+   * The rules of a session's candidates that no policy relaxes: only the agent that started the session
+   * proposes in it (new candidates and revisions), and only while it lasts; no other agent changes them
+   * at all. Humans and services (reviewers, the session-end review) act on them as the policy allows.
+   */
+  private sessionWrite(verb: string, ctx: CommandContext, session: string, fact: SessionFact | null, memoryId: string | undefined): void {
+    const actor = `${ctx.actor.kind}:${ctx.actor.id}`;
+    const scope = `session:${session}`;
+    const own = ctx.actor.kind === "agent" && fact !== null && fact.agentId === ctx.actor.id;
+    const details = { actor: ctx.actor, verb, scope, memoryId: memoryId ?? null, missing: { verb, scope } };
+    if (verb === "propose" && !own) {
+      // The same answer whether the session is someone else's or does not exist: no probing for sessions.
+      throw forbidden(`${actor} may not propose in scope ${scope}: candidates are written by the agent of an open session of its own, and ${session} is none of ${actor}'s sessions`, details);
+    }
+    if (verb === "propose" && fact!.ended) {
+      throw conflict(`session ${session} has ended: its candidates are under review and take no new ones (propose in a session that is open)`, {
+        reason: ConflictReason.already_ended,
+        scope,
+      });
+    }
+    if (ctx.actor.kind === "agent" && !own) {
+      throw forbidden(`${actor} may not ${verb} in scope ${scope}: a session's candidates are its own agent's; ${session} is none of ${actor}'s sessions`, details);
+    }
   }
 
   private async autoApprove(proposed: AppendOutcome, ctx: CommandContext): Promise<AutoApproved> {
