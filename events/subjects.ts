@@ -76,8 +76,14 @@ export interface Naming {
   projectionLease(projection: string, storeId: string, stream: string): string;
   /** Object store bucket of session transcripts, each named by its SHA-256 (services/transcripts.ts). */
   transcriptsBucket(): string;
+  /** Object store bucket of as-of snapshots: folded memory records at checkpoints, a cache of the log (services/audit/snapshots.ts). */
+  asOfSnapshotsBucket(): string;
   /** A core NATS signal about an app, outside every stream (not stored): e.g. `consolidated`. */
   signal(app: string, name: string): string;
+  /** Every subject of one aggregate kind of an app (`<…>.<kind>.>`): a consumer filter, e.g. all runs. */
+  aggregates(app: string, kind: AggregateKind): string;
+  /** The key of an app's consolidation lock in the leases bucket (one dreaming runner per app at a time). */
+  dreamLock(app: string): string;
 }
 
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
@@ -113,7 +119,10 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     leasesBucket: () => `${prefix}_leases`,
     projectionLease: (projection, storeId, stream) => `${projection}.${storeId}.${stream}`,
     transcriptsBucket: () => `${prefix}_transcripts`,
+    asOfSnapshotsBucket: () => `${prefix}_asof`,
     signal: (app, name) => `${prefix}.signal.${app}.${name}`,
+    aggregates: (app, kind) => (app === ORG_APP ? `${prefix}.org.${kind}.>` : `${prefix}.app.${app}.${kind}.>`),
+    dreamLock: (app) => `dream.${app}`,
     parseCommand(subject) {
       const parts = subject.split(".");
       if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;

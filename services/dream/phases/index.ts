@@ -1,0 +1,17 @@
+import type { PhaseName } from "../../../schemas/events.js";
+import type { Phase } from "../phase.js";
+
+/**
+ * The phases a consolidation run can run, by name. Each phase module adds itself here with one line
+ * (services/dream/phases/<name>.ts); a run runs the registered ones in PHASE_ORDER unless told otherwise.
+ */
+export const PHASES: Partial<Record<PhaseName, Phase>> = {};
+
+/** The order phases run in (the schema's order): candidates, prune, merge, refresh, learn, reindex. */
+export const PHASE_ORDER: readonly PhaseName[] = ["candidates", "prune", "merge", "refresh", "learn", "reindex"];
+
+/** The phases a scheduled `dream` run runs: every registered one but the session-end review, in order. */
+export const dreamPhases = (): Phase[] =>
+  PHASE_ORDER.filter((name) => name !== "candidates")
+    .map((name) => PHASES[name])
+    .filter((p): p is Phase => p !== undefined);
