@@ -1,11 +1,14 @@
 import type { PhaseName } from "../../../schemas/events.js";
 import type { Phase } from "../phase.js";
+import { candidatesPhase } from "./candidates.js";
 
 /**
  * The phases a consolidation run can run, by name. Each phase module adds itself here with one line
  * (services/dream/phases/<name>.ts); a run runs the registered ones in PHASE_ORDER unless told otherwise.
  */
-export const PHASES: Partial<Record<PhaseName, Phase>> = {};
+export const PHASES: Partial<Record<PhaseName, Phase>> = {
+  candidates: candidatesPhase,
+};
 
 /** The order phases run in (the schema's order): candidates, prune, merge, refresh, learn, reindex. */
 export const PHASE_ORDER: readonly PhaseName[] = ["candidates", "prune", "merge", "refresh", "learn", "reindex"];

@@ -1,0 +1,106 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SESSION_REVIEW_DURABLE, SessionReview, sessionReviewRunId } from "../../services/dream/session-review.js";
+import { showRun } from "../../services/dream/review.js";
+import type { LedgerEvent } from "../../schemas/events.js";
+import { eventually } from "../support/eventually.js";
+import { startLedger, type Ledger } from "../support/env.js";
+
+/**
+ * The session-end review against the real NATS (issue 13 item 1): a session's end starts one review run
+ * (trigger session_end, phase candidates); its discards are applied at once by the policy (the candidate
+ * superseded, still in the log), its promotions wait for a human; a redelivered `session.ended` makes no
+ * second run; a session without candidates gets none.
+ */
+
+const BODY =
+  "The payment webhook retries for three days, and a handler that is not idempotent charges twice. Keep the idempotency key " +
+  "in the outbox row and check it before charging; never acknowledge the webhook before the outbox commit.";
+
+describe("session-end review", () => {
+  let ledger: Ledger;
+  let review: SessionReview;
+  let session: string;
+  let keep: string;
+  let drop: string;
+  const app = "app1";
+
+  const runEvents = async (runId: string): Promise<LedgerEvent[]> => {
+    const out: LedgerEvent[] = [];
+    for await (const stored of ledger.service.store.readSubject(ledger.service.names.appStream(app), ledger.service.names.aggregate(app, "run" as never, runId))) out.push(stored.event);
+    return out;
+  };
+  const runStarts = async () => {
+    let n = 0;
+    await ledger.service.store.replay(ledger.service.names.appStream(app), {}, (batch) => {
+      for (const s of batch) if (s.event.type === "run.started") n++;
+    });
+    return n;
+  };
+
+  beforeAll(async () => {
+    ledger = await startLedger({ app });
+    review = await SessionReview.start(ledger.nc, { prefix: ledger.prefix, discoverEveryMs: 100 });
+    const alice = ledger.client("alice");
+    session = (await alice.startSession({ task: "payments", worktree: "/w/one" })).sessionId;
+    keep = (await alice.propose({ title: "Webhook retries charge twice", body: BODY, kind: "fragile", importance: 4, scope: `session:${session}`, tags: ["team:payments"], sessionId: session })).memoryId;
+    drop = (await alice.propose({ title: "tmp idea", body: "maybe cache this", importance: 2, scope: `session:${session}`, sessionId: session })).memoryId;
+    await alice.endSession(session, { summary: "done" });
+  });
+
+  afterAll(async () => {
+    await review?.stop();
+    await ledger?.cleanup();
+  });
+
+  it("a session's end runs one review; the discard is applied by the policy, the promotion waits", async () => {
+    const alice = ledger.client("alice");
+    const runId = sessionReviewRunId(app, session);
+    await eventually("the discard applied", async () => ((await alice.show(drop)).status === "superseded" ? true : undefined));
+    const run = await showRun({ store: ledger.service.store, handler: ledger.service.handler }, app, runId);
+    expect(run).toMatchObject({ status: "completed", trigger: { kind: "session_end", sessionId: session }, phases: ["candidates"] });
+    const byMemory = new Map(run.proposals.map((p) => [p.change.action === "promote" ? p.change.candidate.memoryId : p.change.action === "supersede" ? p.change.memory.memoryId : "", p]));
+    expect(byMemory.get(keep)).toMatchObject({ status: "pending", change: { action: "promote", scope: "team:payments" }, reason: expect.stringMatching(/^Promote to team:payments/) });
+    expect(byMemory.get(drop)).toMatchObject({ status: "applied", change: { action: "supersede" }, reason: expect.stringMatching(/^Discard: .*score -3 < 2/), decision: { actor: { kind: "service", id: "policy" } } });
+    // The promoted candidate is untouched until a human accepts; the discarded one is superseded, and still in the log.
+    expect((await alice.show(keep)).status).toBe("active");
+    const history = await alice.history(drop);
+    expect(history.entries.map((e) => e.type)).toEqual(["memory.proposed", "memory.approved", "memory.superseded"]);
+    expect(history.entries.at(-1)).toMatchObject({ actor: { kind: "service", id: "policy" } });
+    expect(history.versions[0]!.body).toBe("maybe cache this");
+  });
+
+  it("a redelivered session.ended (the consumer replays from the start) makes no second run", async () => {
+    const runId = sessionReviewRunId(app, session);
+    await eventually("the first review done", async () => ((await runEvents(runId)).some((e) => e.type === "run.completed") ? true : undefined));
+    const eventsBefore = await runEvents(runId);
+    const startsBefore = await runStarts();
+    expect(startsBefore).toBe(1);
+    // A fresh consumer delivers every session.ended again, as a crash before the ack would.
+    await review.stop();
+    const jsm = await jetstreamManager(ledger.nc);
+    await jsm.consumers.delete(ledger.service.names.appStream(app), SESSION_REVIEW_DURABLE);
+    const progress: string[] = [];
+    review = await SessionReview.start(ledger.nc, { prefix: ledger.prefix, discoverEveryMs: 100, onProgress: (line) => progress.push(line) });
+    await eventually("the session end redelivered and handled", async () => {
+      const info = await jsm.consumers.info(ledger.service.names.appStream(app), SESSION_REVIEW_DURABLE).catch(() => null);
+      return info && info.num_ack_pending === 0 && info.num_pending === 0 && info.delivered.stream_seq > 0 ? true : undefined;
+    });
+    expect(progress.some((l) => l.includes(`session ${session} of ${app} reviewed in run ${runId}`))).toBe(true);
+    expect(await runEvents(runId)).toEqual(eventsBefore);
+    expect(await runStarts()).toBe(1);
+    // Called again directly: the same run, nothing new.
+    const again = await review.review(app, session);
+    expect(again).toMatchObject({ status: "reviewed", runId, resumed: true, proposals: 2, discards: [] });
+    expect(await runEvents(runId)).toEqual(eventsBefore);
+  });
+
+  it("a session without candidates gets no run", async () => {
+    const alice = ledger.client("alice");
+    const empty = (await alice.startSession({ task: "nothing speculative" })).sessionId;
+    await alice.endSession(empty, {});
+    expect(await review.review(app, empty)).toEqual({ status: "no_candidates", app, sessionId: empty });
+    expect(await runEvents(sessionReviewRunId(app, empty))).toEqual([]);
+    expect(await runStarts()).toBe(1);
+  });
+});
