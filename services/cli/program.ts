@@ -18,6 +18,7 @@ import * as init from "./commands/init.js";
 import * as hook from "./commands/hook.js";
 import * as watch from "./commands/watch.js";
 import * as quarantine from "./commands/quarantine.js";
+import * as ui from "./commands/ui.js";
 
 /** One file per noun (services/cli/commands/), in the order `memledger --help` lists them. */
 const NOUNS: readonly { register(program: Command, ctx: CliContext): void }[] = [
@@ -37,6 +38,7 @@ const NOUNS: readonly { register(program: Command, ctx: CliContext): void }[] = 
   hook,
   watch,
   quarantine,
+  ui,
 ];
 
 const GLOBALS_HELP = `

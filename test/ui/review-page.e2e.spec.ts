@@ -1,0 +1,267 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BrowserContext, Page } from "playwright-core";
+import { MemoryClient, type LogEntry } from "../../services/client.js";
+import { connectNats } from "../../services/nats.js";
+import { EventStore } from "../../services/event-store.js";
+import { naming } from "../../events/subjects.js";
+import { NATS_URL, deleteRedisKeys, deleteStreams, uniquePrefix } from "../support/env.js";
+import { eventually } from "../support/eventually.js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { launchBrowser, screenshot, startCli, startUiProcess, writePolicy, type Process } from "./support.js";
+
+/**
+ * The review page against a running `up` with a policy: every action is the page's human's command, the
+ * policy's refusal is shown and appends nothing, hostile text renders inert, and events appended by others
+ * appear on the open page without a reload.
+ */
+
+const POLICY = {
+  version: 1,
+  roles: {
+    agent: {
+      allow: [
+        { verbs: ["*"], scopes: ["agent:self"], autoApprove: true },
+        { verbs: ["propose", "promote"], scopes: ["team:*", "app"] },
+      ],
+    },
+    // The page's human reviews the app and one team only: team:secret is out of its reach.
+    reviewer: { allow: [{ verbs: ["propose", "approve", "reject", "supersede", "rollback", "promote"], scopes: ["team:core", "app"] }] },
+    curator: { allow: [{ verbs: ["*"], scopes: ["org"] }] },
+  },
+  actors: {
+    "agent:*": { roles: ["agent"] },
+    "human:alice": { roles: ["reviewer"] },
+    "service:curator": { roles: ["curator"] },
+  },
+};
+
+describe("memledger ui: the review page in a browser, against a running up", () => {
+  const prefix = uniquePrefix("ui");
+  const app = "shop";
+  let tmp: string;
+  let env: Record<string, string>;
+  let up: Process;
+  let ui: Process & { url: string };
+  let browser: { context: BrowserContext; close(): Promise<void> };
+  let page: Page;
+  let nc: NatsConnection;
+  let store: EventStore;
+  let agent: MemoryClient;
+
+  const lastSeq = () => store.lastSeq(store.names.appStream(app));
+  const memoryLog = (memoryId: string): Promise<LogEntry[]> => agent.log({ memoryId });
+  const card = (memoryId: string, version = 1) => page.locator(`article[data-item="${memoryId}@${version}"]`);
+  const propose = (title: string, body: string, extra: Partial<Parameters<MemoryClient["propose"]>[0]> = {}) =>
+    agent.propose({ title, body, ...extra }).then((o) => o.memoryId);
+  const openQueue = async () => {
+    await page.goto(`${ui.url}/queue?app=${app}`);
+    await page.getByText("Live updates: on").waitFor();
+  };
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "memledger-ui-"));
+    const policy = await writePolicy(tmp, POLICY);
+    env = { MEMLEDGER_DATA: tmp, MEMLEDGER_VECTORS: "off" };
+    up = await startCli(["up", "--prefix", prefix, "--policy", policy], env, "ready");
+    ui = await startUiProcess(["--prefix", prefix, "--app", app, "--as", "human:alice"], env);
+    nc = await connectNats({ servers: NATS_URL });
+    store = await EventStore.open(nc, naming(prefix));
+    agent = new MemoryClient(nc, { app, as: "coder-1", prefix });
+    browser = await launchBrowser();
+    page = await browser.context.newPage();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await ui?.stop();
+    await up?.stop();
+    if (nc) {
+      await deleteStreams(nc, prefix);
+      await nc.close();
+    }
+    await deleteRedisKeys(prefix);
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it("approves a proposal through the page: memory.approved by human:alice is in the log", async () => {
+    const id = await propose("Retry webhooks three times", "Retries: 3.\nBackoff: linear.", { paths: ["src/payments/webhook.ts"], git: { branch: "fix/retries", worktree: "/w/1" }, sessionId: "sess-1" });
+    await openQueue();
+    const item = card(id);
+    await item.getByText("fix/retries").waitFor();
+    expect(await item.locator(".diff .add", { hasText: "+Retries: 3." }).count()).toBe(1);
+    await screenshot(page, "queue");
+    await item.getByRole("button", { name: "Approve", exact: true }).click();
+    await page.locator(".results", { hasText: "memory.approved appended" }).waitFor();
+    const events = await memoryLog(id);
+    expect(events.at(-1)).toMatchObject({ type: "memory.approved", actor: { kind: "human", id: "alice" }, data: { version: 1 } });
+    // Gone from the queue once decided.
+    expect(await card(id).count()).toBe(0);
+  });
+
+  it("rejects a proposal with the reviewer's reason", async () => {
+    const id = await propose("Queue names are global", "One queue for all tenants.");
+    await openQueue();
+    const item = card(id);
+    await item.getByLabel("Reason to reject").fill("queues are per tenant since the split");
+    await item.getByRole("button", { name: "Reject", exact: true }).click();
+    await page.locator(".results", { hasText: "memory.rejected appended" }).waitFor();
+    expect((await memoryLog(id)).at(-1)).toMatchObject({ type: "memory.rejected", actor: { kind: "human", id: "alice" }, data: { version: 1, reason: "queues are per tenant since the split" } });
+  });
+
+  it("approves several at once with the keyboard", async () => {
+    const a = await propose("Use UTC in logs", "All timestamps in UTC.", { scope: "team:core" });
+    const b = await propose("Prefer small PRs", "Under 400 lines.");
+    await openQueue();
+    for (const id of [a, b]) {
+      await card(id).getByLabel(/^Select/).focus();
+      await page.keyboard.press("Space");
+    }
+    await page.locator("#queue-app-bulk").getByRole("button", { name: "Approve selected" }).focus();
+    await page.keyboard.press("Enter");
+    await page.locator(".results", { hasText: "2 done, 0 refused" }).waitFor();
+    for (const id of [a, b]) expect((await memoryLog(id)).at(-1)).toMatchObject({ type: "memory.approved", actor: { kind: "human", id: "alice" } });
+  });
+
+  it("shows the policy's refusal of a forbidden action, and the log does not move", async () => {
+    const id = await propose("Rotate the signing key", "Every 90 days.", { scope: "team:secret" });
+    await openQueue();
+    const before = await lastSeq();
+    await card(id).getByRole("button", { name: "Approve", exact: true }).click();
+    const refusal = page.locator(".results .refused");
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toMatch(/refused \(forbidden\): human:alice may not approve in scope team:secret/);
+    await screenshot(page, "queue-refused");
+    expect(await lastSeq()).toBe(before);
+    expect((await memoryLog(id)).map((e) => e.type)).toEqual(["memory.proposed"]);
+    // Still waiting for someone who may decide it.
+    expect(await card(id).count()).toBe(1);
+  });
+
+  it("renders a hostile body inert", async () => {
+    const hostile = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><a href="javascript:window.__pwned=3">click</a>`;
+    const id = await propose(`<b onmouseover="window.__pwned=4">Title</b>`, hostile);
+    await openQueue();
+    const item = card(id);
+    await item.locator("summary", { hasText: "Body as written" }).click();
+    expect(await item.locator("pre.body").textContent()).toBe(hostile);
+    expect(await page.locator("main script, main img, main [onerror], main [onmouseover], main a[href^='javascript']").count()).toBe(0);
+    expect(await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    await page.goto(`${ui.url}/memory/${app}/${id}`);
+    expect(await page.locator("main script, main img").count()).toBe(0);
+    expect(await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+  });
+
+  it("shows an event another client appends, without a reload", async () => {
+    await openQueue();
+    await page.evaluate(() => ((globalThis as unknown as { __samePage: boolean }).__samePage = true));
+    const id = await propose("Feature flags live in LaunchDarkly", "Not in env vars.");
+    await card(id).waitFor({ timeout: 15_000 });
+    expect(await page.evaluate(() => (globalThis as unknown as { __samePage?: boolean }).__samePage)).toBe(true);
+    expect(await page.locator("#live-feed li", { hasText: "memory.proposed" }).count()).toBeGreaterThan(0);
+  });
+
+  it("shows a memory's history with diffs and who did what, its exposure and promotions", async () => {
+    const id = await propose("Deploy on Tuesdays", "Deploys happen on Tuesday.");
+    const reviewer = new MemoryClient(nc, { app, as: "human:alice", prefix });
+    await reviewer.approve(id);
+    await agent.propose({ memoryId: id, title: "Deploy on Tuesdays and Thursdays", body: "Deploys happen on Tuesday and Thursday." });
+    await reviewer.reject(id, "Thursday freezes are back");
+    const session = await agent.startSession({ task: "deploy the shop" });
+    // A hydrate that names the session leaves a receipt of what it showed (exposure).
+    await eventually("the memory to be shown to the session", async () => {
+      const pack = await agent.hydrate({ task: "deploy tuesday", sessionId: session.sessionId });
+      return pack.markdown.includes("Deploy on Tuesdays") ? pack : undefined;
+    }, 30_000, 300);
+    await page.goto(`${ui.url}/memory/${app}/${id}`);
+    await eventually("the exposure to be listed", async () => {
+      await page.reload();
+      return (await page.locator("section[aria-labelledby=exposure-h]").textContent())?.includes(session.sessionId) || undefined;
+    }, 20_000, 300);
+    const history = page.locator("section[aria-labelledby=history-h]");
+    expect(await history.textContent()).toContain("human:alice");
+    expect(await history.textContent()).toContain("Thursday freezes are back");
+    expect(await page.locator(".diff .add", { hasText: "+Deploys happen on Tuesday and Thursday." }).count()).toBe(1);
+    await screenshot(page, "memory");
+  });
+
+  it("filters the audit timeline by actor and type, and lists claims held now", async () => {
+    await page.goto(`${ui.url}/timeline?app=${app}`);
+    await page.getByLabel("Actor").fill("human:alice");
+    await page.getByLabel("Type").fill("memory.rejected");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.waitForURL(/actor=human%3Aalice/);
+    const rows = page.locator("#timeline tbody tr");
+    expect(await rows.count()).toBeGreaterThanOrEqual(2);
+    for (const row of await rows.all()) {
+      expect(await row.locator("td").nth(2).textContent()).toBe("memory.rejected");
+      expect(await row.locator("td").nth(3).textContent()).toBe("human:alice");
+    }
+    await screenshot(page, "timeline");
+
+    await agent.claim("src/payments/webhook.ts", { kind: "lock", ttlMs: 600_000 });
+    await page.goto(`${ui.url}/claims?app=${app}`);
+    await eventually("the lock to be listed", async () => {
+      await page.reload();
+      return (await page.locator("#claims").textContent())?.includes("src/payments/webhook.ts") || undefined;
+    }, 30_000, 300);
+    expect(await page.locator("#claims tbody tr", { hasText: "src/payments/webhook.ts" }).textContent()).toContain("coder-1");
+    await screenshot(page, "claims");
+  });
+
+  it("refuses a POST without the page's form token or from another origin, and appends nothing", async () => {
+    const id = await propose("Cache for 5 minutes", "TTL 300s.");
+    const before = await lastSeq();
+    const noToken = await fetch(`${ui.url}/queue/decide`, { method: "POST", body: new URLSearchParams({ app, item: `${id}@1`, action: "approve" }) });
+    expect(noToken.status).toBe(403);
+    await openQueue();
+    const token = await page.locator("input[name=_csrf]").first().inputValue();
+    const crossSite = await fetch(`${ui.url}/queue/decide`, {
+      method: "POST",
+      headers: { Origin: "http://evil.example" },
+      body: new URLSearchParams({ _csrf: token, app, item: `${id}@1`, action: "approve" }),
+    });
+    expect(crossSite.status).toBe(403);
+    expect(await lastSeq()).toBe(before);
+  });
+});
+
+describe("memledger ui: binding and the token", () => {
+  const env = { MEMLEDGER_VECTORS: "off" };
+  const prefix = uniquePrefix("uitok");
+
+  it("refuses to listen on a non-loopback address without a token", async () => {
+    const { cli } = await import("../cli/support.js");
+    const ran = await cli(["ui", "--host", "0.0.0.0", "--port", "0", "--prefix", prefix, "--as", "human:alice"], { env });
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toMatch(/^memledger: invalid: memledger ui refuses to listen on 0\.0\.0\.0 without a token/);
+    const agentUi = await cli(["ui", "--port", "0", "--prefix", prefix, "--as", "coder-1"], { env });
+    expect(agentUi.code).toBe(2);
+    expect(agentUi.stderr).toMatch(/acts as a human/);
+  });
+
+  it("with a token, every request needs it: bearer, or ?token= once and then the cookie", async () => {
+    const token = "t0ken-for-the-review-page-test";
+    const ui = await startUiProcess(["--host", "0.0.0.0", "--token", token, "--prefix", prefix, "--as", "human:alice"], env);
+    try {
+      const base = ui.url.replace("0.0.0.0", "127.0.0.1");
+      expect((await fetch(`${base}/queue`)).status).toBe(401);
+      expect((await fetch(`${base}/queue`, { headers: { Authorization: "Bearer wrong-token-wrong-token" } })).status).toBe(401);
+      expect((await fetch(`${base}/queue`, { headers: { Authorization: `Bearer ${token}` } })).status).toBe(200);
+      const once = await fetch(`${base}/queue?token=${token}`, { redirect: "manual" });
+      expect(once.status).toBe(303);
+      expect(once.headers.get("location")).toBe("/queue");
+      const cookie = once.headers.get("set-cookie")!;
+      expect(cookie).toMatch(/HttpOnly/);
+      expect(cookie).toMatch(/SameSite=Strict/);
+      expect((await fetch(`${base}/queue`, { headers: { Cookie: cookie.split(";")[0]! } })).status).toBe(200);
+    } finally {
+      await ui.stop();
+      const nc = await connectNats({ servers: NATS_URL });
+      await deleteStreams(nc, prefix);
+      await nc.close();
+    }
+  });
+});
