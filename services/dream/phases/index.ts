@@ -1,6 +1,11 @@
 import type { PhaseName } from "../../../schemas/events.js";
 import type { Phase } from "../phase.js";
 import { candidatesPhase } from "./candidates.js";
+import { learnPhase } from "./learn.js";
+import { mergePhase } from "./merge.js";
+import { prunePhase } from "./prune.js";
+import { refreshPhase } from "./refresh.js";
+import { reindexPhase } from "./reindex.js";
 
 /**
  * The phases a consolidation run can run, by name. Each phase module adds itself here with one line
@@ -8,6 +13,11 @@ import { candidatesPhase } from "./candidates.js";
  */
 export const PHASES: Partial<Record<PhaseName, Phase>> = {
   candidates: candidatesPhase,
+  prune: prunePhase,
+  merge: mergePhase,
+  refresh: refreshPhase,
+  learn: learnPhase,
+  reindex: reindexPhase,
 };
 
 /** The order phases run in (the schema's order): candidates, prune, merge, refresh, learn, reindex. */

@@ -1,0 +1,206 @@
+import type { Embedder } from "../../projections/embedder.js";
+import { dot, isZeroVector } from "../../projections/embedder.js";
+import { SearchIndex } from "../../projections/search/search-index.js";
+import { embeddingTextOf } from "../../projections/search/vector-channel.js";
+import { tokenizeText } from "../../projections/search/tokenizer.js";
+import type { DreamView } from "./phase.js";
+import { activeMemories, type ActiveMemory } from "./proposals.js";
+
+/**
+ * Hybrid similarity over the app's own index, for merge (near-duplicates) and refresh (contradictions).
+ *
+ * Candidates come from the app's BM25 index (the search projection's SearchIndex, restored from the
+ * view's memory states, so it indexes exactly what retrieval would): each memory's title and the start of
+ * its body are the query, within its own scope. Each candidate pair is then scored:
+ *   - lexical: the cosine of the two token sets (the index's own tokenizer: stems, identifiers);
+ *   - semantic: the cosine of the two embeddings, when the app runs with an embedder;
+ *   - hybrid: their mean with an embedder, the lexical score alone without one (BM25-only apps).
+ * Scores are pure functions of the texts (and the embedder's vectors), so the same view gives the same pairs.
+ */
+
+export interface SimilarPair {
+  a: ActiveMemory;
+  b: ActiveMemory;
+  lexical: number;
+  semantic: number | null;
+  hybrid: number;
+}
+
+/** Candidates fetched per memory: a near-duplicate ranks near the top of a query made of its own words. */
+export const CANDIDATES_PER_MEMORY = 8;
+/** Body tokens used as the query: enough to find a duplicate, few enough to keep 5,000 queries fast. */
+const QUERY_WORDS = 32;
+
+const tokensOf = (m: ActiveMemory): Set<string> => new Set(tokenizeText([m.version.title, m.version.body, m.version.tags.join(" ")].join("\n")));
+
+export function setCosine(a: ReadonlySet<string>, b: ReadonlySet<string>): number {
+  if (a.size === 0 || b.size === 0) return 0;
+  let shared = 0;
+  const [small, large] = a.size <= b.size ? [a, b] : [b, a];
+  for (const t of small) if (large.has(t)) shared++;
+  return shared / Math.sqrt(a.size * b.size);
+}
+
+function queryOf(m: ActiveMemory): string {
+  const words = m.version.body.split(/\s+/).filter((w) => w.length > 0).slice(0, QUERY_WORDS);
+  return `${m.version.title} ${words.join(" ")}`;
+}
+
+/**
+ * Every pair of active memories in one scope whose hybrid similarity is at least `minSimilarity`, each
+ * pair once (a before b by id), ordered by id. The candidates and their scores are computed once per view
+ * and embedder (merge and refresh both ask), then filtered.
+ */
+export async function similarPairs(
+  view: DreamView,
+  options: { minSimilarity: number; embedder?: Embedder | undefined; signal?: AbortSignal | undefined },
+): Promise<SimilarPair[]> {
+  let perEmbedder = scored.get(view);
+  if (!perEmbedder) scored.set(view, (perEmbedder = new Map()));
+  const slot = options.embedder ?? NO_EMBEDDER;
+  let pending = perEmbedder.get(slot);
+  if (!pending) {
+    pending = scoreCandidates(view, options.embedder, options.signal);
+    perEmbedder.set(slot, pending);
+    pending.catch(() => perEmbedder!.delete(slot));
+  }
+  return (await pending).filter((pair) => pair.hybrid >= options.minSimilarity);
+}
+
+const NO_EMBEDDER = {};
+const scored = new WeakMap<DreamView, Map<object, Promise<SimilarPair[]>>>();
+
+async function scoreCandidates(view: DreamView, embedder: Embedder | undefined, signal: AbortSignal | undefined): Promise<SimilarPair[]> {
+  const memories = activeMemories(view);
+  if (memories.length < 2) return [];
+  const index = SearchIndex.restore({ app: view.app, generation: "dream", seq: 0, records: memories.map((m) => m.state) });
+  const byId = new Map(memories.map((m) => [m.id, m]));
+  const tokens = new Map<string, Set<string>>();
+  const tokenSet = (m: ActiveMemory) => {
+    let set = tokens.get(m.id);
+    if (!set) tokens.set(m.id, (set = tokensOf(m)));
+    return set;
+  };
+
+  const candidates: [ActiveMemory, ActiveMemory, number][] = [];
+  const seen = new Set<string>();
+  for (const m of memories) {
+    signal?.throwIfAborted();
+    for (const hit of index.rank(queryOf(m), { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) {
+      if (hit.memoryId === m.id) continue;
+      const other = byId.get(hit.memoryId);
+      if (!other) continue;
+      const [a, b] = m.id < other.id ? [m, other] : [other, m];
+      const key = `${a.id}\u0000${b.id}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      candidates.push([a, b, setCosine(tokenSet(a), tokenSet(b))]);
+    }
+  }
+
+  let vectors: Map<string, Float32Array> | null = null;
+  if (embedder) {
+    const ids = [...new Set(candidates.flatMap(([a, b]) => [a.id, b.id]))].sort();
+    vectors = new Map();
+    const texts = ids.map((id) => embeddingTextOf(byId.get(id)!.version));
+    for (let start = 0; start < ids.length; start += 256) {
+      signal?.throwIfAborted();
+      const batch = await embedder.embed(texts.slice(start, start + 256));
+      batch.forEach((vector, i) => vectors!.set(ids[start + i]!, vector));
+    }
+  }
+
+  const pairs: SimilarPair[] = [];
+  for (const [a, b, lexical] of candidates) {
+    let semantic: number | null = null;
+    if (vectors) {
+      const va = vectors.get(a.id)!;
+      const vb = vectors.get(b.id)!;
+      semantic = isZeroVector(va) || isZeroVector(vb) ? 0 : dot(va, vb);
+    }
+    const hybrid = semantic === null ? lexical : (lexical + semantic) / 2;
+    pairs.push({ a, b, lexical, semantic, hybrid });
+  }
+  return pairs.sort((x, y) => (x.a.id < y.a.id ? -1 : x.a.id > y.a.id ? 1 : x.b.id < y.b.id ? -1 : x.b.id > y.b.id ? 1 : 0));
+}
+
+// ---- contradictions -------------------------------------------------------------------------------
+
+/** Words that turn a statement around. */
+const NEGATIONS = new Set(["not", "no", "never", "dont", "don't", "doesnt", "doesn't", "isnt", "isn't", "cannot", "can't", "cant", "mustn't", "shouldn't", "wont", "won't", "avoid", "without", "disable", "disabled", "false", "off", "forbidden", "deprecated"]);
+/** Their positive counterparts, dropped from the comparison so "always use X" and "never use X" compare equal. */
+const AFFIRMATIONS = new Set(["always", "do", "does", "must", "should", "enable", "enabled", "true", "on", "required", "use", "prefer"]);
+
+const words = (sentence: string): string[] => sentence.toLowerCase().match(/[a-z0-9_'.-]+/g)?.map((w) => w.replace(/^[.'-]+|[.'-]+$/g, "")).filter((w) => w.length > 0) ?? [];
+
+const sentencesOf = (text: string): string[] =>
+  text
+    .replace(/```[\s\S]*?```/g, " ")
+    .split(/(?<=[.!?])\s+|\n+/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+
+interface Statement {
+  text: string;
+  negative: boolean;
+  core: Set<string>;
+}
+
+function statementsOf(m: ActiveMemory): Statement[] {
+  return sentencesOf(`${m.version.title}.\n${m.version.body}`).map((text) => {
+    let negations = 0;
+    const core = new Set<string>();
+    for (const w of words(text)) {
+      if (NEGATIONS.has(w)) negations++;
+      else if (!AFFIRMATIONS.has(w)) core.add(w);
+    }
+    return { text, negative: negations % 2 === 1, core };
+  });
+}
+
+/** Numbers with the words around them: "retry 3 times" is ("retry _ times", 3). */
+function numberContexts(m: ActiveMemory): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const sentence of sentencesOf(`${m.version.title}.\n${m.version.body}`)) {
+    const ws = words(sentence);
+    ws.forEach((w, i) => {
+      if (!/^\d+(?:\.\d+)?[a-z%]*$/.test(w)) return;
+      const before = ws.slice(Math.max(0, i - 2), i);
+      const after = ws.slice(i + 1, i + 2);
+      if (before.length < 2 || after.length < 1) return;
+      out.set([...before, "_", ...after].join(" "), w);
+    });
+  }
+  return out;
+}
+
+export interface Contradiction {
+  cue: "negation" | "number";
+  /** The two statements, one from each memory. */
+  a: string;
+  b: string;
+}
+
+/**
+ * Whether two memories on the same subject say opposite things: one sentence is the negation of the
+ * other (the same words once negations and their positive counterparts are set aside, at least 80%
+ * shared), or the same phrase carries different numbers ("retry 3 times" / "retry 5 times"). A heuristic
+ * for a reviewer to look at: it flags, it never changes a memory.
+ */
+export function contradictionBetween(a: ActiveMemory, b: ActiveMemory): Contradiction | null {
+  const numbersA = numberContexts(a);
+  const numbersB = numberContexts(b);
+  for (const [context, value] of [...numbersA].sort()) {
+    const other = numbersB.get(context);
+    if (other !== undefined && other !== value) return { cue: "number", a: `${context.replace("_", value)}`, b: `${context.replace("_", other)}` };
+  }
+  const statementsB = statementsOf(b);
+  for (const sa of statementsOf(a)) {
+    if (sa.core.size < 2) continue;
+    for (const sb of statementsB) {
+      if (sb.core.size < 2 || sa.negative === sb.negative) continue;
+      if (setCosine(sa.core, sb.core) >= 0.8) return { cue: "negation", a: sa.text, b: sb.text };
+    }
+  }
+  return null;
+}
