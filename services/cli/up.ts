@@ -1,6 +1,7 @@
 import { defaultComponents, startMemledger } from "../runtime.js";
 import { readModelConfig } from "../read-models.js";
 import { resolvePolicy } from "../auth/load.js";
+import { sessionReviewComponent } from "../dream/session-review.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
 import { needsOperator, startupProgress } from "./startup-progress.js";
@@ -11,7 +12,7 @@ const describe = (err: unknown): string => toFailure(err).message;
  * Runs the ledger until SIGINT or SIGTERM, then drains and resolves 0. A second signal while draining
  * exits at once (1). Losing the connection for good (it reconnects forever otherwise) resolves 1.
  */
-export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string }, io: Io): Promise<number> {
+export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string; sessionReview?: boolean }, io: Io): Promise<number> {
   const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
   // --policy, else MEMLEDGER_POLICY, else the permissive built-in default (schemas/policy.ts).
   const { policy, source } = await resolvePolicy(options.policy, io.env);
@@ -24,7 +25,11 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
     prefix: globals.prefix,
     replicas: options.replicas,
     policy,
-    components: defaultComponents({ readModels: readModelConfig(io.env, { filesRoot: options.files }) }),
+    components: [
+      ...defaultComponents({ readModels: readModelConfig(io.env, { filesRoot: options.files }) }),
+      // Session candidates are reviewed when their session ends (docs/candidates.md); --no-session-review turns it off.
+      ...(options.sessionReview === false ? [] : [sessionReviewComponent({ onProgress: (line) => log(line) })]),
+    ],
     onError: (err, where) => {
       log(`error: ${where}: ${describe(err)}`);
       if (fatal === undefined && needsOperator(err, where)) {

@@ -1,10 +1,13 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SESSION_REVIEW_DURABLE, SessionReview, sessionReviewRunId } from "../../services/dream/session-review.js";
+import { SESSION_REVIEW_DURABLE, SessionReview, sessionReviewComponent, sessionReviewRunId } from "../../services/dream/session-review.js";
+import { MemoryClient } from "../../services/client.js";
+import { connectNats } from "../../services/nats.js";
+import { commandServiceComponent, startMemledger } from "../../services/runtime.js";
 import { showRun } from "../../services/dream/review.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import { eventually } from "../support/eventually.js";
-import { startLedger, type Ledger } from "../support/env.js";
+import { NATS_URL, deleteStreams, startLedger, uniquePrefix, type Ledger } from "../support/env.js";
 
 /**
  * The session-end review against the real NATS (issue 13 item 1): a session's end starts one review run
@@ -102,5 +105,25 @@ describe("session-end review", () => {
     expect(await review.review(app, empty)).toEqual({ status: "no_candidates", app, sessionId: empty });
     expect(await runEvents(sessionReviewRunId(app, empty))).toEqual([]);
     expect(await runStarts()).toBe(1);
+  });
+});
+
+describe("session review as a component of the runtime (what `memledger up` runs unless --no-session-review)", () => {
+  it("reviews a session that ends while the runtime runs", async () => {
+    const prefix = uniquePrefix("srv");
+    const runtime = await startMemledger({ servers: NATS_URL, prefix, components: [commandServiceComponent(), sessionReviewComponent({ discoverEveryMs: 100 })] });
+    try {
+      expect(runtime.components).toEqual(["command-service", "session-review"]);
+      const alice = new MemoryClient(runtime.nc, { app: "app1", as: "alice", prefix });
+      const session = (await alice.startSession({ task: "t" })).sessionId;
+      const thin = (await alice.propose({ title: "tmp", body: "maybe", scope: `session:${session}` })).memoryId;
+      await alice.endSession(session, {});
+      await eventually("the thin candidate discarded", async () => ((await alice.show(thin)).status === "superseded" ? true : undefined));
+    } finally {
+      await runtime.stop();
+      const nc = await connectNats({ servers: NATS_URL });
+      await deleteStreams(nc, prefix);
+      await nc.close();
+    }
   });
 });
