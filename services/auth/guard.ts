@@ -154,7 +154,8 @@ export class PolicyGuard {
   /**
    * The rules of a session's candidates that no policy relaxes: only the agent that started the session
    * proposes in it (new candidates and revisions), and only while it lasts; no other agent changes them
-   * at all. Humans and services (reviewers, the session-end review) act on them as the policy allows.
+   * at all; nobody asks the curator to promote one to the org. Humans and services (reviewers, the
+   * session-end review) otherwise act on them as the policy allows.
    */
   private sessionWrite(verb: string, ctx: CommandContext, session: string, fact: SessionFact | null, memoryId: string | undefined): void {
     const actor = `${ctx.actor.kind}:${ctx.actor.id}`;
@@ -173,6 +174,10 @@ export class PolicyGuard {
     }
     if (ctx.actor.kind === "agent" && !own) {
       throw forbidden(`${actor} may not ${verb} in scope ${scope}: a session's candidates are its own agent's; ${session} is none of ${actor}'s sessions`, details);
+    }
+    if (verb === "promote") {
+      // Speculative memory reaches the team or the app through the session-end review only, never the org directly.
+      throw forbidden(`${actor} may not promote in scope ${scope}: a session's candidates are promoted by the session-end review (to a team or the app), never straight to the org`, details);
     }
   }
 
