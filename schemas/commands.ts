@@ -211,6 +211,30 @@ export const SearchRequest = z.strictObject({
   sessionId: Id.optional(),
 });
 
+// ---- consolidation review (services/dream/review.ts; docs/consolidation.md) ---------------------------
+
+/** A run with its proposals, their evidence and status. Needs read access to scope `app`. */
+export const DreamShowRequest = z.strictObject({ runId: Id });
+/** The app's runs, newest first. */
+export const DreamListRequest = z.strictObject({ limit: z.number().int().min(1).max(1000).default(20) });
+/**
+ * Accept (and apply) some proposals of a completed run, or every undecided one (`proposalIds` empty).
+ * No idempotency key: every event it writes has an id derived from the proposal, so a retry replays.
+ * Governed by the policy's `dream` verb (default: humans).
+ */
+export const DreamAcceptRequest = z.strictObject({
+  runId: Id,
+  proposalIds: z.array(Id).max(1000).default([]),
+  reason: oneLine(LIMITS.reasonLength).optional(),
+});
+export const DreamRejectRequest = z.strictObject({
+  runId: Id,
+  proposalIds: z.array(Id).max(1000).default([]),
+  reason: nonEmptyLine(LIMITS.reasonLength),
+});
+/** Undo every applied change of a run by compensating memory events. */
+export const DreamRevertRequest = z.strictObject({ runId: Id, reason: nonEmptyLine(LIMITS.reasonLength) });
+
 /** Every verb the command service answers, and the schema of its payload. */
 export const REQUESTS = {
   propose: ProposeRequest,
@@ -235,6 +259,11 @@ export const REQUESTS = {
   tasks: TasksRequest,
   hydrate: HydrateRequest,
   search: SearchRequest,
+  dream_show: DreamShowRequest,
+  dream_list: DreamListRequest,
+  dream_accept: DreamAcceptRequest,
+  dream_reject: DreamRejectRequest,
+  dream_revert: DreamRevertRequest,
 } as const;
 
 export type Verb = keyof typeof REQUESTS;

@@ -39,8 +39,13 @@ import { AppName, type Actor } from "./primitives.js";
  */
 /** Command verbs the guard checks, each against the scope of the memory it acts on. */
 export const GOVERNED_VERBS = ["propose", "approve", "reject", "supersede", "rollback", "promote"] as const;
-/** What a rule may name: the governed command verbs, and `read`. */
-export const RULE_VERBS = [...GOVERNED_VERBS, "read"] as const;
+/**
+ * What a rule may name: the governed command verbs, `read`, and `dream`: accepting, rejecting and
+ * reverting a consolidation run's proposals (services/dream/review.ts), checked on scope `app`. Without a
+ * policy only humans may (PERMISSIVE_POLICY's `dream-reviewer`); a policy grants it with a rule naming
+ * `dream` (or `*`) on `app` or `*`.
+ */
+export const RULE_VERBS = [...GOVERNED_VERBS, "read", "dream"] as const;
 export const GovernedVerb = z.enum(RULE_VERBS);
 export type GovernedVerb = z.infer<typeof GovernedVerb>;
 export type CommandVerb = (typeof GOVERNED_VERBS)[number];
@@ -142,8 +147,9 @@ export const PERMISSIVE_POLICY: Policy = Policy.parse({
       ],
     },
     curator: { description: "the curator service: the only writer of org memories", allow: [{ verbs: ["*"], scopes: ["org"] }] },
+    "dream-reviewer": { description: "humans: accept, reject and revert consolidation runs (docs/consolidation.md)", allow: [{ verbs: ["dream"], scopes: ["app"] }] },
   },
-  actors: { "*": { roles: ["anyone"] }, "service:curator": { roles: ["curator"] } },
+  actors: { "*": { roles: ["anyone"] }, "human:*": { roles: ["dream-reviewer"] }, "service:curator": { roles: ["curator"] } },
 });
 
 /** The actor the policy acts as when it approves a proposal by itself (autoApprove). */

@@ -37,6 +37,7 @@ import { ExposureRecorder } from "./audit/exposure.js";
 import { memoryHistory } from "./audit/history.js";
 import { memoizedTokens, o200kTokens } from "./hydration/tokens.js";
 import type { ExposureReceipt } from "../schemas/events.js";
+import { acceptProposals, listRuns, rejectProposals, revertRun, showRun, type ReviewDeps } from "./dream/review.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
   prefix?: string;
@@ -382,6 +383,11 @@ export class CommandService {
     );
   }
 
+  /** What review needs: the one write path and the policy that says who may decide a run. */
+  private reviewDeps(): ReviewDeps {
+    return { store: this.store, handler: this.handler, policy: this.guard.policy };
+  }
+
   private transcripts: Promise<ObjectStore> | undefined;
   /** Opened on the first session_end that names a transcript. */
   private transcriptStore(): Promise<ObjectStore> {
@@ -572,6 +578,19 @@ export class CommandService {
       }
       return pack;
     },
+    // Consolidation review (services/dream/review.ts): reads need scope app; decisions the policy's `dream` verb.
+    dream_show: async (r, ctx) => {
+      this.guard.requireRead(ctx.actor, "app", `dream show ${r.runId}`);
+      return showRun(this.reviewDeps(), ctx.app, r.runId);
+    },
+    dream_list: async (r, ctx) => {
+      this.guard.requireRead(ctx.actor, "app", "dream list");
+      return listRuns(this.reviewDeps(), ctx.app, r.limit);
+    },
+    dream_accept: async (r, ctx) =>
+      acceptProposals(this.reviewDeps(), { app: ctx.app, runId: r.runId, proposalIds: r.proposalIds, actor: ctx.actor, reason: r.reason ?? null }),
+    dream_reject: async (r, ctx) => rejectProposals(this.reviewDeps(), { app: ctx.app, runId: r.runId, proposalIds: r.proposalIds, actor: ctx.actor, reason: r.reason }),
+    dream_revert: async (r, ctx) => revertRun(this.reviewDeps(), { app: ctx.app, runId: r.runId, actor: ctx.actor, reason: r.reason }),
     // Only memories in scopes the sender may read; asks for more when the filter took some away.
     search: async (r, ctx) => {
       const hits = await this.readAs(ctx, r.sessionId, (reader) =>

@@ -72,11 +72,11 @@ export const refreshPhase: Phase = {
   },
 };
 
-/** learn: one new memory per run, and one flag on the first active memory. */
+/** learn: one new memory per run, and one flag on the first active memory no other test phase touches (untagged). */
 export const learnPhase: Phase = {
   name: "learn",
   async propose({ view }) {
-    const first = active(view)[0];
+    const first = active(view).find(([, m]) => activeVersionOf(m.state)!.tags.length === 0);
     const drafts: ProposalDraft[] = [
       {
         key: "pattern-tests",

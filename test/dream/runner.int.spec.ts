@@ -72,7 +72,7 @@ describe("consolidation runner", () => {
     const { stale, dups } = await seeded(app);
     const store = ledger.service.store;
     const signals: unknown[] = [];
-    const sub = ledger.nc.subscribe(store.names.signal(app, "consolidated"), { callback: (_e, m) => signals.push(m.json()) });
+    const sub = ledger.nc.subscribe(store.names.signal(app, "consolidated"), { callback: (_e, m) => void signals.push(m.json()) });
     await ledger.nc.flush();
     const asOf = await store.lastSeq(store.names.appStream(app));
     const result = await runDream(deps(), { app, phases: TEST_PHASES, force: true });
