@@ -25,7 +25,7 @@ import { Actor, AppName } from "../schemas/primitives.js";
 import { CommandHandler, idForKey, newAggregateId, type CommandContext, type CommandHandlerOptions } from "./command-handler.js";
 import { EventStore, type EventStoreOptions, type StoredEvent } from "./event-store.js";
 import { PolicyGuard, SessionFactsNeeded, readableTopK, type GovernedCheck } from "./auth/guard.js";
-import type { ScopeReader } from "./auth/sessions.js";
+import { loadSessionWith, type ScopeReader } from "./auth/sessions.js";
 import { sessionOfScope } from "../schemas/policy.js";
 import { Hydrator, type HydrationOptions } from "./hydration/service.js";
 import { refuseSecrets } from "./secrets-gate.js";
@@ -163,10 +163,7 @@ export class CommandService {
       approve: (request, ctx) => service.handlers.approve(request, ctx) as Promise<AppendOutcome>,
       onError: (err, where) => service.onError(err, where),
       // Session candidates' scopes are judged on the session aggregate (services/auth/sessions.ts).
-      session: async (app, sessionId) => {
-        const { state } = await service.handler.load(sessionDecider, app, sessionId);
-        return state.id === null ? null : { agentId: state.agentId, worktree: state.worktree, ended: state.endedAt !== null };
-      },
+      session: loadSessionWith(service.handler),
     });
     // The transcripts bucket is there before any agent stores one: agents may not create it (its
     // configuration is the service's: services/auth/broker-config.ts).
@@ -282,14 +279,8 @@ export class CommandService {
    * not resolved yet (services/auth/sessions.ts ScopeReader): the filter is synchronous and closed for what
    * it does not know, so the second pass is the one that may show them. Reads only: running one twice is safe.
    */
-  private async readAs<T>(ctx: CommandContext, readerSession: string | undefined, run: (reader: ScopeReader) => Promise<T>): Promise<T> {
-    const reader = this.guard.reader(ctx.actor, ctx.app, readerSession);
-    if (readerSession !== undefined) await reader.resolve([readerSession]);
-    for (let pass = 1; ; pass++) {
-      const result = await run(reader);
-      if (reader.missed.size === 0 || pass >= 3) return result;
-      await reader.resolve();
-    }
+  private readAs<T>(ctx: CommandContext, readerSession: string | undefined, run: (reader: ScopeReader) => Promise<T>): Promise<T> {
+    return this.guard.reader(ctx.actor, ctx.app, readerSession).twoPass(run);
   }
 
   /**

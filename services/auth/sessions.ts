@@ -1,4 +1,6 @@
 import { LRUCache } from "lru-cache";
+import { sessionDecider } from "../../commands/session.js";
+import type { CommandHandler } from "../command-handler.js";
 import { forbidden } from "../../schemas/errors.js";
 import { authorize, sessionOfScope, type Policy, type ScopeFacts } from "../../schemas/policy.js";
 import type { Actor } from "../../schemas/primitives.js";
@@ -19,6 +21,14 @@ export interface SessionFact {
 
 /** Reads one session's state from the log (the command handler's load, caught up): null when there is none. */
 export type LoadSession = (app: string, sessionId: string) => Promise<SessionFact | null>;
+
+/** The session aggregate as the command handler loads it, caught up with the log. */
+export const loadSessionWith =
+  (handler: Pick<CommandHandler, "load">): LoadSession =>
+  async (app, sessionId) => {
+    const { state } = await handler.load(sessionDecider, app, sessionId);
+    return state.id === null ? null : { agentId: state.agentId, worktree: state.worktree, ended: state.endedAt !== null };
+  };
 
 /**
  * Sessions by app and id, remembered once seen: a session's agent and worktree are fixed by its first
@@ -122,6 +132,20 @@ export class ScopeReader {
         if ((await this.directory!.fresh(this.app, id)) === null) this.absent.add(id);
       }),
     );
+  }
+
+  /**
+   * Runs a read with this filter, and again when it met session scopes not resolved yet: the filter is
+   * synchronous and closed for what it does not know, so the second pass is the one that may show them.
+   * For reads only (running one twice is safe).
+   */
+  async twoPass<T>(run: (reader: ScopeReader) => Promise<T>): Promise<T> {
+    if (this.readerSession !== undefined) await this.resolve([this.readerSession]);
+    for (let pass = 1; ; pass++) {
+      const result = await run(this);
+      if (this.missed.size === 0 || pass >= 3) return result;
+      await this.resolve();
+    }
   }
 
   /** Throws `forbidden`, as the guard's requireRead does, unless `scope` is readable (resolving it first). */

@@ -1,7 +1,10 @@
-import { readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
+import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readMemoryIndex } from "../../projections/files/index.js";
+import { run } from "../../services/cli/program.js";
 import { listResources } from "../../services/mcp/resources.js";
 import { outline } from "../hostile/markdown-outline.js";
 import { HOSTILE_POLICY, refusal, startGovernedLedger, type GovernedLedger } from "../hostile/governed-ledger.js";
@@ -167,6 +170,35 @@ describe("session candidates: who reads and writes them", () => {
     expect((await (await ledger.clientAs("human:rita")).show(c1)).scope).toBe(`session:${s1}`);
     expect((await (await ledger.clientAs("human:root")).history(c1)).memoryId).toBe(c1);
     expect((await refusal((await ledger.clientAs("human:mallory")).show(c1))).code).toBe("forbidden");
+  });
+
+  it("the CLI's own search resolves sessions from the log as the service does", async () => {
+    const data = await mkdtemp(path.join(tmpdir(), "memledger-cand-cli-"));
+    try {
+      const cli = async (as: string, argv: string[]) => {
+        const stdout = new PassThrough();
+        let out = "";
+        stdout.on("data", (c: Buffer) => (out += c.toString()));
+        const env = {
+          NATS_URL: ledger.broker.creds.users.memledger!.url,
+          MEMLEDGER_PREFIX: ledger.prefix,
+          MEMLEDGER_APP: "app1",
+          MEMLEDGER_AGENT: as,
+          MEMLEDGER_POLICY: ledger.broker.policyFile,
+          MEMLEDGER_DATA: data,
+        };
+        const code = await run(argv, { stdin: process.stdin, stdout, stderr: new PassThrough(), env } as never);
+        expect(code).toBe(0);
+        return out.trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { memoryId: string }).memoryId).sort();
+      };
+      const query = ["--json", "search", `${SECRET} cache`, "--mode", "bm25"];
+      expect(await cli("agent:alice", query)).toEqual([c1, c2, shared].sort());
+      expect(await cli("agent:alice", ["--session", s2, ...query])).toEqual([c2, shared].sort());
+      expect(await cli("agent:bob", query)).toEqual([shared]);
+      expect(await cli("human:rita", query)).toEqual([c1, c2, shared].sort());
+    } finally {
+      await rm(data, { recursive: true, force: true });
+    }
   });
 
   it("no file, MEMORY.md line or MCP resource carries a candidate", async () => {

@@ -36,10 +36,17 @@ export function register(program: Command, { io, globals }: CliContext): void {
         for (const app of apps) indexes.push(await openCaughtUp(store, config, app, vectors));
         // Reads are governed: only scopes the acting actor (--as) may read under the policy (MEMLEDGER_POLICY,
         // else the built-in default), as the command service's search answers.
-        const [{ resolvePolicy }, { readableTopK }, { mayRead }] = await Promise.all([import("../../auth/load.js"), import("../../auth/guard.js"), import("../../../schemas/policy.js")]);
+        const [{ resolvePolicy }, { readableTopK }, { ScopeReader, SessionDirectory, loadSessionWith }, { CommandHandler }] = await Promise.all([
+          import("../../auth/load.js"),
+          import("../../auth/guard.js"),
+          import("../../auth/sessions.js"),
+          import("../../command-handler.js"),
+        ]);
         const { policy } = await resolvePolicy(undefined, io.env);
         const fetch = (k: number) => retrieve(indexes, query, defined({ k, mode, scope: opts.scope, kind: opts.kind }));
-        return readableTopK(fetch, opts.k ?? 10, (hit) => mayRead(policy, g.as, hit.scope));
+        // Session candidates: their sessions are read from the log, as the service does (services/auth/sessions.ts).
+        const reader = new ScopeReader(policy, g.as, g.app, new SessionDirectory(loadSessionWith(new CommandHandler(store))), g.session);
+        return reader.twoPass((r) => readableTopK(fetch, opts.k ?? 10, (hit) => r.mayRead(hit.scope)));
       });
       for (const [rank, hit] of hits.entries()) {
         if (g.json) printJson(io, { rank: rank + 1, ...hit });
