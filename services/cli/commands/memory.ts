@@ -22,7 +22,7 @@ export function register(program: Command, { io, globals, send }: CliContext): v
         .requiredOption("--title <text>", "one-line title")
         .option("--body <markdown>", "the body; '-' reads it from stdin")
         .option("--body-file <file>", "read the body from a file ('-': stdin)")
-        .option("--scope <scope>", "app, org, agent:<id> or team:<name> (default app)")
+        .option("--scope <scope>", "app, org, agent:<id>, team:<name> or session:<id> (a candidate of your open session; default app)")
         .option("--kind <kind>", "note, fact, decision, convention, procedure or fragile (default note)")
         .option("--tags <a,b>", "tags, comma-separated or repeated", commaList)
         .option("--paths <p,q>", "file paths it concerns, comma-separated or repeated", commaList)
