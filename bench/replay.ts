@@ -11,15 +11,23 @@
  *   2. reads the whole stream with an ordered consumer and does nothing with the messages (raw read: the
  *      ceiling), and again decoding every event (what EventStore.replay does before any projection);
  *   3. rebuilds each projection alone into a fresh target (rebuildProjection: openFresh, replay from
- *      seq 1 until caught up, commit, promote): files, claims, search (BM25 only: the search projection
- *      has no vector channel, so no embedder is involved);
+ *      seq 1 until caught up, commit, promote): files, claims, search (BM25 only, the configuration
+ *      of the figures before issue 15) and search with its vector channel (what users run: HNSW
+ *      vectors, embedder behind a warm embedding cache, see below);
  *   4. rebuilds all three one rebuildProjection after the other (what `memledger rebuild all` did before it
  *      used the single pass), and in
- *      one pass (one replay feeding every fresh target: rebuildProjections).
+ *      one pass (one replay feeding every fresh target: rebuildProjections), without and with vectors.
+ * Vectors (`--vectors both|on|off`, default both): the embedder is bench/search.ts's hashed
+ * bag-of-words projection (512-d, not a model: a stand-in with a model's output shape) behind a real
+ * CachedEmbedder over this size's own KV bucket. A setup pass (untimed, reported) folds the memories and
+ * embeds every active memory's text once, so the bucket is warm; each measured rebuild then gets a new
+ * CachedEmbedder (empty in-process LRU, as a new `memledger rebuild` process has) over that bucket, and
+ * the row says how many texts reached the embedder (0 when the cache was warm).
  * Every phase gets its own files root, search directory and Redis key prefix, all removed afterwards, as
  * are the streams (also on error and on Ctrl-C).
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { Session } from "node:inspector";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
@@ -32,7 +40,10 @@ import { decodeEvent } from "../events/upcast.js";
 import { claimsProjection, unlinkMatching } from "../projections/claims/target.js";
 import { filesProjection } from "../projections/files/index.js";
 import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
-import { searchProjection } from "../projections/search/index.js";
+import { embeddingTextOf, searchProjection, vectorSetup } from "../projections/search/index.js";
+import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type MemoryRecord } from "../projections/search/memory-records.js";
+import { CachedEmbedder, KvVectorStore } from "../services/embeddings/cache.js";
+import { HashedBagOfWordsEmbedder } from "./search.js";
 import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../schemas/events.js";
 import { fastUuidv7 } from "../services/command-handler.js";
 import { EventStore } from "../services/event-store.js";
@@ -376,6 +387,8 @@ interface Row {
 
 interface Ctx {
   store: EventStore;
+  /** The warm embedding cache of this size's prefix; undefined when vectors are off. */
+  vectors?: { kv: KvVectorStore; prefix: string } | undefined;
   scope: ProjectionScope;
   workDir: string;
   redisUrl: string;
@@ -387,20 +400,27 @@ interface Ctx {
 let runCounter = 0;
 
 /** Fresh, private read-model locations for one measured rebuild, and a way to delete them. */
-async function freshModels(ctx: Ctx) {
+async function freshModels(ctx: Ctx, withVectors: boolean) {
   const run = ++runCounter;
   const dir = path.join(ctx.workDir, `run${run}`);
   const keyPrefix = `${ctx.keyPrefixBase}:run${run}`;
+  // A new CachedEmbedder per measured rebuild: an empty LRU in front of the warm bucket, as in a new process.
+  const inner = new HashedBagOfWordsEmbedder();
+  const embedder = withVectors && ctx.vectors ? new CachedEmbedder(inner, ctx.vectors.kv) : undefined;
   const definitions = {
     files: filesProjection({ root: path.join(dir, "files") }),
     claims: claimsProjection({ redis: ctx.redisUrl, keyPrefix }),
-    search: searchProjection({ dir: path.join(dir, "search") }),
+    search: searchProjection({
+      dir: path.join(dir, "search"),
+      ...(embedder ? { vectors: vectorSetup({ embedder, prefix: ctx.vectors!.prefix, backend: { kind: "hnsw" } }) } : {}),
+    }),
   };
+  const embedded = () => (embedder ? `; embedder: ${fmtInt(inner.calls)} texts embedded, ${fmtInt(embedder.stats().hits)} cache hits` : "");
   const cleanup = async () => {
     await rm(dir, { recursive: true, force: true });
     await unlinkMatching(ctx.redis, `${keyPrefix}:*`);
   };
-  return { definitions, cleanup };
+  return { definitions, cleanup, embedded };
 }
 
 async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: number; cpuSeconds: number; rssMB: number }> {
@@ -420,6 +440,31 @@ async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: nu
 
 type Selected = (name: string) => ProjectionDefinition[];
 
+/**
+ * With MEMLEDGER_BENCH_CPU_PROFILE=<dir>, each measured rebuild is CPU-profiled on its own (the
+ * generator, setup and raw reads stay out of the profile): `<dir>/<phase>.cpuprofile`, which Chrome's
+ * DevTools and `node --cpu-prof`'s readers open.
+ */
+async function profiled<T>(phase: string, work: () => Promise<T>): Promise<T> {
+  const dir = process.env.MEMLEDGER_BENCH_CPU_PROFILE;
+  if (!dir) return work();
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) => session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))));
+  await post("Profiler.enable");
+  await post("Profiler.setSamplingInterval", { interval: 200 });
+  await post("Profiler.start");
+  try {
+    return await work();
+  } finally {
+    const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+    session.disconnect();
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, `${phase.replace(/[^a-z0-9]+/gi, "-")}.cpuprofile`), JSON.stringify(profile));
+  }
+}
+
 async function rebuildPhase(
   ctx: Ctx,
   size: number,
@@ -427,14 +472,16 @@ async function rebuildPhase(
   phase: string,
   note: string,
   run: (select: Selected) => Promise<number>,
+  withVectors = false,
 ): Promise<Row> {
-  const models = await freshModels(ctx);
+  const models = await freshModels(ctx, withVectors);
   const select: Selected = (name) =>
     name === "all" ? [models.definitions.files, models.definitions.claims, models.definitions.search] : [models.definitions[name as "files" | "claims" | "search"]];
   try {
     global.gc?.();
-    const { value: events, seconds, cpuSeconds, rssMB } = await timed(() => run(select));
+    const { value: events, seconds, cpuSeconds, rssMB } = await timed(() => profiled(phase, () => run(select)));
     const eventsPerSec = events / seconds;
+    note += models.embedded();
     const row: Row = { size, phase, events, seconds, eventsPerSec, ratio: eventsPerSec / raw, cpuSeconds, rssMB, note };
     ctx.log(`  ${phase}: ${fmtInt(events)} events in ${fmt(seconds)} s = ${fmtInt(eventsPerSec)} ev/s (${fmt(row.ratio * 100, 1)}% of raw read)${note ? `; ${note}` : ""}`);
     return row;
@@ -450,9 +497,37 @@ interface Options {
   filesMaxEvents: number;
   fullMaxEvents: number;
   json: boolean;
+  /** Which configurations of the search projection run: BM25 only (off), with vectors (on), or both. */
+  vectors: "both" | "on" | "off";
 }
 
-const ALL_PHASES = ["raw", "decode", "files", "claims", "search", "all-sequential", "all-single-pass"];
+const ALL_PHASES = ["raw", "decode", "files", "claims", "search", "search-vectors", "all-sequential", "all-single-pass", "all-single-pass-vectors"];
+const VECTOR_PHASES = new Set(["search-vectors", "all-single-pass-vectors"]);
+const SINGLE_PASS_PHASES = new Set(["all-single-pass", "all-single-pass-vectors"]);
+
+/**
+ * The setup pass of the vector phases: folds the memories the way the search projection does and
+ * embeds every active memory's final text once through a CachedEmbedder over the prefix's KV bucket,
+ * so that a measured rebuild finds every text there (a warm cache, as on a ledger in use).
+ */
+async function warmEmbeddingCache(store: EventStore, stream: string, prefix: string): Promise<{ kv: KvVectorStore; texts: number; seconds: number }> {
+  const t0 = performance.now();
+  const kv = await KvVectorStore.open(store.nc, prefix);
+  const records = new Map<string, MemoryRecord>();
+  await store.replay(stream, {}, (events) => {
+    for (const { event } of events) {
+      if (isMemoryEvent(event)) records.set(event.aggregateId, evolveMemoryRecord(records.get(event.aggregateId), event).record);
+    }
+  });
+  const texts: string[] = [];
+  for (const record of records.values()) {
+    const view = indexedViewOf(record);
+    if (view) texts.push(embeddingTextOf(view));
+  }
+  const embedder = new CachedEmbedder(new HashedBagOfWordsEmbedder(), kv);
+  for (let i = 0; i < texts.length; i += 1000) await embedder.embed(texts.slice(i, i + 1000));
+  return { kv, texts: texts.length, seconds: (performance.now() - t0) / 1000 };
+}
 
 async function runSize(nc: NatsConnection, base: string, size: number, opts: Options, workDir: string, redis: Redis, redisUrl: string, log: (l: string) => void) {
   const prefix = `${base}n${size}`;
@@ -488,7 +563,9 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
   const full = size <= opts.fullMaxEvents;
   const wanted = (phase: string) => {
     if (!opts.only.has(phase)) return false;
-    if (full || phase === "all-single-pass") return true;
+    if (opts.vectors === "off" && VECTOR_PHASES.has(phase)) return false;
+    if (opts.vectors === "on" && (phase === "search" || phase === "all-single-pass")) return false;
+    if (full || SINGLE_PASS_PHASES.has(phase)) return true;
     log(`  ${phase}: skipped at ${fmtInt(size)} events (runs up to --full-max-events ${fmtInt(opts.fullMaxEvents)}; pass --full to run it here)`);
     return false;
   };
@@ -502,17 +579,26 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
     }
   }
 
+  let vectors: Ctx["vectors"];
+  if ([...VECTOR_PHASES].some((phase) => opts.only.has(phase)) && opts.vectors !== "off") {
+    const warm = await warmEmbeddingCache(store, stream, prefix);
+    vectors = { kv: warm.kv, prefix };
+    log(`  embedding cache warmed (setup, untimed): ${fmtInt(warm.texts)} active memories' texts embedded into ${warm.kv.bucket} in ${fmt(warm.seconds)} s`);
+  }
+  const ctx: Ctx = { store, vectors, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log };
+
   const rebuild = (name: string) => async (select: Selected) => (await rebuildProjection(store, select(name)[0]!, scope)).events;
-  for (const name of ["files", "claims", "search"]) {
-    if (!wanted(name)) continue;
-    if (name === "files" && size > opts.filesMaxEvents) {
+  for (const phase of ["files", "claims", "search", "search-vectors"]) {
+    if (!wanted(phase)) continue;
+    if (phase === "files" && size > opts.filesMaxEvents) {
       log(`  files: skipped at ${fmtInt(size)} events (--files-max-events ${fmtInt(opts.filesMaxEvents)})`);
       continue;
     }
-    rows.push(await rebuildPhase({ store, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log }, size, raw, `rebuild ${name}`, name === "search" ? "BM25 only (no vector channel)" : "", rebuild(name)));
+    const name = phase === "search-vectors" ? "search" : phase;
+    const note = phase === "search" ? "BM25 only (no vector channel)" : phase === "search-vectors" ? "BM25 + HNSW vectors, warm embedding cache" : "";
+    rows.push(await rebuildPhase(ctx, size, raw, phase === "search-vectors" ? "rebuild search + vectors" : `rebuild ${name}`, note, rebuild(name), phase === "search-vectors"));
   }
 
-  const ctx: Ctx = { store, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log };
   if (wanted("all-sequential")) {
     rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "one rebuildProjection per projection (`memledger rebuild all` before the single pass)", async (select) => {
       let events = 0;
@@ -520,8 +606,12 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
       return events;
     }));
   }
+  const singlePass = async (select: Selected) => (await rebuildProjections(store, select("all"), scope)).events;
   if (wanted("all-single-pass")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections: one replay feeds all three fresh targets (what `memledger rebuild all` does)", async (select) => (await rebuildProjections(store, select("all"), scope)).events));
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections, search BM25 only (the configuration before issue 15)", singlePass));
+  }
+  if (wanted("all-single-pass-vectors")) {
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all + vectors (single pass)", "rebuildProjections, search with HNSW vectors and a warm embedding cache (what users run)", singlePass, true));
   }
 
   const raw2 = await rawRead("raw ordered-consumer read, again");
@@ -529,7 +619,15 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
   raw = Math.max(raw, raw2.n / raw2.seconds);
   for (const row of rows) row.ratio = row.eventsPerSec / raw;
   await store.deleteStream(stream);
+  if (vectors) await store.jsm.streams.delete(`KV_${vectors.kv.bucket}`).catch(() => undefined);
   return { rows, raw, gen };
+}
+
+function vectorsOption(args: BenchArgs): Options["vectors"] {
+  const raw = args.options.get("vectors");
+  if (raw === undefined || raw === true) return raw === true ? "on" : "both";
+  if (raw === "both" || raw === "on" || raw === "off") return raw;
+  throw new Error(`--vectors takes both, on or off; got ${String(raw)}`);
 }
 
 async function run(args: BenchArgs): Promise<number> {
@@ -554,6 +652,7 @@ async function run(args: BenchArgs): Promise<number> {
     filesMaxEvents: intOption(args, "files-max-events", Number.MAX_SAFE_INTEGER),
     fullMaxEvents: flag(args, "full") ? Number.MAX_SAFE_INTEGER : intOption(args, "full-max-events", 200_000),
     json: flag(args, "json"),
+    vectors: vectorsOption(args),
   };
   const log = opts.json ? (_: string) => undefined : (line: string) => console.log(line);
   const base = benchPrefix("benchreplay");
@@ -562,7 +661,10 @@ async function run(args: BenchArgs): Promise<number> {
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
   const workDir = await mkdtemp(path.join(tmpdir(), `memledger-${base}-`));
   const cleanup = async () => {
-    const deleted = await deleteStreamsWithPrefix(nc, base).catch(() => [] as string[]);
+    const deleted = [
+      ...(await deleteStreamsWithPrefix(nc, base).catch(() => [] as string[])),
+      ...(await deleteStreamsWithPrefix(nc, `KV_${base}`).catch(() => [] as string[])),
+    ];
     const keys = await unlinkMatching(redis, `${base}:*`).catch(() => 0);
     await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     log(`\ncleanup: deleted streams ${deleted.join(", ") || "none left"}, ${keys} Redis keys, ${workDir}`);
@@ -606,6 +708,6 @@ async function run(args: BenchArgs): Promise<number> {
 export const replayBenchmark: Benchmark = {
   name: "replay",
   summary: "raw ordered-consumer read vs. rebuilding each projection (files, claims, search) and all together, at 100k and 1M events",
-  usage: "replay [--events 100000,1000000] [--quick] [--only decode,files,claims,search,all-sequential,all-single-pass] [--full | --full-max-events 200000] [--files-max-events N] [--memories-percent 10] [--json]",
+  usage: "replay [--events 100000,1000000] [--quick] [--only decode,files,claims,search,search-vectors,all-sequential,all-single-pass,all-single-pass-vectors] [--vectors both|on|off] [--full | --full-max-events 200000] [--files-max-events N] [--memories-percent 10] [--json]",
   run,
 };

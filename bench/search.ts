@@ -182,7 +182,7 @@ function eventsOf(memories: readonly MemorySpec[]): ProjectedEvent[] {
  * token's hash; a text is the normalised sum of its tokens' directions. Deterministic, about 20 µs a
  * text. A stand-in for a model in latency measurements only.
  */
-class HashedBagOfWordsEmbedder implements Embedder {
+export class HashedBagOfWordsEmbedder implements Embedder {
   readonly modelId = `bench-hashed-bow-${DIMENSIONS}`;
   readonly dimensions = DIMENSIONS;
   private readonly directions = new Map<string, Float32Array>();

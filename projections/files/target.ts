@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ConflictReason, conflict, internal } from "../../schemas/errors.js";
@@ -9,6 +9,7 @@ import { scratchpadIndexPath, scratchpadOwner, type AppLayout } from "./layout.j
 import { applyEvent, emptyRecord, indexEntryOf, isMemoryEvent, type IndexEntry, type MemoryRecord } from "./model.js";
 import { CHECKPOINT_FILE, INDEX_FILE, STATE_DIR, memoryFilePath, memoryStatePath, resolveInside } from "./paths.js";
 import { renderMemoryFile, renderMemoryIndex, renderScratchpadIndex } from "./render.js";
+import { FileWriter } from "./writer.js";
 
 /** The on-disk form of one memory's record (`.state/<id>.json`). */
 interface StoredRecord extends MemoryRecord {
@@ -30,7 +31,17 @@ export interface FilesTargetOptions {
    * memory (see STATE_BUNDLE). Readers never see the directory before the commit that precedes promote.
    */
   fresh?: boolean;
+  /**
+   * Fresh targets only: once this many memories were touched since the last commit, `apply` writes
+   * their files and one state bundle and drops them from memory (default 4096). This bounds what a
+   * rebuild holds however long the log is (at 1M events it held every memory until its one commit),
+   * and starts writing files while the log is still being read. A memory touched again after a spill
+   * is read back (from the previous spill, kept in memory, or from its bundle) and written again.
+   */
+  spillRecords?: number;
 }
+
+const DEFAULT_SPILL_RECORDS = 4096;
 
 /**
  * `.state/bundle-<seq>.jsonl`: the records a fresh target's commit at `seq` wrote, one JSON line each.
@@ -108,6 +119,17 @@ export class FilesTarget implements ProjectionTarget {
   private closed = false;
   /** Set by `fence`: the leader token this target writes under (services/leader-lease.ts). */
   private fenceToken: number | undefined;
+  /** Fresh targets: writes go to a worker thread, in order (see writer.ts); commit drains it. */
+  private readonly writer: FileWriter | undefined;
+  /** Fresh targets: the records the last spill wrote, so that a memory touched again soon is not read back from disk. */
+  private spilled = new Map<string, MemoryRecord>();
+  /** The sequence of the last state bundle written: bundles are named by it and loaded in its order. */
+  private lastBundleSeq = 0;
+  /** The highest sequence applied (a spill names its bundle by it). */
+  private appliedSeq = 0;
+  /** Scratchpad owners of memories spilled since the last commit: their indexes are the commit's to write. */
+  private readonly spilledOwners = new Set<string>();
+  private spilledSinceCommit = false;
 
   private constructor(
     readonly layout: AppLayout,
@@ -116,6 +138,7 @@ export class FilesTarget implements ProjectionTarget {
     private readonly options: FilesTargetOptions,
   ) {
     this.committed = { seq: 0, generation };
+    if (options.fresh && !options.sync) this.writer = new FileWriter();
   }
 
   /** Opens a generation directory that exists, resuming from its checkpoint and state files. */
@@ -131,7 +154,7 @@ export class FilesTarget implements ProjectionTarget {
 
   /** True when events were applied since the last commit (promote refuses such a target). */
   get hasUncommitted(): boolean {
-    return this.touched.size > 0;
+    return this.touched.size > 0 || this.spilledSinceCommit;
   }
 
   /**
@@ -220,6 +243,10 @@ export class FilesTarget implements ProjectionTarget {
   }
 
   private async readRecord(id: string): Promise<MemoryRecord> {
+    const kept = this.spilled.get(id);
+    if (kept) return kept;
+    // A spilled bundle may still be queued in the writer.
+    await this.writer?.drain();
     const at = this.bundled.get(id);
     if (!at) return JSON.parse(await readFile(resolveInside(this.dir, memoryStatePath(id)), "utf8")) as StoredRecord;
     const handle = await open(at.file, "r");
@@ -266,6 +293,33 @@ export class FilesTarget implements ProjectionTarget {
       // the memory's file and MEMORY.md to be rewritten.
       this.touched.set(id, applyEvent(record, projected));
     }
+    const last = events.at(-1)?.seq ?? 0;
+    if (last > this.appliedSeq) this.appliedSeq = last;
+    if (this.writer && this.touched.size >= (this.options.spillRecords ?? DEFAULT_SPILL_RECORDS)) this.spill();
+  }
+
+  /**
+   * Fresh targets: writes the touched memories' files and one state bundle now, without MEMORY.md or
+   * the checkpoint (those are the commit's), and forgets the records. The generation is invisible and
+   * never resumed, so files ahead of the checkpoint harm nobody; a re-touched memory is written again.
+   */
+  private spill(): void {
+    const records = [...this.touched.values()].filter((r) => r.state.id !== null);
+    for (const record of records) this.queueMemoryFile(record);
+    if (records.length > 0) this.queueBundle(this.appliedSeq, records);
+    for (const record of records) {
+      this.remember(record);
+      const owner = scratchpadOwner(record.state.scope ?? "app");
+      if (owner !== null) this.spilledOwners.add(owner);
+    }
+    this.spilled = new Map(records.map((r) => [r.state.id!, r]));
+    this.spilledSinceCommit = true;
+    this.touched.clear();
+  }
+
+  private queueMemoryFile(record: MemoryRecord): void {
+    const markdown = hasFile(record) ? renderMemoryFile(this.layout.app, record) : undefined;
+    if (markdown !== undefined) this.writer!.enqueue(this.prepare(memoryFilePath(record.state.scope ?? "app", record.state.id!)), markdown);
   }
 
   /**
@@ -318,7 +372,7 @@ export class FilesTarget implements ProjectionTarget {
     this.assertOpen();
     await this.assertStillMine();
     await this.assertFence();
-    if (this.touched.size === 0 && seq <= this.committed.seq && this.indexOnDisk) return;
+    if (this.touched.size === 0 && !this.spilledSinceCommit && seq <= this.committed.seq && this.indexOnDisk) return;
 
     // Write order is the crash-safety argument:
     // 1. each touched memory's file, then its state (a crash here leaves the checkpoint behind: the
@@ -326,7 +380,11 @@ export class FilesTarget implements ProjectionTarget {
     // 2. MEMORY.md, after the files it links to exist (readers following a link never find nothing);
     // 3. the checkpoint, last: it promises that everything up to `seq` is on disk.
     const records = [...this.touched.values()].filter((r) => r.state.id !== null);
-    if (this.options.fresh) {
+    if (this.writer) {
+      for (const record of records) this.queueMemoryFile(record);
+      if (records.length > 0) this.queueBundle(Math.max(seq, this.appliedSeq), records);
+      this.spilled.clear();
+    } else if (this.options.fresh) {
       await inChunks(records, async (record) => {
         const markdown = hasFile(record) ? renderMemoryFile(this.layout.app, record) : undefined;
         if (markdown !== undefined) await this.write(memoryFilePath(record.state.scope ?? "app", record.state.id!), markdown);
@@ -343,12 +401,13 @@ export class FilesTarget implements ProjectionTarget {
     }
     for (const record of records) this.remember(record);
 
-    if (records.length > 0 || !this.indexOnDisk) {
+    if (records.length > 0 || this.spilledSinceCommit || !this.indexOnDisk) {
       await this.write(INDEX_FILE, renderMemoryIndex(this.layout.app, this.entries.values()));
       this.indexOnDisk = true;
     }
     // Each scratchpad a record of this commit belongs to gets its own index again (a scope never changes).
     const agents = new Set(records.map((r) => scratchpadOwner(r.state.scope ?? "app")).filter((a): a is string => a !== null));
+    for (const owner of this.spilledOwners) agents.add(owner);
     if (agents.size > 0) {
       const byAgent = new Map<string, IndexEntry[]>([...agents].map((a) => [a, []]));
       for (const entry of this.entries.values()) {
@@ -363,7 +422,11 @@ export class FilesTarget implements ProjectionTarget {
     const checkpoint: Checkpoint = { seq: Math.max(seq, this.committed.seq), generation: this.generation };
     await this.assertFence();
     await this.write(CHECKPOINT_FILE, `${JSON.stringify(checkpoint)}\n`);
+    // Queued in order after every file and bundle of this commit: the checkpoint is on disk last.
+    await this.writer?.drain();
     this.committed = checkpoint;
+    this.spilledOwners.clear();
+    this.spilledSinceCommit = false;
     this.touched.clear();
   }
 
@@ -386,6 +449,48 @@ export class FilesTarget implements ProjectionTarget {
     }
   }
 
+  /** The records as one bundle queued in the writer, remembering where each one will sit. */
+  private queueBundle(seq: number, records: readonly MemoryRecord[]): void {
+    // Loading applies bundles in the order of their sequence, so each must be named after the previous.
+    if (seq <= this.lastBundleSeq) throw internal(`files target ${this.generation}: bundle at seq ${seq} after one at ${this.lastBundleSeq}`);
+    this.lastBundleSeq = seq;
+    const relative = `${STATE_DIR}/${bundleName(seq)}`;
+    const file = this.prepare(relative);
+    const lines: string[] = [];
+    let offset = 0;
+    for (const record of records) {
+      const line = JSON.stringify({ format: 1, ...record } satisfies StoredRecord);
+      const length = Buffer.byteLength(line, "utf8");
+      lines.push(line);
+      this.bundled.set(record.state.id!, { file, offset, length });
+      offset += length + 1;
+    }
+    this.writer!.enqueue(file, `${lines.join("\n")}\n`);
+  }
+
+  /**
+   * The absolute path of a file for the writer, counted against `failAfterWrites`, its folders created
+   * (synchronously, once each: there are a few dozen, the scope folders).
+   */
+  private prepare(relative: string): string {
+    if (this.options.failAfterWrites !== undefined && this.writes >= this.options.failAfterWrites) {
+      throw internal(`simulated crash after ${this.writes} writes`);
+    }
+    this.writes++;
+    const segments = relative.split("/").slice(0, -1);
+    for (let depth = 1; depth <= segments.length; depth++) {
+      const dir = resolveInside(this.dir, segments.slice(0, depth).join("/"));
+      if (this.knownDirs.has(dir)) continue;
+      try {
+        mkdirSync(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      this.knownDirs.add(dir);
+    }
+    return resolveInside(this.dir, relative);
+  }
+
   /** The touched records as one bundle (fresh targets only), remembering where each one sits. */
   private async writeBundle(seq: number, records: readonly MemoryRecord[]): Promise<void> {
     const relative = `${STATE_DIR}/${bundleName(seq)}`;
@@ -405,6 +510,7 @@ export class FilesTarget implements ProjectionTarget {
   }
 
   private async write(relative: string, content: string): Promise<void> {
+    if (this.writer) return this.writer.enqueue(this.prepare(relative), content);
     // Counted when started, so that with concurrent writes exactly `failAfterWrites` of them happen.
     if (this.options.failAfterWrites !== undefined && this.writes >= this.options.failAfterWrites) {
       throw internal(`simulated crash after ${this.writes} writes`);
@@ -443,5 +549,7 @@ export class FilesTarget implements ProjectionTarget {
   async close(): Promise<void> {
     this.closed = true;
     this.touched.clear();
+    this.spilled.clear();
+    await this.writer?.close();
   }
 }
