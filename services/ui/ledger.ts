@@ -1,10 +1,10 @@
 import { createTwoFilesPatch } from "diff";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ObjectStore } from "@nats-io/obj";
-import { memoryDecider, memoryStatus, type MemoryState, type MemoryVersion } from "../../commands/memory.js";
+import { memoryDecider, type MemoryState, type MemoryVersion } from "../../commands/memory.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { LiveClaim, OpenTask } from "../../projections/claims/reader.js";
-import type { AppendOutcome, RequestOf, Verb } from "../../schemas/commands.js";
+import type { RequestOf, Verb } from "../../schemas/commands.js";
 import { ErrorCode, MemledgerError, invalid } from "../../schemas/errors.js";
 import type { Evidence, MemoryEvent, OrgProvenance, ProposedChange, PromotionReason, TranscriptSpan } from "../../schemas/events.js";
 import type { Actor } from "../../schemas/primitives.js";
@@ -15,7 +15,7 @@ import type { MemoryView } from "../command-service.js";
 import { discoverScopes } from "../discovery.js";
 import type { EventStore } from "../event-store.js";
 import { isStreamNotFound } from "../nats.js";
-import { openTranscripts, readTranscript } from "../transcripts.js";
+import { readTranscript, useTranscripts } from "../transcripts.js";
 
 /**
  * What the review page reads and does, as its human. Every action is a command verb sent through the SDK
@@ -27,9 +27,7 @@ import { openTranscripts, readTranscript } from "../transcripts.js";
  */
 
 /** The outcome of one action on one item: what the ledger appended, or why it refused. */
-export type ActionResult =
-  | { ok: true; label: string; seq: number; type: string }
-  | { ok: false; label: string; code: string; message: string };
+export type ActionResult = { ok: true; label: string; detail: string } | { ok: false; label: string; code: string; message: string };
 
 export interface QueueItem {
   app: string;
@@ -49,7 +47,7 @@ export interface QueueItem {
   flags: PromotionReason[];
 }
 
-export type ProposalStatus = "made" | "accepted" | "applied" | "rejected" | "reverted";
+export type ProposalStatus = "pending" | "accepted" | "applied" | "rejected" | "reverted";
 
 export interface ProposalView {
   proposalId: string;
@@ -98,6 +96,14 @@ export interface TimelineFilter {
 }
 
 const LOG_PAGE = 10_000;
+
+/** One proposal's outcome as the consolidation verbs report it (services/dream/review.ts ItemOutcome). */
+interface DreamItemOutcome {
+  proposalId: string;
+  outcome: "applied" | "rejected" | "reverted" | "refused";
+  events: { memoryId: string; seq: number; type: string }[];
+  error?: { code: string; message: string };
+}
 
 export const describeError = (err: unknown): { code: string; message: string } =>
   err instanceof MemledgerError ? { code: err.code, message: err.message } : { code: ErrorCode.internal, message: err instanceof Error ? err.message : String(err) };
@@ -244,15 +250,31 @@ export class UiLedger {
   async act(label: string, send: () => Promise<{ seq: number; type: string }>): Promise<ActionResult> {
     try {
       const outcome = await send();
-      return { ok: true, label, seq: outcome.seq, type: outcome.type };
+      return { ok: true, label, detail: `${outcome.type} appended at sequence ${outcome.seq}` };
     } catch (err) {
       return { ok: false, label, ...describeError(err) };
     }
   }
 
-  /** Sends any verb as the page's human (the consolidation verbs, when the service has them). */
-  request<R>(app: string, verb: Verb, payload: RequestOf<Verb>): Promise<R> {
-    return this.client(app).request(verb, payload as never) as Promise<R>;
+  /**
+   * A consolidation verb (dream_accept, dream_reject, dream_revert) as the page's human: one result per
+   * proposal, as the service reports it (applied, rejected, reverted, or refused with its reason); a refusal
+   * of the whole request (the policy's `dream` verb) is one refused result.
+   */
+  async review(app: string, verb: "dream_accept" | "dream_reject" | "dream_revert", payload: Record<string, unknown>, label: string): Promise<ActionResult[]> {
+    let reply: { results: DreamItemOutcome[]; replayed?: boolean };
+    try {
+      reply = await this.client(app).request(verb as Verb, payload as RequestOf<Verb>);
+    } catch (err) {
+      return [{ ok: false, label, ...describeError(err) }];
+    }
+    if (reply.results.length === 0) return [{ ok: true, label, detail: reply.replayed ? "already done: nothing new appended" : "nothing to do" }];
+    return reply.results.map((r): ActionResult => {
+      const what = `${label} ${r.proposalId}`;
+      if (r.outcome === "refused") return { ok: false, label: what, code: r.error?.code ?? "refused", message: r.error?.message ?? "refused" };
+      const events = r.events.map((e) => `${e.type} at ${e.seq}`).join(", ");
+      return { ok: true, label: what, detail: `${r.outcome}${events ? `: ${events}` : ""}` };
+    });
   }
 
   async memory(app: string, memoryId: string): Promise<MemoryPage> {
@@ -331,7 +353,7 @@ export class UiLedger {
           change: e.data.change,
           evidence: e.data.evidence,
           reason: e.data.reason,
-          status: "made",
+          status: "pending",
           madeAt: e.time,
           decidedBy: null,
           decisionReason: null,
@@ -364,7 +386,7 @@ export class UiLedger {
       const hex = span.digest.slice("sha256:".length);
       let lines = this.transcriptText.get(hex);
       if (!lines) {
-        this.transcripts ??= openTranscripts(this.store.nc, this.store.names).catch((err) => {
+        this.transcripts ??= useTranscripts(this.store.nc, this.store.names).catch((err) => {
           this.transcripts = undefined;
           throw err;
         });
@@ -393,6 +415,3 @@ export function parseItem(value: string): { memoryId: string; version: number } 
   if (at <= 0 || !Number.isInteger(version) || version < 1) throw invalid(`not an item: ${JSON.stringify(value.slice(0, 80))}`);
   return { memoryId: value.slice(0, at), version };
 }
-
-export const statusOf = (state: MemoryState) => memoryStatus(state);
-export type { AppendOutcome };

@@ -10,6 +10,10 @@ import { naming } from "../../events/subjects.js";
 import { NATS_URL, deleteRedisKeys, deleteStreams, uniquePrefix } from "../support/env.js";
 import { eventually } from "../support/eventually.js";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { activeVersionOf, memoryStatus } from "../../commands/memory.js";
+import type { Phase, ProposalDraft } from "../../services/dream/phase.js";
+import { runDream } from "../../services/dream/runner.js";
+import { transcriptRefOf } from "../../services/transcripts.js";
 import { launchBrowser, screenshot, startCli, startUiProcess, writePolicy, type Process } from "./support.js";
 
 /**
@@ -28,7 +32,13 @@ const POLICY = {
       ],
     },
     // The page's human reviews the app and one team only: team:secret is out of its reach.
-    reviewer: { allow: [{ verbs: ["propose", "approve", "reject", "supersede", "rollback", "promote"], scopes: ["team:core", "app"] }] },
+    reviewer: {
+      allow: [
+        { verbs: ["propose", "approve", "reject", "supersede", "rollback", "promote"], scopes: ["team:core", "app"] },
+        // Accept, reject and revert consolidation runs.
+        { verbs: ["dream"], scopes: ["app"] },
+      ],
+    },
     curator: { allow: [{ verbs: ["*"], scopes: ["org"] }] },
   },
   actors: {
@@ -37,6 +47,34 @@ const POLICY = {
     "service:curator": { roles: ["curator"] },
   },
 };
+
+/**
+ * Two deterministic phases for the runs screen (the real phases have their own tests): prune proposes to
+ * supersede every active memory tagged `ui-stale`; learn proposes two conventions, citing a transcript span.
+ */
+const uiPrune: Phase = {
+  name: "prune",
+  async propose({ view }) {
+    return [...view.memories]
+      .filter(([, m]) => memoryStatus(m.state) === "active" && activeVersionOf(m.state)!.tags.includes("ui-stale"))
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([id, m]): ProposalDraft => {
+        const ref = { memoryId: id, version: m.state.activeVersion! };
+        return { key: id, change: { action: "supersede", memory: ref }, evidence: { sessions: [], transcripts: [], memories: [ref], counts: { retrievals: 0, days: 120 }, prevalence: null, scores: {}, summary: "never retrieved in 120 days" }, reason: "stale: never retrieved" };
+      });
+  },
+};
+const learnPhase = (sessions: string[], digest: string): Phase => ({
+  name: "learn",
+  async propose() {
+    return ["Run the linter before pushing", "Pin Node to 20 in CI"].map((title, i): ProposalDraft => ({
+      key: `pattern-${i}`,
+      change: { action: "create", scope: "app", content: { title, body: `${title}.`, kind: "convention", tags: [], paths: [], importance: 3 } },
+      evidence: { sessions, transcripts: [{ sessionId: sessions[0]!, digest, lines: [2, 3] }], memories: [], counts: { sessions: sessions.length, occurrences: 4 }, prevalence: 0.75, scores: {}, summary: `seen in ${sessions.length} sessions` },
+      reason: "recurring correction",
+    }));
+  },
+});
 
 describe("memledger ui: the review page in a browser, against a running up", () => {
   const prefix = uniquePrefix("ui");
@@ -209,6 +247,64 @@ describe("memledger ui: the review page in a browser, against a running up", () 
     }, 30_000, 300);
     expect(await page.locator("#claims tbody tr", { hasText: "src/payments/webhook.ts" }).textContent()).toContain("coder-1");
     await screenshot(page, "claims");
+  });
+
+  it("accepts half of a consolidation run through the page, then reverts the run", async () => {
+    const reviewer = new MemoryClient(nc, { app, as: "human:alice", prefix });
+    const stale: string[] = [];
+    for (const title of ["Old build script", "Legacy deploy notes"]) {
+      const id = await propose(title, `${title}: obsolete.`, { tags: ["ui-stale"] });
+      await reviewer.approve(id);
+      stale.push(id);
+    }
+    const transcript = "user: push it\nassistant: pushing without lint\nuser: run the linter before pushing, always\nassistant: ok\n";
+    const sessions: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = await agent.startSession({ task: `task ${i}` });
+      await agent.endSession(s.sessionId, i === 0 ? { transcriptBytes: new TextEncoder().encode(transcript) } : {});
+      sessions.push(s.sessionId);
+    }
+    const digest = transcriptRefOf(new TextEncoder().encode(transcript)).digest;
+    const run = await runDream({ nc, store }, { app, phases: [uiPrune, learnPhase(sessions, digest)], force: true });
+    if (run.status !== "completed") throw new Error(`the run did not complete: ${run.status}`);
+    expect(run.proposals).toHaveLength(4);
+
+    await page.goto(`${ui.url}/runs?app=${app}`);
+    const section = page.locator(`#run-${run.runId}`);
+    await section.waitFor();
+    // The evidence: the cited transcript lines, counts and prevalence.
+    expect(await section.locator("pre.transcript").first().textContent()).toContain("run the linter before pushing, always");
+    expect(await section.locator(".evidence").first().textContent()).toMatch(/never retrieved in 120 days/);
+    expect(await section.textContent()).toContain("75% of analysed sessions");
+    await screenshot(page, "runs");
+
+    // Accept half: one prune and one learn proposal.
+    const [prune] = run.proposals.filter((p) => p.phase === "prune");
+    const [learn] = run.proposals.filter((p) => p.phase === "learn");
+    const chosen = [prune!.proposalId, learn!.proposalId];
+    for (const id of chosen) await section.locator(`article[data-proposal="${id}"]`).getByLabel(/^Select/).check();
+    await section.getByRole("button", { name: "Accept selected" }).click();
+    await page.locator(`#run-${run.runId} .results`, { hasText: "2 done, 0 refused" }).waitFor();
+    const stream = store.names.appStream(app);
+    const events = async () => (await store.readLog(stream, { sinceSeq: run.asOfSeq, limit: 10_000 })).map((e) => e.event);
+    const decided = (await events()).filter((e) => e.type === "proposal.accepted");
+    expect(decided.map((e) => e.aggregateId).sort()).toEqual([...chosen].sort());
+    expect(decided.every((e) => e.actor.kind === "human" && e.actor.id === "alice")).toBe(true);
+    const pruned = prune!.key;
+    expect((await memoryLog(pruned)).at(-1)).toMatchObject({ type: "memory.superseded", actor: { kind: "human", id: "alice" } });
+    // The other half is still waiting.
+    const others = run.proposals.map((p) => p.proposalId).filter((id) => !chosen.includes(id));
+    expect((await events()).filter((e) => e.type.startsWith("proposal.") && e.type !== "proposal.made" && others.includes(e.aggregateId))).toEqual([]);
+
+    const revertForm = page.locator(`#run-${run.runId} form.revert`);
+    await revertForm.getByLabel("Reason to revert the run").fill("too eager: keep the build notes");
+    await revertForm.getByRole("button", { name: "Revert run" }).click();
+    await page.locator(`#run-${run.runId} .badge.status-reverted`).first().waitFor();
+    const after = await events();
+    expect(after.filter((e) => e.type === "run.reverted")).toMatchObject([{ actor: { kind: "human", id: "alice" }, data: { reason: "too eager: keep the build notes" } }]);
+    expect(after.filter((e) => e.type === "proposal.reverted").map((e) => e.aggregateId).sort()).toEqual([...chosen].sort());
+    expect((await memoryLog(pruned)).at(-1)).toMatchObject({ type: "memory.reinstated" });
+    await screenshot(page, "runs-reverted");
   });
 
   it("refuses a POST without the page's form token or from another origin, and appends nothing", async () => {

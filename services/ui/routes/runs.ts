@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { REQUESTS, type Verb } from "../../../schemas/commands.js";
+import { REQUESTS } from "../../../schemas/commands.js";
 import { Id } from "../../../schemas/primitives.js";
 import { checkPost } from "../auth.js";
 import type { UiContext } from "../context.js";
@@ -66,15 +66,14 @@ export function runsRoutes(ui: UiContext): Hono {
     if (!runId.success) return c.html(errorPage("not a run id"), 400);
     const action = String(body.action ?? "");
     const reason = list(body.reason).find((r) => r.trim() !== "");
-    const run = (await ui.ledger.runs(app)).find((r) => r.runId === runId.data);
-    const waiting = run?.proposals.filter((p) => p.status === "made").map((p) => p.proposalId) ?? [];
     const all = action.endsWith("-all");
     const verb = action.startsWith("accept") ? VERBS.accept : action.startsWith("reject") ? VERBS.reject : null;
-    const chosen = all ? waiting : list(body.proposal);
+    // An empty list asks the service for every undecided proposal of the run.
+    const chosen = all ? [] : list(body.proposal);
     let results: ActionResult[];
     if (verb === null || !Object.hasOwn(REQUESTS, verb)) results = [{ ok: false, label: action || "decide", code: "invalid", message: "this service does not answer that consolidation verb" }];
-    else if (chosen.length === 0) results = [{ ok: false, label: action, code: "invalid", message: "no proposal selected: tick at least one" }];
-    else results = await decideProposals(ui, app, verb, runId.data, chosen, reason);
+    else if (!all && chosen.length === 0) results = [{ ok: false, label: action, code: "invalid", message: "no proposal selected: tick at least one" }];
+    else results = await ui.ledger.review(app, verb, { runId: runId.data, proposalIds: chosen, ...(reason !== undefined ? { reason } : {}) }, verb === VERBS.accept ? "accept" : "reject");
     return ui.respond(c, "runs", app, `Consolidation runs of ${app}`, await section(app, runId.data, results));
   });
 
@@ -86,20 +85,11 @@ export function runsRoutes(ui: UiContext): Hono {
     const runId = Id.safeParse(body.run);
     if (!runId.success) return c.html(errorPage("not a run id"), 400);
     const reason = list(body.reason).find((r) => r.trim() !== "");
-    const results = Object.hasOwn(REQUESTS, VERBS.revert)
-      ? [await ui.ledger.act(`revert run ${runId.data}`, () => ui.ledger.request(app, VERBS.revert as Verb, { runId: runId.data, reason } as never))]
-      : [{ ok: false as const, label: "revert", code: "invalid", message: "this service does not answer the revert verb" }];
+    const results: ActionResult[] = Object.hasOwn(REQUESTS, VERBS.revert)
+      ? await ui.ledger.review(app, VERBS.revert, { runId: runId.data, ...(reason !== undefined ? { reason } : {}) }, "revert")
+      : [{ ok: false, label: "revert", code: "invalid", message: "this service does not answer the revert verb" }];
     return ui.respond(c, "runs", app, `Consolidation runs of ${app}`, await section(app, runId.data, results));
   });
 
   return routes;
-}
-
-/** One command per proposal, as the page's human; a refusal of one does not stop the others. */
-async function decideProposals(ui: UiContext, app: string, verb: string, runId: string, proposalIds: string[], reason: string | undefined): Promise<ActionResult[]> {
-  const results: ActionResult[] = [];
-  for (const proposalId of proposalIds) {
-    results.push(await ui.ledger.act(`${verb === VERBS.accept ? "accept" : "reject"} ${proposalId}`, () => ui.ledger.request(app, verb as Verb, { runId, proposalIds: [proposalId], reason } as never)));
-  }
-  return results;
 }

@@ -86,7 +86,7 @@ export function resultsView(results: ActionResult[] | undefined): Html {
   <ul>
     ${results.map((r) =>
       r.ok
-        ? html`<li class="ok">${r.label}: ${r.type} appended at sequence ${r.seq}</li>`
+        ? html`<li class="ok">${r.label}: ${r.detail}</li>`
         : html`<li class="refused">${r.label}: refused (${r.code}): <span class="refusal">${r.message}</span></li>`,
     )}
   </ul>

@@ -27,11 +27,11 @@ function changeView(app: string, change: ProposedChange): Html {
     case "supersede":
       return html`Supersede ${ref(app, change.memory)}`;
     case "merge":
-      return html`Merge ${change.sources.map((s, i) => html`${i > 0 ? ", " : ""}${ref(app, s)}`)} into a new ${change.scope} memory “${change.content.title}”`;
+      return html`Merge ${change.sources.map((s, i) => html`${i > 0 ? ", " : ""}${ref(app, s)}`)} into a new memory in ${change.scope}: “${change.content.title}”`;
     case "revise":
       return html`Revise ${ref(app, change.memory)} to “${change.content.title}”`;
     case "create":
-      return html`Create a ${change.scope} memory “${change.content.title}”`;
+      return html`Create a memory in ${change.scope}: “${change.content.title}”`;
     case "promote":
       return html`Promote candidate ${ref(app, change.candidate)} to ${change.scope} as “${change.content.title}”`;
     case "flag":
@@ -45,7 +45,7 @@ function proposalCard(app: string, runId: string, p: ProposalView, excerpts: Exc
   const dom = `p-${p.proposalId}`;
   const content = contentOf(p.change);
   const ev = p.evidence;
-  const open = p.status === "made";
+  const open = p.status === "pending";
   return html`<li><article class="card proposal status-${p.status}" aria-labelledby="${dom}-h" data-proposal="${p.proposalId}">
   ${open && (actions.accept || actions.reject)
     ? html`<div class="select"><input type="checkbox" id="${dom}-sel" name="proposal" value="${p.proposalId}" form="${sectionId}-bulk"><label for="${dom}-sel">Select <span class="visually-hidden">${p.proposalId}</span></label></div>`
@@ -93,7 +93,7 @@ function proposalCard(app: string, runId: string, p: ProposalView, excerpts: Exc
 export function runSection(app: string, run: RunView, excerpts: Excerpts, csrf: string, actions: RunActions, results?: ActionResult[]): Html {
   const id = `run-${run.runId}`;
   const phases = [...new Set([...run.phases, ...run.proposals.map((p) => p.phase)])];
-  const open = run.proposals.filter((p) => p.status === "made").length;
+  const open = run.proposals.filter((p) => p.status === "pending").length;
   const applied = run.proposals.some((p) => p.status === "applied" || p.status === "accepted");
   return html`<section id="${id}" class="run" data-live="/runs/section?app=${encodeURIComponent(app)}&amp;run=${encodeURIComponent(run.runId)}" aria-labelledby="${id}-h">
 <h2 id="${id}-h">Run <code>${run.runId}</code> <span class="badge status-${run.status}">${run.status}</span></h2>
