@@ -3,13 +3,16 @@
  * Each benchmark is its own module exporting a `Benchmark`; add new ones (replay, search) to BENCHMARKS.
  */
 import { appendBenchmark } from "./append.js";
+import { asOfBenchmark } from "./asof.js";
 import { chaosBenchmark } from "./chaos.js";
+import { dreamBenchmark } from "./dream.js";
 import { replayBenchmark } from "./replay.js";
+import { peersBenchmark } from "./peers.js";
 import { propertyBenchmark } from "./property.js";
 import { searchBenchmark } from "./search.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark, chaosBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark, chaosBenchmark, peersBenchmark, asOfBenchmark, dreamBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");

@@ -1,32 +1,7 @@
-import { applyEvent, emptyRecord, indexEntryOf, isMemoryEvent, type MemoryRecord } from "../../projections/files/model.js";
-import { renderMemoryIndex } from "../../projections/files/render.js";
-import type { EventStore } from "../event-store.js";
-import { withinAsOf, type AsOf } from "./history.js";
-
 /**
  * The app's MEMORY.md as it was at a moment: the files projection's own pure fold (applyEvent) over the
- * stream up to the bound, rendered by its own renderer, so it is byte for byte what the live projection
- * showed then.
+ * stream up to the bound (from a verified snapshot when there is one, snapshots.ts), rendered by its own
+ * renderer, so it is byte for byte what the live projection showed then. Search and hydrate as of a
+ * moment are in time-travel.ts, over the same folded state.
  */
-export async function memoryIndexAsOf(store: EventStore, app: string, asOf: AsOf): Promise<{ markdown: string; seq: number }> {
-  const stream = store.names.appStream(app);
-  const records = new Map<string, MemoryRecord>();
-  let seq = 0;
-  let past = false;
-  if ((await store.lastSeq(stream)) > 0) {
-    await store.replay(stream, {}, (batch) => {
-      for (const projected of batch) {
-        if (past || !withinAsOf(projected, asOf)) {
-          past = true;
-          continue;
-        }
-        seq = projected.seq;
-        if (!isMemoryEvent(projected.event)) continue;
-        const id = projected.event.aggregateId;
-        records.set(id, applyEvent(records.get(id) ?? emptyRecord(), projected));
-      }
-    });
-  }
-  const entries = [...records.values()].map(indexEntryOf).filter((e) => e !== undefined);
-  return { markdown: renderMemoryIndex(app, entries), seq };
-}
+export { memoryIndexAsOf } from "./time-travel.js";

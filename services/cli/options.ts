@@ -155,7 +155,15 @@ export function asOfOptions(cmd: Command, timeHelp = "as the log stood at this t
 export interface AsOfOptions {
   asOfSeq?: number;
   asOf?: string;
+  /** `--no-snapshot` (commander sets false): fold from the log alone, ignoring the as-of snapshots. */
+  snapshot?: boolean;
 }
+
+/** `--no-snapshot`: an as-of read folds from the log alone instead of starting at a verified snapshot. */
+export const snapshotOption = (cmd: Command): Command => cmd.option("--no-snapshot", "fold from the log alone, ignoring as-of snapshots (slower; trusts nothing but the log)");
+
+/** True when an as-of flag was given (the read goes to the log instead of the live read models). */
+export const isAsOf = (opts: AsOfOptions): boolean => opts.asOfSeq !== undefined || opts.asOf !== undefined;
 
 export function parseAsOf(opts: AsOfOptions): AsOf {
   if (opts.asOf !== undefined && Number.isNaN(Date.parse(opts.asOf))) throw invalid(`--as-of '${opts.asOf}': not a time; use ISO 8601 such as 2026-11-29T14:00:00Z`);

@@ -6,7 +6,7 @@ import type { HistoryEntry } from "../../audit/history.js";
 import type { CliContext } from "../context.js";
 import { printJson, printLine, readAll } from "../io.js";
 import { withStore } from "../read-models.js";
-import { asOfOptions, parseAsOf, wholeNumber, type AsOfOptions, type GlobalOptions } from "../options.js";
+import { asOfOptions, parseAsOf, snapshotOption, wholeNumber, type AsOfOptions, type GlobalOptions } from "../options.js";
 
 /**
  * What auditors run, straight from the log (a read-only user can: nothing here sends a command):
@@ -14,6 +14,7 @@ import { asOfOptions, parseAsOf, wholeNumber, type AsOfOptions, type GlobalOptio
  *   memledger diff ID V1 V2                               a unified diff of two versions
  *   memledger blame PATH                                  the memories that concern a file or directory
  *   memledger index [--as-of-seq N | --as-of TIME]        the app's MEMORY.md (of that moment)
+ *   memledger snapshot [--every N]                        write the as-of snapshots that make those reads fast
  *   memledger export [--since-seq N] [--out FILE]         every event as JSON lines
  *   memledger import FILE                                 append an export into an empty app
  *   memledger exposure ID [--version V]                   the sessions, agents and times shown that memory
@@ -124,16 +125,32 @@ export function register(program: Command, { io, globals, setExitCode }: CliCont
     }
   });
 
-  asOfOptions(program.command("index").description("the app's MEMORY.md, now or as it stood at a sequence or time")).action(
-    async (opts: { asOfSeq?: number; asOf?: string }, cmd: Command) => {
+  snapshotOption(asOfOptions(program.command("index").description("the app's MEMORY.md, now or as it stood at a sequence or time"))).action(
+    async (opts: AsOfOptions, cmd: Command) => {
       const g = globals(cmd);
       const asOf = parseAsOf(opts);
       const { memoryIndexAsOf } = await audit();
-      const index = await withStore(g, (store) => memoryIndexAsOf(store, g.app, asOf));
+      const index = await withStore(g, (store) => memoryIndexAsOf(store, g.app, asOf, { noSnapshot: opts.snapshot === false }));
       if (g.json) printJson(io, index);
       else io.stdout.write(index.markdown);
     },
   );
+
+  program
+    .command("snapshot")
+    .description("write the app's missing as-of snapshots (the folded memory records every N events) into the <prefix>_asof bucket: a cache that makes as-of reads fast")
+    .option("--every <n>", `events between snapshots (default ${10_000})`, wholeNumber(100))
+    .action(async (opts: { every?: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const { writeSnapshots } = await import("../../audit/snapshots.js");
+      const result = await withStore(g, (store) => writeSnapshots(store, g.app, { every: opts.every }));
+      if (g.json) printJson(io, { app: g.app, ...result });
+      else {
+        const from = result.report.snapshotSeq === null ? "the first event" : `the snapshot at ${result.report.snapshotSeq}`;
+        printLine(io, `${g.app}: folded ${result.report.folded} events from ${from} to ${result.lastSeq}; wrote ${result.written.length} snapshots${result.written.length ? ` (at ${result.written.map((w) => w.seq).join(", ")})` : ""}`);
+        if (result.report.snapshotProblem) io.stderr.write(`memledger: ${result.report.snapshotProblem}; folded from the log instead\n`);
+      }
+    });
 
   asOfOptions(
     program

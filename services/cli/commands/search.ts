@@ -8,12 +8,12 @@ import type { EventStore } from "../../event-store.js";
 import type { ReadModelConfig } from "../../read-models.js";
 import type { CliContext } from "../context.js";
 import { printJson, printLine } from "../io.js";
-import { defined, modeOption, wholeNumber } from "../options.js";
+import { asOfOptions, defined, isAsOf, modeOption, parseAsOf, snapshotOption, wholeNumber, type AsOfOptions } from "../options.js";
 import { machinery, scopeOf, withStore } from "../read-models.js";
 
 /** `memledger search`: hybrid search over the app's and the org's memories, from the index snapshots. */
 export function register(program: Command, { io, globals }: CliContext): void {
-  modeOption(
+  const search = modeOption(
     program
       .command("search")
       .description("hybrid (BM25 + vector) search over the app's and the org's active memories (loads the index snapshots, catches up from the log)")
@@ -22,14 +22,24 @@ export function register(program: Command, { io, globals }: CliContext): void {
     .option("--k <n>", "how many results (default 10)", wholeNumber(1))
     .option("--scope <scope>", "only this scope")
     .option("--kind <kind>", "only this kind")
-    .option("--explain", "show each result's rank and score per channel and the fused score")
-    .action(async (query: string, opts: { mode?: RetrievalMode; k?: number; scope?: string; kind?: string; explain?: boolean }, cmd: Command) => {
+    .option("--explain", "show each result's rank and score per channel and the fused score");
+  snapshotOption(asOfOptions(search, "as the memories stood at this time (ISO 8601), folded from the log"))
+    .action(async (query: string, opts: { mode?: RetrievalMode; k?: number; scope?: string; kind?: string; explain?: boolean } & AsOfOptions, cmd: Command) => {
       const g = globals(cmd);
       const { readModelConfig, searchVectorSetup, retrieve } = await machinery();
       const config = readModelConfig(io.env);
       const mode = opts.mode ?? "hybrid";
+      const asOf = isAsOf(opts) ? parseAsOf(opts) : undefined;
       const hits = await withStore(g, async (store) => {
         const vectors = mode === "bm25" ? undefined : await searchVectorSetup(store.nc, g.prefix, config, undefined, readerBackend(config));
+        if (asOf) {
+          // As of a moment: the memory records of then, folded from the log (services/audit/time-travel.ts),
+          // ranked by the same retrieve, under the same read policy.
+          const [{ searchAsOf }, { resolvePolicy }, { mayRead }] = await Promise.all([import("../../audit/time-travel.js"), import("../../auth/load.js"), import("../../../schemas/policy.js")]);
+          const { policy } = await resolvePolicy(undefined, io.env);
+          const readable = (scope: string) => mayRead(policy, g.as, scope);
+          return (await searchAsOf(store, g.app, query, asOf, { k: opts.k ?? 10, mode, scope: opts.scope, kind: opts.kind, readable, vectors, noSnapshot: opts.snapshot === false })).hits;
+        }
         // The org's memories are every app's: searched with the app's, marked origin "org".
         const apps = g.app === ORG_APP ? [ORG_APP] : [g.app, ORG_APP];
         const indexes: SearchIndex[] = [];

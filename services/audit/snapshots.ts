@@ -1,0 +1,339 @@
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Objm, type ObjectStore } from "@nats-io/obj";
+import { applyEvent, emptyRecord, type MemoryRecord as FilesRecord } from "../../projections/files/model.js";
+import { readSnapshot, writeSnapshot } from "../../projections/search/snapshot.js";
+import { evolveMemoryRecord } from "../../projections/search/memory-records.js";
+import type { SearchIndex } from "../../projections/search/index.js";
+import type { MemoryEvent } from "../../schemas/events.js";
+import { ORG_APP } from "../../events/subjects.js";
+import type { EventStore, StoredEvent } from "../event-store.js";
+import { AS_OF_GENERATION, emptyFoldedState, foldEvent, readBounded, type FoldedState } from "./as-of-state.js";
+import type { AsOf } from "./history.js";
+
+/**
+ * As-of snapshots: the folded memory records of an app (as-of-state.ts) at checkpoints, every `every`
+ * events of its stream, in the object store bucket `<prefix>_asof`. An as-of read loads the newest
+ * snapshot at or below its bound and folds only the events after it, so it costs a snapshot load and at
+ * most one interval of events instead of the whole stream.
+ *
+ * A snapshot is a cache of the log, never an authority over it. Before one is used:
+ *   - its header names this prefix, app and stream, this format, and a sequence inside the bound (for a
+ *     time bound: every event it folded is at or before that time);
+ *   - the SHA-256 of its body matches the header (a damaged or cut object);
+ *   - the event at its sequence in the log has the id and chain hash it was tagged with (a snapshot of a
+ *     stream that was since deleted and recreated, or of another ledger, does not match);
+ *   - a sample of its memories (up to SAMPLE) is folded again from their own subjects up to its sequence
+ *     and must equal what it holds, in both models.
+ * Anything wrong: the read folds from the stream's first event, and says why in `FoldReport`. A forgery by
+ * someone who may write the bucket and recomputes every digest is not caught by these checks (only the
+ * service and operators may; the auditor and agents may not): `--no-snapshot` folds from the log alone.
+ */
+
+export const SNAPSHOT_FORMAT = "memledger-asof-snapshot";
+export const SNAPSHOT_VERSION = 1;
+/** Events between checkpoints: an as-of read folds at most this many after the snapshot it loads. */
+export const DEFAULT_SNAPSHOT_EVERY = 10_000;
+/** Memories of a snapshot checked against the log before it is used. */
+export const SAMPLE = 16;
+
+export interface SnapshotHeader {
+  format: typeof SNAPSHOT_FORMAT;
+  version: typeof SNAPSHOT_VERSION;
+  prefix: string;
+  app: string;
+  stream: string;
+  seq: number;
+  eventId: string | null;
+  eventHash: string | null;
+  maxTime: string | null;
+  memories: number;
+  /** sha256 hex of the files records (everything after the header line). */
+  digest: string;
+  /** sha256 hex of the search part, a second object (`<name>.search`) read only by reads that rank. */
+  searchDigest: string;
+  savedAt: string;
+}
+
+/** Where in the bucket: sortable by sequence, one prefix per app; the search part beside it. */
+export const snapshotName = (app: string, seq: number): string => `${app}/${String(seq).padStart(12, "0")}`;
+const searchPartOf = (name: string): string => `${name}.search`;
+
+const sha256 = (bytes: Uint8Array | string): string => createHash("sha256").update(bytes).digest("hex");
+
+/** Opens the bucket; `create` for a writer (the service user or an operator). A reader gets null when it does not exist. */
+export async function openSnapshots(store: EventStore, options: { create?: boolean } = {}): Promise<ObjectStore | null> {
+  const objm = new Objm(store.nc);
+  const bucket = store.names.asOfSnapshotsBucket();
+  if (options.create) return objm.create(bucket, { description: "memledger as-of snapshots: folded memory records at checkpoints (a cache of the log)" });
+  try {
+    return await objm.open(bucket);
+  } catch {
+    // Missing, or not readable by this user: as-of reads then fold from the log.
+    return null;
+  }
+}
+
+/** The search index's own snapshot format (projections/search/snapshot.ts), as text, through a temporary file. */
+async function searchSnapshotText(index: SearchIndex): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "memledger-asof-"));
+  try {
+    const file = join(dir, "search.snapshot");
+    await writeSnapshot(file, index);
+    return await readFile(file, "utf8");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function searchIndexOf(bytes: Uint8Array, app: string): Promise<SearchIndex> {
+  const dir = await mkdtemp(join(tmpdir(), "memledger-asof-"));
+  try {
+    const file = join(dir, "search.snapshot");
+    await writeFile(file, bytes);
+    return await readSnapshot(file, { app });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The two objects of a snapshot of `state` (which must hold a search index): the files records with the header, and the search part. */
+export async function encodeSnapshot(prefix: string, state: FoldedState): Promise<{ main: Uint8Array; search: Uint8Array }> {
+  if (!state.search) throw new UnusableSnapshot("a snapshot needs the search index folded too");
+  const search = new TextEncoder().encode(await searchSnapshotText(state.search));
+  const body = JSON.stringify([...state.files.values()]);
+  const header: SnapshotHeader = {
+    format: SNAPSHOT_FORMAT,
+    version: SNAPSHOT_VERSION,
+    prefix,
+    app: state.app,
+    stream: state.stream,
+    seq: state.seq,
+    eventId: state.eventId,
+    eventHash: state.eventHash,
+    maxTime: state.maxTime,
+    memories: state.files.size,
+    digest: sha256(body),
+    searchDigest: sha256(search),
+    savedAt: new Date().toISOString(),
+  };
+  return { main: new TextEncoder().encode(`${JSON.stringify(header)}\n${body}`), search };
+}
+
+export class UnusableSnapshot extends Error {}
+
+/** Parses and checks a snapshot's main object on its own (format, names, digest, shape); the log checks come after. */
+export function decodeSnapshot(bytes: Uint8Array, expect: { prefix: string; app: string; stream: string }): FoldedState & { header: SnapshotHeader } {
+  const text = new TextDecoder().decode(bytes);
+  const cut = text.indexOf("\n");
+  if (cut < 0) throw new UnusableSnapshot("no header line");
+  let header: SnapshotHeader;
+  try {
+    header = JSON.parse(text.slice(0, cut)) as SnapshotHeader;
+  } catch {
+    throw new UnusableSnapshot("the header is not JSON");
+  }
+  if (header?.format !== SNAPSHOT_FORMAT || header.version !== SNAPSHOT_VERSION) throw new UnusableSnapshot(`unknown format ${String(header?.format)} v${String(header?.version)}`);
+  if (header.prefix !== expect.prefix || header.app !== expect.app || header.stream !== expect.stream) {
+    throw new UnusableSnapshot(`it is of ${header.prefix}/${header.app} (${header.stream}), not ${expect.prefix}/${expect.app} (${expect.stream})`);
+  }
+  const body = text.slice(cut + 1);
+  if (sha256(body) !== header.digest) throw new UnusableSnapshot("its records do not match their digest (damaged or edited)");
+  let records: FilesRecord[];
+  try {
+    records = JSON.parse(body) as FilesRecord[];
+  } catch {
+    throw new UnusableSnapshot("its records are not JSON");
+  }
+  if (!Array.isArray(records) || records.length !== header.memories) throw new UnusableSnapshot("it lacks the records it announces");
+  const files = new Map<string, FilesRecord>();
+  for (const record of records) {
+    const id = record?.state?.id;
+    if (typeof id !== "string" || typeof record.seq !== "number" || record.seq > header.seq) throw new UnusableSnapshot("a files record is malformed");
+    files.set(id, record);
+  }
+  return { header, app: header.app, stream: header.stream, seq: header.seq, eventId: header.eventId, eventHash: header.eventHash, maxTime: header.maxTime, files, search: null };
+}
+
+/** The search part of a snapshot, checked against the header's digest and sequence. */
+export async function decodeSearchPart(bytes: Uint8Array, header: SnapshotHeader): Promise<SearchIndex> {
+  if (sha256(bytes) !== header.searchDigest) throw new UnusableSnapshot("its search part does not match its digest (damaged or edited)");
+  let search: SearchIndex;
+  try {
+    search = await searchIndexOf(bytes, header.app);
+  } catch (err) {
+    throw new UnusableSnapshot(`its search part is unusable: ${(err as Error).message}`);
+  }
+  if (search.appliedSeq !== header.seq) throw new UnusableSnapshot(`its search part is at ${search.appliedSeq}, its header at ${header.seq}`);
+  if (search.generation !== AS_OF_GENERATION) throw new UnusableSnapshot(`its search part is of generation ${search.generation}, not an as-of one`);
+  return search;
+}
+
+/** Checks a decoded snapshot against the log: the tagged event, and a sample of memories folded again. */
+async function checkAgainstLog(store: EventStore, state: FoldedState): Promise<void> {
+  if (state.seq > 0) {
+    const at = await store.eventAt(state.stream, state.seq);
+    if (at === null || at.event.id !== state.eventId || (at.event.hash ?? null) !== state.eventHash) {
+      throw new UnusableSnapshot(`the log's event at sequence ${state.seq} is not the one it was taken at (the stream changed since)`);
+    }
+  }
+  const ids = [...state.files.keys()];
+  // Evenly spread over the memories (first appearance order), always including the first and last.
+  const picks = ids.length <= SAMPLE ? ids : [...new Set(Array.from({ length: SAMPLE }, (_, i) => ids[Math.round((i * (ids.length - 1)) / (SAMPLE - 1))]!))];
+  await Promise.all(
+    picks.map(async (id) => {
+      const subject = store.names.aggregate(state.app, "memory", id);
+      let files = emptyRecord();
+      let search: ReturnType<typeof evolveMemoryRecord>["record"] | undefined;
+      for await (const stored of store.readSubject(state.stream, subject)) {
+        if (stored.seq > state.seq) break;
+        files = applyEvent(files, stored);
+        search = evolveMemoryRecord(search, stored.event as MemoryEvent).record;
+      }
+      if (JSON.stringify(files) !== JSON.stringify(state.files.get(id))) throw new UnusableSnapshot(`memory ${id} differs from its events in the log`);
+      if (state.search && JSON.stringify(search) !== JSON.stringify(state.search.record(id))) throw new UnusableSnapshot(`memory ${id}'s search record differs from its events in the log`);
+    }),
+  );
+}
+
+/** What a fold started from and how much it read. */
+export interface FoldReport {
+  /** The snapshot's sequence, or null when the fold started at the stream's first event. */
+  snapshotSeq: number | null;
+  /** Why a snapshot that was there was not used (null: none was needed, none existed, or it was used). */
+  snapshotProblem: string | null;
+  /** Events folded after the starting point. */
+  folded: number;
+}
+
+interface Candidate {
+  name: string;
+  seq: number;
+  maxTime: string | null;
+}
+
+/** Snapshots of the app in the bucket, newest first, from their descriptions (`{seq, maxTime}`). */
+async function candidates(bucket: ObjectStore, app: string): Promise<Candidate[]> {
+  const found: Candidate[] = [];
+  for (const info of await bucket.list()) {
+    if (info.deleted || !info.name.startsWith(`${app}/`) || info.name.endsWith(".search")) continue;
+    try {
+      const tag = JSON.parse(info.description ?? "") as { seq?: unknown; maxTime?: unknown };
+      if (typeof tag.seq === "number") found.push({ name: info.name, seq: tag.seq, maxTime: typeof tag.maxTime === "string" ? tag.maxTime : null });
+    } catch {
+      // An object that is not ours: not a candidate.
+    }
+  }
+  return found.sort((a, b) => b.seq - a.seq);
+}
+
+const inside = (c: { seq: number; maxTime: string | null }, asOf: AsOf): boolean =>
+  (asOf.seq === undefined || c.seq <= asOf.seq) && (asOf.time === undefined || c.maxTime === null || Date.parse(c.maxTime) <= Date.parse(asOf.time));
+
+const getBlob = async (bucket: ObjectStore, name: string): Promise<Uint8Array> => {
+  const bytes = await bucket.getBlob(name).catch((err: Error) => {
+    throw new UnusableSnapshot(`cannot read ${name}: ${err.message}`);
+  });
+  if (bytes === null) throw new UnusableSnapshot(`${name} is missing`);
+  return bytes;
+};
+
+/**
+ * The newest usable snapshot of the app inside the bound, checked (see above), or the empty state with
+ * the reason the newest candidate was refused. Only the newest candidate is tried: a wrong snapshot means
+ * the cache is not to be trusted, so the read goes to the log. `withSearch`: the search part too.
+ */
+export async function loadSnapshot(
+  store: EventStore,
+  app: string,
+  asOf: AsOf,
+  bucket: ObjectStore | null,
+  withSearch: boolean,
+): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean }> {
+  const stream = app === ORG_APP ? store.names.orgStream() : store.names.appStream(app);
+  const empty = () => emptyFoldedState(app, stream, withSearch);
+  if (!bucket) return { state: empty(), problem: null, fromSnapshot: false };
+  const best = (await candidates(bucket, app).catch(() => [])).find((c) => inside(c, asOf));
+  if (!best) return { state: empty(), problem: null, fromSnapshot: false };
+  try {
+    const [main, searchBytes] = await Promise.all([getBlob(bucket, best.name), withSearch ? getBlob(bucket, searchPartOf(best.name)) : null]);
+    const state = decodeSnapshot(main, { prefix: store.names.prefix, app, stream });
+    if (!inside(state.header, asOf)) throw new UnusableSnapshot(`its header (seq ${state.header.seq}) is outside the bound its description promised`);
+    if (searchBytes) state.search = await decodeSearchPart(searchBytes, state.header);
+    await checkAgainstLog(store, state);
+    return { state, problem: null, fromSnapshot: true };
+  } catch (err) {
+    if (!(err instanceof UnusableSnapshot)) throw err;
+    return { state: empty(), problem: `snapshot ${best.name}: ${err.message}`, fromSnapshot: false };
+  }
+}
+
+/**
+ * The app's memory records as of the bound: from the newest usable snapshot (unless `noSnapshot`), then
+ * every later event inside the bound. `search`: fold the search index too (reads that rank). `everyEvent`
+ * sees every event inside the bound from the stream's first one (hydration's catalog needs all of them).
+ */
+export async function foldAsOf(
+  store: EventStore,
+  app: string,
+  asOf: AsOf,
+  options: { search?: boolean; noSnapshot?: boolean | undefined; bucket?: ObjectStore | null; everyEvent?: (stored: StoredEvent) => void } = {},
+): Promise<{ state: FoldedState; report: FoldReport }> {
+  const bucket = options.noSnapshot ? null : options.bucket === undefined ? await openSnapshots(store) : options.bucket;
+  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, asOf, bucket, options.search === true);
+  const start = state.seq;
+  let folded = 0;
+  const from = options.everyEvent ? 1 : start + 1;
+  await readBounded(store, state.stream, from, asOf, (stored) => {
+    options.everyEvent?.(stored);
+    if (stored.seq <= start) return;
+    foldEvent(state, stored);
+    folded++;
+  });
+  return { state, report: { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded } };
+}
+
+/**
+ * Writes the missing checkpoints of the app: from the newest usable snapshot, folds the stream and saves
+ * the state at each multiple of `every` it passes that has no snapshot yet (the state after the last
+ * event at or below that multiple). For the service user or an operator (`memledger snapshot`); readers
+ * never write.
+ */
+export async function writeSnapshots(
+  store: EventStore,
+  app: string,
+  options: { every?: number | undefined; bucket?: ObjectStore } = {},
+): Promise<{ written: { seq: number; bytes: number }[]; lastSeq: number; report: FoldReport }> {
+  const every = options.every ?? DEFAULT_SNAPSHOT_EVERY;
+  const bucket = options.bucket ?? (await openSnapshots(store, { create: true }))!;
+  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, {}, bucket, true);
+  const existing = new Set((await candidates(bucket, app)).map((c) => c.seq));
+  const written: { seq: number; bytes: number }[] = [];
+  const start = state.seq;
+  let folded = 0;
+  const save = async () => {
+    if (state.seq === 0 || existing.has(state.seq)) return;
+    const { main, search } = await encodeSnapshot(store.names.prefix, state);
+    const name = snapshotName(app, state.seq);
+    // The search part first: a main object is only listed once what it points at is there.
+    await bucket.putBlob({ name: searchPartOf(name) }, search);
+    await bucket.putBlob({ name, description: JSON.stringify({ seq: state.seq, maxTime: state.maxTime }) }, main);
+    existing.add(state.seq);
+    written.push({ seq: state.seq, bytes: main.length + search.length });
+  };
+  let boundary = (Math.floor(start / every) + 1) * every;
+  await readBounded(store, state.stream, start + 1, {}, async (stored) => {
+    // The state at the checkpoint is the one before the first event past it.
+    if (stored.seq > boundary) {
+      await save();
+      boundary = Math.floor(stored.seq / every) * every + every;
+    }
+    foldEvent(state, stored);
+    folded++;
+  });
+  // A stream that ends exactly on a checkpoint.
+  if (state.seq === boundary) await save();
+  return { written, lastSeq: state.seq, report: { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded } };
+}
