@@ -6,11 +6,13 @@ import { naming } from "../../events/subjects.js";
 import { HOSTILE_POLICY, startGovernedLedger, type GovernedLedger } from "../hostile/governed-ledger.js";
 import { settle, violations } from "../hostile/generated-broker.js";
 import { openTranscripts, readTranscript } from "../../services/transcripts.js";
+import { EventStore } from "../../services/event-store.js";
 
 /**
  * Issue 12 item 7 and an issue 11 gap, against a private nats-server running what `memledger auth
  * config` generated: the read-only `auditor` user runs every audit command (history, diff, blame, index,
- * export, verify, exposure) and every write it tries is refused with nothing changed; an agent stores a
+ * export, verify, exposure, and search, hydrate and index as of a sequence, from the snapshots the service
+ * wrote) and every write it tries (a snapshot too) is refused with nothing changed; an agent stores a
  * session transcript (`session end --transcript`) under auth, and may do nothing else to that bucket.
  */
 describe("auditor identity and agents' transcripts under auth", () => {
@@ -72,6 +74,37 @@ describe("auditor identity and agents' transcripts under auth", () => {
     expect(exposure.code).toBe(0);
     const shown = JSON.parse(exposure.stdout) as { sessions: { sessionId: string; sessionAgent: string; versions: number[] }[] };
     expect(shown.sessions).toEqual([expect.objectContaining({ sessionId, sessionAgent: "alice", versions: [2] })]);
+  });
+
+  it("the auditor runs search, hydrate and index as of a sequence, from the service's snapshots, and cannot write one", async () => {
+    // Sequence 2: v1 approved ("Retry 3 times"); v2 came later.
+    const search = await asAuditor(["search", "queue retries", "--as-of-seq", "2", "--mode", "bm25", "--json"]);
+    expect(search.stderr).toBe("");
+    expect(search.code).toBe(0);
+    expect(lines(search.stdout).map((l) => JSON.parse(l)).map((h: { memoryId: string; version: number }) => [h.memoryId, h.version])).toEqual([[memoryId, 1]]);
+    const hydrate = await asAuditor(["hydrate", "--task", "queue retries", "--as-of-seq", "2"]);
+    expect(hydrate.stderr).toBe("");
+    expect(hydrate.code).toBe(0);
+    expect(hydrate.stdout).toContain("Retry 3 times.");
+    expect(hydrate.stdout).not.toContain("Retry 5 times.");
+
+    // Snapshots are written by the service user; the auditor reads them (and only reads them).
+    const names = naming(ledger.prefix);
+    const store = await EventStore.open(ledger.serviceNc, names);
+    const { writeSnapshots } = await import("../../services/audit/snapshots.js");
+    await writeSnapshots(store, "app1", { every: 2 });
+    const index = await asAuditor(["index", "--as-of-seq", "4", "--json"]);
+    expect(index.code).toBe(0);
+    const shown = JSON.parse(index.stdout) as { markdown: string; from: Record<string, { snapshotSeq: number | null; snapshotProblem: string | null }> };
+    expect(shown.from.app1).toMatchObject({ snapshotSeq: 4, snapshotProblem: null });
+    expect(shown.markdown).toContain("Queue retries");
+    const bucketStream = `OBJ_${names.asOfSnapshotsBucket()}`;
+    const objects = (await (await jetstreamManager(ledger.serviceNc)).streams.info(bucketStream)).state.messages;
+    // A new event past the newest snapshot: `snapshot --every 1` must write one, and may not.
+    await (await ledger.clientAs("agent:alice")).propose({ title: "Dead letters", body: "Park them." });
+    const refused = await asAuditor(["snapshot", "--every", "1"]);
+    expect(refused.code, refused.stdout).not.toBe(0);
+    expect((await (await jetstreamManager(ledger.serviceNc)).streams.info(bucketStream)).state.messages).toBe(objects);
   });
 
   it("every write the auditor tries is refused, and nothing changed", async () => {

@@ -139,7 +139,7 @@ export function register(program: Command, { io, globals, setExitCode }: CliCont
   program
     .command("snapshot")
     .description("write the app's missing as-of snapshots (the folded memory records every N events) into the <prefix>_asof bucket: a cache that makes as-of reads fast")
-    .option("--every <n>", `events between snapshots (default ${10_000})`, wholeNumber(100))
+    .option("--every <n>", `events between snapshots (default ${10_000})`, wholeNumber(1))
     .action(async (opts: { every?: number }, cmd: Command) => {
       const g = globals(cmd);
       const { writeSnapshots } = await import("../../audit/snapshots.js");
