@@ -18,6 +18,7 @@ import * as init from "./commands/init.js";
 import * as hook from "./commands/hook.js";
 import * as watch from "./commands/watch.js";
 import * as quarantine from "./commands/quarantine.js";
+import * as dream from "./commands/dream.js";
 import * as ui from "./commands/ui.js";
 
 /** One file per noun (services/cli/commands/), in the order `memledger --help` lists them. */
@@ -38,6 +39,7 @@ const NOUNS: readonly { register(program: Command, ctx: CliContext): void }[] = 
   hook,
   watch,
   quarantine,
+  dream,
   ui,
 ];
 

@@ -2,6 +2,8 @@ import { defaultComponents, startMemledger } from "../runtime.js";
 import { readModelConfig } from "../read-models.js";
 import { resolvePolicy } from "../auth/load.js";
 import { sessionReviewComponent } from "../dream/session-review.js";
+import { dreamComponent } from "../dream/scheduler.js";
+import { dreamEnabledFromEnv, dreamIntervalFromEnv, dreamLockTtlFromEnv, dreamSettingsFromEnv } from "../dream/settings.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
 import { needsOperator, startupProgress } from "./startup-progress.js";
@@ -12,7 +14,7 @@ const describe = (err: unknown): string => toFailure(err).message;
  * Runs the ledger until SIGINT or SIGTERM, then drains and resolves 0. A second signal while draining
  * exits at once (1). Losing the connection for good (it reconnects forever otherwise) resolves 1.
  */
-export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string; sessionReview?: boolean }, io: Io): Promise<number> {
+export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string; sessionReview?: boolean; dream?: boolean }, io: Io): Promise<number> {
   const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
   // --policy, else MEMLEDGER_POLICY, else the permissive built-in default (schemas/policy.ts).
   const { policy, source } = await resolvePolicy(options.policy, io.env);
@@ -29,6 +31,10 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
       ...defaultComponents({ readModels: readModelConfig(io.env, { filesRoot: options.files }) }),
       // Session candidates are reviewed when their session ends (docs/candidates.md); --no-session-review turns it off.
       ...(options.sessionReview === false ? [] : [sessionReviewComponent({ onProgress: (line) => log(line) })]),
+      // The scheduled dream (docs/consolidation.md): off unless --dream or MEMLEDGER_DREAM=1.
+      ...(options.dream === true || dreamEnabledFromEnv(io.env)
+        ? [dreamComponent({ intervalMs: dreamIntervalFromEnv(io.env), settings: dreamSettingsFromEnv(io.env), lockTtlMs: dreamLockTtlFromEnv(io.env), onProgress: (line) => log(line) })]
+        : []),
     ],
     onError: (err, where) => {
       log(`error: ${where}: ${describe(err)}`);
