@@ -127,11 +127,18 @@ function evolveProposal(state: ProposalState, event: ProposalEvent): ProposalSta
   }
 }
 
+/**
+ * A session-end review's proposals carry their candidate's content: they live in the scope of the session
+ * under review (its evidence's one session, services/dream/phases/candidates.ts), read as the candidate is.
+ */
+const proposalScope = (phase: PhaseName | null, evidence: Evidence | null): string =>
+  phase === "candidates" && evidence?.sessions[0] !== undefined ? `session:${evidence.sessions[0]}` : "app";
+
 export const proposalDecider: Decider<ProposalCommand, ProposalEvent, ProposalState> = {
   aggregate: "proposal",
   initialState: initialProposalState,
   decide: decideProposal,
   evolve: evolveProposal,
-  scopeOf: () => "app",
+  scopeOf: (command, state) => (command.type === "make" ? proposalScope(command.phase, command.evidence) : proposalScope(state.phase, state.evidence)),
   outcomeOf: (state, eventId) => state.applied[eventId],
 };

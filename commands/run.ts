@@ -141,11 +141,17 @@ function evolveRun(state: RunState, event: RunEvent): RunState {
   }
 }
 
+/**
+ * A session-end review is about one session's candidates, which only its agent reads (docs/candidates.md):
+ * its events live in that session's scope, so `log` and `dream show` filter them as they filter the candidates.
+ */
+const runScope = (trigger: RunState["trigger"]): string => (trigger?.kind === "session_end" ? `session:${trigger.sessionId}` : "app");
+
 export const runDecider: Decider<RunCommand, RunEvent, RunState> = {
   aggregate: "run",
   initialState: initialRunState,
   decide: decideRun,
   evolve: evolveRun,
-  scopeOf: () => "app",
+  scopeOf: (command, state) => runScope(command.type === "start" ? command.trigger : state.trigger),
   outcomeOf: (state, eventId) => state.applied[eventId],
 };

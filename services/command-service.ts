@@ -572,7 +572,10 @@ export class CommandService {
     // Consolidation review (services/dream/review.ts): reads need scope app; decisions the policy's `dream` verb.
     dream_show: async (r, ctx) => {
       this.guard.requireRead(ctx.actor, "app", `dream show ${r.runId}`);
-      return showRun(this.reviewDeps(), ctx.app, r.runId);
+      const run = await showRun(this.reviewDeps(), ctx.app, r.runId);
+      // A session-end review shows that session's candidates: read as they are (docs/candidates.md).
+      if (run.trigger?.kind === "session_end") await this.guard.reader(ctx.actor, ctx.app).require(`session:${run.trigger.sessionId}`, `dream show ${r.runId}`);
+      return run;
     },
     dream_list: async (r, ctx) => {
       this.guard.requireRead(ctx.actor, "app", "dream list");

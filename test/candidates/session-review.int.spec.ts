@@ -73,6 +73,18 @@ describe("session-end review", () => {
     expect(history.versions[0]!.body).toBe("maybe cache this");
   });
 
+  it("the review run is read as the candidates are: another agent sees none of its events, nor the run", async () => {
+    const runId = sessionReviewRunId(app, session);
+    const bob = ledger.client("bob");
+    const log = await bob.log({ limit: 10_000 });
+    expect(log.filter((e) => e.type.startsWith("run.") || e.type.startsWith("proposal."))).toEqual([]);
+    expect(JSON.stringify(log)).not.toMatch(/idempotency key|Webhook retries/);
+    await expect(bob.request("dream_show", { runId })).rejects.toMatchObject({ code: "forbidden" });
+    const own = await ledger.client("alice").log({ limit: 10_000 });
+    expect(own.filter((e) => e.type === "proposal.made").map((e) => e.scope)).toEqual([`session:${session}`, `session:${session}`]);
+    expect(await ledger.client("alice").request("dream_show", { runId })).toMatchObject({ runId, trigger: { kind: "session_end", sessionId: session } });
+  });
+
   it("a redelivered session.ended (the consumer replays from the start) makes no second run", async () => {
     const runId = sessionReviewRunId(app, session);
     await eventually("the first review done", async () => ((await runEvents(runId)).some((e) => e.type === "run.completed") ? true : undefined));
