@@ -1,4 +1,5 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import hnswlib from "hnswlib-node";
 import { z } from "zod";
@@ -6,6 +7,7 @@ import { internal, invalid } from "../../schemas/errors.js";
 import { checkDimensions, prepareIds, preparePoints, prepareSearch, searchCutAtK, topHits, compareHits, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
 import { loadVectorSnapshot, saveVectorSnapshot } from "./vector-snapshot.js";
 import { VectorStore } from "./vector-store.js";
+import { GraphBuilder } from "./graph-builder.js";
 
 // hnswlib-node is a CommonJS native addon: its classes are properties of the module object.
 const { HierarchicalNSW } = hnswlib;
@@ -26,6 +28,12 @@ type Graph = InstanceType<typeof HierarchicalNSW>;
  * - Building a graph is slow (NOTES: 380 s for 100k random 512-d vectors), so `save` writes the graph
  *   itself (`writeIndex`) next to the vectors and `load` reads it back instead of rebuilding. A snapshot
  *   without a graph (written by the Orama index) is loaded by rebuilding the graph from its vectors.
+ * - Bulk loading builds the graph on a worker thread (graph-builder.ts): an index that was created or
+ *   cleared and has not needed its graph yet (a projection rebuild inserts every memory and searches
+ *   none before promote) hands its inserts to the builder once it holds `buildInWorkerFrom` points,
+ *   and takes the graph back (through hnswlib's file format) at its first save or first search that
+ *   walks the graph. Scores and exact scans never need the graph: they read the store, which stays
+ *   here. From then on (and after a load) inserts go into the graph here, one at a time, as before.
  */
 export interface HnswVectorIndexOptions {
   dimensions: number;
@@ -39,13 +47,18 @@ export interface HnswVectorIndexOptions {
   /** At or below this many candidate points, search scans them exactly instead of walking the graph. */
   exactScanLimit?: number;
   initialCapacity?: number;
+  /**
+   * Bulk loading: a new or cleared index builds its graph on a worker thread once it holds this many
+   * points without having needed the graph (default 256; Infinity: never).
+   */
+  buildInWorkerFrom?: number;
 }
 
 const GRAPH_FILE = "hnsw.index";
 const PARAMS_FILE = "hnsw.json";
 const GraphParams = z.strictObject({ m: z.number().int().min(2), efConstruction: z.number().int().min(1) });
 
-const DEFAULTS = { m: 16, efConstruction: 200, efSearch: 64, exactScanLimit: 4096, initialCapacity: 1024 };
+const DEFAULTS = { m: 16, efConstruction: 200, efSearch: 64, exactScanLimit: 4096, initialCapacity: 1024, buildInWorkerFrom: 256 };
 
 export class HnswVectorIndex implements PersistentVectorIndex {
   readonly name: string;
@@ -55,8 +68,13 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   private readonly efSearch: number;
   private readonly exactScanLimit: number;
   private readonly initialCapacity: number;
+  private readonly buildInWorkerFrom: number;
   private store: VectorStore;
-  private graph: Graph;
+  /** Undefined while the graph is being built by `builder`. */
+  private graph: Graph | undefined;
+  private builder: GraphBuilder | undefined;
+  /** True from creation or clear until the graph is first needed here (or loaded): bulk loading may use the builder. */
+  private bulk = true;
   private closed = false;
 
   constructor(options: HnswVectorIndexOptions) {
@@ -68,26 +86,92 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     this.exactScanLimit = options.exactScanLimit ?? DEFAULTS.exactScanLimit;
     // At least 1: capacity only ever grows from a positive number (see ensureGraphCapacity).
     this.initialCapacity = Math.max(1, Math.floor(options.initialCapacity ?? DEFAULTS.initialCapacity));
+    this.buildInWorkerFrom = options.buildInWorkerFrom ?? DEFAULTS.buildInWorkerFrom;
     this.store = new VectorStore(this.dimensions, this.initialCapacity);
     this.graph = this.emptyGraph(this.initialCapacity);
   }
 
   async upsert(points: readonly VectorPoint[]): Promise<void> {
     this.ensureOpen();
-    for (const point of preparePoints(points, this.dimensions)) {
+    const prepared = preparePoints(points, this.dimensions);
+    if (!this.builder && this.bulk && this.store.size + prepared.length >= this.buildInWorkerFrom) this.startBuilder();
+    if (this.builder) {
+      const slots = new Int32Array(prepared.length);
+      const vectors = new Float32Array(prepared.length * this.dimensions);
+      prepared.forEach((point, i) => {
+        slots[i] = this.store.put(point).slot;
+        vectors.set(point.vector, i * this.dimensions);
+      });
+      this.builder.add(slots, vectors);
+      return;
+    }
+    const graph = this.graph!;
+    for (const point of prepared) {
       const { slot } = this.store.put(point);
-      this.ensureGraphCapacity(slot + 1);
+      this.ensureGraphCapacity(graph, slot + 1);
       // A known label (a replaced point, or a freed slot's deleted node) is updated and undeleted in place.
-      this.graph.addPoint(Array.from(point.vector), slot);
+      graph.addPoint(Array.from(point.vector), slot);
     }
   }
 
   async delete(ids: readonly string[]): Promise<void> {
     this.ensureOpen();
+    const removed: number[] = [];
     for (const id of prepareIds(ids)) {
       const slot = this.store.remove(id);
-      if (slot !== undefined) this.graph.markDelete(slot);
+      if (slot !== undefined) removed.push(slot);
     }
+    if (this.builder) {
+      if (removed.length > 0) this.builder.markDelete(removed);
+      return;
+    }
+    for (const slot of removed) this.graph!.markDelete(slot);
+  }
+
+  /** Moves graph building to a worker, seeded with the points held now (what buildGraph would add). */
+  private startBuilder(): void {
+    const builder = new GraphBuilder({
+      dimensions: this.dimensions,
+      m: this.m,
+      efConstruction: this.efConstruction,
+      capacity: Math.max(this.initialCapacity, this.store.slotCount),
+    });
+    const slots = [...this.store.slots()];
+    if (slots.length > 0) {
+      const vectors = new Float32Array(slots.length * this.dimensions);
+      slots.forEach((slot, i) => vectors.set(this.store.vectorAt(slot), i * this.dimensions));
+      builder.add(Int32Array.from(slots), vectors);
+    }
+    this.builder = builder;
+    this.graph = undefined;
+  }
+
+  /** Takes the graph back from the builder through a file it writes (into `dir`, or a temporary directory). */
+  private async adoptBuiltGraph(dir?: string): Promise<Graph> {
+    const builder = this.builder;
+    if (!builder) return this.graph!;
+    const temp = dir ?? (await mkdtemp(join(tmpdir(), "memledger-hnsw-")));
+    try {
+      const file = join(temp, GRAPH_FILE);
+      await builder.writeIndex(file);
+      const graph = new HierarchicalNSW("cosine", this.dimensions);
+      await graph.readIndex(file);
+      const room = Math.max(this.initialCapacity, this.store.slotCount);
+      if (graph.getMaxElements() < room) graph.resizeIndex(room);
+      this.graph = graph;
+      this.builder = undefined;
+      this.bulk = false;
+      await builder.close();
+      return graph;
+    } finally {
+      if (dir === undefined) await rm(temp, { recursive: true, force: true });
+    }
+  }
+
+  private async stopBuilder(): Promise<void> {
+    const builder = this.builder;
+    this.builder = undefined;
+    await builder?.close();
   }
 
   async search(vector: Float32Array, options: VectorSearchOptions): Promise<VectorHit[]> {
@@ -104,11 +188,13 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       keep = (label) => mask[label] === 1;
     }
     const queryArray = Array.from(query);
+    const graph = await this.adoptBuiltGraph();
+    this.bulk = false;
     // The graph orders equal distances its own way; searchCutAtK settles ties at the cut by memory id.
     return searchCutAtK(k, async (limit) => {
       const wanted = Math.min(limit, this.store.size);
-      this.graph.setEf(Math.max(this.efSearch, wanted));
-      const { neighbors } = this.graph.searchKnn(queryArray, wanted, keep);
+      graph.setEf(Math.max(this.efSearch, wanted));
+      const { neighbors } = graph.searchKnn(queryArray, wanted, keep);
       return this.store.score(query, neighbors).sort(compareHits);
     });
   }
@@ -120,12 +206,15 @@ export class HnswVectorIndex implements PersistentVectorIndex {
 
   async clear(): Promise<void> {
     this.ensureOpen();
+    await this.stopBuilder();
     this.store = new VectorStore(this.dimensions, this.initialCapacity);
     this.graph = this.emptyGraph(this.initialCapacity);
+    this.bulk = true;
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    await this.stopBuilder();
   }
 
   async save(dir: string, label: string): Promise<VectorSnapshotInfo> {
@@ -134,7 +223,9 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       label,
       writer: this.name,
       writeExtras: async (temp) => {
-        await this.graph.writeIndex(join(temp, GRAPH_FILE));
+        // A graph being built is written by its builder, straight into the snapshot, and read back here.
+        if (this.builder) await this.adoptBuiltGraph(temp);
+        else await this.graph!.writeIndex(join(temp, GRAPH_FILE));
         await writeFile(join(temp, PARAMS_FILE), JSON.stringify({ m: this.m, efConstruction: this.efConstruction }) + "\n");
         return [GRAPH_FILE, PARAMS_FILE];
       },
@@ -149,8 +240,10 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     const graph = snapshot.files.includes(GRAPH_FILE)
       ? await this.readGraph(snapshot.dir, store)
       : this.buildGraph(store);
+    await this.stopBuilder();
     this.store = store;
     this.graph = graph;
+    this.bulk = false;
     return snapshot.info;
   }
 
@@ -198,10 +291,10 @@ export class HnswVectorIndex implements PersistentVectorIndex {
    * nodes it holds (hnswlib's readIndex), which is 0 for an empty one: growth is computed from the
    * index's own floor too, never by doubling the graph's capacity alone (doubling 0 never ends).
    */
-  private ensureGraphCapacity(minimum: number): void {
-    const capacity = this.graph.getMaxElements();
+  private ensureGraphCapacity(graph: Graph, minimum: number): void {
+    const capacity = graph.getMaxElements();
     if (capacity >= minimum) return;
-    this.graph.resizeIndex(Math.max(minimum, capacity * 2, this.initialCapacity));
+    graph.resizeIndex(Math.max(minimum, capacity * 2, this.initialCapacity));
   }
 
   private ensureOpen(): void {

@@ -1,0 +1,59 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
+import { HnswVectorIndex } from "../../projections/vectors/hnsw-vectors.js";
+import { defineVectorIndexConformance, point } from "../vectors/conformance.js";
+import { randomVector, seededRandom } from "../vectors/data.js";
+
+// The whole contract again with the graph built on a worker thread from the first point (a rebuild's
+// bulk load), every search walking the graph: each search and save takes the graph back from the builder.
+defineVectorIndexConformance("hnsw, graph built on a worker thread", {
+  persistent: true,
+  create: async (dimensions) => new HnswVectorIndex({ dimensions, exactScanLimit: 0, initialCapacity: 4, buildInWorkerFrom: 1 }),
+});
+
+describe("an HNSW graph built on a worker thread", () => {
+  const dirs: string[] = [];
+  afterAll(async () => {
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The same inserts, replacements and deletions, in the same order, into an index. */
+  const populate = async (index: HnswVectorIndex) => {
+    const random = seededRandom(11);
+    const points = Array.from({ length: 700 }, (_, i) => point(`m${i}`, Array.from(randomVector(random, 16)), { scope: i % 3 ? "app" : "org" }));
+    for (let i = 0; i < points.length; i += 50) await index.upsert(points.slice(i, i + 50));
+    await index.delete(points.filter((_, i) => i % 7 === 0).map((p) => p.id));
+    await index.upsert(points.slice(100, 130).map((p) => point(p.id, Array.from(randomVector(random, 16)), { scope: "org" })));
+    return Array.from({ length: 8 }, () => randomVector(random, 16));
+  };
+  const answers = (index: HnswVectorIndex, queries: Float32Array[]) =>
+    Promise.all(queries.flatMap((query) => [index.search(query, { k: 10 }), index.search(query, { k: 10, filter: { scope: "org" } })]));
+
+  test("answers as the graph built here does, saves its graph with the snapshot, and goes on here afterwards", async () => {
+    const here = new HnswVectorIndex({ dimensions: 16, exactScanLimit: 0, buildInWorkerFrom: Number.POSITIVE_INFINITY });
+    const built = new HnswVectorIndex({ dimensions: 16, exactScanLimit: 0, buildInWorkerFrom: 200 });
+    const queries = await populate(here);
+    await populate(built);
+    expect(await built.count()).toBe(await here.count());
+
+    const dir = await mkdtemp(join(tmpdir(), "memledger-hnsw-builder-"));
+    dirs.push(dir);
+    await built.save(join(dir, "snap"), "label");
+    expect(await readdir(join(dir, "snap"))).toContain("hnsw.index");
+    expect(await answers(built, queries)).toEqual(await answers(here, queries));
+
+    const loaded = new HnswVectorIndex({ dimensions: 16, exactScanLimit: 0 });
+    await loaded.load(join(dir, "snap"));
+    expect(await answers(loaded, queries)).toEqual(await answers(here, queries));
+
+    // After the graph came back, inserts go into it here.
+    const more = [point("late", Array.from(queries[0]!))];
+    await built.upsert(more);
+    await here.upsert(more);
+    expect((await built.search(queries[0]!, { k: 1 }))[0]!.id).toBe("late");
+    expect(await answers(built, queries)).toEqual(await answers(here, queries));
+    await Promise.all([here.close(), built.close(), loaded.close()]);
+  });
+});
