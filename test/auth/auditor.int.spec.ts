@@ -87,6 +87,12 @@ describe("auditor identity and agents' transcripts under auth", () => {
     expect(hydrate.code).toBe(0);
     expect(hydrate.stdout).toContain("Retry 3 times.");
     expect(hydrate.stdout).not.toContain("Retry 5 times.");
+    // Another agent's pack shows its scratchpad: refused to an actor who may not read it, as live.
+    const others = await asAuditor(["hydrate", "--agent", "alice", "--task", "queue retries", "--as-of-seq", "2"]);
+    expect(others.code).not.toBe(0);
+    expect(others.stderr).toMatch(/forbidden|may not read agent:alice/);
+    const fromLog = await asAuditor(["search", "queue retries", "--as-of-seq", "2", "--mode", "bm25", "--no-snapshot", "--json"]);
+    expect(fromLog.stdout).toBe(search.stdout);
 
     // Snapshots are written by the service user; the auditor reads them (and only reads them).
     const names = naming(ledger.prefix);
