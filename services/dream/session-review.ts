@@ -1,10 +1,11 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { hostname } from "node:os";
-import { memoryStatus } from "../../commands/memory.js";
+import { memoryDecider, memoryStatus, type MemoryState } from "../../commands/memory.js";
 import { runDecider } from "../../commands/run.js";
 import { naming, ORG_APP, type Naming } from "../../events/subjects.js";
 import type { ProjectionScope } from "../../projections/projection.js";
+import { MemoryEvent } from "../../schemas/events.js";
 import { internal } from "../../schemas/errors.js";
 import { POLICY_ACTOR } from "../../schemas/policy.js";
 import { CommandHandler } from "../command-handler.js";
@@ -12,11 +13,9 @@ import { consumeLoop } from "../consume-loop.js";
 import { watchScopes, type ScopeWatch } from "../discovery.js";
 import { EventStore, type EventStoreOptions } from "../event-store.js";
 import type { Component } from "../runtime.js";
-import type { DreamView } from "./phase.js";
 import { candidatesPhase } from "./phases/candidates.js";
 import { acceptProposals, showRun, type ItemOutcome } from "./review.js";
 import { derivedEventId, runDream, type DreamResult } from "./runner.js";
-import { readDreamView } from "./view.js";
 
 /**
  * The session-end review (issue 13 item 1, docs/candidates.md): follows every app stream for
@@ -45,6 +44,8 @@ export const SESSION_REVIEW_ACTOR = POLICY_ACTOR;
 
 /** The one run id of a session's review: the same app and session always name the same run. */
 export const sessionReviewRunId = (app: string, sessionId: string): string => derivedEventId("session-review", app, sessionId);
+
+const MEMORY_TYPES: ReadonlySet<string> = new Set(MemoryEvent.options.map((o) => o.shape.type.value));
 
 export interface SessionReviewOptions extends EventStoreOptions {
   prefix?: string;
@@ -75,6 +76,12 @@ export class SessionReview {
   private watch: ScopeWatch | undefined;
   private stopped = false;
   private readonly onError: (err: unknown, where: string) => void;
+  /**
+   * Per app: every session-scope memory, folded from the stream as far as `seq`, so finding whether an
+   * ended session left candidates reads only what was appended since the last look, not the whole log
+   * (most sessions leave none; the run itself reads the app as of its start).
+   */
+  private readonly candidates = new Map<string, { seq: number; memories: Map<string, MemoryState> }>();
 
   private constructor(
     readonly nc: NatsConnection,
@@ -116,23 +123,14 @@ export class SessionReview {
   async review(app: string, sessionId: string): Promise<SessionReviewOutcome> {
     const runId = sessionReviewRunId(app, sessionId);
     const existing = (await this.handler.load(runDecider, app, runId)).state;
-    let view: DreamView | undefined;
-    if (existing.id === null) {
-      // Nothing to review: no run, nothing written. Read at the stream's end, the view the run would start with.
-      const asOfSeq = await this.store.lastSeq(this.names.appStream(app));
-      view = await readDreamView(this.store, app, asOfSeq);
-      const scope = `session:${sessionId}`;
-      const candidates = [...view.memories.values()].filter((m) => m.state.scope === scope && ["active", "proposed"].includes(memoryStatus(m.state)));
-      if (candidates.length === 0) return { status: "no_candidates", app, sessionId };
-    }
+    // Nothing to review: no run, nothing written.
+    if (existing.id === null && (await this.candidatesInForce(app, sessionId)) === 0) return { status: "no_candidates", app, sessionId };
     const result: DreamResult = await runDream(
       {
         nc: this.nc,
         store: this.store,
         handler: this.handler,
         ...(this.options.now ? { now: this.options.now } : {}),
-        // The view just read serves the run when nothing was appended in between (the usual case).
-        readView: (store, a, asOfSeq) => (view && view.asOfSeq === asOfSeq && a === app ? Promise.resolve(view) : readDreamView(store, a, asOfSeq)),
         onProgress: this.options.onProgress,
       },
       {
@@ -168,6 +166,25 @@ export class SessionReview {
     }
     this.options.onProgress?.(`session ${sessionId} of ${app} reviewed in run ${runId}: ${run.proposals.length} proposal(s), ${outcomes.filter((r) => r.outcome === "applied").length} discard(s) applied`);
     return { status: "reviewed", app, sessionId, runId, resumed: result.resumed, proposals: run.proposals.length, discards: outcomes };
+  }
+
+  /** How many memories of `session:<sessionId>` are in force (active, or proposed awaiting approval) at the stream's end. */
+  private async candidatesInForce(app: string, sessionId: string): Promise<number> {
+    let fold = this.candidates.get(app);
+    if (!fold) this.candidates.set(app, (fold = { seq: 0, memories: new Map() }));
+    const folding = fold;
+    // Two looks at once fold some events twice: evolve applies an event once (by its id), and seq only grows.
+    const reached = await this.store.replay(this.names.appStream(app), { fromSeq: folding.seq + 1 }, (batch) => {
+      for (const { event } of batch) {
+        // A memory's events all carry its scope: only session candidates are kept.
+        if (!MEMORY_TYPES.has(event.type) || !event.scope.startsWith("session:")) continue;
+        const state = folding.memories.get(event.aggregateId) ?? memoryDecider.initialState();
+        folding.memories.set(event.aggregateId, memoryDecider.evolve(state, event as MemoryEvent));
+      }
+    });
+    folding.seq = Math.max(folding.seq, reached);
+    const scope = `session:${sessionId}`;
+    return [...folding.memories.values()].filter((m) => m.scope === scope && ["active", "proposed"].includes(memoryStatus(m))).length;
   }
 
   private async follow(scope: ProjectionScope): Promise<void> {
