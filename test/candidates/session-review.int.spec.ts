@@ -4,7 +4,7 @@ import { SESSION_REVIEW_DURABLE, SessionReview, sessionReviewComponent, sessionR
 import { MemoryClient } from "../../services/client.js";
 import { connectNats } from "../../services/nats.js";
 import { commandServiceComponent, startMemledger } from "../../services/runtime.js";
-import { showRun } from "../../services/dream/review.js";
+import { acceptProposals, newMemoryIdOf, revertRun, showRun } from "../../services/dream/review.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import { eventually } from "../support/eventually.js";
 import { NATS_URL, deleteStreams, startLedger, uniquePrefix, type Ledger } from "../support/env.js";
@@ -108,6 +108,30 @@ describe("session-end review", () => {
     const again = await review.review(app, session);
     expect(again).toMatchObject({ status: "reviewed", runId, resumed: true, proposals: 2, discards: [] });
     expect(await runEvents(runId)).toEqual(eventsBefore);
+  });
+
+  it("a human accepts the promotion: the candidate's content becomes a team memory others read, the candidate is superseded by it", async () => {
+    const runId = sessionReviewRunId(app, session);
+    const deps = { store: ledger.service.store, handler: ledger.service.handler };
+    const promote = (await showRun(deps, app, runId)).proposals.find((p) => p.change.action === "promote")!;
+    const accepted = await acceptProposals(deps, { app, runId, proposalIds: [promote.proposalId], actor: { kind: "human", id: "rita" }, reason: "useful" });
+    expect(accepted.results).toMatchObject([{ proposalId: promote.proposalId, outcome: "applied" }]);
+    const promoted = newMemoryIdOf(promote.proposalId);
+    const seenByBob = await ledger.client("bob").show(promoted);
+    expect(seenByBob).toMatchObject({ scope: "team:payments", status: "active", versions: [{ title: "Webhook retries charge twice", body: BODY }] });
+    expect((await ledger.client("alice").show(keep)).superseded).toMatchObject({ by: promoted });
+  });
+
+  it("nothing is lost: reverting the review reinstates both candidates and retires the promoted memory", async () => {
+    const runId = sessionReviewRunId(app, session);
+    const deps = { store: ledger.service.store, handler: ledger.service.handler };
+    await revertRun(deps, { app, runId, actor: { kind: "human", id: "rita" }, reason: "too early" });
+    const alice = ledger.client("alice");
+    expect((await alice.show(drop)).status).toBe("active");
+    expect((await alice.show(keep)).status).toBe("active");
+    const promote = (await showRun(deps, app, runId)).proposals.find((p) => p.change.action === "promote")!;
+    expect((await alice.show(newMemoryIdOf(promote.proposalId))).status).toBe("superseded");
+    expect((await alice.history(drop)).entries.map((e) => e.type)).toEqual(["memory.proposed", "memory.approved", "memory.superseded", "memory.reinstated"]);
   });
 
   it("a session without candidates gets no run", async () => {
