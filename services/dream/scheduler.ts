@@ -4,7 +4,7 @@ import { ConflictReason, MemledgerError } from "../../schemas/errors.js";
 import { discoverScopes } from "../discovery.js";
 import { EventStore } from "../event-store.js";
 import type { Component } from "../runtime.js";
-import type { DreamSettings } from "./phase.js";
+import type { DreamSettings, Phase } from "./phase.js";
 import { runDream } from "./runner.js";
 
 /**
@@ -20,6 +20,8 @@ export interface DreamComponentOptions {
   lockTtlMs: number;
   /** The lock holder's name (default host and pid). */
   holder?: string;
+  /** Default: the registered phases (services/dream/phases/index.ts). */
+  phases?: readonly Phase[];
   onProgress?: (line: string) => void;
 }
 
@@ -38,7 +40,7 @@ export function dreamComponent(options: DreamComponentOptions): Component {
           try {
             const result = await runDream(
               { nc: ctx.nc, store, lock: { ttlMs: options.lockTtlMs, onError: (err) => ctx.onError(err, `dream lock ${scope.app}`) }, onProgress: options.onProgress },
-              { app: scope.app, settings: options.settings, holder, signal: stopping.signal },
+              { app: scope.app, settings: options.settings, holder, signal: stopping.signal, ...(options.phases ? { phases: options.phases } : {}) },
             );
             if (result.status === "completed") options.onProgress?.(`dream ${scope.app}: run ${result.runId} completed${result.resumed ? " (resumed)" : ""}`);
           } catch (err) {
