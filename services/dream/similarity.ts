@@ -10,8 +10,9 @@ import { activeMemories, type ActiveMemory } from "./proposals.js";
  * Hybrid similarity over the app's own index, for merge (near-duplicates) and refresh (contradictions).
  *
  * Candidates come from the app's BM25 index (the search projection's SearchIndex, restored from the
- * view's memory states, so it indexes exactly what retrieval would): each memory's title and the start of
- * its body are the query, within its own scope. Each candidate pair is then scored:
+ * view's memory states, so it indexes exactly what retrieval would): each memory's rarest words are the
+ * query, within its own scope; memories sharing one of their rarest words (at most RARE_DF memories hold
+ * it) are candidates too, so a near-duplicate is compared whatever the ranking does with common words. Each candidate pair is then scored:
  *   - lexical: the cosine of the two token sets (the index's own tokenizer: stems, identifiers);
  *   - semantic: the cosine of the two embeddings, when the app runs with an embedder;
  *   - hybrid: their mean with an embedder, the lexical score alone without one (BM25-only apps).
@@ -28,8 +29,8 @@ export interface SimilarPair {
 
 /** Candidates fetched per memory: a near-duplicate ranks near the top of a query made of its own words. */
 export const CANDIDATES_PER_MEMORY = 8;
-/** Body tokens used as the query: enough to find a duplicate, few enough to keep 5,000 queries fast. */
-const QUERY_WORDS = 32;
+/** Tokens a neighbour query is made of (its rarest): enough to find a duplicate, few enough to keep 5,000 queries fast. */
+const QUERY_WORDS = 8;
 
 const tokensOf = (m: ActiveMemory): Set<string> => new Set(tokenizeText([m.version.title, m.version.body, m.version.tags.join(" ")].join("\n")));
 
@@ -41,9 +42,29 @@ export function setCosine(a: ReadonlySet<string>, b: ReadonlySet<string>): numbe
   return shared / Math.sqrt(a.size * b.size);
 }
 
-function queryOf(m: ActiveMemory): string {
-  const words = m.version.body.split(/\s+/).filter((w) => w.length > 0).slice(0, QUERY_WORDS);
-  return `${m.version.title} ${words.join(" ")}`;
+/**
+ * The query for a memory's neighbours: its rarest tokens in the app (fewest memories contain them).
+ * A near-duplicate shares them, and BM25's cost grows with the posting lists a query touches: querying
+ * with a whole body made 5,000 queries take minutes (bench/dream.ts); the rarest words take seconds.
+ */
+function queryOf(tokens: ReadonlySet<string>, frequency: ReadonlyMap<string, number>): string {
+  return [...tokens]
+    .filter((t) => /^[\p{L}\p{N}_]+$/u.test(t))
+    .sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0))
+    .slice(0, QUERY_WORDS)
+    .join(" ");
+}
+
+/** A word in at most this many memories is rare: sharing one is a reason to compare two memories. */
+const RARE_DF = 16;
+const RARE_WORDS = 3;
+
+/** A memory's `n` rarest words that are rare at all (in at most RARE_DF memories), rarest first. */
+function rarest(tokens: ReadonlySet<string>, frequency: ReadonlyMap<string, number>, n: number): string[] {
+  return [...tokens]
+    .filter((t) => (frequency.get(t) ?? 0) <= RARE_DF)
+    .sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0))
+    .slice(0, n);
 }
 
 /**
@@ -82,20 +103,33 @@ async function scoreCandidates(view: DreamView, embedder: Embedder | undefined, 
     return set;
   };
 
+  const frequency = new Map<string, number>();
+  for (const m of memories) for (const t of tokenSet(m)) frequency.set(t, (frequency.get(t) ?? 0) + 1);
+  // Memories holding each rare word (in at most RARE_DF memories), per scope: two memories that share
+  // their rarest words are candidates whatever BM25's ranking does with the common ones.
+  const rare = new Map<string, string[]>();
+  for (const m of memories) {
+    for (const t of rarest(tokenSet(m), frequency, RARE_WORDS)) {
+      const key = `${m.scope}\u0000${t}`;
+      rare.set(key, [...(rare.get(key) ?? []), m.id]);
+    }
+  }
   const candidates: [ActiveMemory, ActiveMemory, number][] = [];
   const seen = new Set<string>();
+  const consider = (m: ActiveMemory, otherId: string) => {
+    if (otherId === m.id) return;
+    const other = byId.get(otherId);
+    if (!other || other.scope !== m.scope) return;
+    const [a, b] = m.id < other.id ? [m, other] : [other, m];
+    const key = `${a.id}\u0000${b.id}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    candidates.push([a, b, setCosine(tokenSet(a), tokenSet(b))]);
+  };
   for (const m of memories) {
     signal?.throwIfAborted();
-    for (const hit of index.rank(queryOf(m), { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) {
-      if (hit.memoryId === m.id) continue;
-      const other = byId.get(hit.memoryId);
-      if (!other) continue;
-      const [a, b] = m.id < other.id ? [m, other] : [other, m];
-      const key = `${a.id}\u0000${b.id}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      candidates.push([a, b, setCosine(tokenSet(a), tokenSet(b))]);
-    }
+    for (const hit of index.rank(queryOf(tokenSet(m), frequency), { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) consider(m, hit.memoryId);
+    for (const t of rarest(tokenSet(m), frequency, RARE_WORDS)) for (const otherId of rare.get(`${m.scope}\u0000${t}`) ?? []) consider(m, otherId);
   }
 
   let vectors: Map<string, Float32Array> | null = null;
@@ -146,6 +180,14 @@ interface Statement {
   core: Set<string>;
 }
 
+/** Parsed once per memory version (a memory is compared with each of its candidates). */
+const parsed = new WeakMap<object, { statements: Statement[]; numbers: Map<string, string> }>();
+function parsedOf(m: ActiveMemory): { statements: Statement[]; numbers: Map<string, string> } {
+  let entry = parsed.get(m.version);
+  if (!entry) parsed.set(m.version, (entry = { statements: statementsOf(m), numbers: numberContexts(m) }));
+  return entry;
+}
+
 function statementsOf(m: ActiveMemory): Statement[] {
   return sentencesOf(`${m.version.title}.\n${m.version.body}`).map((text) => {
     let negations = 0;
@@ -158,16 +200,18 @@ function statementsOf(m: ActiveMemory): Statement[] {
   });
 }
 
-/** Numbers with the words around them: "retry 3 times" is ("retry _ times", 3). */
+/** Numbers with the words around them: "the worker retries 3 times" is ("the worker retries _ times", 3). */
 function numberContexts(m: ActiveMemory): Map<string, string> {
   const out = new Map<string, string>();
   for (const sentence of sentencesOf(`${m.version.title}.\n${m.version.body}`)) {
     const ws = words(sentence);
     ws.forEach((w, i) => {
       if (!/^\d+(?:\.\d+)?[a-z%]*$/.test(w)) return;
-      const before = ws.slice(Math.max(0, i - 2), i);
+      // Three words before: "payments worker retries 3 times" and "billing worker retries 5 times" are
+      // about different workers; the same three words and a different number are a contradiction.
+      const before = ws.slice(Math.max(0, i - 3), i);
       const after = ws.slice(i + 1, i + 2);
-      if (before.length < 2 || after.length < 1) return;
+      if (before.length < 3 || after.length < 1) return;
       out.set([...before, "_", ...after].join(" "), w);
     });
   }
@@ -188,14 +232,13 @@ export interface Contradiction {
  * for a reviewer to look at: it flags, it never changes a memory.
  */
 export function contradictionBetween(a: ActiveMemory, b: ActiveMemory): Contradiction | null {
-  const numbersA = numberContexts(a);
-  const numbersB = numberContexts(b);
+  const { numbers: numbersA, statements: statementsA } = parsedOf(a);
+  const { numbers: numbersB, statements: statementsB } = parsedOf(b);
   for (const [context, value] of [...numbersA].sort()) {
     const other = numbersB.get(context);
     if (other !== undefined && other !== value) return { cue: "number", a: `${context.replace("_", value)}`, b: `${context.replace("_", other)}` };
   }
-  const statementsB = statementsOf(b);
-  for (const sa of statementsOf(a)) {
+  for (const sa of statementsA) {
     if (sa.core.size < 2) continue;
     for (const sb of statementsB) {
       if (sb.core.size < 2 || sa.negative === sb.negative) continue;

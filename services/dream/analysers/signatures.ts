@@ -44,6 +44,7 @@ export function normaliseSignature(text: string): string {
     .replace(/(?:[A-Za-z]:)?(?:[\w.@~-]*[\\/])+[\w.@-]+(?::\d+(?::\d+)?)?/g, "<path>") // paths, with line:col
     .replace(/\b0x[0-9a-f]+\b/gi, "<hex>")
     .replace(/\b[0-9a-f]{7,}\b/gi, (m) => (/\d/.test(m) ? "<hex>" : m))
+    .replace(/\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{4,}\b/g, "<hex>") // short lowercase hex ids (migration 3a5f1)
     .replace(/\d+(\.\d+)?/g, "<n>")
     .replace(/(['"`])(<path>|<n>|<hex>|<id>)\1/g, "$2")
     .replace(/\s+/g, " ")

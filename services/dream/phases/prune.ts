@@ -28,8 +28,6 @@ const run = promisify(execFile);
 /** A relative file path quoted in a body: `src/payments/webhook.ts`, `docs/setup.md`. */
 const QUOTED_PATH = /`([A-Za-z0-9_.@-][A-Za-z0-9_.@/-]*\/[A-Za-z0-9_.@-]+\.[A-Za-z0-9]{1,8})`/g;
 const GLOB = /[*?[\]{}]/;
-/** Lookups of the deleting commit per run: enough for a reviewer's evidence, bounded on a large app. */
-const MAX_DELETION_LOOKUPS = 200;
 
 /** The repository-relative paths a memory names (checkable ones: relative, no globs). */
 export function namedPaths(memory: ActiveMemory): string[] {
@@ -83,15 +81,25 @@ export class RepoFiles {
     return (await stat(path.join(this.dir, relative)).catch(() => null)) !== null;
   }
 
-  /** The short hash and date of the commit that deleted the path, or null (not a git repo, never tracked). */
-  async deletedIn(relative: string): Promise<string | null> {
-    if (!this.tracked) return null;
+  /**
+   * The short hash and date of the last commit that deleted each path, from one `git log` over the whole
+   * history (one process, not one per memory); empty outside a git repository.
+   */
+  async deletions(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (!this.tracked) return out;
+    let stdout: string;
     try {
-      const { stdout } = await run("git", ["-C", this.dir, "log", "-1", "--diff-filter=D", "--format=%h %cs", "--", relative]);
-      return stdout.trim() || null;
+      ({ stdout } = await run("git", ["-C", this.dir, "log", "--diff-filter=D", "--name-only", "--format=%x00%h %cs"], { maxBuffer: 256 * 1024 * 1024 }));
     } catch {
-      return null;
+      return out; // a repository without commits: nothing was ever deleted
     }
+    // Newest first: the first commit seen for a path is its last deletion.
+    for (const entry of stdout.split("\0").slice(1)) {
+      const [commit, ...files] = entry.split("\n").map((l) => l.trim());
+      for (const file of files) if (file && commit && !out.has(file)) out.set(file, commit);
+    }
+    return out;
   }
 }
 
@@ -107,7 +115,7 @@ async function missingFiles(ctx: PhaseContext, memories: readonly ActiveMemory[]
   if (ctx.settings.repoDir === null) return;
   const repo = await RepoFiles.open(ctx.settings.repoDir);
   const known = new Map<string, boolean>();
-  let lookups = 0;
+  let deletions: Map<string, string> | undefined;
   for (const memory of memories) {
     ctx.signal?.throwIfAborted();
     const named = namedPaths(memory);
@@ -122,10 +130,10 @@ async function missingFiles(ctx: PhaseContext, memories: readonly ActiveMemory[]
     const r = reasonsOf(memory);
     r.named = named;
     r.missing = missing;
-    if (lookups < MAX_DELETION_LOOKUPS) {
-      lookups++;
-      const commit = await repo.deletedIn(missing[0]!);
-      if (commit) r.deletions.push(`${missing[0]} deleted in ${commit}`);
+    deletions ??= await repo.deletions();
+    for (const p of missing) {
+      const commit = deletions.get(p);
+      if (commit && r.deletions.length < 3) r.deletions.push(`${p} deleted in ${commit}`);
     }
     reasons.set(memory.id, r);
   }
