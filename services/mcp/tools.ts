@@ -63,7 +63,7 @@ export const TOOLS: readonly McpTool[] = [
   {
     name: "propose",
     description:
-      "Propose a new memory, or (with `memoryId`) the next version of one. Pass `expectedSeq` (the `seq` from get) so a concurrent change is a conflict, not an overwrite: on conflict the result carries the current memory; re-read it and retry.",
+      "Propose a new memory, or (with `memoryId`) the next version of one. Pass `expectedSeq` (the `seq` from get) so a concurrent change is a conflict, not an overwrite: on conflict the result carries the current memory; re-read it and retry. With `scope: \"session:<your session id>\"` it is a candidate: speculative memory only you see (from that worktree), reviewed when the session ends (promoted to a team or the app, or discarded).",
     request: REQUESTS.propose,
     call: send("propose"),
   },
