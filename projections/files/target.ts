@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ConflictReason, conflict, internal } from "../../schemas/errors.js";
@@ -138,7 +138,7 @@ export class FilesTarget implements ProjectionTarget {
     private readonly options: FilesTargetOptions,
   ) {
     this.committed = { seq: 0, generation };
-    if (options.fresh && !options.sync) this.writer = new FileWriter();
+    if (options.fresh && !options.sync) this.writer = new FileWriter(dir);
   }
 
   /** Opens a generation directory that exists, resuming from its checkpoint and state files. */
@@ -468,26 +468,12 @@ export class FilesTarget implements ProjectionTarget {
     this.writer!.enqueue(file, `${lines.join("\n")}\n`);
   }
 
-  /**
-   * The absolute path of a file for the writer, counted against `failAfterWrites`, its folders created
-   * (synchronously, once each: there are a few dozen, the scope folders).
-   */
+  /** The absolute path of a file for the writer (which creates its folders), counted against `failAfterWrites`. */
   private prepare(relative: string): string {
     if (this.options.failAfterWrites !== undefined && this.writes >= this.options.failAfterWrites) {
       throw internal(`simulated crash after ${this.writes} writes`);
     }
     this.writes++;
-    const segments = relative.split("/").slice(0, -1);
-    for (let depth = 1; depth <= segments.length; depth++) {
-      const dir = resolveInside(this.dir, segments.slice(0, depth).join("/"));
-      if (this.knownDirs.has(dir)) continue;
-      try {
-        mkdirSync(dir);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      }
-      this.knownDirs.add(dir);
-    }
     return resolveInside(this.dir, relative);
   }
 

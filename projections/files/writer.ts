@@ -7,7 +7,8 @@ import { internal } from "../../schemas/errors.js";
  * A rebuild writes one markdown file per memory (10k files at 100k events). Written synchronously on
  * the main thread, those writes were 27% of a single-pass rebuild's time (file creation on ext4 under
  * load, ~1.4 ms each), during which nothing else ran; through fs/promises each small file is three
- * thread-pool round trips. Here the main thread renders and queues, the worker creates the files while
+ * thread-pool round trips. Here the main thread renders and queues, the worker creates the files (and
+ * their folders, which took milliseconds each under load) while
  * the main thread goes on folding events (and, on a 2-core machine, on the other core), and `drain`
  * resolves once everything queued is on disk (page cache: a fresh generation is invisible until
  * promoted and never resumed, so it is not fsynced, as before).
@@ -17,12 +18,33 @@ import { internal } from "../../schemas/errors.js";
  */
 const WORKER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
-const { writeFileSync } = require("node:fs");
-parentPort.on("message", ({ id, files }) => {
+const { mkdirSync, writeFileSync } = require("node:fs");
+const path = require("node:path");
+// Creates the folders between base and the file one level at a time, never base itself: if base was
+// deleted (the generation was removed), writing fails instead of resurrecting it.
+const ensureParent = (base, file) => {
+  const segments = path.relative(base, path.dirname(file)).split(path.sep).filter(Boolean);
+  let dir = base;
+  for (const segment of segments) {
+    dir = path.join(dir, segment);
+    try {
+      mkdirSync(dir);
+    } catch (error) {
+      if (error.code !== "EEXIST") throw error;
+    }
+  }
+};
+parentPort.on("message", ({ id, base, files }) => {
   let written = 0;
   try {
     for (let i = 0; i < files.length; i += 2) {
-      writeFileSync(files[i], files[i + 1], "utf8");
+      try {
+        writeFileSync(files[i], files[i + 1], "utf8");
+      } catch (error) {
+        if (error.code !== "ENOENT") throw error;
+        ensureParent(base, files[i]);
+        writeFileSync(files[i], files[i + 1], "utf8");
+      }
       written++;
     }
     parentPort.postMessage({ id, written, error: null });
@@ -42,6 +64,9 @@ interface Reply {
 }
 
 export class FileWriter {
+  /** @param base the directory every file is written under; folders below it are created as needed. */
+  constructor(private readonly base: string) {}
+
   private worker: Worker | undefined;
   /** Alternating absolute path and content, not yet sent. */
   private queued: string[] = [];
@@ -87,7 +112,7 @@ export class FileWriter {
     this.inFlight.set(id, { done, ...settle });
     const worker = this.workerThread();
     worker.ref(); // keeps the process up while files are being written
-    worker.postMessage({ id, files });
+    worker.postMessage({ id, base: this.base, files });
   }
 
   private workerThread(): Worker {
