@@ -24,6 +24,7 @@ describe("consolidation runner", () => {
     const client = ledger.client("agent-a", app);
     const stale = await approvedMemory(client, "Old build script", "Run make build.", ["stale"]);
     const dups = [await approvedMemory(client, "Deploy with the script", "Run scripts/deploy.sh.", ["dup"]), await approvedMemory(client, "Deploying", "Use scripts/deploy.sh to deploy.", ["dup"])];
+    await approvedMemory(client, "Code review", "Every change needs one approving review.");
     return { client, stale, dups };
   }
 
