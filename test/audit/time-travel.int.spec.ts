@@ -1,5 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { gunzipSync, gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -151,10 +152,11 @@ describe("time travel: search, hydrate and MEMORY.md as of a moment; snapshots a
     });
 
     const newest = () => snapshotName(app, Math.floor(seqEnd / 4) * 4);
-    const replace = async (name: string, edit: (text: string) => string, description?: string) => {
+    /** Rewrites a snapshot object (stored gzipped) through `edit`; returns the text it had. */
+    const replace = async (name: string, edit: (text: string) => string) => {
       const info = await bucket.info(name);
-      const text = new TextDecoder().decode((await bucket.getBlob(name))!);
-      await bucket.putBlob({ name, description: description ?? info!.description }, new TextEncoder().encode(edit(text)));
+      const text = gunzipSync((await bucket.getBlob(name))!).toString("utf8");
+      await bucket.putBlob({ name, description: info!.description }, gzipSync(edit(text)));
       return text;
     };
 
