@@ -437,6 +437,10 @@ export async function rejectProposals(deps: ReviewDeps, input: DecideInput & { r
  * Undoes every applied change of a run by compensating memory events (newest applied first), marks each
  * proposal reverted and the run reverted. An accepted proposal a crash left half-applied is first applied
  * in full, so its compensation is complete. Retried after a crash, it finishes: every event id is derived.
+ *
+ * A memory someone else changed after the run's changes (its last event is none of the run's own) is not
+ * overwritten: that proposal is refused (memory_moved), nothing is written for it, the others are reverted,
+ * and the run stays completed (not reverted) until a later revert finds nothing refused.
  */
 export async function revertRun(deps: ReviewDeps, input: { app: string; runId: string; actor: Actor; reason: string }): Promise<RevertResult> {
   requireDreamReviewer(deps.policy, input.actor, `revert run ${input.runId}`);
@@ -448,17 +452,53 @@ export async function revertRun(deps: ReviewDeps, input: { app: string; runId: s
   const ctx: CommandContext = { app: input.app, actor: input.actor, correlationId: input.runId };
   const states: ProposalState[] = [];
   for (const p of all) states.push(p.status === "accepted" ? await finishApply(deps, input.app, p) : p);
+  // Every memory event this run's review wrote or may write: what a memory's last event may be without it having moved.
+  const ours = new Set<string>();
+  for (const p of states) {
+    for (const w of [...p.written, ...p.compensated]) ours.add(w.eventId);
+    if (p.change) revertSteps(p, input.reason).forEach((_, i) => ours.add(derivedEventId(p.id!, "revert", String(i))));
+  }
   // Newest applied first: a later change may rest on an earlier one.
   const seqOf = (p: ProposalState) => Math.max(0, ...p.written.map((w) => w.seq));
   const toRevert = states.filter((p) => p.status === "applied").sort((a, b) => seqOf(b) - seqOf(a));
   const results: ItemOutcome[] = [];
   for (const p of toRevert) {
-    const events = await writeSteps(deps, { ...ctx, causationId: p.decision?.eventId }, p.id!, "revert", revertSteps(p, input.reason));
+    const steps = revertSteps(p, input.reason);
+    const moved = await movedSince(deps, input.app, [...new Set(steps.map((s) => s.memoryId))], ours);
+    if (moved) {
+      results.push({
+        proposalId: p.id!,
+        outcome: "refused",
+        status: p.status,
+        events: [],
+        error: wireError(
+          conflict(`proposal ${p.id}: memory ${moved.memoryId} changed after the run applied it (event ${moved.eventId}); revert it by hand, then revert the run again`, {
+            reason: ConflictReason.memory_moved,
+            memoryId: moved.memoryId,
+            seq: moved.seq,
+          }),
+        ),
+      });
+      continue;
+    }
+    const events = await writeSteps(deps, { ...ctx, causationId: p.decision?.eventId }, p.id!, "revert", steps);
     const reverted = await deps.handler.execute(proposalDecider, p.id!, { type: "revert", events }, ctx, { eventId: derivedEventId(p.id!, "reverted") });
     results.push({ proposalId: p.id!, outcome: "reverted", status: reverted.state.status, events });
   }
   for (const p of states.filter((s) => s.status === "reverted")) results.push({ proposalId: p.id!, outcome: "reverted", status: "reverted", events: p.compensated });
-  const reverted = states.filter((s) => s.status === "reverted").length + toRevert.length;
+  if (results.some((r) => r.outcome === "refused")) return { runId: input.runId, app: input.app, results, replayed };
+  const reverted = results.length;
   await deps.handler.execute(runDecider, input.runId, { type: "revert", proposals: reverted, reason: input.reason }, ctx, { eventId: derivedEventId(input.runId, "reverted") });
   return { runId: input.runId, app: input.app, results, replayed };
+}
+
+/** The first of these memories whose last event is not one of `ours`, or null. */
+async function movedSince(deps: ReviewDeps, app: string, memoryIds: string[], ours: ReadonlySet<string>): Promise<{ memoryId: string; eventId: string; seq: number } | null> {
+  for (const memoryId of memoryIds) {
+    const loaded = await deps.handler.load(memoryDecider, app, memoryId);
+    if (loaded.seq === 0) continue;
+    const last = [...loaded.seqOf].find(([, seq]) => seq === loaded.seq)?.[0];
+    if (last !== undefined && !ours.has(last)) return { memoryId, eventId: last, seq: loaded.seq };
+  }
+  return null;
 }

@@ -153,6 +153,31 @@ describe("consolidation review", () => {
     for (const id of dups) expect(log.filter((e) => e.aggregateId === id && e.type === "memory.superseded")).toHaveLength(1);
   });
 
+  it("a revert does not overwrite a memory changed after the run applied it: that proposal is refused, the others are reverted, the run stays completed", async () => {
+    const app = nextApp();
+    const { client, old, stale } = await seeded(app);
+    const runId = await completedRun(app, [prunePhase, refreshPhase]);
+    const p = await byPhase(app, runId);
+    await acceptProposals(review(), { app, runId, actor: RITA });
+    expect((await ledger.service.handler.load(memoryDecider, app, old)).state.activeVersion).toBe(2);
+    // Someone edits the refreshed memory after the accept.
+    await client.propose({ memoryId: old, title: "Database migrations", body: "Migrations run in CI now." });
+    await client.approve(old, { version: 3 });
+    const oldSeq = (await ledger.service.handler.load(memoryDecider, app, old)).seq;
+
+    const result = await revertRun(review(), { app, runId, actor: RITA, reason: "too eager" });
+    expect(result.results.find((r) => r.proposalId === p.refresh!.proposalId)).toMatchObject({ outcome: "refused", error: { details: { reason: "memory_moved", memoryId: old } } });
+    expect(result.results.find((r) => r.proposalId === p.prune!.proposalId)).toMatchObject({ outcome: "reverted" });
+    expect((await ledger.service.handler.load(memoryDecider, app, old)).seq).toBe(oldSeq);
+    expect((await ledger.service.handler.load(memoryDecider, app, old)).state.activeVersion).toBe(3);
+    expect(memoryStatus((await ledger.service.handler.load(memoryDecider, app, stale)).state)).toBe("active");
+    expect((await showRun(review(), app, runId)).status).toBe("completed");
+
+    // Asked again, the revert still leaves that memory alone: what it should be now is a human's call.
+    const again = await revertRun(review(), { app, runId, actor: RITA, reason: "again" });
+    expect(again.results.find((r) => r.proposalId === p.refresh!.proposalId)?.outcome).toBe("refused");
+  });
+
   it("the policy says who may accept: an agent is refused by default and nothing is appended; through the command service too", async () => {
     const app = nextApp();
     await seeded(app);
