@@ -164,7 +164,7 @@ export class UiLedger {
             page = await this.client(app).log({ sinceSeq: entry.next, limit: LOG_PAGE });
           } catch (err) {
             // An app nobody wrote to has no stream yet: an empty log, not a failure.
-            if (err instanceof MemledgerError && /stream not found/i.test(err.message)) return entry.entries;
+            if (err instanceof MemledgerError && err.code === ErrorCode.not_found && /^no such app/.test(err.message)) return entry.entries;
             throw err;
           }
           for (const e of page) if (e.seq >= entry.next) entry.entries.push(e);

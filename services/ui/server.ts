@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ORG_APP, naming } from "../../events/subjects.js";
-import { invalid, MemledgerError } from "../../schemas/errors.js";
+import { invalid, MemledgerError, unavailable } from "../../schemas/errors.js";
 import type { Actor } from "../../schemas/primitives.js";
 import { EventStore } from "../event-store.js";
 import { connectNats } from "../nats.js";
@@ -59,6 +59,36 @@ const require = createRequire(import.meta.url);
 /** Security headers on every response: scripts and styles from this page only, no framing, no referrer. */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/** How long the read connection has to show it can read the streams before the page refuses to start. */
+const READER_CHECK_MS = 8_000;
+
+/**
+ * The connection for direct reads must be able to read the streams (list them, at least). Under `memledger
+ * auth config` a human's user may only send commands: its JetStream requests are refused by the broker and
+ * never answered, so say what to do instead of hanging.
+ */
+async function readerFor(nc: NatsConnection, prefix: string, separate: boolean): Promise<EventStore> {
+  let timer: NodeJS.Timeout | undefined;
+  const check = (async () => {
+    const store = await EventStore.open(nc, naming(prefix));
+    for await (const _ of store.jsm.streams.names()) break;
+    return store;
+  })();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no answer")), READER_CHECK_MS);
+  });
+  try {
+    return await Promise.race([check, timeout]);
+  } catch (err) {
+    const why = (err as Error).message;
+    throw unavailable(
+      `the review page cannot read the streams through ${separate ? "--read-nats" : "its NATS connection"} (${why}): under memledger auth config a human's user may only send commands; give --read-nats (or MEMLEDGER_UI_READ_NATS) with a user that may read them, such as the auditor`,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function startUi(options: UiOptions): Promise<UiServer> {
   const host = options.host ?? "127.0.0.1";
   checkBind(host, options.token);
@@ -74,7 +104,14 @@ export async function startUi(options: UiOptions): Promise<UiServer> {
     await nc.close().catch(() => undefined);
     throw err;
   }
-  const store = await EventStore.open(readNc, naming(options.prefix));
+  let store: EventStore;
+  try {
+    store = await readerFor(readNc, options.prefix, options.readNats !== undefined);
+  } catch (err) {
+    if (readNc !== nc) await readNc.close().catch(() => undefined);
+    await nc.close().catch(() => undefined);
+    throw err;
+  }
   const ledger = new UiLedger(nc, store, options.actor, options.prefix);
   const live = new LiveFeed(store, (err, where) => log(`${where}: ${(err as Error).message}`));
   const ui = uiContext(ledger, live, newFormToken(), options.app);
@@ -119,9 +156,13 @@ export async function startUi(options: UiOptions): Promise<UiServer> {
           const e = queue.shift()!;
           await stream.writeSSE({ event: "ledger", id: `${e.app}:${e.seq}`, data: JSON.stringify(e) });
         }
+        // A comment every 15 s keeps proxies from closing an idle stream; the timer goes with the stream.
         await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, 15_000);
+          const timer = setTimeout(resolve, 15_000);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
         });
         wake = undefined;
         if (queue.length === 0 && !stream.aborted) await stream.write(": keep-alive\n\n");

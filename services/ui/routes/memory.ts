@@ -18,7 +18,7 @@ export function memoryRoutes(ui: UiContext): Hono {
       return ui.page(c, "memory", app, `Memory: ${title}`, memoryPage(page));
     } catch (err) {
       const { code, message } = describeError(err);
-      c.status(code === "not_found" ? 404 : code === "forbidden" ? 403 : 500);
+      c.status(code === "not_found" ? 404 : code === "forbidden" ? 403 : code === "invalid" ? 400 : code === "unavailable" ? 503 : 500);
       return ui.page(c, "memory", app, "Memory", errorPage(`${code}: ${message}`));
     }
   });
