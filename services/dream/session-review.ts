@@ -244,6 +244,9 @@ export class SessionReview {
       m.ack();
       return;
     }
+    // A review may wait for a dream run's lock longer than the ack wait: tell JetStream it is still being worked on.
+    const ackWaitMs = this.options.ackWaitMs ?? 60_000;
+    const working = setInterval(() => m.working(), Math.max(500, Math.floor(ackWaitMs / 2)));
     try {
       await this.review(app, event.aggregateId);
       m.ack();
@@ -251,6 +254,8 @@ export class SessionReview {
       if (this.nc.isClosed() || this.stopping.signal.aborted) return; // JetStream redelivers after ack_wait
       this.onError(err, `session review of ${event.aggregateId} in ${app}`);
       m.nak(Math.min(60_000, 1_000 * 2 ** Math.min(m.info.deliveryCount, 6)));
+    } finally {
+      clearInterval(working);
     }
   }
 }

@@ -4,6 +4,7 @@ import { SESSION_REVIEW_DURABLE, SessionReview, sessionReviewComponent, sessionR
 import { MemoryClient } from "../../services/client.js";
 import { connectNats } from "../../services/nats.js";
 import { commandServiceComponent, startMemledger } from "../../services/runtime.js";
+import { DreamLock } from "../../services/dream/lock.js";
 import { acceptProposals, newMemoryIdOf, revertRun, showRun } from "../../services/dream/review.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import { eventually } from "../support/eventually.js";
@@ -160,6 +161,37 @@ describe("session review as a component of the runtime (what `memledger up` runs
       const nc = await connectNats({ servers: NATS_URL });
       await deleteStreams(nc, prefix);
       await nc.close();
+    }
+  });
+});
+
+describe("session review waiting for a dream run's lock", () => {
+  it("keeps its session end in progress past the ack wait (no redelivery), then reviews it once", async () => {
+    const ledger = await startLedger({ app: "app1" });
+    // Two instances share the durable consumer, as two `memledger up` do: a redelivery would reach the idle one.
+    const progress: string[] = [];
+    const options = { prefix: ledger.prefix, discoverEveryMs: 100, ackWaitMs: 1_000, onProgress: (line: string) => progress.push(line) };
+    const review = await SessionReview.start(ledger.nc, options);
+    const second = await SessionReview.start(ledger.nc, options);
+    try {
+      const alice = ledger.client("alice");
+      const session = (await alice.startSession({ task: "t" })).sessionId;
+      const thin = (await alice.propose({ title: "tmp", body: "maybe", scope: `session:${session}` })).memoryId;
+      // A consolidation run of the app holds the lock for three ack waits.
+      const lock = await DreamLock.acquire(ledger.nc, ledger.service.names, "app1", "a-dream-run");
+      await alice.endSession(session, {});
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect((await alice.show(thin)).status).toBe("active");
+      await lock.release();
+      await eventually("the thin candidate discarded", async () => ((await alice.show(thin)).status === "superseded" ? true : undefined));
+      // Every delivery counts (redeliveries too): the session's two events (started, ended), each delivered once.
+      const info = await (await jetstreamManager(ledger.nc)).consumers.info(ledger.service.names.appStream("app1"), SESSION_REVIEW_DURABLE);
+      expect(info.delivered.consumer_seq).toBe(2);
+      expect(progress.filter((line) => line.startsWith(`session ${session} of app1 reviewed`))).toHaveLength(1);
+    } finally {
+      await review.stop();
+      await second.stop();
+      await ledger.cleanup();
     }
   });
 });
