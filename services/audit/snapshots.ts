@@ -263,7 +263,7 @@ export async function loadSnapshot(
   asOf: AsOf,
   bucket: ObjectStore | null,
   withSearch: boolean,
-): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean }> {
+): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean; refusedSeq?: number }> {
   const stream = app === ORG_APP ? store.names.orgStream() : store.names.appStream(app);
   const empty = () => emptyFoldedState(app, stream, withSearch);
   if (!bucket) return { state: empty(), problem: null, fromSnapshot: false };
@@ -278,7 +278,7 @@ export async function loadSnapshot(
     return { state, problem: null, fromSnapshot: true };
   } catch (err) {
     if (!(err instanceof UnusableSnapshot)) throw err;
-    return { state: empty(), problem: `snapshot ${best.name}: ${err.message}`, fromSnapshot: false };
+    return { state: empty(), problem: `snapshot ${best.name}: ${err.message}`, fromSnapshot: false, refusedSeq: best.seq };
   }
 }
 
@@ -320,8 +320,9 @@ export async function writeSnapshots(
 ): Promise<{ written: { seq: number; bytes: number }[]; lastSeq: number; report: FoldReport }> {
   const every = options.every ?? DEFAULT_SNAPSHOT_EVERY;
   const bucket = options.bucket ?? (await openSnapshots(store, { create: true }))!;
-  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, {}, bucket, true);
-  const existing = new Set((await candidates(bucket, app)).map((c) => c.seq));
+  const { state, problem, fromSnapshot, refusedSeq } = await loadSnapshot(store, app, {}, bucket, true);
+  // A refused snapshot is written again (same name: it replaces the bad one), from the log.
+  const existing = new Set((await candidates(bucket, app)).map((c) => c.seq).filter((seq) => seq !== refusedSeq));
   const written: { seq: number; bytes: number }[] = [];
   const start = state.seq;
   let folded = 0;

@@ -166,7 +166,13 @@ describe("time travel: search, hydrate and MEMORY.md as of a moment; snapshots a
       expect(report.snapshotSeq).toBeNull();
       expect(report.snapshotProblem).toMatch(/digest/);
       expect(await reads(false)).toEqual(fromLog);
-      await replace(newest(), () => original);
+      // `snapshot` writes the refused one again, from the log.
+      const rewritten = await writeSnapshots(store, app, { every: 4, bucket });
+      expect(rewritten.report.snapshotProblem).toMatch(/digest/);
+      expect(rewritten.written.map((w) => w.seq)).toEqual([Math.floor(seqEnd / 4) * 4]);
+      expect((await foldAsOf(store, app, { seq: seqEnd }, { search: true })).report).toMatchObject({ snapshotSeq: Math.floor(seqEnd / 4) * 4, snapshotProblem: null });
+      expect(await reads(false)).toEqual(fromLog);
+      expect(original).toBeTruthy();
     });
 
     it("an edited snapshot whose digest was recomputed is refused by the check against the log", async () => {
