@@ -6,13 +6,14 @@ import { appendBenchmark } from "./append.js";
 import { asOfBenchmark } from "./asof.js";
 import { chaosBenchmark } from "./chaos.js";
 import { dreamBenchmark } from "./dream.js";
+import { dreamReviewBenchmark } from "./dream-review.js";
 import { replayBenchmark } from "./replay.js";
 import { peersBenchmark } from "./peers.js";
 import { propertyBenchmark } from "./property.js";
 import { searchBenchmark } from "./search.js";
 import { parseArgs, type Benchmark } from "./util.js";
 
-const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark, chaosBenchmark, peersBenchmark, asOfBenchmark, dreamBenchmark];
+const BENCHMARKS: Benchmark[] = [appendBenchmark, replayBenchmark, searchBenchmark, propertyBenchmark, chaosBenchmark, peersBenchmark, asOfBenchmark, dreamBenchmark, dreamReviewBenchmark];
 
 function list(): void {
   console.log("usage: npm run bench -- <benchmark> [options]\n\nbenchmarks:");
