@@ -89,6 +89,8 @@ describe("session candidates under the built-in default policy", () => {
   it("once the session ended it takes no candidate and no revision (conflict), and nothing is appended", async () => {
     const alice = ledger.client("alice");
     await alice.endSession(session, {});
+    // Exposure receipts of the packs above are appended after their replies: let them land first.
+    await ledger.service.flushExposure();
     const before = await count();
     for (const attempt of [() => alice.propose({ title: "late", body: "late", scope: `session:${session}` }), () => alice.propose({ memoryId: candidate, title: "late", body: "late" })]) {
       const err = await refused(attempt());
