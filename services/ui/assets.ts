@@ -99,6 +99,9 @@ export const LIVE_JS = `
     for (var i = 0; i < sections.length; i++) {
       var section = sections[i];
       if (busy(section)) { section.setAttribute("data-stale", "true"); continue; }
+      // The reviewer's own action on it is under way: its answer is the fresh section (a refresh now would
+      // detach the element that answer is meant to replace).
+      if (section.hasAttribute("data-acting")) continue;
       if (!window.htmx) continue;
       // What the reviewer's last action did stays on screen across the refresh.
       keepResults(section.id, section.querySelector(".results"),
@@ -113,6 +116,19 @@ export const LIVE_JS = `
       if (heading && !fresh.querySelector(".results")) heading.insertAdjacentElement("afterend", kept);
     });
   }
+  function sectionOf(e) {
+    var elt = e.detail && e.detail.elt;
+    if (!elt || !elt.closest || elt.hasAttribute("data-live")) return null;
+    return elt.closest("[data-live]");
+  }
+  document.body.addEventListener("htmx:beforeRequest", function (e) {
+    var section = sectionOf(e);
+    if (section) section.setAttribute("data-acting", "true");
+  });
+  document.body.addEventListener("htmx:afterRequest", function (e) {
+    var section = sectionOf(e);
+    if (section) section.removeAttribute("data-acting");
+  });
   document.addEventListener("focusout", function () {
     setTimeout(function () { if (document.querySelector("[data-stale]") && !timer) timer = setTimeout(refresh, 50); }, 0);
   });

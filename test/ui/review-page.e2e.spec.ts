@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { activeVersionOf, memoryStatus } from "../../commands/memory.js";
 import type { Phase, ProposalDraft } from "../../services/dream/phase.js";
 import { runDream } from "../../services/dream/runner.js";
+import { DEFAULT_CURATOR_POLICY, appSpecificity } from "../../services/curator/policy.js";
 import { transcriptRefOf } from "../../services/transcripts.js";
 import { launchBrowser, screenshot, startCli, startUiProcess, writePolicy, type Process } from "./support.js";
 
@@ -176,6 +177,32 @@ describe("memledger ui: the review page in a browser, against a running up", () 
     expect((await memoryLog(id)).map((e) => e.type)).toEqual(["memory.proposed"]);
     // Still waiting for someone who may decide it.
     expect(await card(id).count()).toBe(1);
+  });
+
+  it("shows the org's queue: where a proposal was promoted from and the curator's flags; approving the org is not the page's to do", async () => {
+    const content = { title: "Retry failed webhooks with backoff", body: "Retry failed deliveries with exponential backoff, in src/webhooks/retry.ts via handleRetry.", paths: ["src/webhooks/retry.ts"] };
+    // Between the curator's flag and reject thresholds for app-specific words: promoted, flagged.
+    const share = appSpecificity(app, content);
+    expect(share).toBeGreaterThanOrEqual(DEFAULT_CURATOR_POLICY.appSpecific.flagAbove);
+    expect(share).toBeLessThan(DEFAULT_CURATOR_POLICY.appSpecific.rejectAbove);
+    const id = await propose(content.title, content.body, { paths: content.paths });
+    const reviewer = new MemoryClient(nc, { app, as: "human:alice", prefix });
+    await reviewer.approve(id);
+    await openQueue();
+    await reviewer.promote(id);
+    // The curator writes the org proposal; it appears live.
+    const orgCard = page.locator("#queue-org article", { hasText: content.title });
+    await orgCard.waitFor({ timeout: 30_000 });
+    expect(await orgCard.textContent()).toContain(`${app} ${id} v1 by agent:coder-1`);
+    expect(await orgCard.locator(".flags").textContent()).toContain("app_specific");
+    const orgSeq = () => store.lastSeq(store.names.orgStream());
+    const before = await orgSeq();
+    await orgCard.getByRole("button", { name: "Approve", exact: true }).click();
+    const refusal = page.locator("#queue-org .results .refused");
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toMatch(/refused \(forbidden\): human:alice may not approve in scope org/);
+    expect(await orgSeq()).toBe(before);
+    await screenshot(page, "queue-org");
   });
 
   it("renders a hostile body inert", async () => {
