@@ -24,6 +24,9 @@ import { MemledgerError, invalid, notFound, unavailable } from "../schemas/error
 import { PULL_EXPIRES_MS, checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
+/** How long a replay from sequence 1 waits for the server's scan for quarantines (see replay). */
+const FULL_SCAN_TIMEOUT_MS = 120_000;
+
 /**
  * "stream name already in use" (two processes creating one stream at once): the one JetStream API code
  * memledger reacts to that the client's JetStreamApiCodes does not list. The others come from there.
@@ -396,7 +399,11 @@ export class EventStore {
     // strict one refused, and a rebuild must fold exactly what the live runners folded.
     let quarantined: Map<number, unknown>;
     try {
-      quarantined = await this.quarantines.since(stream, fromSeq);
+      // From the start, finding the quarantines is a server-side scan of the whole stream: seconds at
+      // 1M events on a loaded machine, past the 5 s request timeout (a 1M-event rebuild failed on it
+      // twice). A full replay's lookup gets its own patience; a replay from later on stays quick.
+      const lookup = fromSeq <= 1 ? new Quarantines(await jetstreamManager(this.nc, { timeout: FULL_SCAN_TIMEOUT_MS }), this.names) : this.quarantines;
+      quarantined = await lookup.since(stream, fromSeq);
     } catch (err) {
       throw asUnavailable(err);
     }
