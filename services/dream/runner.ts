@@ -262,7 +262,7 @@ export async function runDream(deps: DreamDeps, options: DreamOptions): Promise<
       const step = await handler.execute(
         runDecider,
         runId,
-        { type: "complete_step", phase: phaseName, proposals: ids.size, report: null },
+        { type: "complete_step", phase: phaseName, proposals: ids.size, report: reportOf(phase, ctx)?.summary || null },
         runContext(app, runId, run.startedEventId),
         { eventId: derivedEventId(runId, "step", phaseName) },
       );
@@ -273,11 +273,23 @@ export async function runDream(deps: DreamDeps, options: DreamOptions): Promise<
 
     if (!run.completed) {
       const counts = Object.fromEntries(run.steps.map((s) => [s.phase, s.proposals])) as Partial<Record<PhaseName, number>>;
+      // MEMORY.md as the run's view renders it, from the phase that reports it (reindex), computed again
+      // here so a resumed run that did that step before it stopped records it too.
+      let index: { lines: number; bytes: number; listed: number; withinLimits: boolean } | null = null;
+      for (const name of run.phases) {
+        const phase = phases.find((p) => p.name === name) ?? PHASES[name];
+        if (!phase || !("report" in phase)) continue;
+        view ??= await readView(store, app, run.asOfSeq);
+        const report = reportOf(phase, contextFor(app, runId, run.trigger!, new Date(run.startedAt!), settings, view, readTranscript, deps.embedder, options.signal));
+        if (report && typeof report.lines === "number" && typeof report.bytes === "number" && typeof report.listed === "number" && typeof report.withinLimits === "boolean") {
+          index = { lines: report.lines, bytes: report.bytes, listed: report.listed, withinLimits: report.withinLimits };
+        }
+      }
       lock.check();
       const completed = await handler.execute(
         runDecider,
         runId,
-        { type: "complete", proposals: counts, index: null },
+        { type: "complete", proposals: counts, index },
         runContext(app, runId, run.startedEventId),
         { eventId: derivedEventId(runId, "completed") },
       );
@@ -293,6 +305,27 @@ export async function runDream(deps: DreamDeps, options: DreamOptions): Promise<
   } finally {
     await lock.release().catch(() => undefined);
   }
+}
+
+/**
+ * What a phase says about its step besides proposals (optional `report(ctx)`, e.g. reindex's MEMORY.md
+ * measures): its `summary` becomes the step's report line (cut to one line of the schema's length).
+ */
+interface PhaseReport {
+  summary?: string;
+  lines?: number;
+  bytes?: number;
+  listed?: number;
+  withinLimits?: boolean;
+}
+
+function reportOf(phase: Phase, ctx: PhaseContext): PhaseReport | null {
+  const report = (phase as Phase & { report?: (ctx: PhaseContext) => PhaseReport | null }).report?.(ctx) ?? null;
+  if (report?.summary !== undefined) {
+    const line = report.summary.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, " ").trim();
+    return { ...report, summary: line.length > 2000 ? `${line.slice(0, 1999)}…` : line };
+  }
+  return report;
 }
 
 function completedResult(

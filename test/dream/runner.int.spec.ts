@@ -93,6 +93,27 @@ describe("consolidation runner", () => {
     sub.unsubscribe();
   });
 
+  it("a phase's report (reindex's MEMORY.md measures) is the step's report line and run.completed's index", async () => {
+    const app = nextApp();
+    await seeded(app);
+    const reindex = {
+      name: "reindex" as const,
+      async propose() {
+        return [];
+      },
+      report: ({ view }: { view: { memories: ReadonlyMap<string, unknown> } }) => ({ summary: `MEMORY.md lists ${view.memories.size}`, lines: 9, bytes: 400, listed: view.memories.size, withinLimits: true }),
+    };
+    const result = await runDream(deps(), { app, phases: [prunePhase, reindex], force: true });
+    expect(result.status).toBe("completed");
+    const { runs } = await dreamEvents(ledger.service.store, app);
+    expect(runs.map((e) => e.event.data)).toMatchObject([
+      { phases: ["prune", "reindex"] },
+      { phase: "prune", report: null },
+      { phase: "reindex", report: "MEMORY.md lists 4" },
+      { index: { lines: 9, bytes: 400, listed: 4, withinLimits: true } },
+    ]);
+  });
+
   it("--dry-run returns the proposals and appends nothing", async () => {
     const app = nextApp();
     await seeded(app);
