@@ -42,6 +42,7 @@ const WORDS = (
   "header cookie oauth role permission review release branch commit hook docker container kubernetes cluster shard backup " +
   "snapshot checkpoint projection stream consumer producer subject agent claim lease lock task owner team"
 ).split(" ");
+const SYLLABLES = "ka lo mi nu pe ri sa to vu za be co di fu ga hi jo le mo ne".split(" ");
 const REPO_FILES = ["src/payments/webhook.ts", "src/auth/session.ts", "lib/ledger/client.ts", "infra/deploy.yaml", "packages/ui/Button.tsx"];
 const MISSING_FILES = ["src/legacy/billing.ts", "src/old/queue.ts", "scripts/migrate-v1.sh"];
 
@@ -54,7 +55,13 @@ interface Draft {
 function generate(options: { memories: number; sessions: number; seed: number; now: number; prefix: string }) {
   const random = seedrandom(String(options.seed));
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
-  const sentence = (n: number) => Array.from({ length: n }, () => pick(WORDS)).join(" ");
+  // Text is drawn half from a small set of common words, half from a long tail (Zipf-like: the n-th
+  // made-up word about 1/n as likely), as technical prose has both; a memory of common words only would
+  // resemble thousands of others.
+  const tail = Array.from({ length: 3000 }, (_, n) => `${SYLLABLES[n % 20]}${SYLLABLES[Math.floor(n / 20) % 20]}${SYLLABLES[Math.floor(n / 400) % 20]}x`);
+  const zipf = () => tail[Math.min(tail.length - 1, Math.floor(Math.exp(random() * Math.log(tail.length)) - 1))]!;
+  const word = () => (random() < 0.5 ? pick(WORDS) : zipf());
+  const sentence = (n: number) => Array.from({ length: n }, word).join(" ");
   const names = naming(options.prefix);
   const events: Draft[] = [];
   let counter = 0;

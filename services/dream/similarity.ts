@@ -43,16 +43,19 @@ export function setCosine(a: ReadonlySet<string>, b: ReadonlySet<string>): numbe
 }
 
 /**
- * The query for a memory's neighbours: its rarest tokens in the app (fewest memories contain them).
+ * The query for a memory's neighbours: its rarest tokens in the app (fewest memories contain them),
+ * none of the common ones (in more than `maxDf` memories) unless it has fewer than four others.
  * A near-duplicate shares them, and BM25's cost grows with the posting lists a query touches: querying
  * with a whole body made 5,000 queries take minutes (bench/dream.ts); the rarest words take seconds.
  */
-function queryOf(tokens: ReadonlySet<string>, frequency: ReadonlyMap<string, number>): string {
-  return [...tokens]
+function queryOf(tokens: ReadonlySet<string>, frequency: ReadonlyMap<string, number>, maxDf: number): string {
+  const words = [...tokens]
     .filter((t) => /^[\p{L}\p{N}_]+$/u.test(t))
-    .sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0))
-    .slice(0, QUERY_WORDS)
-    .join(" ");
+    .sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0));
+  const uncommon = words.filter((t) => (frequency.get(t) ?? 0) <= maxDf);
+  // A memory with few uncommon words gets its rarest common ones too (up to half a query): it has
+  // nothing better to be found by.
+  return (uncommon.length >= QUERY_WORDS / 2 ? uncommon.slice(0, QUERY_WORDS) : words.slice(0, Math.max(uncommon.length, QUERY_WORDS / 2))).join(" ");
 }
 
 /** A word in at most this many memories is rare: sharing one is a reason to compare two memories. */
@@ -114,6 +117,9 @@ async function scoreCandidates(view: DreamView, embedder: Embedder | undefined, 
       rare.set(key, [...(rare.get(key) ?? []), m.id]);
     }
   }
+  // Words in more than 2% of the memories (at least 50) say little about which memory is a duplicate of
+  // which, and their long posting lists are what a query costs: they are left out of the queries.
+  const maxDf = Math.max(50, Math.floor(memories.length * 0.02));
   const candidates: [ActiveMemory, ActiveMemory, number][] = [];
   const seen = new Set<string>();
   const consider = (m: ActiveMemory, otherId: string) => {
@@ -128,7 +134,8 @@ async function scoreCandidates(view: DreamView, embedder: Embedder | undefined, 
   };
   for (const m of memories) {
     signal?.throwIfAborted();
-    for (const hit of index.rank(queryOf(tokenSet(m), frequency), { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) consider(m, hit.memoryId);
+    const query = queryOf(tokenSet(m), frequency, maxDf);
+    if (query.length > 0) for (const hit of index.rank(query, { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) consider(m, hit.memoryId);
     for (const t of rarest(tokenSet(m), frequency, RARE_WORDS)) for (const otherId of rare.get(`${m.scope}\u0000${t}`) ?? []) consider(m, otherId);
   }
 
