@@ -183,6 +183,15 @@ export async function runDream(deps: DreamDeps, options: DreamOptions): Promise<
   }
 
   const holder = options.holder ?? `${hostname()}-${process.pid}`;
+  // A first look without the lock: closed gates and nothing to resume need no lock (the scheduled dream
+  // asks every interval). The look that counts is made again once the lock is held.
+  if (scheduled && !force && !options.runId) {
+    const runs = await readRuns(store, app);
+    if (!resumableRun(runs, trigger)) {
+      const gates = await readGates(store, app, settings, now(), false, runs);
+      if (!gates.open) return { status: "gated", app, gates };
+    }
+  }
   const lock = await DreamLock.acquire(deps.nc, store.names, app, holder, {
     ...deps.lock,
     wait: options.wait,
