@@ -42,10 +42,15 @@ export async function openStatusBucket(store: EventStore): Promise<KV> {
 export async function readStatuses(store: EventStore): Promise<ProjectionStatus[]> {
   const kv = await openStatusBucket(store);
   const out: ProjectionStatus[] = [];
-  const keys = new Set<string>();
-  for await (const key of await kv.keys()) keys.add(key); // a key rewritten while listing comes again
-  for (const key of keys) {
-    const entry = await kv.get(key);
+  // The keys the bucket holds now: its stream's subjects, in one request. Not kv.keys(): that follows the
+  // bucket with a consumer and ends only on a message with nothing pending after it, and every runner
+  // rewrites its entry each statusEveryMs, idle or not; on a loaded machine each delivery could find a
+  // newer write pending, and one listing ran 43 s (the hostile reply-subject test's 60 s timeout).
+  const { config } = (await kv.status()).streamInfo;
+  const filter = config.subjects[0]!; // `$KV.<bucket>.>`
+  const info = await store.jsm.streams.info(config.name, { subjects_filter: filter });
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    const entry = await kv.get(subject.slice(filter.length - 1));
     if (entry?.value.length) out.push(entry.json<ProjectionStatus>());
   }
   return out.sort((a, b) => a.projection.localeCompare(b.projection) || a.stream.localeCompare(b.stream));
