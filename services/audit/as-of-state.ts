@@ -21,8 +21,11 @@ export interface FoldedState {
   eventHash: string | null;
   /** The latest event time folded (a snapshot serves a time bound only at or after it). */
   maxTime: string | null;
-  /** The files projection's records, by memory id, in the order each memory first appeared. */
-  files: Map<string, FilesRecord>;
+  /**
+   * The files projection's records, by memory id, in the order each memory first appeared; null when the
+   * read does not render MEMORY.md (search alone).
+   */
+  files: Map<string, FilesRecord> | null;
   /**
    * The search projection's index (BM25; a vector channel is attached by the reader when asked for), or
    * null when the read does not rank (MEMORY.md alone): building it is most of a fold's cost.
@@ -33,15 +36,21 @@ export interface FoldedState {
 /** Generation name of every as-of search index: it is never written to the search projection's directory. */
 export const AS_OF_GENERATION = "as-of";
 
-export function emptyFoldedState(app: string, stream: string, withSearch: boolean): FoldedState {
-  return { app, stream, seq: 0, eventId: null, eventHash: null, maxTime: null, files: new Map(), search: withSearch ? new SearchIndex(app, AS_OF_GENERATION) : null };
+/** Which models a read needs folded. */
+export interface Models {
+  files: boolean;
+  search: boolean;
+}
+
+export function emptyFoldedState(app: string, stream: string, models: Models): FoldedState {
+  return { app, stream, seq: 0, eventId: null, eventHash: null, maxTime: null, files: models.files ? new Map() : null, search: models.search ? new SearchIndex(app, AS_OF_GENERATION) : null };
 }
 
 /** Folds one event (in stream order, inside the bound) into both models. */
 export function foldEvent(state: FoldedState, stored: StoredEvent): void {
   const { event } = stored;
   if (stored.seq <= state.seq) return;
-  if (isFilesMemoryEvent(event)) {
+  if (state.files && isFilesMemoryEvent(event)) {
     const id = event.aggregateId;
     state.files.set(id, applyEvent(state.files.get(id) ?? emptyRecord(), stored));
   }

@@ -11,7 +11,7 @@ import type { SearchIndex } from "../../projections/search/index.js";
 import type { MemoryEvent } from "../../schemas/events.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { EventStore, StoredEvent } from "../event-store.js";
-import { AS_OF_GENERATION, emptyFoldedState, foldEvent, readBounded, type FoldedState } from "./as-of-state.js";
+import { AS_OF_GENERATION, emptyFoldedState, foldEvent, readBounded, type FoldedState, type Models } from "./as-of-state.js";
 import type { AsOf } from "./history.js";
 
 /**
@@ -53,7 +53,10 @@ export interface SnapshotHeader {
   memories: number;
   /** sha256 hex of the files records (everything after the header line). */
   digest: string;
-  /** sha256 hex of the search part, a second object (`<name>.search`) read only by reads that rank. */
+  /**
+   * sha256 hex of the search index text in the second object (`<name>.search`: the same header line, then
+   * that text), read only by reads that rank; search alone reads only that one.
+   */
   searchDigest: string;
   savedAt: string;
 }
@@ -100,9 +103,9 @@ async function searchIndexOf(bytes: Uint8Array, app: string): Promise<SearchInde
   }
 }
 
-/** The two objects of a snapshot of `state` (which must hold a search index): the files records with the header, and the search part. */
+/** The two objects of a snapshot of `state` (folded with both models): the files records and the search part, each after the header. */
 export async function encodeSnapshot(prefix: string, state: FoldedState): Promise<{ main: Uint8Array; search: Uint8Array }> {
-  if (!state.search) throw new UnusableSnapshot("a snapshot needs the search index folded too");
+  if (!state.search || !state.files) throw new UnusableSnapshot("a snapshot needs both models folded");
   const search = Buffer.from(await searchSnapshotText(state.search), "utf8");
   const body = JSON.stringify([...state.files.values()]);
   const header: SnapshotHeader = {
@@ -122,7 +125,8 @@ export async function encodeSnapshot(prefix: string, state: FoldedState): Promis
   };
   // Compressed: the object store client checks every object's SHA-256 in JavaScript as it reads it, which
   // was most of a snapshot load uncompressed (JSON records compress about tenfold).
-  return { main: gzipSync(`${JSON.stringify(header)}\n${body}`, { level: 1 }), search: gzipSync(search, { level: 1 }) };
+  const line = Buffer.from(`${JSON.stringify(header)}\n`, "utf8");
+  return { main: gzipSync(Buffer.concat([line, Buffer.from(body, "utf8")]), { level: 1 }), search: gzipSync(Buffer.concat([line, search]), { level: 1 }) };
 }
 
 const gunzip = (bytes: Uint8Array, what: string): Buffer => {
@@ -135,14 +139,19 @@ const gunzip = (bytes: Uint8Array, what: string): Buffer => {
 
 export class UnusableSnapshot extends Error {}
 
-/** Parses and checks a snapshot's main object on its own (format, names, digest, shape); the log checks come after. */
-export function decodeSnapshot(compressed: Uint8Array, expect: { prefix: string; app: string; stream: string }): FoldedState & { header: SnapshotHeader } {
-  const text = gunzip(compressed, "records").toString("utf8");
-  const cut = text.indexOf("\n");
+interface Expected {
+  prefix: string;
+  app: string;
+  stream: string;
+}
+
+/** An object's header line (checked: format, prefix, app, stream) and the bytes after it. */
+function splitHeader(bytes: Buffer, expect: Expected): { header: SnapshotHeader; rest: Buffer } {
+  const cut = bytes.indexOf(0x0a);
   if (cut < 0) throw new UnusableSnapshot("no header line");
   let header: SnapshotHeader;
   try {
-    header = JSON.parse(text.slice(0, cut)) as SnapshotHeader;
+    header = JSON.parse(bytes.subarray(0, cut).toString("utf8")) as SnapshotHeader;
   } catch {
     throw new UnusableSnapshot("the header is not JSON");
   }
@@ -150,7 +159,13 @@ export function decodeSnapshot(compressed: Uint8Array, expect: { prefix: string;
   if (header.prefix !== expect.prefix || header.app !== expect.app || header.stream !== expect.stream) {
     throw new UnusableSnapshot(`it is of ${header.prefix}/${header.app} (${header.stream}), not ${expect.prefix}/${expect.app} (${expect.stream})`);
   }
-  const body = text.slice(cut + 1);
+  return { header, rest: bytes.subarray(cut + 1) };
+}
+
+/** Parses and checks a snapshot's main object on its own (format, names, digest, shape); the log checks come after. */
+export function decodeSnapshot(compressed: Uint8Array, expect: Expected): FoldedState & { header: SnapshotHeader } {
+  const { header, rest } = splitHeader(gunzip(compressed, "records"), expect);
+  const body = rest.toString("utf8");
   if (sha256(body) !== header.digest) throw new UnusableSnapshot("its records do not match their digest (damaged or edited)");
   let records: FilesRecord[];
   try {
@@ -168,9 +183,12 @@ export function decodeSnapshot(compressed: Uint8Array, expect: { prefix: string;
   return { header, app: header.app, stream: header.stream, seq: header.seq, eventId: header.eventId, eventHash: header.eventHash, maxTime: header.maxTime, files, search: null };
 }
 
-/** The search part of a snapshot, checked against the header's digest and sequence. */
-export async function decodeSearchPart(compressed: Uint8Array, header: SnapshotHeader): Promise<SearchIndex> {
-  const bytes = gunzip(compressed, "search part");
+/** The search part of a snapshot, checked against its header (the main object's, when that was read too) and digest. */
+export async function decodeSearchPart(compressed: Uint8Array, expect: Expected, main: SnapshotHeader | null): Promise<{ header: SnapshotHeader; search: SearchIndex }> {
+  const { header, rest: bytes } = splitHeader(gunzip(compressed, "search part"), expect);
+  if (main && (main.seq !== header.seq || main.eventId !== header.eventId || main.digest !== header.digest || main.searchDigest !== header.searchDigest)) {
+    throw new UnusableSnapshot("its two parts are of different snapshots");
+  }
   if (sha256(bytes) !== header.searchDigest) throw new UnusableSnapshot("its search part does not match its digest (damaged or edited)");
   let search: SearchIndex;
   try {
@@ -180,7 +198,7 @@ export async function decodeSearchPart(compressed: Uint8Array, header: SnapshotH
   }
   if (search.appliedSeq !== header.seq) throw new UnusableSnapshot(`its search part is at ${search.appliedSeq}, its header at ${header.seq}`);
   if (search.generation !== AS_OF_GENERATION) throw new UnusableSnapshot(`its search part is of generation ${search.generation}, not an as-of one`);
-  return search;
+  return { header, search };
 }
 
 /** Checks a decoded snapshot against the log: the tagged event, and a sample of memories folded again. */
@@ -191,7 +209,7 @@ async function checkAgainstLog(store: EventStore, state: FoldedState): Promise<v
       throw new UnusableSnapshot(`the log's event at sequence ${state.seq} is not the one it was taken at (the stream changed since)`);
     }
   }
-  const ids = [...state.files.keys()];
+  const ids = state.files ? [...state.files.keys()] : state.search!.activeMemories().map((m) => m.memoryId);
   // Evenly spread over the memories (first appearance order), always including the first and last.
   const picks = ids.length <= SAMPLE ? ids : [...new Set(Array.from({ length: SAMPLE }, (_, i) => ids[Math.round((i * (ids.length - 1)) / (SAMPLE - 1))]!))];
   await Promise.all(
@@ -204,7 +222,7 @@ async function checkAgainstLog(store: EventStore, state: FoldedState): Promise<v
         files = applyEvent(files, stored);
         search = evolveMemoryRecord(search, stored.event as MemoryEvent).record;
       }
-      if (JSON.stringify(files) !== JSON.stringify(state.files.get(id))) throw new UnusableSnapshot(`memory ${id} differs from its events in the log`);
+      if (state.files && JSON.stringify(files) !== JSON.stringify(state.files.get(id))) throw new UnusableSnapshot(`memory ${id} differs from its events in the log`);
       if (state.search && JSON.stringify(search) !== JSON.stringify(state.search.record(id))) throw new UnusableSnapshot(`memory ${id}'s search record differs from its events in the log`);
     }),
   );
@@ -262,18 +280,30 @@ export async function loadSnapshot(
   app: string,
   asOf: AsOf,
   bucket: ObjectStore | null,
-  withSearch: boolean,
+  models: Models,
 ): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean; refusedSeq?: number }> {
   const stream = app === ORG_APP ? store.names.orgStream() : store.names.appStream(app);
-  const empty = () => emptyFoldedState(app, stream, withSearch);
+  const empty = () => emptyFoldedState(app, stream, models);
   if (!bucket) return { state: empty(), problem: null, fromSnapshot: false };
   const best = (await candidates(bucket, app).catch(() => [])).find((c) => inside(c, asOf));
   if (!best) return { state: empty(), problem: null, fromSnapshot: false };
   try {
-    const [main, searchBytes] = await Promise.all([getBlob(bucket, best.name), withSearch ? getBlob(bucket, searchPartOf(best.name)) : null]);
-    const state = decodeSnapshot(main, { prefix: store.names.prefix, app, stream });
-    if (!inside(state.header, asOf)) throw new UnusableSnapshot(`its header (seq ${state.header.seq}) is outside the bound its description promised`);
-    if (searchBytes) state.search = await decodeSearchPart(searchBytes, state.header);
+    const expect = { prefix: store.names.prefix, app, stream };
+    const [main, searchBytes] = await Promise.all([models.files ? getBlob(bucket, best.name) : null, models.search ? getBlob(bucket, searchPartOf(best.name)) : null]);
+    const fromMain = main ? decodeSnapshot(main, expect) : null;
+    const fromSearch = searchBytes ? await decodeSearchPart(searchBytes, expect, fromMain?.header ?? null) : null;
+    const header = (fromMain?.header ?? fromSearch?.header)!;
+    if (!inside(header, asOf)) throw new UnusableSnapshot(`its header (seq ${header.seq}) is outside the bound its description promised`);
+    const state: FoldedState = {
+      app,
+      stream,
+      seq: header.seq,
+      eventId: header.eventId,
+      eventHash: header.eventHash,
+      maxTime: header.maxTime,
+      files: fromMain?.files ?? null,
+      search: fromSearch?.search ?? null,
+    };
     await checkAgainstLog(store, state);
     return { state, problem: null, fromSnapshot: true };
   } catch (err) {
@@ -291,10 +321,10 @@ export async function foldAsOf(
   store: EventStore,
   app: string,
   asOf: AsOf,
-  options: { search?: boolean; noSnapshot?: boolean | undefined; bucket?: ObjectStore | null; everyEvent?: (stored: StoredEvent) => void } = {},
+  options: { files?: boolean; search?: boolean; noSnapshot?: boolean | undefined; bucket?: ObjectStore | null; everyEvent?: (stored: StoredEvent) => void } = {},
 ): Promise<{ state: FoldedState; report: FoldReport }> {
   const bucket = options.noSnapshot ? null : options.bucket === undefined ? await openSnapshots(store) : options.bucket;
-  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, asOf, bucket, options.search === true);
+  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, asOf, bucket, { files: options.files !== false, search: options.search === true });
   const start = state.seq;
   let folded = 0;
   const from = options.everyEvent ? 1 : start + 1;
@@ -320,7 +350,7 @@ export async function writeSnapshots(
 ): Promise<{ written: { seq: number; bytes: number }[]; lastSeq: number; report: FoldReport }> {
   const every = options.every ?? DEFAULT_SNAPSHOT_EVERY;
   const bucket = options.bucket ?? (await openSnapshots(store, { create: true }))!;
-  const { state, problem, fromSnapshot, refusedSeq } = await loadSnapshot(store, app, {}, bucket, true);
+  const { state, problem, fromSnapshot, refusedSeq } = await loadSnapshot(store, app, {}, bucket, { files: true, search: true });
   // A refused snapshot is written again (same name: it replaces the bad one), from the log.
   const existing = new Set((await candidates(bucket, app)).map((c) => c.seq).filter((seq) => seq !== refusedSeq));
   const written: { seq: number; bytes: number }[] = [];

@@ -44,9 +44,9 @@ const provenance = (state: FoldedState, asOf: AsOf, from: Record<string, FoldRep
   from,
 });
 
-/** The shared MEMORY.md of the folded state, exactly as the files projection renders it (null: no event yet). */
+/** The shared MEMORY.md of the folded state (folded with its files records), exactly as the files projection renders it. */
 export function memoryIndexOf(state: FoldedState): string {
-  const entries = [...state.files.values()].map(indexEntryOf).filter((e) => e !== undefined);
+  const entries = [...state.files!.values()].map(indexEntryOf).filter((e) => e !== undefined);
   return renderMemoryIndex(state.app, entries);
 }
 
@@ -75,11 +75,11 @@ export interface SearchAsOfOptions extends AsOfOptions {
 
 /** `search QUERY --as-of…`: the app's and the org's memories as of the bound, ranked by the live `retrieve`. */
 export async function searchAsOf(store: EventStore, app: string, query: string, asOf: AsOf, options: SearchAsOfOptions): Promise<{ hits: RetrievedMemory[] } & AsOfProvenance> {
-  const own = await foldAsOf(store, app, asOf, { search: true, noSnapshot: options.noSnapshot });
+  const own = await foldAsOf(store, app, asOf, { files: false, search: true, noSnapshot: options.noSnapshot });
   const states: FoldedState[] = [own.state];
   const from: Record<string, FoldReport> = { [app]: own.report };
   if (app !== ORG_APP) {
-    const org = await foldAsOf(store, ORG_APP, orgBound(asOf, own.state), { search: true, noSnapshot: options.noSnapshot });
+    const org = await foldAsOf(store, ORG_APP, orgBound(asOf, own.state), { files: false, search: true, noSnapshot: options.noSnapshot });
     states.push(org.state);
     from[ORG_APP] = org.report;
   }
@@ -142,7 +142,7 @@ export async function hydrateAsOf(
   // see, then the agent's own scratchpad index when it has one and the reader may see it.
   const shared = state.seq === 0 ? null : visibleIndexLines(memoryIndexOf(state), visible).trimEnd();
   const scratch = `agent:${input.agent}`;
-  const entries = [...state.files.values()].map(indexEntryOf).filter((e) => e !== undefined);
+  const entries = [...state.files!.values()].map(indexEntryOf).filter((e) => e !== undefined);
   const ownIndex = visible(scratch) && entries.some((e) => e.scope === scratch) ? renderScratchpadIndex(app, input.agent, entries).trimEnd() : null;
   const parts = [shared, ownIndex].filter((p): p is string => p !== null);
   const since = catalog.previousSession(input.agent, input.sessionId);

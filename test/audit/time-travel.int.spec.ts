@@ -185,7 +185,7 @@ describe("time travel: search, hydrate and MEMORY.md as of a moment; snapshots a
       });
       const { report, state } = await foldAsOf(store, app, { seq: seqEnd });
       expect(report.snapshotProblem).toMatch(/differs from its events in the log/);
-      expect(JSON.stringify([...state.files.values()])).not.toContain("nine times");
+      expect(JSON.stringify([...state.files!.values()])).not.toContain("nine times");
       expect(await reads(false)).toEqual(fromLog);
       await replace(newest(), () => original);
     });
