@@ -238,21 +238,47 @@ function memory(): MemorySample {
 
 // ---- measuring ----------------------------------------------------------------------------------
 
-async function timeEach<T>(items: readonly T[], warmup: number, op: (item: T) => Promise<unknown> | unknown): Promise<LatencyStats> {
+/**
+ * Runs a setup step again when it fails: twice in one session (2026-11-29, load average above 20) the
+ * KV reads of the cache warm-up timed out right after the 100k vector build, losing half an hour of
+ * building. Measured steps are never retried.
+ */
+async function withRetries<T>(log: (line: string) => void, what: string, step: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      log(`  ${what} failed (${error instanceof Error ? error.message : String(error)}); again in ${attempt * 5} s`);
+      await new Promise((resolve) => setTimeout(resolve, attempt * 5000));
+    }
+  }
+}
+
+/**
+ * Wall time per operation, and the process's CPU time (all threads, so garbage collection counts) per
+ * operation: on a shared 2-core machine the wall-time tail is mostly waiting for a core, the CPU time
+ * is what the operation itself costs.
+ */
+async function timeEach<T>(items: readonly T[], warmup: number, op: (item: T) => Promise<unknown> | unknown): Promise<LatencyStats & { cpu: LatencyStats }> {
   for (let i = 0; i < Math.min(warmup, items.length); i++) await op(items[i]!);
   const samples = new Float64Array(items.length);
+  const cpu = new Float64Array(items.length);
   for (let i = 0; i < items.length; i++) {
+    const c = process.cpuUsage();
     const t = performance.now();
     await op(items[i]!);
     samples[i] = performance.now() - t;
+    const used = process.cpuUsage(c);
+    cpu[i] = (used.user + used.system) / 1000;
   }
-  return latencyStats(samples);
+  return { ...latencyStats(samples), cpu: latencyStats(cpu) };
 }
 
 interface Row {
   size: number;
   what: string;
-  stats: LatencyStats;
+  stats: LatencyStats & { cpu: LatencyStats };
   note: string;
 }
 
@@ -310,6 +336,7 @@ async function runSize(size: number, opts: { queries: number; hydrate: boolean; 
   index.attachVectors(new VectorChannel(embedder, vectorIndex));
   const afterVectors = memory();
   log(`  vector index (${vectorIndex.name}): ${fmtInt(await vectorIndex.count())} points in ${fmt(vectorSeconds, 1)} s (${fmtInt(size / vectorSeconds)}/s); RSS +${fmtInt(afterVectors.rssMB - afterBm25.rssMB)} MB, heap +${fmtInt(afterVectors.heapMB - afterBm25.heapMB)} MB`);
+  log(`  whole index (records, BM25, vectors): RSS +${fmtInt(afterVectors.rssMB - before.rssMB)} MB over the corpus and events; process RSS ${fmtInt(afterVectors.rssMB)} MB`);
 
   const questions = corpus.questions.slice(0, opts.queries);
   const withIds = corpus.memories.filter((m) => m.identifier);
@@ -319,7 +346,7 @@ async function runSize(size: number, opts: { queries: number; hydrate: boolean; 
   });
   // Every query embedded once through the cache (a KV write each), so the measured ones are cache hits.
   t = performance.now();
-  await embedder.embed([...questions.map((q) => q.question), ...identifierQueries.map((q) => q.text)]);
+  await withRetries(log, "warming the query cache", () => embedder.embed([...questions.map((q) => q.question), ...identifierQueries.map((q) => q.text)]));
   log(`  query cache warmed: ${questions.length + identifierQueries.length} queries in ${fmt((performance.now() - t) / 1000, 1)} s`);
 
   const rows: Row[] = [];
@@ -327,7 +354,7 @@ async function runSize(size: number, opts: { queries: number; hydrate: boolean; 
   const run = async (what: string, note: string, items: readonly { text: string; options: RetrieveOptions }[]) => {
     const stats = await timeEach(items, warm, (q) => retrieve(index, q.text, q.options));
     rows.push({ size, what, stats, note });
-    log(`  ${what.padEnd(26)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  max ${fmt(stats.max)} ms`);
+    log(`  ${what.padEnd(26)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  max ${fmt(stats.max)} ms  (CPU p50 ${fmt(stats.cpu.p50)} ms, p99 ${fmt(stats.cpu.p99)} ms)`);
   };
   const q = (mode: RetrieveOptions["mode"], scoped: boolean) =>
     questions.map((x) => ({ text: x.question, options: { k: K, mode, ...(scoped ? { scope: `team:${x.conv_id}` } : {}) } as RetrieveOptions }));
@@ -388,10 +415,10 @@ async function runSize(size: number, opts: { queries: number; hydrate: boolean; 
     catalogMem = { rssMB: afterCatalog.rssMB - beforeCatalog.rssMB, heapMB: afterCatalog.heapMB - beforeCatalog.heapMB };
     log(`  hydration: first pack (catalog catch-up of the stream) ${fmt(catalogSeconds, 1)} s; catalog RSS +${fmtInt(catalogMem.rssMB)} MB, heap +${fmtInt(catalogMem.heapMB)} MB`);
     const items = questions.slice(0, Math.min(questions.length, 300));
-    await embedder.embed(items.map((x) => x.question));
+    await withRetries(log, "warming the hydration queries", () => embedder.embed(items.map((x) => x.question)));
     const stats = await timeEach(items, warm, (x) => hydrator.hydrate(app, input(x.question)));
     rows.push({ size, what: "hydrate", stats, note: "Hydrator.hydrate, budget 4000, hybrid relevant k 12" });
-    log(`  ${"hydrate".padEnd(26)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  max ${fmt(stats.max)} ms`);
+    log(`  ${"hydrate".padEnd(26)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  max ${fmt(stats.max)} ms  (CPU p50 ${fmt(stats.cpu.p50)} ms, p99 ${fmt(stats.cpu.p99)} ms)`);
   }
 
   await vectorIndex.close();
@@ -446,10 +473,13 @@ async function run(args: BenchArgs): Promise<number> {
   log("\nlatency (ms, sequential, k 10):");
   log(
     table(
-      ["memories", "measurement", "n", "p50", "p90", "p99", "max", "note"],
-      results.flatMap((r) => r.rows.map((row) => [fmtInt(r.size), row.what, row.stats.count, fmt(row.stats.p50), fmt(row.stats.p90), fmt(row.stats.p99), fmt(row.stats.max), row.note])),
+      ["memories", "measurement", "n", "p50", "p90", "p99", "max", "CPU p50", "CPU p99", "note"],
+      results.flatMap((r) =>
+        r.rows.map((row) => [fmtInt(r.size), row.what, row.stats.count, fmt(row.stats.p50), fmt(row.stats.p90), fmt(row.stats.p99), fmt(row.stats.max), fmt(row.stats.cpu.p50), fmt(row.stats.cpu.p99), row.note]),
+      ),
     ),
   );
+  log("\nlatency: wall time; CPU: the process's CPU time per query (all threads, GC included).");
   log("\nbuild and memory (deltas after GC):");
   log(
     table(

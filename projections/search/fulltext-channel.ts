@@ -1,47 +1,51 @@
-import { count, create, insert, load, remove, save, search, type Orama, type RawData, type WhereCondition } from "@orama/orama";
 import type { IndexedMemory } from "./memory-records.js";
 import { asList, tagKey, type RetrievalFilter } from "./retrieval-filter.js";
-import { exactTermIndex, type ExactTermIndex } from "./exact-term-index.js";
-import { identifierAwareTokenizer, identifierTokens, namedIdentifiers, type IdentifierAwareTokenizer } from "./tokenizer.js";
+import { CompactBm25Index, type AttributeFilter, type DocumentAttributes, type DocumentTokens, type FieldSpec, type SavedCompactBm25, type WeightedField } from "./compact-bm25.js";
+import { identifierTokens, namedIdentifiers, tokenizeText } from "./tokenizer.js";
 import { internal } from "../../schemas/errors.js";
 
 /**
- * The BM25 channel: one Orama document per active memory. A vector channel will sit beside it with the
+ * The BM25 channel: one indexed document per active memory. A vector channel sits beside it with the
  * same shape (upsert, remove, ranked ids for a query and filter), and the search index fuses their
  * rankings; nothing here knows about the other channels.
  *
- * Orama's text fields are tokenized by the identifier-aware tokenizer, and a query token matches only the
- * equal indexed token (exact-term-index.ts: Orama's prefix lookup made BM25 p99 300+ ms on real text at
- * 10k memories). Filters use `enum` fields: NOTES measured `where` on a `string` field at 112 ms p50 and
- * it is not an exact match.
+ * The index is compact-bm25.ts: Orama's BM25 (same formula, parameters, boosts, field order and tie
+ * order, so the same hits with the same scores) over postings in typed arrays, top-k by MaxScore. It
+ * replaced Orama's own index, whose per-document objects made garbage-collection pauses the p99 at
+ * 100k memories (docs/benchmarks.md). Text is tokenized by the identifier-aware tokenizer, and a query
+ * token matches only the equal indexed token (Orama's prefix lookup had made BM25 p99 300+ ms on real
+ * text at 10k memories). Filters (app, status, scope, kind, tags) are checked per document while
+ * scoring, on interned codes.
  *
  * Exact identifiers need more than good tokens. Orama's BM25 adds a constant per matched token
  * (its tf is count / field length, so the `d` term dominates), so twenty notes that mention "token", "expired" and "errors" in their titles outscore the one note that
- * names `ERR_TOKEN_EXPIRED`, whose rare whole token adds only one idf (before exact-term-index.ts, prefix
- * matching made it worse: "token" also scored "tokens", "tokenizer"). So the whole identifiers of each
+ * names `ERR_TOKEN_EXPIRED`, whose rare whole token adds only one idf (prefix matching, before exact
+ * tokens, made it worse: "token" also scored "tokens", "tokenizer"). So the whole identifiers of each
  * memory also go into an `identifiers` field, matched exactly (whole token, no prefix, no parts), and a
  * memory that contains every identifier the query names ranks above those that do not.
  */
 const IDENTIFIERS = "identifiers";
-const SCHEMA = {
-  title: "string",
-  body: "string",
-  tags: "string[]",
-  paths: "string[]",
-  /** Space-separated whole identifiers (see tokenizer.ts); only searched exactly. */
-  [IDENTIFIERS]: "string",
-  app: "enum",
-  scope: "enum",
-  kind: "enum",
-  status: "enum",
-  /** Lowercased tags for exact tag filters; `tags` above is for full-text matching. */
-  tagKeys: "enum[]",
-} as const;
-
-type FullTextDb = Orama<typeof SCHEMA>;
+/**
+ * The indexed text fields, in the order Orama's schema listed them (which is the order scores are
+ * summed in). `identifiers` holds whole identifiers (see tokenizer.ts) and is only searched exactly.
+ */
+const FIELDS: readonly FieldSpec[] = [
+  { name: "title", list: false },
+  { name: "body", list: false },
+  { name: "tags", list: true },
+  { name: "paths", list: true },
+  { name: IDENTIFIERS, list: false },
+];
 
 /** Where a word counts most: a title or tag that names the subject outweighs a mention in the body. */
 const BOOST = { title: 2, tags: 1.5, paths: 1.5, body: 1 } as const;
+const TEXT_FIELDS: readonly WeightedField[] = [
+  { field: "title", boost: BOOST.title },
+  { field: "body", boost: BOOST.body },
+  { field: "tags", boost: BOOST.tags },
+  { field: "paths", boost: BOOST.paths },
+];
+const IDENTIFIER_FIELDS: readonly WeightedField[] = [{ field: IDENTIFIERS, boost: 1 }];
 
 /**
  * BM25 parameters: Orama's k1 1.2 and d 0.5, but length normalisation b 0.1 instead of 0.75.
@@ -65,87 +69,83 @@ export interface ChannelHit {
   identifiersMatched?: number;
 }
 
-/**
- * Orama's calls return a promise only when a plugin or hook is async. This index has neither, and the
- * projection relies on inserts being applied in order before the next event; a promise here is a bug.
- */
-function synchronously<T>(value: T | Promise<T>, what: string): T {
-  if (value instanceof Promise) throw internal(`Orama ${what} went asynchronous; the search index has no async hooks`);
-  return value;
+/** What the index holds of a memory: its tokens per field, as Orama's tokenizer component produced them. */
+function tokensOf(memory: IndexedMemory): DocumentTokens {
+  return {
+    title: tokenizeText(memory.title),
+    body: tokenizeText(memory.body),
+    tags: memory.tags.map(tokenizeText),
+    paths: memory.paths.map(tokenizeText),
+    [IDENTIFIERS]: wholeTokens(identifierTokens([memory.title, memory.body, ...memory.tags, ...memory.paths].join("\n")).join(" ")),
+  };
 }
 
-const createDb = (tokenizer: IdentifierAwareTokenizer, index: ExactTermIndex): FullTextDb =>
-  create({
-    schema: SCHEMA,
-    // Query tokens match whole indexed tokens, not as prefixes (see exact-term-index.ts).
-    components: { tokenizer, index: index.component },
-    // Results are ordered by score only; a sort index would cost memory for every document.
-    sort: { enabled: false },
-  });
+/**
+ * The exact-identifier field's tokens: space-separated, each once. (An identifier whose compatibility
+ * decomposition holds a space, such as U+FDFA, splits there, as it did when Orama tokenized this field.)
+ */
+const wholeTokens = (raw: string): string[] => [...new Set(raw.split(" ").filter((token) => token.length > 0))];
 
-const documentOf = (memory: IndexedMemory) => ({
-  id: memory.memoryId,
-  title: memory.title,
-  body: memory.body,
-  tags: memory.tags,
-  paths: memory.paths,
+const attributesOf = (memory: IndexedMemory): DocumentAttributes => ({
   app: memory.app,
   scope: memory.scope,
   kind: memory.kind,
   status: memory.status,
   tagKeys: memory.tags.map(tagKey),
-  [IDENTIFIERS]: identifierTokens([memory.title, memory.body, ...memory.tags, ...memory.paths].join("\n")).join(" "),
 });
 
-/** Orama's saved index without its document store: the documents are rebuilt from the memory records. */
-export type SavedFullTextIndex = Omit<RawData, "docs">;
+/** The saved BM25 index: internal ids and running averages; postings are derived from the memory records. */
+export type SavedFullTextIndex = SavedCompactBm25;
+
+export const isSavedFullTextIndex = (value: unknown): value is SavedFullTextIndex =>
+  value !== null &&
+  typeof value === "object" &&
+  (value as Partial<SavedCompactBm25>).format === "memledger-compact-bm25" &&
+  (value as Partial<SavedCompactBm25>).version === 1 &&
+  Array.isArray((value as Partial<SavedCompactBm25>).ids);
 
 export class FullTextChannel {
-  private readonly tokenizer = identifierAwareTokenizer([IDENTIFIERS]);
-  // Scalar text fields: the identifier-aware tokenizer returns each token once per value.
-  private readonly index = exactTermIndex(["title", "body", IDENTIFIERS]);
-  private readonly db: FullTextDb = createDb(this.tokenizer, this.index);
+  private readonly index = new CompactBm25Index(FIELDS, BM25_RELEVANCE);
 
   /**
-   * Orama's own save(): at 10k memories loading it took 4.1 s against 9.9 s for re-inserting every
-   * document (measured on LoCoMo turns when this was chosen). Its document store is left out because it
-   * repeats every active version's text, which the snapshot already holds in the memory records.
-   * The result shares structures with the live index: serialize it before applying more events.
+   * What a snapshot needs beyond the memory records: the internal ids (they order equal scores) and
+   * each field's running average length (Orama's, path-dependent). Postings are not saved: loading
+   * re-tokenizes the active memories (compact-bm25.ts), which is smaller on disk and as fast as
+   * parsing saved postings.
    */
   exportIndex(): SavedFullTextIndex {
-    const { docs: _docs, ...index } = save(this.db);
-    return index;
+    return this.index.save();
   }
 
   /** The inverse of {@link exportIndex}; `memories` must be exactly the documents indexed when it was saved. */
   static importIndex(saved: SavedFullTextIndex, memories: Iterable<IndexedMemory>): FullTextChannel {
+    if (!isSavedFullTextIndex(saved)) throw internal("search snapshot: the saved BM25 index is not one this build writes");
     const channel = new FullTextChannel();
-    const internalIdToId = (saved.internalDocumentIDStore as { internalIdToId: string[] }).internalIdToId;
-    const internalIdOf = new Map(internalIdToId.map((id, i) => [id, i + 1] as const));
-    const docs: Record<number, ReturnType<typeof documentOf>> = {};
-    let docCount = 0;
+    channel.index.beginLoad(saved);
+    const ordered: [number, IndexedMemory][] = [];
     for (const memory of memories) {
-      const internalId = internalIdOf.get(memory.memoryId);
+      const internalId = channel.index.internalIdOf(memory.memoryId);
       if (internalId === undefined) throw internal(`search snapshot: memory ${memory.memoryId} is active but missing from the saved index`);
-      docs[internalId] = documentOf(memory);
-      docCount += 1;
+      ordered.push([internalId, memory]);
     }
-    load(channel.db, { ...saved, docs: { docs, count: docCount } });
-    if (count(channel.db) !== docCount) throw internal("search snapshot: the saved index and the memory records disagree");
+    // In internal id order, every posting is an append.
+    ordered.sort((a, b) => a[0] - b[0]);
+    for (const [, memory] of ordered) channel.index.insert(memory.memoryId, tokensOf(memory), attributesOf(memory));
+    channel.index.finishLoad(saved);
     return channel;
   }
 
   get size(): number {
-    return count(this.db);
+    return this.index.size;
   }
 
   upsert(memory: IndexedMemory): void {
-    this.remove(memory.memoryId);
-    synchronously(insert(this.db, documentOf(memory)), "insert");
+    this.index.remove(memory.memoryId);
+    this.index.insert(memory.memoryId, tokensOf(memory), attributesOf(memory));
   }
 
   remove(memoryId: string): void {
-    synchronously(remove(this.db, memoryId), "remove");
+    this.index.remove(memoryId);
   }
 
   /**
@@ -154,15 +154,15 @@ export class FullTextChannel {
    */
   search(query: string, filter: RetrievalFilter, limit: number): ChannelHit[] {
     if (limit <= 0 || query.trim().length === 0) return [];
-    const where = whereClause(filter);
-    const textHits = this.bm25(query, ["title", "body", "tags", "paths"], where, limit);
+    const pushed = pushedFilter(filter);
+    const textHits = this.bm25(tokenizeText(query), TEXT_FIELDS, pushed, limit);
     const identifiers = namedIdentifiers(query);
     if (identifiers.length === 0) return textHits;
 
     const identifiersMatched = new Map<string, number>();
     for (const identifier of identifiers) {
-      const exactHits = this.tokenizer.wholeTokenQuery(() => this.bm25(identifier, [IDENTIFIERS], where, limit));
-      for (const hit of exactHits) {
+      // Only the best `limit` holders of each identifier count, as when this was an Orama search per identifier.
+      for (const hit of this.bm25(wholeTokens(identifier), IDENTIFIER_FIELDS, pushed, limit)) {
         identifiersMatched.set(hit.memoryId, (identifiersMatched.get(hit.memoryId) ?? 0) + 1);
       }
     }
@@ -179,39 +179,21 @@ export class FullTextChannel {
       .slice(0, limit);
   }
 
-  private bm25(term: string, properties: (keyof typeof SCHEMA)[], where: WhereCondition<typeof SCHEMA> | undefined, limit: number): ChannelHit[] {
-    const results = synchronously(
-      this.index.withLimit(limit, () =>
-        search(this.db, {
-          term,
-          properties,
-          boost: BOOST,
-          limit,
-          // A copy: Orama fills in missing parameters by writing into the object it is given.
-          relevance: { ...BM25_RELEVANCE },
-          // Whole indexed tokens only: the index component never matches a token as a prefix. Orama's own
-          // `exact` would also re-check every hit with a case-sensitive regex of the raw term.
-          exact: false,
-          ...(where ? { where } : {}),
-        }),
-      ),
-      "search",
-    );
-    // A term that tokenizes to nothing (only stop words) makes Orama list documents with score 0.
-    return results.hits.filter((hit) => hit.score > 0).map((hit) => ({ memoryId: hit.id, score: hit.score }));
+  private bm25(terms: readonly string[], fields: readonly WeightedField[], filter: AttributeFilter, limit: number): ChannelHit[] {
+    return this.index
+      .search(terms, fields, filter, limit)
+      .filter((hit) => hit.score > 0)
+      .map((hit) => ({ memoryId: hit.id, score: hit.score }));
   }
 }
 
-/** The exactly evaluable part of the filter (paths are checked by the caller: "under" is not an enum match). */
-function whereClause(filter: RetrievalFilter): WhereCondition<typeof SCHEMA> | undefined {
-  const clauses: WhereCondition<typeof SCHEMA>[] = [];
-  if (filter.app !== undefined) clauses.push({ app: { eq: filter.app } });
-  if (filter.status !== undefined) clauses.push({ status: { eq: filter.status } });
-  const scopes = asList(filter.scope);
-  if (scopes) clauses.push({ scope: { in: [...scopes] } });
-  const kinds = asList(filter.kind);
-  if (kinds) clauses.push({ kind: { in: [...kinds] } });
-  if (filter.tags && filter.tags.length > 0) clauses.push({ tagKeys: { containsAll: filter.tags.map(tagKey) } });
-  if (clauses.length === 0) return undefined;
-  return clauses.length === 1 ? clauses[0] : { and: clauses };
+/** The exactly evaluable part of the filter (paths are checked by the caller: "under" is not an exact match). */
+function pushedFilter(filter: RetrievalFilter): AttributeFilter {
+  return {
+    app: filter.app,
+    status: filter.status,
+    scope: asList(filter.scope),
+    kind: asList(filter.kind),
+    tagKeys: filter.tags && filter.tags.length > 0 ? filter.tags.map(tagKey) : undefined,
+  };
 }

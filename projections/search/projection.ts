@@ -201,7 +201,7 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
     const report: Report = open.onProgress ?? (() => undefined);
     let index = await loadCurrent(dir, scope.app, {
       onHeader: (summary) =>
-        report({ phase: "loading", message: `loading snapshot (${summary.records} memories, seq ${summary.seq}${summary.version < 3 ? `, format v${summary.version}: BM25 re-indexed` : ""})` }),
+        report({ phase: "loading", message: `loading snapshot (${summary.records} memories, seq ${summary.seq}${summary.version < 4 ? `, format v${summary.version}: BM25 re-indexed` : ""})` }),
       // The log is the truth: what cannot be used is renamed for the operator and rebuilt from the log.
       onUnusable: async (error, generation) => {
         const file = unusableFile(error);

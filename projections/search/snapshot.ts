@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import type { MemledgerError } from "../../schemas/errors.js";
 import { isUnusableState as isUnusableSnapshot, unusableState } from "../unusable.js";
 import { ChunkAssembler, chunkLines } from "./chunked-json.js";
-import type { SavedFullTextIndex } from "./fulltext-channel.js";
+import { isSavedFullTextIndex, type SavedFullTextIndex } from "./fulltext-channel.js";
 import type { MemoryRecord } from "./memory-records.js";
 import { SearchIndex } from "./search-index.js";
 import { TOKENIZER_VERSION } from "./tokenizer.js";
@@ -24,17 +24,20 @@ import { syncDirectory } from "../durable-fs.js";
  *   1. header: format, app, generation, checkpoint seq, number of records, (v3) tokenizer version
  *   2. one line per memory record
  *   2b. (v2) one line per [memoryId, version, branch] of versions proposed on a git branch
- *   3. the saved Orama index as chunked JSON lines (no line holds more than a small piece)
+ *   3. the saved BM25 index as chunked JSON lines (no line holds more than a small piece): (v4) the
+ *      compact index's internal ids and average lengths; (v1-v3) Orama's saved index
  *   4. trailer: {"end":true,"lines":N}, so a file cut short is refused rather than half-loaded.
  */
 const FORMAT = "memledger-search-snapshot";
-const FORMAT_VERSION = 3;
+const FORMAT_VERSION = 4;
 /**
  * Version 1 had no branch lines; it is read as a snapshot without branches. Versions 1 and 2 name no
  * tokenizer: their BM25 index holds unstemmed tokens (tokenizer 1). Version 3 exists so that a build
- * older than the stemming tokenizer refuses a snapshot whose tokens it would not produce.
+ * older than the stemming tokenizer refuses a snapshot whose tokens it would not produce. Version 4
+ * saves the compact BM25 index (compact-bm25.ts) instead of Orama's: a v1-v3 snapshot's saved index is
+ * dropped and BM25 rebuilt from its records, and builds that read only Orama's refuse a v4 file.
  */
-const READABLE_VERSIONS = [1, 2, 3];
+const READABLE_VERSIONS = [1, 2, 3, 4];
 
 interface SnapshotHeader {
   format: typeof FORMAT;
@@ -97,7 +100,7 @@ export interface SnapshotStats {
 
 /**
  * Writes a snapshot of `index` at its applied sequence. The index must not change until the returned
- * promise resolves (the saved Orama index shares structures with the live one).
+ * promise resolves (the saved index shares its id list with the live one).
  */
 export async function writeSnapshot(file: string, index: SearchIndex): Promise<SnapshotStats> {
   const state = index.exportState();
@@ -223,9 +226,9 @@ export async function readSnapshot(
   }
   if (!header) throw unusableSnapshot(file, "it is empty");
   if (!ended) throw unusableSnapshot(file, `it was cut short after line ${count} (no trailer)`);
-  // A BM25 index built by another tokenizer holds tokens that queries no longer produce, and removing a
-  // memory re-tokenizes its text: the saved index is dropped and BM25 rebuilt from the records instead.
-  const sameTokens = (header.tokenizer ?? 1) === TOKENIZER_VERSION;
+  // A BM25 index built by another tokenizer holds tokens that queries no longer produce, and one saved by
+  // Orama (before v4) is not this index: either is dropped and BM25 rebuilt from the records instead.
+  const sameTokens = (header.tokenizer ?? 1) === TOKENIZER_VERSION && header.version >= 4;
   try {
     return SearchIndex.restore({
       app: header.app,
@@ -233,12 +236,18 @@ export async function readSnapshot(
       seq: header.seq,
       records,
       branches,
-      fullText: sameTokens ? (fullText.value as SavedFullTextIndex | undefined) : undefined,
+      fullText: sameTokens ? savedIndexOf(file, fullText.value) : undefined,
     });
   } catch (error) {
     // Lines that parse but do not fit together (records and saved index disagree, a record of the wrong shape).
     throw unusableSnapshot(file, error instanceof Error ? error.message : String(error));
   }
+}
+
+function savedIndexOf(file: string, value: unknown): SavedFullTextIndex | undefined {
+  if (value === undefined) return undefined;
+  if (!isSavedFullTextIndex(value)) throw unusableSnapshot(file, "its saved BM25 index is not a compact index");
+  return value;
 }
 
 /** Generation names `newGeneration` makes (older builds made the same), checked before they become paths. */

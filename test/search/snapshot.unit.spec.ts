@@ -46,7 +46,7 @@ describe("search snapshots and the tokenizer that built them", () => {
     const file = join(dir, "g1.snapshot");
     await writeSnapshot(file, index);
     const current = await partsOf(file);
-    expect(current.header).toMatchObject({ version: 3, tokenizer: TOKENIZER_VERSION });
+    expect(current.header).toMatchObject({ version: 4, tokenizer: TOKENIZER_VERSION });
     expect(searchMemories(await readSnapshot(file), "retrying a payment", { k: 5 }).map((hit) => hit.memoryId)).toEqual(["m1"]);
 
     // The saved index of another index (empty: it lacks m1). Loading it would be refused, so a snapshot

@@ -1,4 +1,6 @@
 import { components, type BM25Params, type IIndex, type Tokenizer, type TokenScore } from "@orama/orama";
+// The Orama index component the BM25 channel used before compact-bm25.ts; only the test reference
+// (orama-reference.ts) uses it now.
 
 type OramaIndex = components.index.Index;
 
