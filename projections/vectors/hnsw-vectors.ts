@@ -75,6 +75,8 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   private builder: GraphBuilder | undefined;
   /** True from creation or clear until the graph is first needed here (or loaded): bulk loading may use the builder. */
   private bulk = true;
+  /** The graph coming back from the builder: every caller that needs it waits for this one transfer. */
+  private adopting: Promise<void> | undefined;
   private closed = false;
 
   constructor(options: HnswVectorIndexOptions) {
@@ -94,6 +96,8 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   async upsert(points: readonly VectorPoint[]): Promise<void> {
     this.ensureOpen();
     const prepared = preparePoints(points, this.dimensions);
+    // Sent to the builder now, an insert would land after the graph it is writing: wait, then insert here.
+    if (this.adopting) await this.adopting;
     if (!this.builder && this.bulk && this.store.size + prepared.length >= this.buildInWorkerFrom) this.startBuilder();
     if (this.builder) {
       const slots = new Int32Array(prepared.length);
@@ -116,8 +120,10 @@ export class HnswVectorIndex implements PersistentVectorIndex {
 
   async delete(ids: readonly string[]): Promise<void> {
     this.ensureOpen();
+    const checked = prepareIds(ids);
+    if (this.adopting) await this.adopting;
     const removed: number[] = [];
-    for (const id of prepareIds(ids)) {
+    for (const id of checked) {
       const slot = this.store.remove(id);
       if (slot !== undefined) removed.push(slot);
     }
@@ -146,10 +152,18 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     this.graph = undefined;
   }
 
-  /** Takes the graph back from the builder through a file it writes (into `dir`, or a temporary directory). */
-  private async adoptBuiltGraph(dir?: string): Promise<Graph> {
+  /**
+   * The graph, here: taken back from the builder if it is there, once however many callers ask at the
+   * same time. `dir`: where the builder writes it (a snapshot being saved), else a temporary directory.
+   */
+  private async graphHere(dir?: string): Promise<Graph> {
     const builder = this.builder;
-    if (!builder) return this.graph!;
+    if (builder) this.adopting ??= this.adopt(builder, dir).finally(() => (this.adopting = undefined));
+    if (this.adopting) await this.adopting;
+    return this.graph!;
+  }
+
+  private async adopt(builder: GraphBuilder, dir: string | undefined): Promise<void> {
     const temp = dir ?? (await mkdtemp(join(tmpdir(), "memledger-hnsw-")));
     try {
       const file = join(temp, GRAPH_FILE);
@@ -162,13 +176,13 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       this.builder = undefined;
       this.bulk = false;
       await builder.close();
-      return graph;
     } finally {
       if (dir === undefined) await rm(temp, { recursive: true, force: true });
     }
   }
 
   private async stopBuilder(): Promise<void> {
+    await this.adopting?.catch(() => undefined);
     const builder = this.builder;
     this.builder = undefined;
     await builder?.close();
@@ -188,7 +202,7 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       keep = (label) => mask[label] === 1;
     }
     const queryArray = Array.from(query);
-    const graph = await this.adoptBuiltGraph();
+    const graph = await this.graphHere();
     this.bulk = false;
     // The graph orders equal distances its own way; searchCutAtK settles ties at the cut by memory id.
     return searchCutAtK(k, async (limit) => {
@@ -224,8 +238,8 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       writer: this.name,
       writeExtras: async (temp) => {
         // A graph being built is written by its builder, straight into the snapshot, and read back here.
-        if (this.builder) await this.adoptBuiltGraph(temp);
-        else await this.graph!.writeIndex(join(temp, GRAPH_FILE));
+        if (this.builder && !this.adopting) await this.graphHere(temp);
+        else await (await this.graphHere()).writeIndex(join(temp, GRAPH_FILE));
         await writeFile(join(temp, PARAMS_FILE), JSON.stringify({ m: this.m, efConstruction: this.efConstruction }) + "\n");
         return [GRAPH_FILE, PARAMS_FILE];
       },

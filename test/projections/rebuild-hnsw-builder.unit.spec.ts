@@ -56,4 +56,21 @@ describe("an HNSW graph built on a worker thread", () => {
     expect(await answers(built, queries)).toEqual(await answers(here, queries));
     await Promise.all([here.close(), built.close(), loaded.close()]);
   });
+
+  test("inserts and deletions made while the graph is coming back are not lost", async () => {
+    const random = seededRandom(3);
+    const index = new HnswVectorIndex({ dimensions: 16, exactScanLimit: 0, buildInWorkerFrom: 10 });
+    await index.upsert(Array.from({ length: 300 }, (_, i) => point(`p${i}`, Array.from(randomVector(random, 16)))));
+    const fresh = randomVector(random, 16);
+    // Not awaited in between: the search starts taking the graph back, the upsert and delete come meanwhile.
+    const searching = index.search(fresh, { k: 3 });
+    const upserting = index.upsert([point("new", Array.from(fresh))]);
+    const deleting = index.delete(["p0"]);
+    await Promise.all([searching, upserting, deleting]);
+    expect((await index.search(fresh, { k: 1 }))[0]!.id).toBe("new");
+    const p1 = (await index.search(randomVector(seededRandom(3), 16), { k: 1 }))[0]!.id;
+    expect(p1).not.toBe("p0");
+    expect(await index.count()).toBe(300);
+    await index.close();
+  });
 });
