@@ -96,6 +96,9 @@ export interface TimelineFilter {
 }
 
 const LOG_PAGE = 10_000;
+/** Proposals a queue section shows at once, oldest first (`?limit=` asks for more, up to QUEUE_MAX). */
+export const QUEUE_PAGE = 50;
+export const QUEUE_MAX = 1000;
 
 /** One proposal's outcome as the consolidation verbs report it (services/dream/review.ts ItemOutcome). */
 interface DreamItemOutcome {
@@ -178,8 +181,11 @@ export class UiLedger {
     return entry.pending;
   }
 
-  /** Every memory with a pending version, oldest proposal first, folded with the memory decider's own evolve. */
-  async queue(app: string): Promise<QueueItem[]> {
+  /**
+   * The memories with a pending version, oldest proposal first, folded with the memory decider's own
+   * evolve: the first `limit` with their diffs and flags (what a page shows), and how many wait in all.
+   */
+  async queue(app: string, limit = QUEUE_PAGE): Promise<{ items: QueueItem[]; total: number }> {
     const entries = await this.log(app);
     const memories = new Map<string, { state: MemoryState; seq: number }>();
     const proposals = new Map<string, LogEntry>();
@@ -189,14 +195,19 @@ export class UiLedger {
       memories.set(e.aggregateId, { state: memoryDecider.evolve(current.state, e as MemoryEvent), seq: e.seq });
       if (e.type === "memory.proposed") proposals.set(e.id, e);
     }
-    const items: QueueItem[] = [];
+    const waiting: { memoryId: string; state: MemoryState; seq: number; pending: MemoryVersion }[] = [];
     for (const [memoryId, { state, seq }] of memories) {
       if (state.superseded) continue;
-      const active = state.versions.find((v) => v.version === state.activeVersion) ?? null;
-      for (const pending of state.versions.filter((v) => v.status === "proposed")) {
+      for (const pending of state.versions) if (pending.status === "proposed") waiting.push({ memoryId, state, seq, pending });
+    }
+    waiting.sort((a, b) => a.pending.proposedAt.localeCompare(b.pending.proposedAt));
+    // Diffs and the curator's flags only for what is shown: a long queue is read in pages.
+    const items = await Promise.all(
+      waiting.slice(0, limit).map(async ({ memoryId, state, seq, pending }): Promise<QueueItem> => {
+        const active = state.versions.find((v) => v.version === state.activeVersion) ?? null;
         const proposed = proposals.get(pending.eventId);
         const provenance = (proposed?.type === "memory.proposed" ? proposed.data.provenance : undefined) ?? null;
-        items.push({
+        return {
           app,
           memoryId,
           scope: state.scope ?? "app",
@@ -209,15 +220,15 @@ export class UiLedger {
           transcriptRef: proposed?.transcriptRef ?? null,
           provenance,
           flags: provenance ? await this.curatorFlags(provenance) : [],
-        });
-      }
-    }
-    return items.sort((a, b) => a.pending.proposedAt.localeCompare(b.pending.proposedAt));
+        };
+      }),
+    );
+    return { items, total: waiting.length };
   }
 
   /** The reasons the curator gave when it accepted the promotion that wrote an org proposal. */
   private async curatorFlags(provenance: OrgProvenance): Promise<PromotionReason[]> {
-    const { app, } = provenance.source;
+    const { app } = provenance.source;
     try {
       for await (const stored of this.store.readSubject(this.store.names.appStream(app), this.store.names.promotion(app, provenance.promotionId))) {
         const e = stored.event;

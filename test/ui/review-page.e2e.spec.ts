@@ -334,6 +334,17 @@ describe("memledger ui: the review page in a browser, against a running up", () 
     await screenshot(page, "runs-reverted");
   });
 
+  it("reads a long queue in pages, oldest first, and shows more on request", async () => {
+    await page.goto(`${ui.url}/queue?app=${app}&limit=1`);
+    const section = page.locator("#queue-app");
+    const total = Number((await section.locator("h2 .count").textContent())!.replace(/\D/g, ""));
+    expect(total).toBeGreaterThan(1);
+    expect(await section.locator("article").count()).toBe(1);
+    expect(await section.locator(".more").textContent()).toContain(`Showing the oldest 1 of ${total}`);
+    await section.getByRole("link", { name: "Show more" }).click();
+    await page.waitForFunction((n) => (globalThis as unknown as { document: { querySelectorAll(s: string): { length: number } } }).document.querySelectorAll("#queue-app article").length === n, Math.min(total, 4));
+  });
+
   it("refuses a POST without the page's form token or from another origin, and appends nothing", async () => {
     const id = await propose("Cache for 5 minutes", "TTL 300s.");
     const before = await lastSeq();

@@ -2,10 +2,23 @@ import { Hono } from "hono";
 import { ORG_APP } from "../../../events/subjects.js";
 import { checkPost } from "../auth.js";
 import type { UiContext } from "../context.js";
-import { describeError, parseItem, type ActionResult, type QueueItem } from "../ledger.js";
+import { QUEUE_MAX, QUEUE_PAGE, describeError, parseItem, type ActionResult, type QueueItem } from "../ledger.js";
+import type { Context } from "hono";
 import { queuePage, queueSection } from "../views/queue.js";
 
-const orError = (p: Promise<QueueItem[]>) => p.catch((err: unknown) => ({ error: describeError(err).message }));
+export type QueueRead = { items: QueueItem[]; total: number; limit: number } | { error: string };
+
+const read = (ui: UiContext, app: string, limit: number): Promise<QueueRead> =>
+  ui.ledger.queue(app, limit).then(
+    (q) => ({ ...q, limit }),
+    (err: unknown) => ({ error: describeError(err).message }),
+  );
+
+/** `?limit=N` (or the form's `limit`): how many proposals a section shows, oldest first. */
+const limitOf = (c: Context, value?: unknown): number => {
+  const n = Number(typeof value === "string" ? value : c.req.query("limit"));
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, QUEUE_MAX) : QUEUE_PAGE;
+};
 
 const list = (value: unknown): string[] => (Array.isArray(value) ? value : value === undefined ? [] : [value]).filter((v): v is string => typeof v === "string");
 
@@ -15,13 +28,14 @@ export function queueRoutes(ui: UiContext): Hono {
 
   routes.get("/queue", async (c) => {
     const app = ui.appOf(c);
-    const [appItems, orgItems] = await Promise.all([orError(ui.ledger.queue(app)), orError(ui.ledger.queue(ORG_APP))]);
+    const limit = limitOf(c);
+    const [appItems, orgItems] = await Promise.all([read(ui, app, limit), read(ui, ORG_APP, limit)]);
     return ui.page(c, "queue", app, "Review queue", queuePage(app, appItems, orgItems, ui.csrf));
   });
 
   routes.get("/queue/section", async (c) => {
     const app = ui.appOf(c);
-    return c.html(queueSection(app, await orError(ui.ledger.queue(app)), ui.csrf));
+    return c.html(queueSection(app, await read(ui, app, limitOf(c)), ui.csrf));
   });
 
   routes.post("/queue/decide", async (c) => {
@@ -50,7 +64,7 @@ export function queueRoutes(ui: UiContext): Hono {
         results.push(...(await ui.ledger.decide(app, items, action, reasonField)));
       }
     }
-    const section = queueSection(app, await orError(ui.ledger.queue(app)), ui.csrf, results);
+    const section = queueSection(app, await read(ui, app, limitOf(c, body.limit)), ui.csrf, results);
     return ui.respond(c, "queue", app, "Review queue", section);
   });
 

@@ -1,6 +1,8 @@
 import { html } from "hono/html";
 import { ORG_APP } from "../../../events/subjects.js";
+import { QUEUE_MAX, QUEUE_PAGE } from "../ledger.js";
 import type { ActionResult, QueueItem } from "../ledger.js";
+import type { QueueRead } from "../routes/queue.js";
 import { actorText, appQuery, csrfField, diffView, resultsView, time, type Html } from "./layout.js";
 
 /**
@@ -11,22 +13,29 @@ import { actorText, appQuery, csrfField, diffView, resultsView, time, type Html 
 
 const sectionId = (app: string) => (app === ORG_APP ? "queue-org" : "queue-app");
 
-export function queueSection(app: string, items: QueueItem[] | { error: string }, csrf: string, results?: ActionResult[]): Html {
+export function queueSection(app: string, read: QueueRead, csrf: string, results?: ActionResult[]): Html {
   const id = sectionId(app);
   const heading = app === ORG_APP ? "Pending in the org" : `Pending in ${app}`;
   const bulk = `${id}-bulk`;
-  const live = `/queue/section${appQuery(app)}`;
-  if ("error" in items) {
-    return html`<section id="${id}" class="queue" data-live="${live}" aria-labelledby="${id}-h"><h2 id="${id}-h">${heading}</h2>${resultsView(results)}<p class="refusal" role="alert">Cannot read the queue: ${items.error}</p></section>`;
+  const limitQuery = "limit" in read && read.limit !== QUEUE_PAGE ? `&limit=${read.limit}` : "";
+  const live = `/queue/section${appQuery(app)}${limitQuery}`;
+  if ("error" in read) {
+    return html`<section id="${id}" class="queue" data-live="${live}" aria-labelledby="${id}-h"><h2 id="${id}-h">${heading}</h2>${resultsView(results)}<p class="refusal" role="alert">Cannot read the queue: ${read.error}</p></section>`;
   }
+  const { items, total, limit } = read;
+  const more = total > items.length
+    ? html`<p class="more">Showing the oldest ${items.length} of ${total}. <a href="/queue/section${appQuery(app)}&amp;limit=${Math.min(limit * 4, QUEUE_MAX)}" hx-get="/queue/section${appQuery(app)}&amp;limit=${Math.min(limit * 4, QUEUE_MAX)}" hx-target="#${id}" hx-swap="outerHTML">Show more</a></p>`
+    : "";
   return html`<section id="${id}" class="queue" data-live="${live}" aria-labelledby="${id}-h">
-<h2 id="${id}-h">${heading} <span class="count">(${items.length})</span></h2>
+<h2 id="${id}-h">${heading} <span class="count">(${total})</span></h2>
 ${resultsView(results)}
+${more}
 ${items.length === 0
   ? html`<p class="empty">Nothing waits for review.</p>`
   : html`<form id="${bulk}" class="bulk" method="post" action="/queue/decide" hx-post="/queue/decide" hx-target="#${id}" hx-swap="outerHTML">
   ${csrfField(csrf)}
   <input type="hidden" name="app" value="${app}">
+  <input type="hidden" name="limit" value="${limit}">
   <fieldset>
     <legend>Selected proposals (tick them below)</legend>
     <button type="submit" name="action" value="approve">Approve selected</button>
@@ -36,12 +45,12 @@ ${items.length === 0
   </fieldset>
 </form>
 <ol class="cards">
-  ${items.map((item) => card(item, csrf, id, bulk))}
+  ${items.map((item) => card(item, csrf, id, bulk, limit))}
 </ol>`}
 </section>`;
 }
 
-function card(item: QueueItem, csrf: string, sectionIdValue: string, bulk: string): Html {
+function card(item: QueueItem, csrf: string, sectionIdValue: string, bulk: string, limit: number): Html {
   const key = `${item.memoryId}@${item.pending.version}`;
   const dom = `${sectionIdValue}-${item.memoryId}-${item.pending.version}`;
   const p = item.pending;
@@ -79,6 +88,7 @@ function card(item: QueueItem, csrf: string, sectionIdValue: string, bulk: strin
     ${csrfField(csrf)}
     <input type="hidden" name="app" value="${item.app}">
     <input type="hidden" name="item" value="${key}">
+    <input type="hidden" name="limit" value="${limit}">
     <button type="submit" name="action" value="approve">Approve</button>
     <label for="${dom}-reason">Reason to reject</label>
     <input id="${dom}-reason" name="reason" type="text" maxlength="500" autocomplete="off">
@@ -88,7 +98,7 @@ function card(item: QueueItem, csrf: string, sectionIdValue: string, bulk: strin
 </li>`;
 }
 
-export function queuePage(app: string, appItems: QueueItem[] | { error: string }, orgItems: QueueItem[] | { error: string }, csrf: string): Html {
+export function queuePage(app: string, appItems: QueueRead, orgItems: QueueRead, csrf: string): Html {
   return html`<p class="lead">Proposals waiting for a decision. Each action is sent as you, and the policy decides whether it stands.</p>
 ${queueSection(app, appItems, csrf)}
 ${queueSection(ORG_APP, orgItems, csrf)}`;
