@@ -1,4 +1,5 @@
-import { sessionDecider } from "../../commands/session.js";
+import { sessionDecider, type SessionState } from "../../commands/session.js";
+import { forbidden } from "../../schemas/errors.js";
 import { MAX_RECEIPTS_PER_EVENT, type ExposedMemory, type ExposureReceipt } from "../../schemas/events.js";
 import type { Actor } from "../../schemas/primitives.js";
 import type { CommandContext, CommandHandler } from "../command-handler.js";
@@ -39,6 +40,17 @@ interface Queue {
   flushing: Promise<void>;
 }
 
+/**
+ * An agent records what it was shown on its own sessions only: naming another agent's session would
+ * write receipts into that agent's record (a false "it saw this"). Humans and services (an orchestrator
+ * hydrating for the agent it starts) may name any session; the receipt's actor says who asked.
+ */
+const receiptsAllowed = (actor: Actor) => (state: SessionState): void => {
+  if (actor.kind === "agent" && state.agentId !== null && state.agentId !== actor.id) {
+    throw forbidden(`agent ${actor.id} cannot record what it was shown on session ${state.id} of agent ${state.agentId}`, { sessionId: state.id });
+  }
+};
+
 export class ExposureRecorder {
   private readonly queues = new Map<string, Queue>();
   private readonly flushMs: number;
@@ -74,7 +86,7 @@ export class ExposureRecorder {
     else if (this.queues.get(key) === queue) this.queues.delete(key);
     if (receipts.length === 0) return;
     const task = queue.flushing
-      .then(() => this.handler.execute(sessionDecider, queue.sessionId, { type: "expose", receipts }, queue.ctx))
+      .then(() => this.handler.execute(sessionDecider, queue.sessionId, { type: "expose", receipts }, queue.ctx, { authorize: receiptsAllowed(queue.ctx.actor) }))
       .then(
         () => undefined,
         (err) => this.options.onError(err, `exposure receipts of session ${queue.sessionId}`),
