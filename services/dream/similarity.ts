@@ -48,14 +48,18 @@ export function setCosine(a: ReadonlySet<string>, b: ReadonlySet<string>): numbe
  * A near-duplicate shares them, and BM25's cost grows with the posting lists a query touches: querying
  * with a whole body made 5,000 queries take minutes (bench/dream.ts); the rarest words take seconds.
  */
-function queryOf(tokens: ReadonlySet<string>, frequency: ReadonlyMap<string, number>, maxDf: number): string {
+function queryOf(tokens: ReadonlySet<string>, titleTokens: readonly string[], frequency: ReadonlyMap<string, number>, maxDf: number): string {
   const words = [...tokens]
     .filter((t) => /^[\p{L}\p{N}_]+$/u.test(t))
     .sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0));
   const uncommon = words.filter((t) => (frequency.get(t) ?? 0) <= maxDf);
   // A memory with few uncommon words gets its rarest common ones too (up to half a query): it has
   // nothing better to be found by.
-  return (uncommon.length >= QUERY_WORDS / 2 ? uncommon.slice(0, QUERY_WORDS) : words.slice(0, Math.max(uncommon.length, QUERY_WORDS / 2))).join(" ");
+  const chosen = uncommon.length >= QUERY_WORDS / 2 ? uncommon.slice(0, QUERY_WORDS) : words.slice(0, Math.max(uncommon.length, QUERY_WORDS / 2));
+  // The title names the subject: its two rarest words always take part (two notes on one subject share
+  // them; a memory of common words is otherwise one of hundreds that tie).
+  const title = [...titleTokens].sort((a, b) => (frequency.get(a) ?? 0) - (frequency.get(b) ?? 0) || (a < b ? -1 : a > b ? 1 : 0));
+  return [...new Set([...chosen, ...title.slice(0, 2)])].join(" ");
 }
 
 /** A word in at most this many memories is rare: sharing one is a reason to compare two memories. */
@@ -134,7 +138,7 @@ async function scoreCandidates(view: DreamView, embedder: Embedder | undefined, 
   };
   for (const m of memories) {
     signal?.throwIfAborted();
-    const query = queryOf(tokenSet(m), frequency, maxDf);
+    const query = queryOf(tokenSet(m), tokenizeText(m.version.title).filter((t) => /^[\p{L}\p{N}_]+$/u.test(t)), frequency, maxDf);
     if (query.length > 0) for (const hit of index.rank(query, { scope: m.scope, status: "active" }, CANDIDATES_PER_MEMORY + 1)) consider(m, hit.memoryId);
     for (const t of rarest(tokenSet(m), frequency, RARE_WORDS)) for (const otherId of rare.get(`${m.scope}\u0000${t}`) ?? []) consider(m, otherId);
   }
