@@ -177,6 +177,21 @@ describe("merge", () => {
     expect(await proposeChecked(mergePhase, () => log.ctx({ mergeSimilarity: 0.8 }))).toEqual([]);
   });
 
+  it("finds near-duplicates among hundreds of memories made of the same common words", async () => {
+    const log = new Log();
+    const vocabulary = "cache queue worker deploy build lint index token session retry timeout config".split(" ");
+    let state = 7;
+    const next = () => (state = (state * 48271) % 2147483647);
+    const text = (n: number) => Array.from({ length: n }, () => vocabulary[next() % vocabulary.length]).join(" ");
+    for (let i = 0; i < 300; i++) log.memory(`m-${String(i).padStart(3, "0")}`, { title: text(4), body: `${text(20)}.` });
+    const body = `${text(20)}.`;
+    log.memory("m-dup-a", { title: "Flaky zookeeper handshake", body });
+    log.memory("m-dup-b", { title: "Flaky zookeeper handshake", body: `${body} Again.` });
+    const drafts = await proposeChecked(mergePhase, () => log.ctx({ mergeSimilarity: 0.9 }));
+    const merges = drafts.map((d) => (d.change.action === "merge" ? d.change.sources.map((x) => x.memoryId).sort() : []));
+    expect(merges).toContainEqual(["m-dup-a", "m-dup-b"]);
+  });
+
   it("uses the embedder for hybrid similarity when the app has one", async () => {
     const calls: string[][] = [];
     const embedder: Embedder = {
