@@ -78,8 +78,8 @@ th { background: var(--panel); }
 
 /**
  * Live updates: an EventSource on /events; each event that lands re-reads the screen's live sections
- * (through the server, so the read policy applies) unless the reviewer is typing in one, where a notice
- * says there is news instead of pulling the form away. Text only: nothing from the server becomes markup.
+ * (through the server, so the read policy applies), except one whose controls have the focus: it is
+ * refreshed once the focus leaves it. Text only: nothing from the server becomes markup.
  */
 export const LIVE_JS = `
 (function () {
@@ -88,9 +88,11 @@ export const LIVE_JS = `
   var status = document.getElementById("live-status");
   var feed = document.getElementById("live-feed");
   function setStatus(state, text) { if (status) { status.setAttribute("data-state", state); status.textContent = text; } }
+  // Someone working in a section (focus on one of its controls) keeps it until they leave: a refresh would
+  // take their focus, and what they typed, away.
   function busy(section) {
     var el = document.activeElement;
-    return !!(el && section.contains(el) && el.tagName === "INPUT" && el.type === "text" && el.value !== "");
+    return !!(el && section.contains(el) && /^(INPUT|BUTTON|SELECT|TEXTAREA|A|SUMMARY)$/.test(el.tagName));
   }
   var timer = null;
   function refresh() {

@@ -228,6 +228,22 @@ describe("memledger ui: the review page in a browser, against a running up", () 
     expect(await page.locator("#live-feed li", { hasText: "memory.proposed" }).count()).toBeGreaterThan(0);
   });
 
+  it("does not pull a section away from a reviewer typing in it; it catches up once they leave", async () => {
+    const first = await propose("Alerts page the on-call", "PagerDuty, not email.");
+    await openQueue();
+    const reason = card(first).getByLabel("Reason to reject");
+    await reason.fill("we moved to Opsgenie");
+    await reason.focus();
+    const id = await propose("Dashboards live in Grafana", "Not in Kibana.");
+    await page.locator("#live-feed li", { hasText: "memory.proposed" }).first().waitFor();
+    // Past the refresh's debounce: had the section been replaced, the text and the focus would be gone.
+    await page.waitForTimeout(1_000);
+    expect(await reason.inputValue()).toBe("we moved to Opsgenie");
+    expect(await reason.evaluate((el) => el === (el.ownerDocument as unknown as { activeElement: unknown }).activeElement)).toBe(true);
+    await page.locator("#app-select").focus();
+    await card(id).waitFor({ timeout: 15_000 });
+  });
+
   it("shows a memory's history with diffs and who did what, its exposure and promotions", async () => {
     const id = await propose("Deploy on Tuesdays", "Deploys happen on Tuesday.");
     const reviewer = new MemoryClient(nc, { app, as: "human:alice", prefix });
