@@ -64,7 +64,7 @@ pre.body { white-space: pre-wrap; overflow-wrap: anywhere; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
-th { background: var(--panel); }
+th { background: var(--panel); white-space: nowrap; }
 .filters { display: flex; flex-wrap: wrap; gap: .75rem; align-items: end; }
 .filters div { display: flex; flex-direction: column; }
 .filters label { margin: 0; }
