@@ -1,7 +1,7 @@
 import type { IndexedMemory } from "./memory-records.js";
 import { asList, tagKey, type RetrievalFilter } from "./retrieval-filter.js";
 import { CompactBm25Index, type AttributeFilter, type DocumentAttributes, type DocumentTokens, type FieldSpec, type SavedCompactBm25, type WeightedField } from "./compact-bm25.js";
-import { identifierTokens, namedIdentifiers, tokenizeText } from "./tokenizer.js";
+import { namedIdentifiers, tokenizeText, tokenizeTexts } from "./tokenizer.js";
 import { internal } from "../../schemas/errors.js";
 
 /**
@@ -71,12 +71,15 @@ export interface ChannelHit {
 
 /** What the index holds of a memory: its tokens per field, as Orama's tokenizer component produced them. */
 function tokensOf(memory: IndexedMemory): DocumentTokens {
+  const { tokens, identifiers } = tokenizeTexts([memory.title, memory.body, ...memory.tags, ...memory.paths]);
+  const tags = 2 + memory.tags.length;
   return {
-    title: tokenizeText(memory.title),
-    body: tokenizeText(memory.body),
-    tags: memory.tags.map(tokenizeText),
-    paths: memory.paths.map(tokenizeText),
-    [IDENTIFIERS]: wholeTokens(identifierTokens([memory.title, memory.body, ...memory.tags, ...memory.paths].join("\n")).join(" ")),
+    title: tokens[0]!,
+    body: tokens[1]!,
+    tags: tokens.slice(2, tags),
+    paths: tokens.slice(tags),
+    // The identifiers of title, body, tags and paths joined by newlines (tokenizer.ts), each once.
+    [IDENTIFIERS]: wholeTokens(identifiers.join(" ")),
   };
 }
 

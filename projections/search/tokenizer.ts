@@ -159,6 +159,21 @@ function analyze(text: string): TextTokens {
   return { all: [...all], identifiers: [...identifiers], named: [...named] };
 }
 
+/**
+ * The tokens and the whole identifiers of each text, in one pass per text. The identifiers of texts
+ * joined by whitespace are the ordered union of each text's (a chunk never spans whitespace), so
+ * `identifiers` equals `identifierTokens(texts.join("\n"))` without analyzing everything twice.
+ */
+export function tokenizeTexts(texts: readonly string[]): { tokens: string[][]; identifiers: string[] } {
+  const identifiers = new Set<string>();
+  const tokens = texts.map((text) => {
+    const analyzed = analyze(text);
+    for (const identifier of analyzed.identifiers) identifiers.add(identifier);
+    return analyzed.all;
+  });
+  return { tokens, identifiers: [...identifiers] };
+}
+
 /** The tokens of one text; pure and deterministic (Orama re-tokenizes stored documents to remove them). */
 export const tokenizeText = (text: string): string[] => analyze(text).all;
 
