@@ -2,7 +2,9 @@ import { defaultComponents, startMemledger } from "../runtime.js";
 import { readModelConfig } from "../read-models.js";
 import { resolvePolicy } from "../auth/load.js";
 import { sessionReviewComponent } from "../dream/session-review.js";
+import { snapshotWriterComponent } from "../audit/snapshot-writer.js";
 import { dreamComponent } from "../dream/scheduler.js";
+import { dreamEmbedder } from "../dream/embedder.js";
 import { dreamEnabledFromEnv, dreamIntervalFromEnv, dreamLockTtlFromEnv, dreamSettingsFromEnv } from "../dream/settings.js";
 import { printJson, printLine, redactUrl, toFailure, type Io } from "./io.js";
 import type { GlobalOptions } from "./options.js";
@@ -14,7 +16,7 @@ const describe = (err: unknown): string => toFailure(err).message;
  * Runs the ledger until SIGINT or SIGTERM, then drains and resolves 0. A second signal while draining
  * exits at once (1). Losing the connection for good (it reconnects forever otherwise) resolves 1.
  */
-export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string; sessionReview?: boolean; dream?: boolean }, io: Io): Promise<number> {
+export async function up(globals: GlobalOptions, options: { replicas?: number; files?: string; policy?: string; sessionReview?: boolean; dream?: boolean; snapshotEvery?: number }, io: Io): Promise<number> {
   const log = (line: string) => io.stderr.write(`memledger: ${line}\n`);
   // --policy, else MEMLEDGER_POLICY, else the permissive built-in default (schemas/policy.ts).
   const { policy, source } = await resolvePolicy(options.policy, io.env);
@@ -33,8 +35,16 @@ export async function up(globals: GlobalOptions, options: { replicas?: number; f
       ...(options.sessionReview === false ? [] : [sessionReviewComponent({ onProgress: (line) => log(line) })]),
       // The scheduled dream (docs/consolidation.md): off unless --dream or MEMLEDGER_DREAM=1.
       ...(options.dream === true || dreamEnabledFromEnv(io.env)
-        ? [dreamComponent({ intervalMs: dreamIntervalFromEnv(io.env), settings: dreamSettingsFromEnv(io.env), lockTtlMs: dreamLockTtlFromEnv(io.env), onProgress: (line) => log(line) })]
+        ? [dreamComponent({
+            intervalMs: dreamIntervalFromEnv(io.env),
+            settings: dreamSettingsFromEnv(io.env),
+            lockTtlMs: dreamLockTtlFromEnv(io.env),
+            embedder: ({ nc, prefix }) => dreamEmbedder(nc, prefix, io.env),
+            onProgress: (line) => log(line),
+          })]
         : []),
+      // As-of snapshots every N events of each app (docs/audit.md), one writer per app; --snapshot-every 0 turns it off.
+      ...(options.snapshotEvery === 0 ? [] : [snapshotWriterComponent({ ...(options.snapshotEvery !== undefined ? { every: options.snapshotEvery } : {}) })]),
     ],
     onError: (err, where) => {
       log(`error: ${where}: ${describe(err)}`);

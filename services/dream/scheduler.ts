@@ -4,6 +4,8 @@ import { ConflictReason, MemledgerError } from "../../schemas/errors.js";
 import { discoverScopes } from "../discovery.js";
 import { EventStore } from "../event-store.js";
 import type { Component } from "../runtime.js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Embedder } from "../../projections/embedder.js";
 import type { DreamSettings, Phase } from "./phase.js";
 import { runDream } from "./runner.js";
 
@@ -22,6 +24,8 @@ export interface DreamComponentOptions {
   holder?: string;
   /** Default: the registered phases (services/dream/phases/index.ts). */
   phases?: readonly Phase[];
+  /** For merge's hybrid similarity (services/dream/embedder.ts); without it merge scores BM25 alone. */
+  embedder?: (ctx: { nc: NatsConnection; prefix: string }) => Promise<Embedder | undefined>;
   onProgress?: (line: string) => void;
 }
 
@@ -32,6 +36,7 @@ export function dreamComponent(options: DreamComponentOptions): Component {
       const store = await EventStore.open(ctx.nc, naming(ctx.prefix), { replicas: ctx.replicas });
       const stopping = new AbortController();
       const holder = options.holder ?? `${hostname()}-${process.pid}`;
+      const embedder = await options.embedder?.({ nc: ctx.nc, prefix: ctx.prefix });
       let round: Promise<void> = Promise.resolve();
       const once = async () => {
         for (const scope of await discoverScopes(store)) {
@@ -39,7 +44,7 @@ export function dreamComponent(options: DreamComponentOptions): Component {
           if (scope.app === ORG_APP) continue;
           try {
             const result = await runDream(
-              { nc: ctx.nc, store, lock: { ttlMs: options.lockTtlMs, onError: (err) => ctx.onError(err, `dream lock ${scope.app}`) }, onProgress: options.onProgress },
+              { nc: ctx.nc, store, embedder, lock: { ttlMs: options.lockTtlMs, onError: (err) => ctx.onError(err, `dream lock ${scope.app}`) }, onProgress: options.onProgress },
               { app: scope.app, settings: options.settings, holder, signal: stopping.signal, ...(options.phases ? { phases: options.phases } : {}) },
             );
             if (result.status === "completed") options.onProgress?.(`dream ${scope.app}: run ${result.runId} completed${result.resumed ? " (resumed)" : ""}`);

@@ -45,6 +45,7 @@ export function register(program: Command, { io, globals, send, setExitCode }: C
       const { runDream } = await import("../../dream/runner.js");
       const { PHASES, dreamPhases } = await import("../../dream/phases/index.js");
       const { dreamSettingsFromEnv, dreamLockTtlFromEnv } = await import("../../dream/settings.js");
+      const { dreamEmbedder } = await import("../../dream/embedder.js");
       if (opts.minHours !== undefined && !(Number.isFinite(opts.minHours) && opts.minHours >= 0)) throw invalid("--min-hours: a number of hours, 0 or more");
       const settings = dreamSettingsFromEnv(io.env, { minHoursSinceLastRun: opts.minHours, minSessionsSinceLastRun: opts.minSessions, repoDir: opts.repo });
       const phases =
@@ -58,7 +59,14 @@ export function register(program: Command, { io, globals, send, setExitCode }: C
             });
       const result = await withStore(g, async (store) =>
         runDream(
-          { nc: store.nc, store, lock: { ttlMs: opts.lockTtl ?? dreamLockTtlFromEnv(io.env) }, pauseAt: pauseHook(io), onProgress: g.json ? undefined : (line) => io.stderr.write(`${line}\n`) },
+          {
+            nc: store.nc,
+            store,
+            embedder: await dreamEmbedder(store.nc, store.names.prefix, io.env),
+            lock: { ttlMs: opts.lockTtl ?? dreamLockTtlFromEnv(io.env) },
+            pauseAt: pauseHook(io),
+            onProgress: g.json ? undefined : (line) => io.stderr.write(`${line}\n`),
+          },
           { app: g.app, phases, settings, force: opts.force === true, dryRun: opts.dryRun === true, wait: opts.wait === true, waitTimeoutMs: opts.waitTimeout, holder: `${hostname()}-${process.pid}` },
         ),
       );
