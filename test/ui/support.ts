@@ -14,6 +14,7 @@ import { freePort } from "../support/servers.js";
  */
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const READY_MS = 45_000;
 export const SCREENSHOTS = resolve(import.meta.dirname, "../../test-results/screenshots");
 
 export interface Process {
@@ -31,13 +32,19 @@ export async function startCli(args: string[], env: Record<string, string>, read
   const child = spawn(process.execPath, [CLI, ...args], { env: cleanEnv(env) });
   const exit = collect(child);
   let out = "";
+  let timer: NodeJS.Timeout | undefined;
   const ready = await new Promise<string>((resolveReady, reject) => {
     child.stdout!.on("data", (s: string) => {
       out += s;
       if (out.includes(readyText)) resolveReady(out);
     });
     void exit.then((ran) => reject(new Error(`memledger ${args[0]} exited before it was ready (${ran.code}): ${ran.stderr}`)));
-  });
+    // A process that never gets ready is stopped, not left behind.
+    timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`memledger ${args[0]} was not ready after ${READY_MS} ms: ${out}`));
+    }, READY_MS);
+  }).finally(() => clearTimeout(timer));
   return {
     child,
     exit,
