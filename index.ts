@@ -32,6 +32,11 @@ export { claimDecider, claimView } from "./commands/claim.js";
 export type { ClaimState, ClaimView } from "./commands/claim.js";
 export { promotionDecider, promotionView } from "./commands/promotion.js";
 export type { PromotionView } from "./commands/promotion.js";
+export { runDecider } from "./commands/run.js";
+export type { RunCommand, RunState, RunStatus } from "./commands/run.js";
+export { proposalDecider } from "./commands/proposal.js";
+export type { ProposalCommand, ProposalState, ProposalStatus } from "./commands/proposal.js";
+export type { Phase, PhaseContext, ProposalDraft, DreamView, DreamSettings, TranscriptAnalyser, SessionTranscript } from "./services/dream/phase.js";
 
 // The client (SDK).
 export { MemoryClient, parseActor } from "./services/client.js";

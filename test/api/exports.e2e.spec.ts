@@ -15,7 +15,7 @@ describe("package exports", () => {
   it("the root entry has the client, errors, schemas, deciders, the projection contract's runtime parts and startMemledger", async () => {
     const out = await resolve(`const m = await import("memledger"); console.log(JSON.stringify(Object.keys(m).sort()))`);
     const names: string[] = JSON.parse(out);
-    for (const name of ["MemoryClient", "MemledgerError", "ErrorCode", "LedgerEvent", "REQUESTS", "memoryDecider", "claimDecider", "sessionDecider", "promotionDecider", "fold", "startMemledger", "naming"]) {
+    for (const name of ["MemoryClient", "MemledgerError", "ErrorCode", "LedgerEvent", "REQUESTS", "memoryDecider", "claimDecider", "sessionDecider", "promotionDecider", "runDecider", "proposalDecider", "fold", "startMemledger", "naming"]) {
       expect(names).toContain(name);
     }
     // The machinery is not part of the root entry.
