@@ -84,6 +84,8 @@ export interface Naming {
   aggregates(app: string, kind: AggregateKind): string;
   /** The key of an app's consolidation lock in the leases bucket (one dreaming runner per app at a time). */
   dreamLock(app: string): string;
+  /** The key of an app's as-of snapshot writer in the leases bucket (one `up` instance writes an app's snapshots). */
+  asOfSnapshotLease(app: string): string;
 }
 
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
@@ -123,6 +125,7 @@ export function naming(prefix: string = DEFAULT_PREFIX): Naming {
     signal: (app, name) => `${prefix}.signal.${app}.${name}`,
     aggregates: (app, kind) => (app === ORG_APP ? `${prefix}.org.${kind}.>` : `${prefix}.app.${app}.${kind}.>`),
     dreamLock: (app) => `dream.${app}`,
+    asOfSnapshotLease: (app) => `asof.${app}`,
     parseCommand(subject) {
       const parts = subject.split(".");
       if (parts.length !== 6 || parts[0] !== prefix || parts[1] !== "cmd") return null;

@@ -1,5 +1,8 @@
 import { applyEvent, emptyRecord, isMemoryEvent as isFilesMemoryEvent, type MemoryRecord as FilesRecord } from "../../projections/files/model.js";
 import { SearchIndex } from "../../projections/search/index.js";
+import { foldClaim, isClaimEvent } from "../../projections/claims/model.js";
+import { initialClaimState, type ClaimState } from "../../commands/claim.js";
+import { AppCatalog, type CatalogState } from "../hydration/catalog.js";
 import { MemledgerError } from "../../schemas/errors.js";
 import type { EventStore, StoredEvent } from "../event-store.js";
 import { withinAsOf, type AsOf } from "./history.js";
@@ -31,6 +34,47 @@ export interface FoldedState {
    * null when the read does not rank (MEMORY.md alone): building it is most of a fold's cost.
    */
   search: SearchIndex | null;
+}
+
+/**
+ * What hydrate folds besides the memory records: hydration's own catalog (previous session, changes since,
+ * fragile memories by path) and the claims (the claims projection's fold), and the time of the last event
+ * folded (a lease is judged at it). Kept in its own snapshot part, so a hydrate as of a moment folds only
+ * the events after a snapshot; without that part (an older snapshot), it is folded from the stream's first event.
+ */
+export interface HydrationFold {
+  catalog: AppCatalog;
+  claims: Map<string, ClaimState>;
+  lastTime: string | null;
+}
+
+/** The hydration fold as JSON (a snapshot part). */
+export interface HydrationFoldState {
+  catalog: CatalogState;
+  claims: [claimId: string, state: ClaimState][];
+  lastTime: string | null;
+}
+
+export const emptyHydrationFold = (app: string): HydrationFold => ({ catalog: new AppCatalog(app), claims: new Map(), lastTime: null });
+
+/** Folds one event into the hydration fold (idempotent by sequence, as the catalog is). */
+export function foldHydrationEvent(fold: HydrationFold, stored: StoredEvent): void {
+  if (stored.seq <= fold.catalog.appliedSeq) return;
+  fold.catalog.apply([stored]);
+  const { event } = stored;
+  if (isClaimEvent(event)) fold.claims.set(event.aggregateId, foldClaim(fold.claims.get(event.aggregateId) ?? initialClaimState(), event));
+  fold.lastTime = event.time;
+}
+
+export const exportHydrationFold = (fold: HydrationFold): HydrationFoldState => ({ catalog: fold.catalog.exportState(), claims: [...fold.claims.entries()], lastTime: fold.lastTime });
+
+/** The fold from its JSON; throws on anything not shaped as exported (the caller folds from the log instead). */
+export function restoreHydrationFold(state: HydrationFoldState, app: string, seq: number): HydrationFold {
+  const catalog = AppCatalog.restore(state?.catalog, app);
+  if (catalog.appliedSeq !== seq) throw new Error(`its catalog is at ${catalog.appliedSeq}, not ${seq}`);
+  if (!Array.isArray(state.claims) || !state.claims.every((e) => Array.isArray(e) && typeof e[0] === "string" && typeof e[1] === "object" && e[1] !== null)) throw new Error("its claims are malformed");
+  if (state.lastTime !== null && typeof state.lastTime !== "string") throw new Error("its last time is malformed");
+  return { catalog, claims: new Map(state.claims), lastTime: state.lastTime };
 }
 
 /** Generation name of every as-of search index: it is never written to the search projection's directory. */

@@ -11,7 +11,20 @@ import type { SearchIndex } from "../../projections/search/index.js";
 import type { MemoryEvent } from "../../schemas/events.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { EventStore, StoredEvent } from "../event-store.js";
-import { AS_OF_GENERATION, emptyFoldedState, foldEvent, readBounded, type FoldedState, type Models } from "./as-of-state.js";
+import {
+  AS_OF_GENERATION,
+  emptyFoldedState,
+  emptyHydrationFold,
+  exportHydrationFold,
+  foldEvent,
+  foldHydrationEvent,
+  readBounded,
+  restoreHydrationFold,
+  type FoldedState,
+  type HydrationFold,
+  type HydrationFoldState,
+  type Models,
+} from "./as-of-state.js";
 import type { AsOf } from "./history.js";
 
 /**
@@ -28,7 +41,13 @@ import type { AsOf } from "./history.js";
  *     stream that was since deleted and recreated, or of another ledger, does not match);
  *   - a sample of its memories (up to SAMPLE) is folded again from their own subjects up to its sequence
  *     and must equal what it holds, in both models.
- * Anything wrong: the read folds from the stream's first event, and says why in `FoldReport`. A forgery by
+ * Anything wrong: the read folds from the stream's first event, and says why in `FoldReport`.
+ *
+ * A third part (`<name>.hydration`, since the header's `hydrationDigest`) holds what hydrate folds besides
+ * the records: hydration's catalog and the claims (as-of-state.ts `HydrationFold`). It is checked by its
+ * own header (the same snapshot's), its digest and the tagged event (the main object's check); a snapshot
+ * without it (written before it existed) or with a damaged one still serves the other parts, and hydrate
+ * then folds the catalog and claims from the stream's first event (`hydrationProblem` says why). A forgery by
  * someone who may write the bucket and recomputes every digest is not caught by these checks (only the
  * service and operators may; the auditor and agents may not): `--no-snapshot` folds from the log alone.
  */
@@ -58,12 +77,16 @@ export interface SnapshotHeader {
    * that text), read only by reads that rank; search alone reads only that one.
    */
   searchDigest: string;
+  /** sha256 hex of the hydration part's JSON (`<name>.hydration`); absent in snapshots written before it existed. */
+  hydrationDigest?: string;
   savedAt: string;
 }
 
 /** Where in the bucket: sortable by sequence, one prefix per app; the search part beside it. */
 export const snapshotName = (app: string, seq: number): string => `${app}/${String(seq).padStart(12, "0")}`;
 const searchPartOf = (name: string): string => `${name}.search`;
+const hydrationPartOf = (name: string): string => `${name}.hydration`;
+const isPart = (name: string): boolean => name.endsWith(".search") || name.endsWith(".hydration");
 
 const sha256 = (bytes: Uint8Array | string): string => createHash("sha256").update(bytes).digest("hex");
 
@@ -103,10 +126,15 @@ async function searchIndexOf(bytes: Uint8Array, app: string): Promise<SearchInde
   }
 }
 
-/** The two objects of a snapshot of `state` (folded with both models): the files records and the search part, each after the header. */
-export async function encodeSnapshot(prefix: string, state: FoldedState): Promise<{ main: Uint8Array; search: Uint8Array }> {
+/**
+ * The objects of a snapshot of `state` (folded with both models): the files records, the search part and,
+ * given the hydration fold at the same sequence, the hydration part, each after the header.
+ */
+export async function encodeSnapshot(prefix: string, state: FoldedState, hydration?: HydrationFold): Promise<{ main: Uint8Array; search: Uint8Array; hydration: Uint8Array | null }> {
   if (!state.search || !state.files) throw new UnusableSnapshot("a snapshot needs both models folded");
+  if (hydration && hydration.catalog.appliedSeq !== state.seq) throw new UnusableSnapshot(`the hydration fold is at ${hydration.catalog.appliedSeq}, the records at ${state.seq}`);
   const search = Buffer.from(await searchSnapshotText(state.search), "utf8");
+  const hydrationBody = hydration ? Buffer.from(JSON.stringify(exportHydrationFold(hydration)), "utf8") : null;
   const body = JSON.stringify([...state.files.values()]);
   const header: SnapshotHeader = {
     format: SNAPSHOT_FORMAT,
@@ -121,12 +149,17 @@ export async function encodeSnapshot(prefix: string, state: FoldedState): Promis
     memories: state.files.size,
     digest: sha256(body),
     searchDigest: sha256(search),
+    ...(hydrationBody ? { hydrationDigest: sha256(hydrationBody) } : {}),
     savedAt: new Date().toISOString(),
   };
   // Compressed: the object store client checks every object's SHA-256 in JavaScript as it reads it, which
   // was most of a snapshot load uncompressed (JSON records compress about tenfold).
   const line = Buffer.from(`${JSON.stringify(header)}\n`, "utf8");
-  return { main: gzipSync(Buffer.concat([line, Buffer.from(body, "utf8")]), { level: 1 }), search: gzipSync(Buffer.concat([line, search]), { level: 1 }) };
+  return {
+    main: gzipSync(Buffer.concat([line, Buffer.from(body, "utf8")]), { level: 1 }),
+    search: gzipSync(Buffer.concat([line, search]), { level: 1 }),
+    hydration: hydrationBody ? gzipSync(Buffer.concat([line, hydrationBody]), { level: 1 }) : null,
+  };
 }
 
 const gunzip = (bytes: Uint8Array, what: string): Buffer => {
@@ -138,6 +171,9 @@ const gunzip = (bytes: Uint8Array, what: string): Buffer => {
 };
 
 export class UnusableSnapshot extends Error {}
+
+/** `writeSnapshots` stopped because its `held` said the caller is no longer the writer. */
+export class NoLongerWriter extends Error {}
 
 interface Expected {
   prefix: string;
@@ -186,9 +222,7 @@ export function decodeSnapshot(compressed: Uint8Array, expect: Expected): Folded
 /** The search part of a snapshot, checked against its header (the main object's, when that was read too) and digest. */
 export async function decodeSearchPart(compressed: Uint8Array, expect: Expected, main: SnapshotHeader | null): Promise<{ header: SnapshotHeader; search: SearchIndex }> {
   const { header, rest: bytes } = splitHeader(gunzip(compressed, "search part"), expect);
-  if (main && (main.seq !== header.seq || main.eventId !== header.eventId || main.digest !== header.digest || main.searchDigest !== header.searchDigest)) {
-    throw new UnusableSnapshot("its two parts are of different snapshots");
-  }
+  if (main && !sameSnapshot(main, header)) throw new UnusableSnapshot("its two parts are of different snapshots");
   if (sha256(bytes) !== header.searchDigest) throw new UnusableSnapshot("its search part does not match its digest (damaged or edited)");
   let search: SearchIndex;
   try {
@@ -199,6 +233,25 @@ export async function decodeSearchPart(compressed: Uint8Array, expect: Expected,
   if (search.appliedSeq !== header.seq) throw new UnusableSnapshot(`its search part is at ${search.appliedSeq}, its header at ${header.seq}`);
   if (search.generation !== AS_OF_GENERATION) throw new UnusableSnapshot(`its search part is of generation ${search.generation}, not an as-of one`);
   return { header, search };
+}
+
+const sameSnapshot = (a: SnapshotHeader, b: SnapshotHeader): boolean =>
+  a.seq === b.seq && a.eventId === b.eventId && a.digest === b.digest && a.searchDigest === b.searchDigest && a.hydrationDigest === b.hydrationDigest;
+
+/**
+ * The hydration part of a snapshot, checked against the main object's header (read and checked against
+ * the log first) and its digest, then restored (the catalog's own version and shape checks).
+ */
+export function decodeHydrationPart(compressed: Uint8Array, expect: Expected, main: SnapshotHeader): HydrationFold {
+  if (main.hydrationDigest === undefined) throw new UnusableSnapshot("it has no hydration part (written before there was one)");
+  const { header, rest } = splitHeader(gunzip(compressed, "hydration part"), expect);
+  if (!sameSnapshot(main, header)) throw new UnusableSnapshot("its hydration part is of a different snapshot");
+  if (sha256(rest) !== header.hydrationDigest) throw new UnusableSnapshot("its hydration part does not match its digest (damaged or edited)");
+  try {
+    return restoreHydrationFold(JSON.parse(rest.toString("utf8")) as HydrationFoldState, header.app, header.seq);
+  } catch (err) {
+    throw new UnusableSnapshot(`its hydration part is unusable: ${(err as Error).message}`);
+  }
 }
 
 /** Checks a decoded snapshot against the log: the tagged event, and a sample of memories folded again. */
@@ -236,6 +289,10 @@ export interface FoldReport {
   snapshotProblem: string | null;
   /** Events folded after the starting point. */
   folded: number;
+  /** Reads that hydrate: the snapshot sequence the catalog and claims started from (null: the stream's first event). */
+  hydrationFrom?: number | null;
+  /** Why the snapshot's hydration part was not used, when the rest of it was. */
+  hydrationProblem?: string | null;
 }
 
 interface Candidate {
@@ -248,7 +305,7 @@ interface Candidate {
 async function candidates(bucket: ObjectStore, app: string): Promise<Candidate[]> {
   const found: Candidate[] = [];
   for (const info of await bucket.list()) {
-    if (info.deleted || !info.name.startsWith(`${app}/`) || info.name.endsWith(".search")) continue;
+    if (info.deleted || !info.name.startsWith(`${app}/`) || isPart(info.name)) continue;
     try {
       const tag = JSON.parse(info.description ?? "") as { seq?: unknown; maxTime?: unknown };
       if (typeof tag.seq === "number") found.push({ name: info.name, seq: tag.seq, maxTime: typeof tag.maxTime === "string" ? tag.maxTime : null });
@@ -257,6 +314,11 @@ async function candidates(bucket: ObjectStore, app: string): Promise<Candidate[]
     }
   }
   return found.sort((a, b) => b.seq - a.seq);
+}
+
+/** The sequence of the app's newest snapshot in the bucket (0: none), from the listing alone (nothing is checked). */
+export async function newestSnapshotSeq(bucket: ObjectStore, app: string): Promise<number> {
+  return (await candidates(bucket, app))[0]?.seq ?? 0;
 }
 
 const inside = (c: { seq: number; maxTime: string | null }, asOf: AsOf): boolean =>
@@ -273,7 +335,8 @@ const getBlob = async (bucket: ObjectStore, name: string): Promise<Uint8Array> =
 /**
  * The newest usable snapshot of the app inside the bound, checked (see above), or the empty state with
  * the reason the newest candidate was refused. Only the newest candidate is tried: a wrong snapshot means
- * the cache is not to be trusted, so the read goes to the log. `withSearch`: the search part too.
+ * the cache is not to be trusted, so the read goes to the log. `models.search`: the search part too;
+ * `hydration`: the hydration part too, refused on its own (`hydrationProblem`) without refusing the rest.
  */
 export async function loadSnapshot(
   store: EventStore,
@@ -281,20 +344,25 @@ export async function loadSnapshot(
   asOf: AsOf,
   bucket: ObjectStore | null,
   models: Models,
-): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean; refusedSeq?: number }> {
+  options: { hydration?: boolean } = {},
+): Promise<{ state: FoldedState; problem: string | null; fromSnapshot: boolean; refusedSeq?: number; hydration: HydrationFold | null; hydrationProblem: string | null }> {
   const stream = app === ORG_APP ? store.names.orgStream() : store.names.appStream(app);
   const empty = () => emptyFoldedState(app, stream, models);
-  if (!bucket) return { state: empty(), problem: null, fromSnapshot: false };
+  const none = { hydration: null, hydrationProblem: null };
+  if (!bucket) return { state: empty(), problem: null, fromSnapshot: false, ...none };
   const best = (await candidates(bucket, app).catch(() => [])).find((c) => inside(c, asOf));
-  if (!best) return { state: empty(), problem: null, fromSnapshot: false };
+  if (!best) return { state: empty(), problem: null, fromSnapshot: false, ...none };
+  const expect = { prefix: store.names.prefix, app, stream };
+  let state: FoldedState;
+  let mainHeader: SnapshotHeader | null;
   try {
-    const expect = { prefix: store.names.prefix, app, stream };
     const [main, searchBytes] = await Promise.all([models.files ? getBlob(bucket, best.name) : null, models.search ? getBlob(bucket, searchPartOf(best.name)) : null]);
     const fromMain = main ? decodeSnapshot(main, expect) : null;
     const fromSearch = searchBytes ? await decodeSearchPart(searchBytes, expect, fromMain?.header ?? null) : null;
     const header = (fromMain?.header ?? fromSearch?.header)!;
+    mainHeader = fromMain?.header ?? null;
     if (!inside(header, asOf)) throw new UnusableSnapshot(`its header (seq ${header.seq}) is outside the bound its description promised`);
-    const state: FoldedState = {
+    state = {
       app,
       stream,
       seq: header.seq,
@@ -305,52 +373,70 @@ export async function loadSnapshot(
       search: fromSearch?.search ?? null,
     };
     await checkAgainstLog(store, state);
-    return { state, problem: null, fromSnapshot: true };
   } catch (err) {
     if (!(err instanceof UnusableSnapshot)) throw err;
-    return { state: empty(), problem: `snapshot ${best.name}: ${err.message}`, fromSnapshot: false, refusedSeq: best.seq };
+    return { state: empty(), problem: `snapshot ${best.name}: ${err.message}`, fromSnapshot: false, refusedSeq: best.seq, ...none };
+  }
+  if (!options.hydration) return { state, problem: null, fromSnapshot: true, ...none };
+  // The hydration part leans on the main object's checks (the tagged event, the sample): it must be of that very snapshot.
+  try {
+    if (!mainHeader) throw new UnusableSnapshot("its hydration part is read only with its records");
+    if (mainHeader.hydrationDigest === undefined) throw new UnusableSnapshot("it has no hydration part (written before there was one)");
+    const hydration = decodeHydrationPart(await getBlob(bucket, hydrationPartOf(best.name)), expect, mainHeader);
+    return { state, problem: null, fromSnapshot: true, hydration, hydrationProblem: null };
+  } catch (err) {
+    if (!(err instanceof UnusableSnapshot)) throw err;
+    return { state, problem: null, fromSnapshot: true, hydration: null, hydrationProblem: `snapshot ${best.name}: ${err.message}` };
   }
 }
 
 /**
  * The app's memory records as of the bound: from the newest usable snapshot (unless `noSnapshot`), then
- * every later event inside the bound. `search`: fold the search index too (reads that rank). `everyEvent`
- * sees every event inside the bound from the stream's first one (hydration's catalog needs all of them).
+ * every later event inside the bound. `search`: fold the search index too (reads that rank). `hydration`:
+ * fold hydration's catalog and the claims too (hydrate): from the snapshot's hydration part when it has a
+ * usable one, else from the stream's first event (reading the events before the snapshot for it alone).
  */
 export async function foldAsOf(
   store: EventStore,
   app: string,
   asOf: AsOf,
-  options: { files?: boolean; search?: boolean; noSnapshot?: boolean | undefined; bucket?: ObjectStore | null; everyEvent?: (stored: StoredEvent) => void } = {},
-): Promise<{ state: FoldedState; report: FoldReport }> {
+  options: { files?: boolean; search?: boolean; hydration?: boolean; noSnapshot?: boolean | undefined; bucket?: ObjectStore | null } = {},
+): Promise<{ state: FoldedState; hydration: HydrationFold | null; report: FoldReport }> {
   const bucket = options.noSnapshot ? null : options.bucket === undefined ? await openSnapshots(store) : options.bucket;
-  const { state, problem, fromSnapshot } = await loadSnapshot(store, app, asOf, bucket, { files: options.files !== false, search: options.search === true });
+  const wantHydration = options.hydration === true;
+  const loaded = await loadSnapshot(store, app, asOf, bucket, { files: options.files !== false || wantHydration, search: options.search === true }, { hydration: wantHydration });
+  const { state, problem, fromSnapshot } = loaded;
   const start = state.seq;
+  const hydration = wantHydration ? (loaded.hydration ?? emptyHydrationFold(app)) : null;
   let folded = 0;
-  const from = options.everyEvent ? 1 : start + 1;
-  await readBounded(store, state.stream, from, asOf, (stored) => {
-    options.everyEvent?.(stored);
+  await readBounded(store, state.stream, hydration ? Math.min(hydration.catalog.appliedSeq, start) + 1 : start + 1, asOf, (stored) => {
+    if (hydration) foldHydrationEvent(hydration, stored);
     if (stored.seq <= start) return;
     foldEvent(state, stored);
     folded++;
   });
-  return { state, report: { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded } };
+  const report: FoldReport = { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded };
+  if (wantHydration) Object.assign(report, { hydrationFrom: loaded.hydration ? start : null, hydrationProblem: loaded.hydrationProblem });
+  return { state, hydration, report };
 }
 
 /**
  * Writes the missing checkpoints of the app: from the newest usable snapshot, folds the stream and saves
  * the state at each multiple of `every` it passes that has no snapshot yet (the state after the last
- * event at or below that multiple). For the service user or an operator (`memledger snapshot`); readers
- * never write.
+ * event at or below that multiple), with all three parts (the hydration fold comes from the snapshot's
+ * part, or from the stream's first event when it has none). For the service user or an operator
+ * (`memledger snapshot`, `memledger up`'s snapshot writer); readers never write.
  */
 export async function writeSnapshots(
   store: EventStore,
   app: string,
-  options: { every?: number | undefined; bucket?: ObjectStore } = {},
+  options: { every?: number | undefined; bucket?: ObjectStore; held?: () => boolean } = {},
 ): Promise<{ written: { seq: number; bytes: number }[]; lastSeq: number; report: FoldReport }> {
   const every = options.every ?? DEFAULT_SNAPSHOT_EVERY;
   const bucket = options.bucket ?? (await openSnapshots(store, { create: true }))!;
-  const { state, problem, fromSnapshot, refusedSeq } = await loadSnapshot(store, app, {}, bucket, { files: true, search: true });
+  const loaded = await loadSnapshot(store, app, {}, bucket, { files: true, search: true }, { hydration: true });
+  const { state, problem, fromSnapshot, refusedSeq } = loaded;
+  const hydration = loaded.hydration ?? emptyHydrationFold(app);
   // A refused snapshot is written again (same name: it replaces the bad one), from the log.
   const existing = new Set((await candidates(bucket, app)).map((c) => c.seq).filter((seq) => seq !== refusedSeq));
   const written: { seq: number; bytes: number }[] = [];
@@ -358,25 +444,34 @@ export async function writeSnapshots(
   let folded = 0;
   const save = async () => {
     if (state.seq === 0 || existing.has(state.seq)) return;
-    const { main, search } = await encodeSnapshot(store.names.prefix, state);
+    // A writer that lost its lease (snapshot-writer.ts) stops before writing, so one instance writes an app's checkpoints.
+    if (options.held && !options.held()) throw new NoLongerWriter(`no longer the snapshot writer of ${app}`);
+    const parts = await encodeSnapshot(store.names.prefix, state, hydration);
     const name = snapshotName(app, state.seq);
-    // The search part first: a main object is only listed once what it points at is there.
-    await bucket.putBlob({ name: searchPartOf(name) }, search);
-    await bucket.putBlob({ name, description: JSON.stringify({ seq: state.seq, maxTime: state.maxTime }) }, main);
+    // The parts first: a main object is only listed once what it points at is there.
+    await bucket.putBlob({ name: searchPartOf(name) }, parts.search);
+    await bucket.putBlob({ name: hydrationPartOf(name) }, parts.hydration!);
+    await bucket.putBlob({ name, description: JSON.stringify({ seq: state.seq, maxTime: state.maxTime }) }, parts.main);
     existing.add(state.seq);
-    written.push({ seq: state.seq, bytes: main.length + search.length });
+    written.push({ seq: state.seq, bytes: parts.main.length + parts.search.length + parts.hydration!.length });
   };
   let boundary = (Math.floor(start / every) + 1) * every;
-  await readBounded(store, state.stream, start + 1, {}, async (stored) => {
+  await readBounded(store, state.stream, Math.min(hydration.catalog.appliedSeq, start) + 1, {}, async (stored) => {
+    if (stored.seq <= start) {
+      foldHydrationEvent(hydration, stored);
+      return;
+    }
     // The state at the checkpoint is the one before the first event past it.
     if (stored.seq > boundary) {
       await save();
       boundary = Math.floor(stored.seq / every) * every + every;
     }
     foldEvent(state, stored);
+    foldHydrationEvent(hydration, stored);
     folded++;
   });
   // A stream that ends exactly on a checkpoint.
   if (state.seq === boundary) await save();
-  return { written, lastSeq: state.seq, report: { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded } };
+  const report: FoldReport = { snapshotSeq: fromSnapshot ? start : null, snapshotProblem: problem, folded, hydrationFrom: loaded.hydration ? start : null, hydrationProblem: loaded.hydrationProblem };
+  return { written, lastSeq: state.seq, report };
 }

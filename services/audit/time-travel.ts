@@ -1,14 +1,12 @@
-import { foldClaim, isClaimEvent } from "../../projections/claims/model.js";
 import { indexEntryOf } from "../../projections/files/model.js";
 import { renderMemoryIndex, renderScratchpadIndex } from "../../projections/files/render.js";
 import { attachVectorChannel, retrieve, type RetrievedMemory, type RetrieveOptions, type SearchIndex, type VectorSetup } from "../../projections/search/index.js";
 import { invalid } from "../../schemas/errors.js";
-import { initialClaimState, isLive, type ClaimState } from "../../commands/claim.js";
+import { isLive, type ClaimState } from "../../commands/claim.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { RetrievalMode } from "../../schemas/retrieval.js";
 import { readableTopK } from "../auth/guard.js";
 import type { EventStore } from "../event-store.js";
-import { AppCatalog } from "../hydration/catalog.js";
 import { assemblePack, type ContextPack, type PackClaim } from "../hydration/pack.js";
 import { rankRelevant } from "../hydration/retrieval.js";
 import { ownAndShared, visibleIndexLines, type HydrateInput } from "../hydration/service.js";
@@ -113,8 +111,9 @@ function liveClaimsAt(claims: Map<string, ClaimState>, at: number): PackClaim[] 
  * state of that moment: MEMORY.md (and the agent's scratchpad index) rendered from the as-of records,
  * relevant memories ranked by the as-of search index, fragile memories, the previous session and the
  * changes since it from hydration's own catalog folded up to the bound, and the claims whose leases were
- * live then (the claims projection's fold). The catalog needs every event from the first, so a snapshot
- * saves hydrate the search and files folds but not the read of the stream.
+ * live then (the claims projection's fold). The catalog and the claims come from the snapshot's hydration
+ * part when it has a usable one (then only the events after the snapshot are read); without it, they are
+ * folded from the stream's first event.
  */
 export async function hydrateAsOf(
   store: EventStore,
@@ -123,19 +122,8 @@ export async function hydrateAsOf(
   asOf: AsOf,
   options: AsOfOptions & { tokens?: TokenCounter; relevantK?: number; maxChanges?: number } = {},
 ): Promise<{ pack: ContextPack } & AsOfProvenance> {
-  const catalog = new AppCatalog(app);
-  const claims = new Map<string, ClaimState>();
-  let lastTime = null as string | null;
-  const { state, report } = await foldAsOf(store, app, asOf, {
-    search: true,
-    noSnapshot: options.noSnapshot,
-    everyEvent: (stored) => {
-      catalog.apply([stored]);
-      const { event } = stored;
-      if (isClaimEvent(event)) claims.set(event.aggregateId, foldClaim(claims.get(event.aggregateId) ?? initialClaimState(), event));
-      lastTime = event.time;
-    },
-  });
+  const { state, hydration, report } = await foldAsOf(store, app, asOf, { search: true, hydration: true, noSnapshot: options.noSnapshot });
+  const { catalog, claims, lastTime } = hydration!;
   const own = ownAndShared(input.agent);
   const visible = (scope: string) => own(scope) && input.readable(scope);
   // As the live Hydrator reads the files root: the shared MEMORY.md without lines the reader may not

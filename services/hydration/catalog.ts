@@ -22,6 +22,28 @@ type ScopedChange = PackChange & { scope: string };
 
 const withoutScope = ({ scope: _scope, ...change }: ScopedChange): PackChange => change;
 
+/**
+ * The catalog's folded state as plain JSON (`AppCatalog.exportState`), for as-of snapshots
+ * (services/audit/snapshots.ts): what `restore` needs to continue folding with the same `apply`. The path
+ * trie and the session → agent map are derived from `fragile` and `sessions`, so they are not kept. The own
+ * search index is not part of it (a reader that ranks keeps its index elsewhere).
+ */
+export const CATALOG_STATE_VERSION = 1;
+export interface CatalogState {
+  version: typeof CATALOG_STATE_VERSION;
+  app: string;
+  seq: number;
+  /** Memory records by memory id, in the catalog's order. */
+  records: [memoryId: string, record: MemoryRecord][];
+  /** Active fragile memories, in the catalog's order. */
+  fragile: PackMemory[];
+  /** Sessions by agent, each agent's in the catalog's order. */
+  sessions: [agentId: string, sessions: SessionSummary[]][];
+  changes: ScopedChange[];
+  /** Sequences of the changes no longer kept, as gaps from the previous one (they are ascending; most gaps are small). */
+  forgottenGaps: number[];
+}
+
 /** Memory changes kept for "since your last session"; older ones are only counted. */
 export const KEPT_CHANGES = 20_000;
 
@@ -157,6 +179,63 @@ export class AppCatalog {
   /** Drops the own search index (a live one took over). */
   dropIndex(): void {
     this.ownIndex = undefined;
+  }
+
+  /** The folded state (without the own search index), JSON-serialisable; `restore` continues from it. */
+  exportState(): CatalogState {
+    let previous = 0;
+    const gap = (seq: number) => {
+      const d = seq - previous;
+      previous = seq;
+      return d;
+    };
+    return {
+      version: CATALOG_STATE_VERSION,
+      app: this.app,
+      seq: this.seq,
+      records: [...this.records.entries()],
+      fragile: [...this.fragile.values()],
+      sessions: [...this.sessionsByAgent.entries()].map(([agentId, mine]) => [agentId, [...mine.values()]]),
+      changes: this.changes.slice(),
+      forgottenGaps: this.forgotten.map(gap),
+    };
+  }
+
+  /**
+   * A catalog at the state `exportState` gave (of this app), folding on from its sequence. Throws on a
+   * state of another version or app, or one not shaped as exported: the caller then folds from the log.
+   */
+  static restore(state: CatalogState, app: string, options: { ownIndex?: boolean } = {}): AppCatalog {
+    if (state?.version !== CATALOG_STATE_VERSION) throw internal(`catalog state of version ${String(state?.version)}, not ${CATALOG_STATE_VERSION}`);
+    if (state.app !== app) throw internal(`catalog state of app ${String(state.app)}, not ${app}`);
+    const arrays = [state.records, state.fragile, state.sessions, state.changes, state.forgottenGaps];
+    if (!Number.isSafeInteger(state.seq) || state.seq < 0 || !arrays.every(Array.isArray)) throw internal("catalog state is malformed");
+    const catalog = new AppCatalog(app, options);
+    if (catalog.ownIndex && state.seq > 0) throw internal("a restored catalog cannot start an own search index past sequence 0; adopt one");
+    for (const [memoryId, record] of state.records) {
+      if (typeof memoryId !== "string" || !Array.isArray(record?.versions)) throw internal("catalog state: a malformed record");
+      catalog.records.set(memoryId, record);
+    }
+    for (const view of state.fragile) {
+      if (typeof view?.memoryId !== "string" || !Array.isArray(view.paths)) throw internal("catalog state: a malformed fragile memory");
+      catalog.fragile.set(view.memoryId, view);
+      for (const path of normalizedPaths(view.paths)) catalog.fragileByPath.add(path, view.memoryId);
+    }
+    for (const [agentId, sessions] of state.sessions) {
+      if (typeof agentId !== "string" || !Array.isArray(sessions)) throw internal("catalog state: malformed sessions");
+      const mine = new Map<string, SessionSummary>();
+      for (const session of sessions) {
+        if (typeof session?.sessionId !== "string" || typeof session.seq !== "number") throw internal("catalog state: a malformed session");
+        mine.set(session.sessionId, session);
+        catalog.sessionAgent.set(session.sessionId, agentId);
+      }
+      catalog.sessionsByAgent.set(agentId, mine);
+    }
+    catalog.changes = state.changes.slice();
+    let seq = 0;
+    catalog.forgotten = state.forgottenGaps.map((gap) => (seq += gap));
+    catalog.seq = state.seq;
+    return catalog;
   }
 
   apply(events: readonly ProjectedEvent[]): void {

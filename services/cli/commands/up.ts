@@ -14,7 +14,8 @@ export function register(program: Command, { io, globals, setExitCode }: CliCont
     .option("--no-embedded", "never start servers, even for the default URLs")
     .option("--no-session-review", "do not review session candidates when a session ends (docs/candidates.md)")
     .option("--dream", "run the scheduled consolidation: check each app's gates every MEMLEDGER_DREAM_INTERVAL_MS (env MEMLEDGER_DREAM=1; docs/consolidation.md)")
-    .action(async (opts: { replicas?: number; files?: string; policy?: string; embedded?: boolean; sessionReview?: boolean; dream?: boolean }, cmd: Command) => {
+    .option("--snapshot-every <n>", "write an as-of snapshot of each app every N events (default 10000; 0: none; docs/audit.md)", wholeNumber(0))
+    .action(async (opts: { replicas?: number; files?: string; policy?: string; embedded?: boolean; sessionReview?: boolean; dream?: boolean; snapshotEvery?: number }, cmd: Command) => {
       // Loaded on use: the runtime pulls in every projection, and most CLI calls are one request.
       const { up } = await import("../up.js");
       const { withEmbedded } = await import("../../embedded.js");
