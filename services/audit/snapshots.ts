@@ -353,6 +353,8 @@ export async function loadSnapshot(
   const best = (await candidates(bucket, app).catch(() => [])).find((c) => inside(c, asOf));
   if (!best) return { state: empty(), problem: null, fromSnapshot: false, ...none };
   const expect = { prefix: store.names.prefix, app, stream };
+  // Fetched beside the other parts (it is used only if they pass); a failure is kept as the value, judged below.
+  const hydrationBytes = options.hydration && models.files ? getBlob(bucket, hydrationPartOf(best.name)).catch((err: unknown) => err as Error) : null;
   let state: FoldedState;
   let mainHeader: SnapshotHeader | null;
   try {
@@ -380,9 +382,11 @@ export async function loadSnapshot(
   if (!options.hydration) return { state, problem: null, fromSnapshot: true, ...none };
   // The hydration part leans on the main object's checks (the tagged event, the sample): it must be of that very snapshot.
   try {
-    if (!mainHeader) throw new UnusableSnapshot("its hydration part is read only with its records");
+    if (!mainHeader || !hydrationBytes) throw new UnusableSnapshot("its hydration part is read only with its records");
     if (mainHeader.hydrationDigest === undefined) throw new UnusableSnapshot("it has no hydration part (written before there was one)");
-    const hydration = decodeHydrationPart(await getBlob(bucket, hydrationPartOf(best.name)), expect, mainHeader);
+    const bytes = await hydrationBytes;
+    if (bytes instanceof Error) throw bytes instanceof UnusableSnapshot ? bytes : new UnusableSnapshot(bytes.message);
+    const hydration = decodeHydrationPart(bytes, expect, mainHeader);
     return { state, problem: null, fromSnapshot: true, hydration, hydrationProblem: null };
   } catch (err) {
     if (!(err instanceof UnusableSnapshot)) throw err;
