@@ -465,6 +465,8 @@ export async function writeSnapshots(
       foldHydrationEvent(hydration, stored);
       return;
     }
+    // A writer stopping or losing its lease does not fold on to the next checkpoint first (checked now and then: held() is cheap, not free).
+    if (options.held && folded % 1_000 === 0 && !options.held()) throw new NoLongerWriter(`no longer the snapshot writer of ${app}`);
     // The state at the checkpoint is the one before the first event past it.
     if (stored.seq > boundary) {
       await save();
