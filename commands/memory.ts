@@ -87,6 +87,16 @@ export const memoryView = (id: string, state: MemoryState, seq: number) => ({
   versions: state.versions,
 });
 
+/** What a version says, without its number and status: what a promotion copies and a consolidation rewrites. */
+export const contentOfVersion = (version: MemoryVersion): MemoryContent => ({
+  title: version.title,
+  body: version.body,
+  kind: version.kind,
+  tags: [...version.tags],
+  paths: [...version.paths],
+  importance: version.importance,
+});
+
 export const activeVersionOf = (state: MemoryState): MemoryVersion | undefined =>
   state.versions.find((v) => v.version === state.activeVersion);
 

@@ -133,6 +133,9 @@ export const MemoryEvent = z.discriminatedUnion("type", [
   MemoryReinstated,
 ]);
 export type MemoryEvent = z.infer<typeof MemoryEvent>;
+/** The memory lifecycle's event types, from the union itself (promotion events are typed `memory.*` but kept apart). */
+export const MEMORY_EVENT_TYPES: ReadonlySet<string> = new Set(MemoryEvent.options.map((o) => o.shape.type.value));
+export const isMemoryEvent = (event: { type: string }): event is MemoryEvent => MEMORY_EVENT_TYPES.has(event.type);
 
 // ---- promotion to org knowledge ---------------------------------------------------------------
 // Typed `memory.*` because they are about one app memory (aggregateId is that memory's id), but kept out

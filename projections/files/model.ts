@@ -1,5 +1,5 @@
 import { memoryDecider, memoryStatus, activeVersionOf, type MemoryState, type MemoryStatus, type MemoryVersion } from "../../commands/memory.js";
-import type { LedgerEvent, MemoryEvent } from "../../schemas/events.js";
+import { isMemoryEvent, type LedgerEvent, type MemoryEvent } from "../../schemas/events.js";
 import type { Actor, MemoryKind } from "../../schemas/primitives.js";
 import type { ProjectedEvent } from "../projection.js";
 import { memoryFilePath } from "./paths.js";
@@ -33,16 +33,8 @@ export interface MemoryRecord {
   provenance: Record<string, VersionProvenance>;
 }
 
-const MEMORY_EVENT_TYPES: ReadonlySet<string> = new Set<MemoryEvent["type"]>([
-  "memory.proposed",
-  "memory.approved",
-  "memory.rejected",
-  "memory.superseded",
-  "memory.rolled_back",
-  "memory.reinstated",
-]);
 
-export const isMemoryEvent = (event: LedgerEvent): event is MemoryEvent => MEMORY_EVENT_TYPES.has(event.type);
+export { isMemoryEvent };
 
 export const emptyRecord = (): MemoryRecord => ({ seq: 0, state: memoryDecider.initialState(), provenance: {} });
 

@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { v5 as uuidv5 } from "uuid";
-import { activeVersionOf, memoryDecider, type MemoryState } from "../../commands/memory.js";
+import { activeVersionOf, contentOfVersion, memoryDecider, type MemoryState } from "../../commands/memory.js";
 import { naming, type Naming } from "../../events/subjects.js";
 import { orgMemoryDecider, promotionDecisionDecider, type PromotionDecisionCommand, type PromotionDecisionEvent } from "../../commands/org-memory.js";
 import type { DomainEventOf, MemoryPromotionRequested, OrgProvenance } from "../../schemas/events.js";
@@ -262,14 +262,7 @@ export class Curator {
   private async candidateOf(app: string, source: SourceMemory, request: MemoryPromotionRequested): Promise<PromotionCandidate> {
     const version = source.state.versions.find((v) => v.version === request.data.version);
     if (!version) throw internal(`promotion ${request.data.promotionId} names version ${request.data.version} of ${request.aggregateId}, which does not exist`);
-    const content: PromotedContent = {
-      title: version.title,
-      body: version.body,
-      kind: version.kind,
-      tags: [...version.tags],
-      paths: [...version.paths],
-      importance: version.importance,
-    };
+    const content: PromotedContent = contentOfVersion(version);
     const active = activeVersionOf(source.state);
     return {
       app,

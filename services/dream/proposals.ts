@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { activeVersionOf, memoryStatus, type MemoryState, type MemoryVersion } from "../../commands/memory.js";
+import { activeVersionOf, contentOfVersion, memoryStatus, type MemoryState, type MemoryVersion } from "../../commands/memory.js";
 import { Evidence, type MemoryRef, type ProposedChange, type TranscriptSpan } from "../../schemas/events.js";
 import { LIMITS } from "../../schemas/primitives.js";
 import type { DreamView, ProposalDraft } from "./phase.js";
@@ -97,15 +97,7 @@ export const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** A memory's content as a proposal writes it, from a version (optionally changed). */
 export function contentOf(version: MemoryVersion, changes: Partial<Extract<ProposedChange, { action: "revise" }>["content"]> = {}): Extract<ProposedChange, { action: "revise" }>["content"] {
-  return {
-    title: version.title,
-    body: version.body,
-    kind: version.kind,
-    tags: [...version.tags],
-    paths: [...version.paths],
-    importance: version.importance,
-    ...changes,
-  };
+  return { ...contentOfVersion(version), ...changes };
 }
 
 /** A markdown body cut to the memory limit (bytes), at a line break when it can be. */

@@ -5,7 +5,7 @@ import { memoryDecider, memoryStatus, type MemoryState } from "../../commands/me
 import { runDecider } from "../../commands/run.js";
 import { naming, ORG_APP, type Naming } from "../../events/subjects.js";
 import type { ProjectionScope } from "../../projections/projection.js";
-import { MemoryEvent } from "../../schemas/events.js";
+import { isMemoryEvent } from "../../schemas/events.js";
 import { internal } from "../../schemas/errors.js";
 import { POLICY_ACTOR } from "../../schemas/policy.js";
 import { CommandHandler } from "../command-handler.js";
@@ -45,7 +45,6 @@ export const SESSION_REVIEW_ACTOR = POLICY_ACTOR;
 /** The one run id of a session's review: the same app and session always name the same run. */
 export const sessionReviewRunId = (app: string, sessionId: string): string => derivedEventId("session-review", app, sessionId);
 
-const MEMORY_TYPES: ReadonlySet<string> = new Set(MemoryEvent.options.map((o) => o.shape.type.value));
 
 export interface SessionReviewOptions extends EventStoreOptions {
   prefix?: string;
@@ -177,9 +176,9 @@ export class SessionReview {
     const reached = await this.store.replay(this.names.appStream(app), { fromSeq: folding.seq + 1 }, (batch) => {
       for (const { event } of batch) {
         // A memory's events all carry its scope: only session candidates are kept.
-        if (!MEMORY_TYPES.has(event.type) || !event.scope.startsWith("session:")) continue;
+        if (!isMemoryEvent(event) || !event.scope.startsWith("session:")) continue;
         const state = folding.memories.get(event.aggregateId) ?? memoryDecider.initialState();
-        folding.memories.set(event.aggregateId, memoryDecider.evolve(state, event as MemoryEvent));
+        folding.memories.set(event.aggregateId, memoryDecider.evolve(state, event));
       }
     });
     folding.seq = Math.max(folding.seq, reached);

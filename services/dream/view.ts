@@ -1,6 +1,6 @@
 import { memoryDecider, type MemoryState } from "../../commands/memory.js";
 import { sessionDecider, type SessionState } from "../../commands/session.js";
-import type { LedgerEvent, MemoryEvent, SessionEvent } from "../../schemas/events.js";
+import { isMemoryEvent, type LedgerEvent, type MemoryEvent, type SessionEvent } from "../../schemas/events.js";
 import { invalid, isMemledgerError } from "../../schemas/errors.js";
 import type { EventStore } from "../event-store.js";
 import { isStreamNotFound } from "../nats.js";
@@ -15,17 +15,8 @@ import type { DreamView } from "./phase.js";
  * into the same view and its phases propose the same keys.
  */
 
-const MEMORY_TYPES: ReadonlySet<string> = new Set<MemoryEvent["type"]>([
-  "memory.proposed",
-  "memory.approved",
-  "memory.rejected",
-  "memory.superseded",
-  "memory.rolled_back",
-  "memory.reinstated",
-]);
 const SESSION_TYPES: ReadonlySet<string> = new Set<SessionEvent["type"]>(["session.started", "session.ended", "session.exposed"]);
 
-const isMemoryEvent = (event: LedgerEvent): event is MemoryEvent => MEMORY_TYPES.has(event.type);
 const isSessionEvent = (event: LedgerEvent): event is SessionEvent => SESSION_TYPES.has(event.type);
 
 /**
