@@ -147,7 +147,14 @@ export const PERMISSIVE_POLICY: Policy = Policy.parse({
       ],
     },
     curator: { description: "the curator service: the only writer of org memories", allow: [{ verbs: ["*"], scopes: ["org"] }] },
-    "dream-reviewer": { description: "humans: accept, reject and revert consolidation runs (docs/consolidation.md)", allow: [{ verbs: ["dream"], scopes: ["app"] }] },
+    "dream-reviewer": {
+      description: "humans: accept, reject and revert consolidation runs (docs/consolidation.md), and read the session candidates a session-end review proposes to promote",
+      allow: [
+        { verbs: ["dream"], scopes: ["app"] },
+        // A session-end review's run and proposals live in the session's scope: its reviewer must read them.
+        { verbs: ["read"], scopes: ["session:*"] },
+      ],
+    },
   },
   actors: { "*": { roles: ["anyone"] }, "human:*": { roles: ["dream-reviewer"] }, "service:curator": { roles: ["curator"] } },
 });

@@ -41,7 +41,10 @@ describe("session scopes in the policy", () => {
       expect(mayRead(policy, alice, "app", facts)).toBe(true);
     }
     expect(mayRead(EXAMPLE, rita, "session:s1", facts)).toBe(true);
-    expect(mayRead(PERMISSIVE_POLICY, rita, "session:s1", facts)).toBe(false);
+    // Under the built-in default a human reviews session-end runs (dream-reviewer), so it reads the
+    // candidates they propose to promote; a service does not.
+    expect(mayRead(PERMISSIVE_POLICY, rita, "session:s1", facts)).toBe(true);
+    expect(mayRead(PERMISSIVE_POLICY, { kind: "service", id: "indexer" }, "session:s1", facts)).toBe(false);
   });
 
   it("writes: the owner's proposals are auto-approved (the example and the built-in default); another agent's are not allowed by the example", () => {
