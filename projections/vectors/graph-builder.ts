@@ -21,6 +21,7 @@ const { HierarchicalNSW } = require(workerData.hnswlib);
 const { dimensions, m, efConstruction, capacity } = workerData;
 const graph = new HierarchicalNSW("cosine", dimensions);
 graph.initIndex({ maxElements: capacity, m, efConstruction });
+parentPort.postMessage({ ready: true });
 let failure = null;
 const describe = (error) => String((error && error.message) || error);
 parentPort.on("message", (message) => {
@@ -71,16 +72,27 @@ export class GraphBuilder {
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (error: unknown) => void }>();
   private failure: unknown;
+  /**
+   * Settles once the worker has loaded hnswlib and made its graph (or died). close() waits for it:
+   * terminating a worker while hnswlib's native module initialises makes the addon's own error throw
+   * into a stopping thread, which Node treats as a fatal error of the whole process.
+   */
+  private readonly started: Promise<void>;
 
   constructor(readonly parameters: GraphParameters) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ...parameters, hnswlib: hnswlibPath() } });
-    this.worker.on("message", (reply: { id: number; error: string | null }) => {
+    let started!: () => void;
+    this.started = new Promise<void>((resolve) => (started = resolve));
+    this.worker.once("exit", () => started());
+    this.worker.on("message", (reply: { ready?: true; id: number; error: string | null }) => {
+      if (reply.ready) return started();
       const waiter = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);
       if (reply.error === null) waiter?.resolve();
       else waiter?.reject(internal(`HNSW graph builder: ${reply.error}`));
     });
     this.worker.on("error", (error) => {
+      started();
       this.failure ??= error;
       for (const waiter of this.waiting.values()) waiter.reject(error);
       this.waiting.clear();
@@ -116,6 +128,9 @@ export class GraphBuilder {
   }
 
   async close(): Promise<void> {
+    // Held up by the worker's start only (never by queued inserts): the ref keeps the process up meanwhile.
+    this.worker.ref();
+    await this.started;
     await this.worker.terminate();
   }
 
