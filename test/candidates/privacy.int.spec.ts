@@ -1,13 +1,11 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readMemoryIndex } from "../../projections/files/index.js";
-import { run } from "../../services/cli/program.js";
 import { listResources } from "../../services/mcp/resources.js";
 import { outline } from "../hostile/markdown-outline.js";
-import { HOSTILE_POLICY, refusal, startGovernedLedger, type GovernedLedger } from "../hostile/governed-ledger.js";
+import { HOSTILE_POLICY, cliMemoryIds, refusal, startGovernedLedger, type GovernedLedger } from "../hostile/governed-ledger.js";
 
 /**
  * Issue 13 item 1: session candidates (`session:<id>`) are their session's agent's alone, and read from
@@ -175,22 +173,7 @@ describe("session candidates: who reads and writes them", () => {
   it("the CLI's own search resolves sessions from the log as the service does", async () => {
     const data = await mkdtemp(path.join(tmpdir(), "memledger-cand-cli-"));
     try {
-      const cli = async (as: string, argv: string[]) => {
-        const stdout = new PassThrough();
-        let out = "";
-        stdout.on("data", (c: Buffer) => (out += c.toString()));
-        const env = {
-          NATS_URL: ledger.broker.creds.users.memledger!.url,
-          MEMLEDGER_PREFIX: ledger.prefix,
-          MEMLEDGER_APP: "app1",
-          MEMLEDGER_AGENT: as,
-          MEMLEDGER_POLICY: ledger.broker.policyFile,
-          MEMLEDGER_DATA: data,
-        };
-        const code = await run(argv, { stdin: process.stdin, stdout, stderr: new PassThrough(), env } as never);
-        expect(code).toBe(0);
-        return out.trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { memoryId: string }).memoryId).sort();
-      };
+      const cli = async (as: string, argv: string[]) => (await cliMemoryIds(ledger, data, as, argv)).sort();
       const query = ["--json", "search", `${SECRET} cache`, "--mode", "bm25"];
       expect(await cli("agent:alice", query)).toEqual([c1, c2, shared].sort());
       expect(await cli("agent:alice", ["--session", s2, ...query])).toEqual([c2, shared].sort());

@@ -151,3 +151,27 @@ export const HOSTILE_POLICY = {
     "human:mallory": { roles: ["nothing"] },
   },
 };
+
+/**
+ * Runs the CLI in process against the governed ledger, acting as `as` under its policy, and returns the
+ * memory ids of its JSON lines in the order printed. The CLI reads the log itself, so it runs with the
+ * service user's JetStream access; what it may show is the policy's business (the read filters under test).
+ */
+export async function cliMemoryIds(ledger: GovernedLedger, dataDir: string, as: string, argv: string[]): Promise<string[]> {
+  const { PassThrough } = await import("node:stream");
+  const { run } = await import("../../services/cli/program.js");
+  const stdout = new PassThrough();
+  let out = "";
+  stdout.on("data", (c: Buffer) => (out += c.toString()));
+  const env = {
+    NATS_URL: ledger.broker.creds.users.memledger!.url,
+    MEMLEDGER_PREFIX: ledger.prefix,
+    MEMLEDGER_APP: "app1",
+    MEMLEDGER_AGENT: as,
+    MEMLEDGER_POLICY: ledger.broker.policyFile,
+    MEMLEDGER_DATA: dataDir,
+  };
+  const code = await run(argv, { stdin: process.stdin, stdout, stderr: new PassThrough(), env } as never);
+  expect(code).toBe(0);
+  return out.trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { memoryId: string }).memoryId);
+}

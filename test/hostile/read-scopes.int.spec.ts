@@ -1,13 +1,11 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { filesProjection, readMemoryIndex, readScratchpadIndex } from "../../projections/files/index.js";
-import { run } from "../../services/cli/program.js";
 import { rebuildProjection } from "../../services/projection-runner.js";
 import { startLedger, streamMessageCount, type Ledger } from "../support/env.js";
-import { HOSTILE_POLICY, refusal, startGovernedLedger, type GovernedLedger } from "./governed-ledger.js";
+import { HOSTILE_POLICY, cliMemoryIds, refusal, startGovernedLedger, type GovernedLedger } from "./governed-ledger.js";
 
 /**
  * Issue 9 item 3: reading other agents' scratchpads. Reads are governed: a scratchpad (`agent:<id>`) is
@@ -116,23 +114,7 @@ describe("reads under a policy, agents acting as themselves on the generated bro
   it("the CLI's search (and org search) filter by the acting actor under MEMLEDGER_POLICY", async () => {
     const data = await mkdtemp(path.join(tmpdir(), "memledger-reads-cli-"));
     try {
-      const cli = async (as: string, argv: string[]) => {
-        const stdout = new PassThrough();
-        let out = "";
-        stdout.on("data", (c: Buffer) => (out += c.toString()));
-        const env = {
-          // The CLI reads the log itself: it runs with JetStream access (the service user), acting as `as`.
-          NATS_URL: ledger.broker.creds.users.memledger!.url,
-          MEMLEDGER_PREFIX: ledger.prefix,
-          MEMLEDGER_APP: "app1",
-          MEMLEDGER_AGENT: as,
-          MEMLEDGER_POLICY: ledger.broker.policyFile,
-          MEMLEDGER_DATA: data,
-        };
-        const code = await run(argv, { stdin: process.stdin, stdout, stderr: new PassThrough(), env } as never);
-        expect(code).toBe(0);
-        return out.trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { memoryId: string }).memoryId);
-      };
+      const cli = async (as: string, argv: string[]) => cliMemoryIds(ledger, data, as, argv);
       expect(await cli("agent:alice", ["--json", "search", "zebra plan", "--mode", "bm25"])).toEqual([shared]);
       expect((await cli("agent:bob", ["--json", "search", "zebra plan", "--mode", "bm25"])).sort()).toEqual([bobsPad, shared].sort());
       // An actor the policy gives no role reads nothing, the org included.
