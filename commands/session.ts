@@ -1,4 +1,3 @@
-import { produce } from "immer";
 import type { DomainEventOf, ExposureReceipt, SessionEvent, TranscriptRef } from "../schemas/events.js";
 import { ConflictReason, conflict, notFound } from "../schemas/errors.js";
 import type { AppliedEvent, Decider } from "./decider.js";
@@ -57,21 +56,44 @@ function decideSession(command: SessionCommand, state: SessionState): DomainEven
   }
 }
 
-const evolveSession = (state: SessionState, event: SessionEvent): SessionState =>
-  produce(state, (draft) => {
-    // Receipts change nothing a session's state says (a no-op): session_show, hydration and every fold read as before.
-    if (event.type === "session.exposed") return;
-    if (draft.applied[event.id]) return;
-    draft.id ??= event.aggregateId;
-    if (event.type === "session.started") {
-      Object.assign(draft, event.data, { startedAt: event.time });
-    } else if (event.type === "session.ended") {
-      draft.endedAt = event.time;
-      draft.summary = event.data.summary;
-      draft.transcript = event.data.transcript ?? null;
-    }
-    draft.applied[event.id] = { type: event.type, version: null };
-  });
+/**
+ * Folds one event into a new session state, sharing every untouched part with the old one and never
+ * changing the old one; keys keep their places (anything else the state carries is kept), as immer's
+ * produce did, which this replaces (its drafting and freezing cost more than the fold). Not frozen, for
+ * projections; the decider's `evolve` is this, deep-frozen.
+ */
+export const foldSessionState = (state: SessionState, event: SessionEvent): SessionState => {
+  // Receipts change nothing a session's state says (a no-op): session_show, hydration and every fold read as before.
+  if (event.type === "session.exposed") return state;
+  if (state.applied[event.id]) return state; // at-least-once delivery: an event applies once
+  const next: SessionState = { ...state, id: state.id ?? event.aggregateId };
+  if (event.type === "session.started") {
+    // Every field of the data, whatever its version, as `Object.assign(draft, event.data, ...)` took them.
+    Object.assign(next, event.data, { startedAt: event.time });
+  } else if (event.type === "session.ended") {
+    next.endedAt = event.time;
+    next.summary = event.data.summary;
+    next.transcript = event.data.transcript ?? null;
+  }
+  next.applied = { ...state.applied, [event.id]: { type: event.type, version: null } };
+  return next;
+};
+
+/**
+ * Deep-freezes plain objects and arrays, stopping at anything already frozen (the parts shared with the
+ * previous state), as immer's auto-freeze did. A copy of memory.ts's until decider.ts holds the shared one.
+ */
+function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value;
+  Object.freeze(value);
+  for (const key in value) deepFreeze(value[key]);
+  return value;
+}
+
+/** The decider's evolve: the fold, deep-frozen as immer's produce left it. */
+const evolveSession = (state: SessionState, event: SessionEvent): SessionState => deepFreeze(foldSessionState(state, event));
 
 export const sessionDecider: Decider<SessionCommand, SessionEvent, SessionState> = {
   aggregate: "session",
