@@ -1,10 +1,10 @@
-import { claimDecider, initialClaimState, type ClaimState } from "../../commands/claim.js";
+import { foldClaimState, initialClaimState, type ClaimState } from "../../commands/claim.js";
 import type { ClaimEvent, LedgerEvent } from "../../schemas/events.js";
 import type { GenerationKeys } from "./keys.js";
 
 /**
  * The pure half of the claims projection: fold claim events into per-claim state with the decider's own
- * `evolve` (so the read model can never disagree with the write side about who holds what), then derive
+ * fold (so the read model can never disagree with the write side about who holds what), then derive
  * the Redis commands that make the keys say what the state says. No I/O: testable without Redis.
  */
 
@@ -16,16 +16,41 @@ export const isClaimEvent = (event: LedgerEvent): event is ClaimEvent => event.t
 /** What the projection stores per claim: the state without the applied-event memo (checkpoints do that job). */
 export type StoredClaimState = Omit<ClaimState, "applied">;
 
+/**
+ * The stored JSON: every field but the memo, in ClaimState's order. Spelled out rather than
+ * `const { applied, ...rest } = state`, whose copy took V8's slow path (a third of this function's time);
+ * the type makes the list complete (a missing or unknown field does not compile).
+ */
 export const serializeState = (state: ClaimState): string => {
-  const { applied: _applied, ...rest } = state;
-  return JSON.stringify(rest);
+  const stored: StoredClaimState = {
+    id: state.id,
+    kind: state.kind,
+    name: state.name,
+    title: state.title,
+    priority: state.priority,
+    openedAt: state.openedAt,
+    openedBy: state.openedBy,
+    done: state.done,
+    doneAt: state.doneAt,
+    doneBy: state.doneBy,
+    holder: state.holder,
+    leaseMs: state.leaseMs,
+    claimedAt: state.claimedAt,
+    expiresAt: state.expiresAt,
+    takeoverOf: state.takeoverOf,
+    updatedAt: state.updatedAt,
+  };
+  return JSON.stringify(stored);
 };
 
 export const parseState = (json: string | null): ClaimState =>
   json === null ? initialClaimState() : { ...(JSON.parse(json) as StoredClaimState), applied: {} };
 
-/** Folds one event into a claim's state: exactly the decider's evolve. */
-export const foldClaim = (state: ClaimState, event: ClaimEvent): ClaimState => claimDecider.evolve(state, event);
+/**
+ * Folds one event into a claim's state: exactly the decider's evolve, without its deep freeze (nothing
+ * here mutates a state, so a rebuild need not pay for freezing every state it folds).
+ */
+export const foldClaim = (state: ClaimState, event: ClaimEvent): ClaimState => foldClaimState(state, event);
 
 const PRIORITY_WEIGHT = 1e13; // openedAt in ms stays below 1e13 until the year 2286
 
