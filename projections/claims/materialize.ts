@@ -1,7 +1,7 @@
-import { initialClaimState, type ClaimState } from "../../commands/claim.js";
+import { foldClaimFields, initialClaimState, type ClaimState } from "../../commands/claim.js";
 import type { LedgerEvent } from "../../schemas/events.js";
 import type { GenerationKeys } from "./keys.js";
-import { foldClaim, isClaimEvent, liveClaimHash, openTaskScore, serializeState, type RedisCommand } from "./model.js";
+import { isClaimEvent, liveClaimHash, openTaskScore, serializeState, type RedisCommand } from "./model.js";
 
 /**
  * The claims projection for a fresh (invisible) generation: fold every event in memory, write each
@@ -9,7 +9,7 @@ import { foldClaim, isClaimEvent, liveClaimHash, openTaskScore, serializeState, 
  *
  * A live target turns each event into the commands of `claimCommands` (model.ts): about fifteen per
  * claim event, most of them rewriting keys a later event rewrites again. A rebuild only needs what those
- * commands leave behind, so this class keeps, per claim, the folded state (the decider's own evolve),
+ * commands leave behind, so this class keeps, per claim, the folded state (the decider's own fold),
  * and per sorted set (`live`, `agent:<id>`) what Redis would hold after the same commands: members and
  * scores, and the key's expiry. Redis's rules are applied as they are:
  *   - ZREMRANGEBYSCORE -inf <event time> trims lapsed members; a set left empty is deleted with its TTL;
@@ -26,6 +26,7 @@ export class ClaimsMaterializer {
   private readonly sets = new Map<string, SimulatedSet>();
   private readonly dirtyClaims = new Set<string>();
   private readonly dirtySets = new Set<string>();
+  private readonly agentKeys = new Map<string, string>();
   /** After the first materialize, keys written before may need deleting. */
   private materialized = false;
 
@@ -41,13 +42,13 @@ export class ClaimsMaterializer {
       if (!isClaimEvent(event)) continue;
       const id = event.aggregateId;
       const before = this.states.get(id);
-      const folded = foldClaim(before ?? initialClaimState(), event);
-      // The projection deduplicates by stream sequence, so the decider's applied-event memo is dropped.
-      const after: ClaimState = { ...folded, applied: {} };
+      // The projection deduplicates by stream sequence, so the decider's applied-event memo is neither
+      // kept nor consulted: every state here carries its claim's empty one (serializeState drops it).
+      const after = foldClaimFields(before ?? initialClaimState(), event);
       this.states.set(id, after);
       this.dirtyClaims.add(id);
       if (after.id === null) continue;
-      this.foldSets(after.id, before?.holder ?? null, after, Date.parse(event.time), now);
+      this.foldSets(after.id, before?.holder ?? null, after, event.time, now);
     }
   }
 
@@ -58,21 +59,35 @@ export class ClaimsMaterializer {
     return set;
   }
 
-  /** The sorted-set half of `claimCommands`, on the simulated sets. */
-  private foldSets(id: string, previousHolder: string | null, after: ClaimState, at: number, now: number): void {
-    if (previousHolder !== null && previousHolder !== after.holder) this.set(this.keys.agent(previousHolder)).remove(id);
+  /**
+   * The key of an agent's set, built once per agent: the same string every time, so the maps and sets it
+   * keys hash it once, rather than a new concatenation to hash on every event.
+   */
+  private agentKey(agentId: string): string {
+    let key = this.agentKeys.get(agentId);
+    if (key === undefined) this.agentKeys.set(agentId, (key = this.keys.agent(agentId)));
+    return key;
+  }
+
+  /** The sorted-set half of `claimCommands`, on the simulated sets; `time` is the event's. */
+  private foldSets(id: string, previousHolder: string | null, after: ClaimState, time: string, now: number): void {
+    if (previousHolder !== null && previousHolder !== after.holder) this.set(this.agentKey(previousHolder)).remove(id);
     if (after.holder !== null && after.expiresAt !== null && after.kind !== null && after.name !== null) {
+      const at = Date.parse(time); // only a held claim trims, so only its event's time is parsed
       const expiresAtMs = Date.parse(after.expiresAt);
-      for (const key of [this.keys.agent(after.holder), this.keys.live]) {
-        const set = this.set(key);
-        set.trim(at);
-        set.add(id, expiresAtMs);
-        set.expireNx(expiresAtMs, now);
-        set.expireGt(expiresAtMs);
-      }
+      this.hold(this.set(this.agentKey(after.holder)), id, at, expiresAtMs, now);
+      this.hold(this.set(this.keys.live), id, at, expiresAtMs, now);
     } else {
       this.set(this.keys.live).remove(id);
     }
+  }
+
+  /** ZREMRANGEBYSCORE -inf at, ZADD, PEXPIREAT NX, PEXPIREAT GT: what `claimCommands` sends each set of a held claim. */
+  private hold(set: SimulatedSet, id: string, at: number, expiresAtMs: number, now: number): void {
+    set.trim(at);
+    set.add(id, expiresAtMs);
+    set.expireNx(expiresAtMs, now);
+    set.expireGt(expiresAtMs);
   }
 
   /** Commands that write every key changed since the last call; each key once (sets in chunks). */
@@ -153,7 +168,8 @@ class SimulatedSet {
       const [score, member] = this.pop();
       if (this.scores.get(member) === score) this.scores.delete(member);
     }
-    if (this.scores.size === 0) this.clear();
+    // An empty set is already clear (every way to empty one clears it) unless this trim emptied it.
+    if (this.scores.size === 0 && (heap.length > 0 || this.expiry !== null)) this.clear();
   }
 
   /** ZADD key score member (a missing key is created without TTL) */
