@@ -186,10 +186,36 @@ export function unitVector(vector: Float32Array): Float32Array {
   return unit;
 }
 
+/**
+ * Eight running sums instead of one: the additions of one step no longer wait for each other, which
+ * makes an exact scan faster, and it is the order of the SIMD kernel of exact scans (simd-dot.ts),
+ * which must give the same float64 to the bit. Every embedded index scores through this function or
+ * that kernel, so they agree exactly. Components past the last multiple of 8 go into the first sum.
+ */
 export function dot(a: Float32Array, b: Float32Array, bOffset = 0): number {
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) sum += a[i]! * b[bOffset + i]!;
-  return sum;
+  const n = a.length;
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let s4 = 0;
+  let s5 = 0;
+  let s6 = 0;
+  let s7 = 0;
+  let i = 0;
+  for (; i + 7 < n; i += 8) {
+    const j = bOffset + i;
+    s0 += a[i]! * b[j]!;
+    s1 += a[i + 1]! * b[j + 1]!;
+    s2 += a[i + 2]! * b[j + 2]!;
+    s3 += a[i + 3]! * b[j + 3]!;
+    s4 += a[i + 4]! * b[j + 4]!;
+    s5 += a[i + 5]! * b[j + 5]!;
+    s6 += a[i + 6]! * b[j + 6]!;
+    s7 += a[i + 7]! * b[j + 7]!;
+  }
+  for (; i < n; i++) s0 += a[i]! * b[bOffset + i]!;
+  return s0 + s1 + (s2 + s3) + (s4 + s5 + (s6 + s7));
 }
 
 const describeIssues = (error: z.ZodError): string =>
@@ -291,10 +317,23 @@ export async function searchCutAtK(k: number, fetch: (limit: number) => Promise<
   let limit = k + 1;
   for (;;) {
     const hits = await fetch(limit);
-    const cut = hits[k - 1];
-    const last = hits[limit - 1];
-    const tiedPastCut = hits.length >= limit && cut !== undefined && last !== undefined && Math.fround(last.score) === Math.fround(cut.score);
-    if (!tiedPastCut) return topHits(hits, k);
+    if (!tiedPastCut(hits, k, limit)) return topHits(hits, k);
     limit *= 2;
   }
+}
+
+/** searchCutAtK for a synchronous fetch: the caller's search runs to its end without yielding. */
+export function cutAtK(k: number, fetch: (limit: number) => VectorHit[]): VectorHit[] {
+  let limit = k + 1;
+  for (;;) {
+    const hits = fetch(limit);
+    if (!tiedPastCut(hits, k, limit)) return topHits(hits, k);
+    limit *= 2;
+  }
+}
+
+function tiedPastCut(hits: VectorHit[], k: number, limit: number): boolean {
+  const cut = hits[k - 1];
+  const last = hits[limit - 1];
+  return hits.length >= limit && cut !== undefined && last !== undefined && Math.fround(last.score) === Math.fround(cut.score);
 }
