@@ -1,7 +1,7 @@
 import type { DomainEventOf, MemoryContent, MemoryEvent } from "../schemas/events.js";
 import { ConflictReason, conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor, MemoryKind, Scope } from "../schemas/primitives.js";
-import type { AppliedEvent, Decider } from "./decider.js";
+import { deepFreeze, type AppliedEvent, type Decider } from "./decider.js";
 
 export type MemoryCommand =
   | {
@@ -189,25 +189,14 @@ function decideMemory(command: MemoryCommand, state: MemoryState): MemoryDomainE
 }
 
 /**
- * Deep-freezes plain objects and arrays, stopping at anything already frozen (the parts shared with the
- * previous state), as immer's auto-freeze did.
+ * Folds one event into a new state, sharing every untouched part with the old one and never changing
+ * the old one. Written by hand rather than with immer's produce: this runs once per command on the
+ * append path, where produce's drafting and finalising were a quarter of the command service's CPU.
+ * Not frozen: projections fold with this directly (a rebuild folds every memory event of the log);
+ * the decider's `evolve` is this, deep-frozen.
  */
-function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
-  const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value;
-  Object.freeze(value);
-  for (const key in value) deepFreeze(value[key]);
-  return value;
-}
-
-/**
- * Folds one event into a new state, sharing every untouched part with the old one. Written by hand rather
- * than with immer's produce: this runs once per command on the append path, where produce's drafting and
- * finalising were a quarter of the command service's CPU. The result is deep-frozen as produce's was.
- */
-const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
-  if (state.applied[event.id]) return deepFreeze(state); // at-least-once delivery: an event applies once
+export const foldMemoryState = (state: MemoryState, event: MemoryEvent): MemoryState => {
+  if (state.applied[event.id]) return state; // at-least-once delivery: an event applies once
   let versions = state.versions;
   let activeVersion = state.activeVersion;
   let superseded = state.superseded;
@@ -259,19 +248,25 @@ const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => {
       superseded = null;
       break;
   }
-  return deepFreeze({
-      ...state,
-      id: state.id ?? event.aggregateId,
-      app: state.app ?? event.app,
-      scope: state.scope ?? event.scope,
-      versions,
-      activeVersion,
-      superseded,
-      createdAt: state.createdAt ?? event.time,
-      updatedAt: event.time,
-      applied: { ...state.applied, [event.id]: { type: event.type, version } },
-  });
+  // Every field written out (no `...state`) and `applied` copied then extended (no computed key in a
+  // spread): both kept V8 on its fast paths, 12 → 4 µs an event, the largest cost of folding a rebuild.
+  const applied = Object.assign({}, state.applied);
+  applied[event.id] = { type: event.type, version };
+  return {
+    id: state.id ?? event.aggregateId,
+    app: state.app ?? event.app,
+    scope: state.scope ?? event.scope,
+    versions,
+    activeVersion,
+    superseded,
+    createdAt: state.createdAt ?? event.time,
+    updatedAt: event.time,
+    applied,
+  };
 };
+
+/** The decider's evolve: the fold, deep-frozen as immer's produce left it. */
+const evolveMemory = (state: MemoryState, event: MemoryEvent): MemoryState => deepFreeze(foldMemoryState(state, event));
 
 export const memoryDecider: Decider<MemoryCommand, MemoryEvent, MemoryState> = {
   aggregate: "memory",

@@ -1,4 +1,4 @@
-import { memoryDecider, memoryStatus, activeVersionOf, type MemoryState, type MemoryStatus, type MemoryVersion } from "../../commands/memory.js";
+import { foldMemoryState, memoryDecider, memoryStatus, activeVersionOf, type MemoryState, type MemoryStatus, type MemoryVersion } from "../../commands/memory.js";
 import { isMemoryEvent, type LedgerEvent, type MemoryEvent } from "../../schemas/events.js";
 import type { Actor, MemoryKind } from "../../schemas/primitives.js";
 import type { ProjectedEvent } from "../projection.js";
@@ -27,7 +27,7 @@ export interface VersionProvenance {
 export interface MemoryRecord {
   /** Stream sequence of the last event folded into this record. */
   seq: number;
-  /** The full fold of the memory's events (pending versions included), by memoryDecider.evolve. */
+  /** The full fold of the memory's events (pending versions included), by the decider's own fold (foldMemoryState). */
   state: MemoryState;
   /** Keyed by version number (as a string: JSON object keys). */
   provenance: Record<string, VersionProvenance>;
@@ -53,7 +53,7 @@ const provenanceOf = (event: MemoryEvent): Provenance => ({
 export function applyEvent(record: MemoryRecord, projected: ProjectedEvent): MemoryRecord {
   const { event, seq } = projected;
   if (!isMemoryEvent(event) || seq <= record.seq || record.state.applied[event.id]) return record;
-  const state = memoryDecider.evolve(record.state, event);
+  const state = foldMemoryState(record.state, event);
   let provenance = record.provenance;
   const touch = (version: number, part: keyof VersionProvenance) => {
     if (!state.versions.some((v) => v.version === version)) return;
