@@ -38,7 +38,21 @@ export const COMMAND_QUEUE = "memledger-commands";
  * evidence and the human decision on it (written first with expected sequence 0: a resumed step never
  * writes a proposal twice).
  */
-export type AggregateKind = "memory" | "session" | "claim" | "quarantine" | "run" | "proposal";
+export const AGGREGATE_KINDS = ["memory", "session", "claim", "quarantine", "run", "proposal"] as const;
+export type AggregateKind = (typeof AGGREGATE_KINDS)[number];
+
+/**
+ * The aggregate kind of an aggregate subject (`<prefix>.app.<app>.<kind>.<id>` or `<prefix>.org.<kind>.<id>`):
+ * its next-to-last token, since ids and prefixes hold no dots. Null for any other subject. A rebuild
+ * reads it to skip decoding events no projection it feeds can use.
+ */
+export function aggregateKindOfSubject(subject: string): AggregateKind | null {
+  const last = subject.lastIndexOf(".");
+  const before = last > 0 ? subject.lastIndexOf(".", last - 1) : -1;
+  if (before < 0) return null;
+  const kind = subject.slice(before + 1, last);
+  return (AGGREGATE_KINDS as readonly string[]).includes(kind) ? (kind as AggregateKind) : null;
+}
 
 export interface Naming {
   readonly prefix: string;

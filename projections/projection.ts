@@ -1,3 +1,4 @@
+import type { AggregateKind } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 
 /**
@@ -77,9 +78,29 @@ export interface OpenOptions {
   onProgress?: (progress: OpenProgress) => void;
 }
 
+/**
+ * How to make the same definition again in a worker thread: an ES module (compiled JavaScript: a worker
+ * cannot load TypeScript sources), the name of the function it exports, and that function's argument,
+ * which must survive structured cloning. A rebuild runs a portable projection's fresh target there,
+ * fed the log's raw bytes, so that its folding and writing use another core (services/rebuild-worker.ts).
+ */
+export interface PortableDefinition {
+  module: string;
+  factory: string;
+  options: unknown;
+}
+
 export interface ProjectionDefinition {
   /** Stable name: durable consumer name, CLI name (`memledger rebuild NAME`), status key. */
   readonly name: string;
+  /**
+   * The aggregate kinds whose events can change this read model; absent: any event may. A rebuild
+   * decodes only events of a kind some projection it feeds consumes (a claims-only rebuild never parses
+   * a memory's body).
+   */
+  readonly consumes?: readonly AggregateKind[];
+  /** Set when the definition can be made again in a worker thread (see PortableDefinition). */
+  readonly portable?: PortableDefinition;
   /**
    * Opens the live target (resuming from its checkpoint). Saved state that cannot be used (cut short,
    * damaged, of an unknown format) is set aside and the target starts from sequence 0; state that

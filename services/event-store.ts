@@ -33,6 +33,13 @@ const FULL_SCAN_TIMEOUT_MS = 120_000;
  */
 const STREAM_NAME_IN_USE = 10058;
 
+/** A stored message before decoding: what `replayMessages` hands over. */
+export interface StoredMessage {
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+}
+
 export interface StoredEvent {
   seq: number;
   subject: string;
@@ -385,15 +392,59 @@ export class EventStore {
    *
    * Events are checked for structure (decodeEventStructural: types and presence of every field, the
    * refinements were checked when they were appended); `verify` runs the full schema check on each.
+   * `wanted`, when given, says which subjects to decode at all: the others are read past (their
+   * sequences still count) and never parsed.
    */
   async replay(
     stream: string,
-    options: { fromSeq?: number; batchSize?: number; verify?: boolean },
+    options: { fromSeq?: number; batchSize?: number; verify?: boolean; wanted?: (subject: string) => boolean },
     onBatch: (events: StoredEvent[]) => Promise<void> | void,
+  ): Promise<number> {
+    return this.replayMessages(stream, options, async (messages) => {
+      const events = await this.decodeMessages(stream, messages, options);
+      if (events.length > 0) await onBatch(events);
+    });
+  }
+
+  /**
+   * Decodes stored messages as `replay` does: structurally (or fully with `verify`), only the subjects
+   * `wanted` keeps, a message that fails to decode skipped if it was quarantined meanwhile, else its
+   * error thrown.
+   */
+  async decodeMessages(
+    stream: string,
+    messages: readonly StoredMessage[],
+    options: { verify?: boolean; wanted?: (subject: string) => boolean } = {},
+  ): Promise<StoredEvent[]> {
+    const decode = options.verify ? decodeEvent : decodeEventStructural;
+    const wanted = options.wanted;
+    const events: StoredEvent[] = [];
+    for (const m of messages) {
+      if (wanted && !wanted(m.subject)) continue;
+      let stored: StoredEvent | null;
+      try {
+        stored = { seq: m.seq, subject: m.subject, event: decode(m.data) };
+      } catch {
+        // Quarantined meanwhile (skip), or not: decodeStored throws the decoder's error again.
+        stored = await this.decodeStored(stream, m, decode);
+      }
+      if (stored) events.push(stored);
+    }
+    return events;
+  }
+
+  /**
+   * `replay` without decoding: the stored messages as they are (sequence, subject, bytes), quarantined
+   * sequences left out, in batches of at most `batchSize`, until caught up. Returns the last sequence
+   * read. For readers that decode elsewhere (a rebuild hands the bytes to worker threads).
+   */
+  async replayMessages(
+    stream: string,
+    options: { fromSeq?: number; batchSize?: number },
+    onBatch: (messages: StoredMessage[]) => Promise<void> | void,
   ): Promise<number> {
     const fromSeq = Math.max(1, options.fromSeq ?? 1);
     const batchSize = options.batchSize ?? 2000;
-    const decode = options.verify ? decodeEvent : decodeEventStructural;
     if ((await this.lastSeq(stream)) < fromSeq) return fromSeq - 1;
     // Quarantined sequences are skipped whatever they hold: the structural decode may accept what the
     // strict one refused, and a rebuild must fold exactly what the live runners folded.
@@ -412,20 +463,11 @@ export class EventStore {
       opt_start_seq: fromSeq,
     });
     const messages = await consumer.consume({ max_messages: batchSize, expires: PULL_EXPIRES_MS });
-    let buffer: StoredEvent[] = [];
+    let buffer: StoredMessage[] = [];
     let lastSeq = fromSeq - 1;
     try {
       for await (const m of messages) {
-        if (!quarantined.has(m.seq)) {
-          let stored: StoredEvent | null;
-          try {
-            stored = { seq: m.seq, subject: m.subject, event: decode(m.data) };
-          } catch {
-            // Quarantined meanwhile (skip), or not: decodeStored throws the decoder's error again.
-            stored = await this.decodeStored(stream, m, decode);
-          }
-          if (stored) buffer.push(stored);
-        }
+        if (!quarantined.has(m.seq)) buffer.push({ seq: m.seq, subject: m.subject, data: m.data });
         lastSeq = m.seq;
         // pending = what the stream holds beyond this message right now: zero means caught up.
         const caughtUp = m.info.pending === 0;

@@ -7,6 +7,7 @@ import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { consumeLoop } from "./consume-loop.js";
+import { ThreadedRebuild, canRebuildInThread, consumedSubjects } from "./rebuild-threads.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
@@ -382,6 +383,11 @@ export interface RebuildOptions {
   commitAtHeapFraction?: number;
   /** Full schema check of every event (`memledger rebuild --verify`); default: structural (see decodeEventStructural). */
   verify?: boolean;
+  /**
+   * Rebuild portable projections (files; claims given a Redis URL) on worker threads of their own
+   * (services/rebuild-threads.ts). Default true; false keeps every target on this thread.
+   */
+  threads?: boolean;
   onProgress?: (progress: RebuildProgress) => void;
 }
 
@@ -409,7 +415,9 @@ const MIN_EVENTS_PER_HEAP_COMMIT = 50_000;
  * Rebuilds several projections of one stream in a single replay: every batch goes to each fresh target
  * (their applies and commits run side by side, so one target's I/O overlaps another's CPU), then each
  * target is promoted. Same promises as {@link rebuildProjection} per target; reading the log once
- * instead of once per projection.
+ * instead of once per projection. Portable projections are rebuilt on worker threads, fed the raw
+ * events they consume (services/rebuild-threads.ts); the others here, each batch decoded once for all
+ * of them and only the events some of them consume.
  */
 export async function rebuildProjections(
   store: EventStore,
@@ -420,11 +428,21 @@ export async function rebuildProjections(
   const batchSize = options.batchSize ?? 2000;
   const commitEvery = options.commitEvery ?? Number.POSITIVE_INFINITY;
   const heapLimit = getHeapStatistics().heap_size_limit * (options.commitAtHeapFraction ?? 0.6);
+  const verify = options.verify ?? false;
   const started = performance.now();
   const name = definitions.map((d) => d.name).join("+");
-  const fresh: ProjectionTarget[] = [];
+  const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition);
+  const local = definitions.filter((d) => !threaded(d));
+  const wanted = consumedSubjects(local);
+  // In definition order, each either here or on its thread.
+  const fresh: ({ here: ProjectionTarget } | { thread: ThreadedRebuild })[] = [];
+  const commitAll = (seq: number) => Promise.all(fresh.map((f) => ("here" in f ? f.here.commit(seq) : f.thread.commit(seq))));
   try {
-    for (const definition of definitions) fresh.push(await definition.openFresh(scope));
+    for (const definition of definitions) {
+      fresh.push(threaded(definition) ? { thread: await ThreadedRebuild.start(definition, scope, { verify }) } : { here: await definition.openFresh(scope) });
+    }
+    const here = fresh.flatMap((f) => ("here" in f ? [f.here] : []));
+    const threads = fresh.flatMap((f) => ("thread" in f ? [f.thread] : []));
     const initialTarget = await store.lastSeq(scope.stream);
     let applied = 0;
     let lastSeq = 0;
@@ -446,24 +464,34 @@ export async function rebuildProjections(
         etaSeconds: rate > 0 ? remaining / rate : null,
       });
     };
-    lastSeq = await store.replay(scope.stream, { batchSize, verify: options.verify ?? false }, async (events) => {
-      await Promise.all(fresh.map((target) => target.apply(events)));
-      applied += events.length;
-      sinceCommit += events.length;
-      lastSeq = events[events.length - 1]!.seq;
+    lastSeq = await store.replayMessages(scope.stream, { batchSize }, async (messages) => {
+      // The workers first: they start folding while this thread decodes for the targets here.
+      const handedOver = Promise.all(threads.map((thread) => thread.push(messages)));
+      if (here.length > 0) {
+        const events = await store.decodeMessages(scope.stream, messages, { verify, wanted });
+        if (events.length > 0) await Promise.all(here.map((target) => target.apply(events)));
+      }
+      await handedOver;
+      applied += messages.length;
+      sinceCommit += messages.length;
+      lastSeq = messages[messages.length - 1]!.seq;
       // Checked per batch. What a commit cannot free (the search index lives in memory) must not turn
       // every later batch into a commit: at least MIN_EVENTS_PER_HEAP_COMMIT events between them.
       if (sinceCommit >= commitEvery || (sinceCommit >= MIN_EVENTS_PER_HEAP_COMMIT && process.memoryUsage().heapUsed > heapLimit)) {
-        await Promise.all(fresh.map((target) => target.commit(lastSeq)));
+        await commitAll(lastSeq);
         sinceCommit = 0;
       }
       report(false);
     });
-    await Promise.all(fresh.map((target) => target.commit(lastSeq)));
+    await commitAll(lastSeq);
     report(true);
-    for (const [i, definition] of definitions.entries()) await definition.promote(scope, fresh[i]!);
+    for (const [i, definition] of definitions.entries()) {
+      const f = fresh[i]!;
+      if ("here" in f) await definition.promote(scope, f.here);
+      else await f.thread.promote();
+    }
     return { seq: lastSeq, events: applied, seconds: (performance.now() - started) / 1000 };
   } finally {
-    await Promise.all(fresh.map((target) => target.close()));
+    await Promise.all(fresh.map((f) => ("here" in f ? f.here.close() : f.thread.close())));
   }
 }

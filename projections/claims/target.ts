@@ -4,6 +4,7 @@ import type { ClaimState } from "../../commands/claim.js";
 import { ConflictReason, conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
 import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { claimKeys, type ClaimKeys, type GenerationKeys } from "./keys.js";
+import { portableDefinition } from "../portable.js";
 import { monitorRedis } from "./redis-health.js";
 import { ClaimsMaterializer } from "./materialize.js";
 import { isClaimEvent, parseState, planBatch, type RedisCommand } from "./model.js";
@@ -260,6 +261,9 @@ export function claimsProjection(options: ClaimsProjectionOptions): ClaimsProjec
 
   return {
     name: "claims",
+    consumes: ["claim"],
+    // A URL can be passed to a worker thread; a client object cannot.
+    portable: typeof options.redis === "string" ? portableDefinition(import.meta.url, "claimsProjection", options) : undefined,
     openLive: (scope) => open(scope, true),
     openFresh: (scope) => open(scope, false),
     async promote(scope, fresh) {

@@ -2,6 +2,7 @@ import path from "node:path";
 import { invalid } from "../../schemas/errors.js";
 import { stat } from "node:fs/promises";
 import type { OpenOptions, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import { portableDefinition } from "../portable.js";
 import { isUnusableState, needsOperator, setAside } from "../unusable.js";
 import { listFiles, readTextIfExists, writeFileAtomic } from "./fs.js";
 import { AppLayout, isIndexFile, scratchpadIndexPath } from "./layout.js";
@@ -66,6 +67,8 @@ export function filesProjection(options: FilesProjectionOptions): ProjectionDefi
 
   return {
     name: "files",
+    consumes: ["memory"],
+    portable: portableDefinition(import.meta.url, "filesProjection", options),
 
     async openLive(scope, open: OpenOptions = {}) {
       return openLiveTarget(scope, open).catch((error: unknown) => {

@@ -226,6 +226,7 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
 
   return {
     name: "search",
+    consumes: ["memory"],
     dir,
     index: (app) => liveIndexes.get(app),
 

@@ -1,0 +1,213 @@
+import { Worker } from "node:worker_threads";
+import { aggregateKindOfSubject, type AggregateKind } from "../events/subjects.js";
+import { compiledModuleUrl } from "../projections/portable.js";
+import type { Checkpoint, PortableDefinition, ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
+import { ErrorCode, MemledgerError, internal } from "../schemas/errors.js";
+import type { StoredMessage } from "./event-store.js";
+
+/**
+ * Rebuilding a projection on a worker thread.
+ *
+ * A rebuild reads the log once and feeds every fresh target. On one thread, decoding the events and
+ * folding them into three read models (files, claims, search) ran one after the other on one core
+ * while the machine's other cores idled; a single-pass rebuild ran at 13% of the rate the log can be
+ * read. A projection whose definition is portable (it can be made again from plain options in another
+ * thread: projections/portable.ts) is rebuilt here instead: the caller's thread reads the log and
+ * hands each worker the raw bytes of the events its projection consumes (the subject says the
+ * aggregate kind, so nothing else is copied, and nothing is decoded on the caller's thread for it),
+ * and the worker decodes and folds them (rebuild-worker.ts). Batches are transferred, not copied, and
+ * at most MAX_IN_FLIGHT are queued per worker, so a slow worker slows the reader instead of letting
+ * the log pile up in memory.
+ *
+ * A failure in the worker (a decode, a write) comes back as the same MemledgerError code with the
+ * worker's stack as its cause; the rebuild stops, as it would on one thread. One difference: an event
+ * that cannot be decoded and was quarantined while the rebuild ran fails the rebuild (the caller's
+ * thread would look the quarantine up and skip it); running the rebuild again skips it.
+ */
+
+/** Batches queued per worker before the reader waits: enough to keep it busy, bounded in memory. */
+const MAX_IN_FLIGHT = 4;
+
+export interface RebuildWorkerData {
+  portable: PortableDefinition;
+  scope: ProjectionScope;
+  verify: boolean;
+}
+
+export type RebuildWorkerRequest =
+  | { op: "apply"; id: number; seqs: Float64Array; subjects: string[]; bytes: Uint8Array; ends: Uint32Array }
+  | { op: "commit"; id: number; seq: number }
+  | { op: "promote"; id: number }
+  | { op: "close"; id: number };
+
+export interface RemoteError {
+  code: ErrorCode | null;
+  message: string;
+  details: Record<string, unknown>;
+  stack: string | undefined;
+}
+
+/** id -1: the worker has opened its fresh target (checkpoint) or failed to. */
+export interface RebuildWorkerReply {
+  id: number;
+  error: RemoteError | null;
+  checkpoint?: Checkpoint;
+}
+
+const workerEntry = (): string | undefined => {
+  const own = import.meta.url;
+  return compiledModuleUrl(new URL(own.endsWith(".ts") ? "./rebuild-worker.ts" : "./rebuild-worker.js", own).href);
+};
+
+/** Whether `rebuildProjections` can run this definition on a worker thread here. */
+export const canRebuildInThread = (definition: ProjectionDefinition): boolean => definition.portable !== undefined && workerEntry() !== undefined;
+
+/** Which stored subjects a set of definitions needs decoded: undefined when one of them may use any event. */
+export function consumedSubjects(definitions: readonly ProjectionDefinition[]): ((subject: string) => boolean) | undefined {
+  const kinds = new Set<AggregateKind>();
+  for (const definition of definitions) {
+    if (!definition.consumes) return undefined;
+    for (const kind of definition.consumes) kinds.add(kind);
+  }
+  return (subject) => {
+    const kind = aggregateKindOfSubject(subject);
+    return kind !== null && kinds.has(kind);
+  };
+}
+
+function fromRemote(projection: string, error: RemoteError): MemledgerError {
+  const message = `${projection} (rebuilt on a worker thread): ${error.message}`;
+  const cause = error.stack ?? error.message;
+  return error.code !== null && Object.values(ErrorCode).includes(error.code)
+    ? new MemledgerError(error.code, message, error.details, { cause })
+    : internal(message, error.details, cause);
+}
+
+/** A fresh target living in a worker thread, driven from here. */
+export class ThreadedRebuild {
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (error: unknown) => void }>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown;
+  private exited = false;
+  private readonly wanted: ((subject: string) => boolean) | undefined;
+
+  private constructor(
+    readonly definition: ProjectionDefinition,
+    private readonly worker: Worker,
+    readonly checkpoint: Checkpoint,
+  ) {
+    this.wanted = consumedSubjects([definition]);
+    worker.on("message", (reply: RebuildWorkerReply) => this.settle(reply));
+    worker.on("error", (error) => this.fail(internal(`${definition.name} rebuild worker failed: ${error.message}`, {}, error)));
+    worker.on("exit", (code) => {
+      this.exited = true;
+      this.fail(internal(`${definition.name} rebuild worker exited (code ${code})`));
+    });
+  }
+
+  /** Starts the worker and opens the fresh target there. */
+  static async start(definition: ProjectionDefinition, scope: ProjectionScope, options: { verify: boolean }): Promise<ThreadedRebuild> {
+    const entry = workerEntry();
+    if (!definition.portable || entry === undefined) throw internal(`${definition.name} cannot be rebuilt on a worker thread`);
+    const workerData: RebuildWorkerData = { portable: definition.portable, scope, verify: options.verify };
+    const worker = new Worker(new URL(entry), { workerData });
+    let onExit!: (code: number) => void;
+    let onError!: (error: Error) => void;
+    const opened = await new Promise<RebuildWorkerReply>((resolve, reject) => {
+      onExit = (code) => reject(internal(`${definition.name} rebuild worker exited (code ${code}) before opening its target`));
+      onError = (error) => reject(internal(`${definition.name} rebuild worker failed to start: ${error.message}`, {}, error));
+      worker.once("error", onError);
+      worker.once("exit", onExit);
+      worker.once("message", resolve);
+    }).finally(() => {
+      // Only these two: a Worker has listeners of its own (removeAllListeners cut its message delivery).
+      worker.off("exit", onExit);
+      worker.off("error", onError);
+    });
+    if (opened.error || !opened.checkpoint) {
+      await worker.terminate();
+      throw fromRemote(definition.name, opened.error ?? { code: null, message: "no checkpoint", details: {}, stack: undefined });
+    }
+    return new ThreadedRebuild(definition, worker, opened.checkpoint);
+  }
+
+  /**
+   * Hands over the messages this projection consumes (all of them if it does not say), packed into one
+   * transferred buffer; waits first while MAX_IN_FLIGHT batches are queued.
+   */
+  async push(messages: readonly StoredMessage[]): Promise<void> {
+    this.check();
+    const chosen = this.wanted ? messages.filter((m) => this.wanted!(m.subject)) : messages;
+    if (chosen.length === 0) return;
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    let total = 0;
+    for (const m of chosen) total += m.data.length;
+    const bytes = new Uint8Array(total);
+    const ends = new Uint32Array(chosen.length);
+    const seqs = new Float64Array(chosen.length);
+    const subjects: string[] = new Array(chosen.length);
+    let offset = 0;
+    chosen.forEach((m, i) => {
+      bytes.set(m.data, offset);
+      offset += m.data.length;
+      ends[i] = offset;
+      seqs[i] = m.seq;
+      subjects[i] = m.subject;
+    });
+    const done = this.request({ op: "apply", id: 0, seqs, subjects, bytes, ends }, [bytes.buffer, ends.buffer, seqs.buffer]);
+    const tracked = done.finally(() => this.inFlight.delete(tracked));
+    // A failure is also kept in `failure` and thrown by the next call: never an unhandled rejection here.
+    tracked.catch(() => undefined);
+    this.inFlight.add(tracked);
+  }
+
+  /** Waits for every queued batch, then commits at `seq` in the worker. */
+  async commit(seq: number): Promise<void> {
+    await this.drain();
+    await this.request({ op: "commit", id: 0, seq });
+  }
+
+  async promote(): Promise<void> {
+    await this.drain();
+    await this.request({ op: "promote", id: 0 });
+  }
+
+  /** Closes the target and ends the thread; never throws (it runs in `finally`). */
+  async close(): Promise<void> {
+    if (!this.exited && !this.failure) await this.request({ op: "close", id: 0 }).catch(() => undefined);
+    await this.worker.terminate().catch(() => undefined);
+  }
+
+  private async drain(): Promise<void> {
+    await Promise.all(this.inFlight);
+    this.check();
+  }
+
+  private request(request: RebuildWorkerRequest, transfer: ArrayBuffer[] = []): Promise<void> {
+    this.check();
+    const id = this.nextId++;
+    const done = new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    this.worker.postMessage({ ...request, id }, transfer);
+    return done;
+  }
+
+  private settle(reply: RebuildWorkerReply): void {
+    const waiter = this.waiting.get(reply.id);
+    this.waiting.delete(reply.id);
+    if (reply.error === null) return waiter?.resolve();
+    const error = fromRemote(this.definition.name, reply.error);
+    this.failure ??= error;
+    waiter?.reject(error);
+  }
+
+  private fail(error: unknown): void {
+    this.failure ??= error;
+    for (const waiter of this.waiting.values()) waiter.reject(this.failure);
+    this.waiting.clear();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+}

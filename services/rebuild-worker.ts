@@ -1,0 +1,74 @@
+import { parentPort, workerData } from "node:worker_threads";
+import { decodeEvent, decodeEventStructural } from "../events/upcast.js";
+import type { ProjectedEvent, ProjectionDefinition, ProjectionTarget } from "../projections/projection.js";
+import { isMemledgerError } from "../schemas/errors.js";
+import type { RebuildWorkerData, RebuildWorkerReply, RebuildWorkerRequest, RemoteError } from "./rebuild-threads.js";
+
+/**
+ * The worker-thread half of a threaded rebuild (rebuild-threads.ts has the other half and the why):
+ * makes the portable projection's definition again, opens its fresh target, then decodes, applies,
+ * commits and promotes as the requests arrive, one at a time and in order.
+ */
+const port = parentPort!;
+const { portable, scope, verify } = workerData as RebuildWorkerData;
+const decode = verify ? decodeEvent : decodeEventStructural;
+
+const reply = (message: RebuildWorkerReply) => port.postMessage(message);
+
+const remote = (error: unknown): RemoteError =>
+  isMemledgerError(error)
+    ? { code: error.code, message: error.message, details: error.details, stack: error.stack }
+    : { code: null, message: error instanceof Error ? error.message : String(error), details: {}, stack: error instanceof Error ? error.stack : undefined };
+
+let definition: ProjectionDefinition;
+let target: ProjectionTarget;
+/** The first failure: every later request answers with it (the host stops at the first anyway). */
+let failure: RemoteError | undefined;
+
+async function handle(request: RebuildWorkerRequest): Promise<void> {
+  switch (request.op) {
+    case "apply": {
+      const { seqs, subjects, bytes, ends } = request;
+      const events: ProjectedEvent[] = new Array(seqs.length);
+      let start = 0;
+      for (let i = 0; i < seqs.length; i++) {
+        events[i] = { seq: seqs[i]!, subject: subjects[i]!, event: decode(bytes.subarray(start, ends[i])) };
+        start = ends[i]!;
+      }
+      await target.apply(events);
+      return;
+    }
+    case "commit":
+      return target.commit(request.seq);
+    case "promote":
+      return definition.promote(scope, target);
+    case "close":
+      return target.close();
+  }
+}
+
+let queue = Promise.resolve();
+port.on("message", (request: RebuildWorkerRequest) => {
+  queue = queue.then(async () => {
+    if (failure) return reply({ id: request.id, error: failure });
+    try {
+      await handle(request);
+      reply({ id: request.id, error: null });
+    } catch (error) {
+      failure = remote(error);
+      reply({ id: request.id, error: failure });
+    }
+  });
+});
+
+try {
+  const module = (await import(portable.module)) as Record<string, (options: unknown) => ProjectionDefinition>;
+  const factory = module[portable.factory];
+  if (typeof factory !== "function") throw new Error(`${portable.module} exports no function ${portable.factory}`);
+  definition = factory(portable.options);
+  target = await definition.openFresh(scope);
+  reply({ id: -1, error: null, checkpoint: target.checkpoint });
+} catch (error) {
+  failure = remote(error);
+  reply({ id: -1, error: failure });
+}

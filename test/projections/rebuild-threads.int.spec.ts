@@ -1,0 +1,190 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { threadId } from "node:worker_threads";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Redis } from "ioredis";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { claimIdOf } from "../../commands/claim.js";
+import { naming } from "../../events/subjects.js";
+import { encodeEvent } from "../../events/upcast.js";
+import { claimsProjection, escapeGlob, unlinkMatching } from "../../projections/claims/index.js";
+import { AppLayout, filesProjection, treeHash } from "../../projections/files/index.js";
+import type { ProjectionDefinition, ProjectionScope } from "../../projections/projection.js";
+import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../../schemas/events.js";
+import { EventStore } from "../../services/event-store.js";
+import { connectNats } from "../../services/nats.js";
+import { rebuildProjections } from "../../services/projection-runner.js";
+import { canRebuildInThread } from "../../services/rebuild-threads.js";
+import { dumpApp } from "../claims/support.js";
+import { NATS_URL, REDIS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
+
+const APP = "thrapp";
+const PROBE = pathToFileURL(path.resolve("test/support/thread-probe-projection.mjs")).href;
+
+interface ProbeLine {
+  threadId: number;
+  op: "open" | "apply" | "commit" | "promote" | "close";
+  seq?: number;
+  events?: { seq: number; type: string; subject: string }[];
+}
+
+/** The probe (test/support/thread-probe-projection.mjs), described as a portable definition is. */
+async function probe(file: string, failAtSeq?: number): Promise<ProjectionDefinition> {
+  const { probeProjection } = (await import(PROBE)) as { probeProjection: (options: unknown) => ProjectionDefinition };
+  return probeProjection({ file, ...(failAtSeq === undefined ? {} : { failAtSeq }) });
+}
+
+const readProbe = async (file: string): Promise<ProbeLine[]> =>
+  (await readFile(file, "utf8").catch(() => ""))
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as ProbeLine);
+
+/** Memories (proposed, approved), claims (claimed, released) and sessions, interleaved. */
+function history(prefix: string, rounds: number): { subject: string; event: LedgerEvent }[] {
+  const names = naming(prefix);
+  const out: { subject: string; event: LedgerEvent }[] = [];
+  let n = 0;
+  const clock = Date.now() - 3_600_000;
+  const emit = (kind: "memory" | "claim" | "session", id: string, type: LedgerEvent["type"], data: unknown, scope = "app") => {
+    const eventId = `0190a000-0000-7000-8000-${String(++n).padStart(12, "0")}`;
+    const event = LedgerEvent.parse({
+      id: eventId,
+      type,
+      schemaVersion: CURRENT_SCHEMA_VERSION[type],
+      aggregateId: id,
+      app: APP,
+      scope,
+      actor: { kind: "agent", id: "agent-1" },
+      sessionId: null,
+      transcriptRef: null,
+      git: null,
+      causationId: null,
+      correlationId: eventId,
+      time: new Date(clock + n * 1000).toISOString(),
+      data,
+    });
+    out.push({ subject: names.aggregate(APP, kind, id), event });
+  };
+  for (let i = 0; i < rounds; i++) {
+    const memory = `mem-${i}`;
+    const task = claimIdOf("task", `task-${i}`);
+    emit("memory", memory, "memory.proposed", { version: 1, title: `note ${i}`, body: `webhook retry ${i}`, kind: "note", tags: ["t"], paths: [], importance: 3 }, i % 3 === 0 ? "team:web" : "app");
+    emit("claim", task, "claim.claimed", { kind: "task", name: `task-${i}`, holder: "agent-1", leaseMs: 86_400_000, expiresAt: new Date(Date.now() + 86_400_000).toISOString(), takeoverOf: null, priority: 3 });
+    emit("session", `sess-${i}`, "session.started", { agentId: "agent-1", task: "t", branch: null, worktree: null }, "agent:agent-1");
+    if (i % 4 !== 3) emit("memory", memory, "memory.approved", { version: 1 }, i % 3 === 0 ? "team:web" : "app");
+    if (i % 2 === 0) emit("claim", task, "claim.released", { holder: "agent-1", done: true });
+  }
+  return out;
+}
+
+describe("rebuilding portable projections on worker threads", () => {
+  let prefix: string;
+  let nc: NatsConnection;
+  let store: EventStore;
+  let root: string;
+  let redis: Redis;
+  let scope: ProjectionScope;
+  let published: { subject: string; event: LedgerEvent }[];
+
+  beforeEach(async () => {
+    prefix = uniquePrefix("rbthr");
+    nc = await connectNats({ servers: NATS_URL, name: `test-${prefix}` });
+    store = await EventStore.open(nc, naming(prefix));
+    root = await mkdtemp(path.join(tmpdir(), "memledger-rebuild-threads-"));
+    redis = new Redis(REDIS_URL);
+    const stream = await store.ensureAppStream(APP);
+    scope = { prefix, app: APP, stream };
+    published = history(prefix, 60);
+    for (const { subject, event } of published) await store.js.publish(subject, encodeEvent(event));
+  });
+
+  afterEach(async () => {
+    await unlinkMatching(redis, `${escapeGlob(prefix)}:*`);
+    redis.disconnect();
+    await deleteStreams(nc, prefix);
+    await nc.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("folds on another thread, and hands it exactly the events of the kinds its projection consumes", async () => {
+    const file = path.join(root, "probe.jsonl");
+    const definition = await probe(file);
+    expect(canRebuildInThread(definition)).toBe(true);
+    const result = await rebuildProjections(store, [definition], scope, { batchSize: 25 });
+    const last = await store.lastSeq(scope.stream);
+    expect(result).toMatchObject({ seq: last, events: last });
+
+    const lines = await readProbe(file);
+    expect(new Set(lines.map((l) => l.threadId)).size).toBe(1);
+    expect(lines[0]!.threadId).not.toBe(threadId);
+    const applied = lines.flatMap((l) => l.events ?? []);
+    const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
+    expect(applied.map((e) => e.seq)).toEqual(claimSeqs);
+    expect(applied.every((e) => e.type.startsWith("claim.") && e.subject.includes(".claim."))).toBe(true);
+    // Committed at the stream's last sequence (past its own last event), then promoted, then closed.
+    expect(lines.filter((l) => l.op !== "apply").map((l) => [l.op, l.seq ?? null])).toEqual([
+      ["open", null],
+      ["commit", last],
+      ["promote", last],
+      ["close", null],
+    ]);
+  });
+
+  it("gives the same files tree and claims keys as a rebuild on one thread", async () => {
+    const definitions = (name: string): ProjectionDefinition[] => [
+      filesProjection({ root: path.join(root, name), spillRecords: 16 }),
+      claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:${name}` }),
+    ];
+    const threaded = definitions("threaded");
+    expect(threaded.every(canRebuildInThread)).toBe(true);
+    await rebuildProjections(store, threaded, scope, { batchSize: 40 });
+    await rebuildProjections(store, definitions("single"), scope, { batchSize: 40, threads: false });
+
+    const tree = (name: string) => treeHash(path.join(root, name, APP));
+    expect(await tree("threaded")).toBe(await tree("single"));
+    const keys = async (name: string) =>
+      Object.fromEntries(Object.entries(await dumpApp(redis, `${prefix}:${name}`, APP)).map(([key, value]) => [key.replace(`:${name}:`, ":"), value]));
+    const threadedKeys = await keys("threaded");
+    expect(Object.keys(threadedKeys).length).toBeGreaterThan(10);
+    expect(threadedKeys).toEqual(await keys("single"));
+  });
+
+  it("a failure on the worker fails the rebuild with its error code, and nothing is promoted", async () => {
+    const files = filesProjection({ root: path.join(root, "files") });
+    // A first rebuild gives readers a generation; the failed one below must leave it in place.
+    await rebuildProjections(store, [files], scope);
+    const layout = new AppLayout(path.join(root, "files"), APP);
+    const before = { generation: await layout.current(), tree: await treeHash(layout.appDir) };
+    expect(before.generation).not.toBeNull();
+
+    const file = path.join(root, "probe.jsonl");
+    const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
+    const failAt = claimSeqs[Math.floor(claimSeqs.length / 2)]!;
+    const failing = rebuildProjections(store, [files, await probe(file, failAt)], scope, { batchSize: 10 });
+    await expect(failing).rejects.toMatchObject({ name: "MemledgerError", code: "conflict" });
+    await expect(failing).rejects.toThrow(`probe (rebuilt on a worker thread): probe refuses seq ${failAt}`);
+
+    const lines = await readProbe(file);
+    expect(lines.some((l) => l.op === "promote" || l.op === "commit")).toBe(false);
+    expect(Math.max(...lines.flatMap((l) => (l.events ?? []).map((e) => e.seq)))).toBeLessThan(failAt);
+    expect({ generation: await layout.current(), tree: await treeHash(layout.appDir) }).toEqual(before);
+  });
+
+  it("a stored message that is not an event fails a threaded rebuild as it fails one on a single thread", async () => {
+    await store.js.publish(naming(prefix).aggregate(APP, "claim", "garbage"), new TextEncoder().encode("{not json"));
+    const fail = (threads: boolean) =>
+      rebuildProjections(store, [claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:g${threads}` })], scope, { threads }).then(
+        () => null,
+        (error: { code?: string }) => error.code ?? "no code",
+      );
+    const single = await fail(false);
+    expect(single).not.toBeNull();
+    expect(await fail(true)).toBe(single);
+    // Neither promoted a generation.
+    expect(await dumpApp(redis, `${prefix}:gtrue`, APP)).toEqual({});
+    expect(await dumpApp(redis, `${prefix}:gfalse`, APP)).toEqual({});
+  });
+});
