@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { ClaimEvent, ClaimKind, DomainEventOf } from "../schemas/events.js";
 import { ConflictReason, conflict, invalid, notFound } from "../schemas/errors.js";
 import type { Actor } from "../schemas/primitives.js";
-import type { AppliedEvent, Decider } from "./decider.js";
+import { deepFreeze, type AppliedEvent, type Decider } from "./decider.js";
 
 /**
  * Claims and locks: live coordination between agents. One aggregate per task or lock, on the subject
@@ -267,19 +267,6 @@ export const foldClaimState = (state: ClaimState, event: ClaimEvent): ClaimState
  * `foldClaimState` with the memo left as it is (neither checked nor grown), so no per-event memo copy.
  */
 export const foldClaimFields = (state: ClaimState, event: ClaimEvent): ClaimState => claimStateAfter(state, event, state.applied);
-
-/**
- * Deep-freezes plain objects and arrays, stopping at anything already frozen (the parts shared with the
- * previous state), as immer's auto-freeze did. A copy of memory.ts's until decider.ts holds the shared one.
- */
-function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
-  const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value;
-  Object.freeze(value);
-  for (const key in value) deepFreeze(value[key]);
-  return value;
-}
 
 /** The decider's evolve: the fold, deep-frozen as immer's produce left it. */
 const evolveClaim = (state: ClaimState, event: ClaimEvent): ClaimState => deepFreeze(foldClaimState(state, event));

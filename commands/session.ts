@@ -1,6 +1,6 @@
 import type { DomainEventOf, ExposureReceipt, SessionEvent, TranscriptRef } from "../schemas/events.js";
 import { ConflictReason, conflict, notFound } from "../schemas/errors.js";
-import type { AppliedEvent, Decider } from "./decider.js";
+import { deepFreeze, type AppliedEvent, type Decider } from "./decider.js";
 
 /** An agent's working session: hydration asks "what changed since my last one", consolidation counts them. */
 export type SessionCommand =
@@ -78,19 +78,6 @@ export const foldSessionState = (state: SessionState, event: SessionEvent): Sess
   next.applied = { ...state.applied, [event.id]: { type: event.type, version: null } };
   return next;
 };
-
-/**
- * Deep-freezes plain objects and arrays, stopping at anything already frozen (the parts shared with the
- * previous state), as immer's auto-freeze did. A copy of memory.ts's until decider.ts holds the shared one.
- */
-function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
-  const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value;
-  Object.freeze(value);
-  for (const key in value) deepFreeze(value[key]);
-  return value;
-}
 
 /** The decider's evolve: the fold, deep-frozen as immer's produce left it. */
 const evolveSession = (state: SessionState, event: SessionEvent): SessionState => deepFreeze(foldSessionState(state, event));
