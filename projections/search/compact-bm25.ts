@@ -693,6 +693,11 @@ function maxScoreTopK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, 
   // Lists before `firstEssential` (in bound order) are non-essential.
   let firstEssential = 0;
   const sorted = cursors; // Orama's summation order
+  // rank[i]: where sorted[i] stands in bound order. part[j]: byBound[j]'s contribution to the current
+  // document, computed once for the essential lists and reused by the exact score below.
+  const rank = new Int32Array(m);
+  for (let i = 0; i < m; i++) rank[i] = byBound.indexOf(sorted[i]!);
+  const part = new Float64Array(m);
   for (;;) {
     let doc = Number.POSITIVE_INFINITY;
     for (let i = firstEssential; i < m; i++) {
@@ -705,7 +710,10 @@ function maxScoreTopK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, 
       let partial = 0;
       for (let i = firstEssential; i < m; i++) {
         const c = byBound[i]!;
-        if (current(c) === doc) partial += contribution(c, doc, c.at, k, b, d) * (1 + 1e-12);
+        if (current(c) === doc) {
+          part[i] = contribution(c, doc, c.at, k, b, d);
+          partial += part[i]! * (1 + 1e-12);
+        }
       }
       let possible = partial + prefix[firstEssential]!;
       let worth = !full() || possible >= threshold;
@@ -717,11 +725,14 @@ function maxScoreTopK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, 
         if (full() && possible < threshold) worth = false;
       }
       if (worth) {
-        // The exact score, summed in Orama's order (field, then query word).
+        // The exact score, summed in Orama's order (field, then query word); an essential list's part
+        // is the one computed above (the same function of the same posting, so the same number).
         let score = 0;
         for (let i = 0; i < sorted.length; i++) {
           const c = sorted[i]!;
-          if (current(c) === doc) score += contribution(c, doc, c.at, k, b, d);
+          if (current(c) !== doc) continue;
+          const j = rank[i]!;
+          score += j >= firstEssential ? part[j]! : contribution(c, doc, c.at, k, b, d);
         }
         if (!full()) {
           heapScores[size] = score;
