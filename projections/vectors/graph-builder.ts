@@ -7,10 +7,10 @@ import { internal } from "../../schemas/errors.js";
  *
  * Inserting into an HNSW graph is the most expensive step of indexing a vector (about 1 to 4 ms per
  * 512-d point here at efConstruction 200, against microseconds for everything else a rebuild does per
- * memory), and hnswlib's addPoint is synchronous. A rebuild inserts every active memory's vector and
- * searches none of them until it is promoted, so HnswVectorIndex hands the inserts to this builder:
- * they run on another core, in the order they were sent, and the graph comes back through a file
- * (`writeIndex`, hnswlib's own format) when it is needed (a save, or a search that needs the graph).
+ * memory), and hnswlib's addPoint is synchronous. An HnswVectorIndex that has no graph yet (a bulk
+ * load, or a snapshot saved without one) builds it here: the inserts run on another core, in the order
+ * they were sent, the builder reports how many it has applied (`caughtUp`, `onCaughtUp`), and the graph
+ * comes back through a file (`writeIndex`, hnswlib's own format) once the builder has caught up.
  *
  * The worker's code is a string (`eval`) that loads hnswlib-node by its resolved path, so it runs
  * the same from dist/ and from the TypeScript sources the tests load.
@@ -23,8 +23,25 @@ const graph = new HierarchicalNSW("cosine", dimensions);
 graph.initIndex({ maxElements: capacity, m, efConstruction });
 parentPort.postMessage({ ready: true });
 let failure = null;
+let done = 0;
 const describe = (error) => String((error && error.message) || error);
 parentPort.on("message", (message) => {
+  if (message.op === "add" || message.op === "delete") {
+    apply(message);
+    // Counted whether it failed or not, so that the host knows when nothing is left queued.
+    parentPort.postMessage({ done: ++done });
+  } else if (message.op === "write") {
+    if (failure) return parentPort.postMessage({ id: message.id, error: failure });
+    try {
+      // Synchronously: an asynchronous write would race the inserts that follow it in the queue.
+      graph.writeIndexSync(message.file);
+      parentPort.postMessage({ id: message.id, error: null });
+    } catch (error) {
+      parentPort.postMessage({ id: message.id, error: describe(error) });
+    }
+  }
+});
+function apply(message) {
   if (message.op === "add") {
     if (failure) return;
     try {
@@ -45,17 +62,8 @@ parentPort.on("message", (message) => {
     } catch (error) {
       failure = describe(error);
     }
-  } else if (message.op === "write") {
-    if (failure) return parentPort.postMessage({ id: message.id, error: failure });
-    try {
-      // Synchronously: an asynchronous write would race the inserts that follow it in the queue.
-      graph.writeIndexSync(message.file);
-      parentPort.postMessage({ id: message.id, error: null });
-    } catch (error) {
-      parentPort.postMessage({ id: message.id, error: describe(error) });
-    }
   }
-});
+}
 `;
 
 const hnswlibPath = (): string => createRequire(import.meta.url).resolve("hnswlib-node");
@@ -79,13 +87,29 @@ export class GraphBuilder {
    */
   private readonly started: Promise<void>;
 
+  /** Inserts and deletions posted, and how many of them the worker has applied. */
+  private posted = 0;
+  private done = 0;
+  /** Called whenever the worker has applied everything posted so far. */
+  onCaughtUp: (() => void) | undefined;
+
+  /** True while the worker has applied every insert and deletion posted (its graph is complete). */
+  get caughtUp(): boolean {
+    return this.done === this.posted;
+  }
+
   constructor(readonly parameters: GraphParameters) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ...parameters, hnswlib: hnswlibPath() } });
     let started!: () => void;
     this.started = new Promise<void>((resolve) => (started = resolve));
     this.worker.once("exit", () => started());
-    this.worker.on("message", (reply: { ready?: true; id: number; error: string | null }) => {
+    this.worker.on("message", (reply: { ready?: true; done?: number; id: number; error: string | null }) => {
       if (reply.ready) return started();
+      if (reply.done !== undefined) {
+        this.done = reply.done;
+        if (this.caughtUp) this.onCaughtUp?.();
+        return;
+      }
       const waiter = this.waiting.get(reply.id);
       this.waiting.delete(reply.id);
       if (reply.error === null) waiter?.resolve();
@@ -104,12 +128,14 @@ export class GraphBuilder {
   /** Queues inserts: `vectors` holds one unit vector per slot, packed; it is copied to the worker. */
   add(slots: Int32Array, vectors: Float32Array): void {
     this.check();
+    this.posted++;
     this.worker.postMessage({ op: "add", slots, vectors });
   }
 
   /** Queues deletions of slots the graph holds. */
   markDelete(slots: number[]): void {
     this.check();
+    this.posted++;
     this.worker.postMessage({ op: "delete", slots });
   }
 

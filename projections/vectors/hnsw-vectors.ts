@@ -27,14 +27,16 @@ type Graph = InstanceType<typeof HierarchicalNSW>;
  *   A broad filter over-fetches from the graph without a filter; the band between walks the graph with
  *   the filter as hnswlib's label callback (the planner: `search`).
  * - Building a graph is slow (NOTES: 380 s for 100k random 512-d vectors), so `save` writes the graph
- *   itself (`writeIndex`) next to the vectors and `load` reads it back instead of rebuilding. A snapshot
- *   without a graph (written by the Orama index) is loaded by rebuilding the graph from its vectors.
- * - Bulk loading builds the graph on a worker thread (graph-builder.ts): an index that was created or
- *   cleared and has not needed its graph yet (a projection rebuild inserts every memory and searches
- *   none before promote) hands its inserts to the builder once it holds `buildInWorkerFrom` points,
- *   and takes the graph back (through hnswlib's file format) at its first save or first search that
- *   walks the graph. Scores and exact scans never need the graph: they read the store, which stays
- *   here. From then on (and after a load) inserts go into the graph here, one at a time, as before.
+ *   itself (`writeIndex`) next to the vectors and `load` reads it back instead of rebuilding.
+ * - The graph is an accelerator, never waited for. An index that was created or cleared and has not
+ *   needed its graph yet (a projection rebuild inserts every memory and searches none before promote)
+ *   stops building one once it holds `buildInWorkerFrom` points: inserts only go into the store, and a
+ *   save writes the vectors without a graph. The graph is built on a worker thread (graph-builder.ts)
+ *   when a search first needs it, or at once when a snapshot without one is loaded (after a rebuild, or
+ *   written by the Orama index); until the builder has caught up and its graph has come back (through
+ *   hnswlib's file format), searches scan the store exactly, as Qdrant answers a segment whose index
+ *   its optimizer has not built yet. From then on inserts go into the graph here, one at a time. A
+ *   rebuild at 100k events spent 7 of its 15 s waiting for the graph before it could promote.
  */
 export interface HnswVectorIndexOptions {
   dimensions: number;
@@ -86,7 +88,7 @@ export class HnswVectorIndex implements PersistentVectorIndex {
   private readonly initialCapacity: number;
   private readonly buildInWorkerFrom: number;
   private store: VectorStore;
-  /** Undefined while the graph is being built by `builder`. */
+  /** Undefined while there is none yet (deferred) or it is being built by `builder`. */
   private graph: Graph | undefined;
   private builder: GraphBuilder | undefined;
   /** True from creation or clear until the graph is first needed here (or loaded): bulk loading may use the builder. */
@@ -120,7 +122,12 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     const prepared = preparePoints(points, this.dimensions);
     // Sent to the builder now, an insert would land after the graph it is writing: wait, then insert here.
     if (this.adopting) await this.adopting;
-    if (!this.builder && this.bulk && this.store.size + prepared.length >= this.buildInWorkerFrom) this.startBuilder();
+    // Bulk loading past the threshold: no graph until one is needed (a search, or a load elsewhere).
+    if (this.graph && !this.builder && this.bulk && this.store.size + prepared.length >= this.buildInWorkerFrom) this.graph = undefined;
+    if (!this.graph && !this.builder) {
+      for (const point of prepared) this.store.put(point);
+      return;
+    }
     if (this.builder) {
       const slots = new Int32Array(prepared.length);
       const vectors = new Float32Array(prepared.length * this.dimensions);
@@ -153,7 +160,9 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       if (removed.length > 0) this.builder.markDelete(removed);
       return;
     }
-    for (const slot of removed) this.graph!.markDelete(slot);
+    // Deferred: the graph will be built from the store, which no longer holds them.
+    if (!this.graph) return;
+    for (const slot of removed) this.graph.markDelete(slot);
   }
 
   /** Moves graph building to a worker, seeded with the points held now (what buildGraph would add). */
@@ -172,6 +181,47 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     }
     this.builder = builder;
     this.graph = undefined;
+    // Taken back as soon as it is complete, in the background: searches scan exactly meanwhile.
+    builder.onCaughtUp = () => {
+      if (this.builder === builder && !this.adopting && !this.closed) void this.graphHere().catch(() => undefined);
+    };
+    if (builder.caughtUp) builder.onCaughtUp();
+  }
+
+  /** Starts building the graph on a worker thread if there is none yet. */
+  private ensureBuilding(): void {
+    if (!this.graph && !this.builder && !this.closed) this.startBuilder();
+  }
+
+  /** True when searches walk a graph; false while they scan exactly because it is not built yet. */
+  get hasGraph(): boolean {
+    return this.graph !== undefined && !this.adopting;
+  }
+
+  /**
+   * Resolves once the graph is here: starts building it if there is none, waits for the builder to
+   * catch up and for the graph to come back. For benchmarks and tests that measure the steady state;
+   * serving never waits for it.
+   */
+  async whenGraphReady(): Promise<void> {
+    this.ensureOpen();
+    for (;;) {
+      if (this.adopting) await this.adopting.catch(() => undefined);
+      if (this.graph) return;
+      this.ensureBuilding();
+      const builder = this.builder!;
+      if (builder.caughtUp) {
+        await this.graphHere();
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const previous = builder.onCaughtUp;
+        builder.onCaughtUp = () => {
+          previous?.();
+          resolve();
+        };
+      });
+    }
   }
 
   /**
@@ -227,12 +277,17 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     this.ensureOpen();
     const { vector: query, k, filter } = prepareSearch(vector, options, this.dimensions);
     if (this.store.size === 0) return [];
-    // A graph still with its builder is waited for only when the plan needs it; after that wait the
-    // search runs to its end without yielding, so the store's and this index's scratch buffers are its own.
-    if (this.builder || this.adopting) {
+    // Without its graph (not built yet, or still with its builder) a search never waits for it: it
+    // scans exactly, and starts the build if the plan would have walked a graph.
+    if (!this.graph || this.builder || this.adopting) {
       const matching = filter ? this.store.matchingSlots(filter) : undefined;
-      if ((matching ? matching.length : this.store.size) <= this.exactScanLimit) return this.searchNow(query, k, filter);
-      await this.graphHere();
+      const candidates = matching ? matching.length : this.store.size;
+      if (candidates === 0) return [];
+      if (candidates > this.exactScanLimit) {
+        this.bulk = false;
+        this.ensureBuilding();
+      }
+      return this.store.topK(query, matching ?? Int32Array.from(this.store.slots()), k);
     }
     return this.searchNow(query, k, filter);
   }
@@ -324,9 +379,12 @@ export class HnswVectorIndex implements PersistentVectorIndex {
       label,
       writer: this.name,
       writeExtras: async (temp) => {
-        // A graph being built is written by its builder, straight into the snapshot, and read back here.
-        if (this.builder && !this.adopting) await this.graphHere(temp);
-        else await (await this.graphHere()).writeIndex(join(temp, GRAPH_FILE));
+        if (this.adopting) await this.adopting;
+        // No graph yet, or one still being built: the vectors alone; a load builds the graph again.
+        if (!this.graph && !this.builder?.caughtUp) return [];
+        // A complete graph still with its builder is written by it, straight into the snapshot, and read back here.
+        if (this.builder) await this.graphHere(temp);
+        else await this.graph!.writeIndex(join(temp, GRAPH_FILE));
         await writeFile(join(temp, PARAMS_FILE), JSON.stringify({ m: this.m, efConstruction: this.efConstruction }) + "\n");
         return [GRAPH_FILE, PARAMS_FILE];
       },
@@ -338,13 +396,13 @@ export class HnswVectorIndex implements PersistentVectorIndex {
     const snapshot = await loadVectorSnapshot(dir, this.dimensions);
     const store = new VectorStore(this.dimensions, this.initialCapacity);
     store.restore(snapshot.vectors, snapshot.slotCount, snapshot.entries);
-    const graph = snapshot.files.includes(GRAPH_FILE)
-      ? await this.readGraph(snapshot.dir, store)
-      : this.buildGraph(store);
+    const graph = snapshot.files.includes(GRAPH_FILE) ? await this.readGraph(snapshot.dir, store) : undefined;
     await this.stopBuilder();
     this.store = store;
-    this.graph = graph;
     this.bulk = false;
+    this.graph = graph ?? (store.size < this.buildInWorkerFrom ? this.buildGraph(store) : undefined);
+    // Saved without a graph (a rebuild's, or the Orama index's): built in the background.
+    if (!this.graph) this.startBuilder();
     return snapshot.info;
   }
 

@@ -40,6 +40,10 @@ describe("an HNSW graph built on a worker thread", () => {
 
     const dir = await mkdtemp(join(tmpdir(), "memledger-hnsw-builder-"));
     dirs.push(dir);
+    // Bulk loaded, it has no graph until one is needed (test/vectors/hnsw-deferred-graph.unit.spec.ts); here it is.
+    expect(built.hasGraph).toBe(false);
+    await built.whenGraphReady();
+    expect(built.hasGraph).toBe(true);
     await built.save(join(dir, "snap"), "label");
     expect(await readdir(join(dir, "snap"))).toContain("hnsw.index");
     expect(await answers(built, queries)).toEqual(await answers(here, queries));
