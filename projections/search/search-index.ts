@@ -131,9 +131,11 @@ export class SearchIndex {
 
   /**
    * Puts the current view of every memory changed since the last call into the channels: BM25 at once,
-   * vectors embedded and written in batches of `vectorBatch`.
+   * vectors embedded and written in batches of `vectorBatch`. Large batches: with a warm cache, a batch
+   * that is a good share of the embedding cache is read in one scan of the bucket instead of a request
+   * per text (services/embeddings/cache.ts), and 16,384 vectors are 32 MiB at 512-d.
    */
-  async materialize(vectorBatch = 256): Promise<void> {
+  async materialize(vectorBatch = 16_384): Promise<void> {
     const deferred = this.deferred;
     const indexed = this.materializedIds;
     if (!deferred || !indexed || deferred.size === 0) return;
