@@ -132,7 +132,8 @@ export class KvVectorStore implements VectorStore {
         for await (const m of messages) {
           // A deleted or purged key's last message is its marker, with an operation header.
           const key = m.subject.slice(subjectPrefix.length);
-          if (!m.headers?.get("KV-Operation") && wanted.has(key)) found.set(key, m.data);
+          // Copied: a message's data is a view of the socket's chunk, which holds its neighbours too.
+          if (!m.headers?.get("KV-Operation") && wanted.has(key)) found.set(key, m.data.slice());
           if (m.info.pending === 0) break;
         }
       } finally {
