@@ -59,7 +59,10 @@ export function applyEvent(record: MemoryRecord, projected: ProjectedEvent): Mem
     if (!state.versions.some((v) => v.version === version)) return;
     const key = String(version);
     const current = provenance[key] ?? { proposal: null, decision: null };
-    provenance = { ...provenance, [key]: { ...current, [part]: provenanceOf(event) } };
+    // Copied then extended: a spread with a computed key runs on V8's slow path (see foldMemoryState).
+    const next: VersionProvenance = part === "proposal" ? { proposal: provenanceOf(event), decision: current.decision } : { proposal: current.proposal, decision: provenanceOf(event) };
+    provenance = Object.assign({}, provenance);
+    provenance[key] = next;
   };
   if (event.type === "memory.proposed") touch(event.data.version, "proposal");
   if (event.type === "memory.approved" || event.type === "memory.rejected") touch(event.data.version, "decision");
