@@ -12,13 +12,14 @@ import { claimsProjection, escapeGlob, unlinkMatching } from "../../projections/
 import { filesProjection, listFiles, treeHash } from "../../projections/files/index.js";
 import type { ProjectionDefinition, ProjectionScope } from "../../projections/projection.js";
 import { searchMemories, searchProjection, type SearchProjection } from "../../projections/search/index.js";
-import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../../schemas/events.js";
+import type { LedgerEvent } from "../../schemas/events.js";
 import { EventStore } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { ProjectionRunner, rebuildProjections, statusBucket } from "../../services/projection-runner.js";
 import { dumpApp } from "../claims/support.js";
 import { embeddingCacheFixture, WordHashEmbedder, type EmbeddingCacheFixture } from "../search/support.js";
 import { NATS_URL, REDIS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
+import { storedEvent } from "../support/events.js";
 
 const APP = "eqapp";
 const WORDS = "payment webhook retry idempotency stripe invoice ledger refund session token cache redis queue deploy rollback schema index timeout breaker fixture".split(" ");
@@ -42,21 +43,15 @@ function history(prefix: string, total: number, seed = 7): { subject: string; ev
   let n = 0;
   const emit = (kind: "memory" | "claim" | "session", id: string, type: LedgerEvent["type"], data: unknown, scope = "app", actor = pick(AGENTS)) => {
     clock += 1 + Math.floor(random() * 19_999);
-    const eventId = `0190a000-0000-7000-8000-${String(++n).padStart(12, "0")}`;
-    const event = LedgerEvent.parse({
-      id: eventId,
+    const event = storedEvent({
+      n: ++n,
       type,
-      schemaVersion: CURRENT_SCHEMA_VERSION[type],
       aggregateId: id,
       app: APP,
       scope,
       actor: { kind: actor.startsWith("human") ? "human" : "agent", id: actor.replace(/^human-/, "") },
-      sessionId: null,
-      transcriptRef: null,
       git: random() < 0.5 ? { branch: `feat/${pick(WORDS)}` } : null,
-      causationId: null,
-      correlationId: eventId,
-      time: new Date(clock).toISOString(),
+      time: clock,
       data,
     });
     out.push({ subject: names.aggregate(APP, kind, id), event });

@@ -12,13 +12,14 @@ import { encodeEvent } from "../../events/upcast.js";
 import { claimsProjection, escapeGlob, unlinkMatching } from "../../projections/claims/index.js";
 import { AppLayout, filesProjection, treeHash } from "../../projections/files/index.js";
 import type { ProjectionDefinition, ProjectionScope } from "../../projections/projection.js";
-import { CURRENT_SCHEMA_VERSION, LedgerEvent } from "../../schemas/events.js";
+import type { LedgerEvent } from "../../schemas/events.js";
 import { EventStore } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { rebuildProjections } from "../../services/projection-runner.js";
 import { canRebuildInThread } from "../../services/rebuild-threads.js";
 import { dumpApp } from "../claims/support.js";
 import { NATS_URL, REDIS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
+import { storedEvent } from "../support/events.js";
 
 const APP = "thrapp";
 const PROBE = pathToFileURL(path.resolve("test/support/thread-probe-projection.mjs")).href;
@@ -49,23 +50,7 @@ function history(prefix: string, rounds: number): { subject: string; event: Ledg
   let n = 0;
   const clock = Date.now() - 3_600_000;
   const emit = (kind: "memory" | "claim" | "session", id: string, type: LedgerEvent["type"], data: unknown, scope = "app") => {
-    const eventId = `0190a000-0000-7000-8000-${String(++n).padStart(12, "0")}`;
-    const event = LedgerEvent.parse({
-      id: eventId,
-      type,
-      schemaVersion: CURRENT_SCHEMA_VERSION[type],
-      aggregateId: id,
-      app: APP,
-      scope,
-      actor: { kind: "agent", id: "agent-1" },
-      sessionId: null,
-      transcriptRef: null,
-      git: null,
-      causationId: null,
-      correlationId: eventId,
-      time: new Date(clock + n * 1000).toISOString(),
-      data,
-    });
+    const event = storedEvent({ n: ++n, type, aggregateId: id, app: APP, scope, actor: { kind: "agent", id: "agent-1" }, time: clock + n * 1000, data });
     out.push({ subject: names.aggregate(APP, kind, id), event });
   };
   for (let i = 0; i < rounds; i++) {
