@@ -467,6 +467,8 @@ export async function rebuildProjections(
     lastSeq = await store.replayMessages(scope.stream, { batchSize }, async (messages) => {
       // The workers first: they start folding while this thread decodes for the targets here.
       const handedOver = Promise.all(threads.map((thread) => thread.push(messages)));
+      // Awaited below; should a target here fail first, a worker's failure must not go unhandled meanwhile.
+      handedOver.catch(() => undefined);
       if (here.length > 0) {
         const events = await store.decodeMessages(scope.stream, messages, { verify, wanted });
         if (events.length > 0) await Promise.all(here.map((target) => target.apply(events)));
