@@ -392,12 +392,10 @@ export class EventStore {
    *
    * Events are checked for structure (decodeEventStructural: types and presence of every field, the
    * refinements were checked when they were appended); `verify` runs the full schema check on each.
-   * `wanted`, when given, says which subjects to decode at all: the others are read past (their
-   * sequences still count) and never parsed.
    */
   async replay(
     stream: string,
-    options: { fromSeq?: number; batchSize?: number; verify?: boolean; wanted?: (subject: string) => boolean },
+    options: { fromSeq?: number; batchSize?: number; verify?: boolean },
     onBatch: (events: StoredEvent[]) => Promise<void> | void,
   ): Promise<number> {
     return this.replayMessages(stream, options, async (messages) => {
@@ -407,20 +405,17 @@ export class EventStore {
   }
 
   /**
-   * Decodes stored messages as `replay` does: structurally (or fully with `verify`), only the subjects
-   * `wanted` keeps, a message that fails to decode skipped if it was quarantined meanwhile, else its
-   * error thrown.
+   * Decodes stored messages as `replay` does: structurally (or fully with `verify`), a message that
+   * fails to decode skipped if it was quarantined meanwhile, else its error thrown.
    */
   async decodeMessages(
     stream: string,
     messages: readonly StoredMessage[],
-    options: { verify?: boolean; wanted?: (subject: string) => boolean } = {},
+    options: { verify?: boolean } = {},
   ): Promise<StoredEvent[]> {
     const decode = options.verify ? decodeEvent : decodeEventStructural;
-    const wanted = options.wanted;
     const events: StoredEvent[] = [];
     for (const m of messages) {
-      if (wanted && !wanted(m.subject)) continue;
       let stored: StoredEvent | null;
       try {
         stored = { seq: m.seq, subject: m.subject, event: decode(m.data) };

@@ -7,7 +7,7 @@ import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { consumeLoop } from "./consume-loop.js";
-import { ThreadedRebuild, canRebuildInThread, consumedSubjects } from "./rebuild-threads.js";
+import { ThreadedRebuild, canRebuildInThread, consumedKinds, kindsOf, ofKinds } from "./rebuild-threads.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
@@ -433,7 +433,7 @@ export async function rebuildProjections(
   const name = definitions.map((d) => d.name).join("+");
   const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition);
   const local = definitions.filter((d) => !threaded(d));
-  const wanted = consumedSubjects(local);
+  const wanted = consumedKinds(local);
   // In definition order, each either here or on its thread.
   const fresh: ({ here: ProjectionTarget } | { thread: ThreadedRebuild })[] = [];
   const commitAll = (seq: number) => Promise.all(fresh.map((f) => ("here" in f ? f.here.commit(seq) : f.thread.commit(seq))));
@@ -466,11 +466,12 @@ export async function rebuildProjections(
     };
     lastSeq = await store.replayMessages(scope.stream, { batchSize }, async (messages) => {
       // The workers first: they start folding while this thread decodes for the targets here.
-      const handedOver = Promise.all(threads.map((thread) => thread.push(messages)));
+      const kinds = kindsOf(messages);
+      const handedOver = Promise.all(threads.map((thread) => thread.push(messages, kinds)));
       // Awaited below; should a target here fail first, a worker's failure must not go unhandled meanwhile.
       handedOver.catch(() => undefined);
       if (here.length > 0) {
-        const events = await store.decodeMessages(scope.stream, messages, { verify, wanted });
+        const events = await store.decodeMessages(scope.stream, ofKinds(messages, kinds, wanted), { verify });
         if (events.length > 0) await Promise.all(here.map((target) => target.apply(events)));
       }
       await handedOver;

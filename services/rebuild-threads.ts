@@ -62,17 +62,26 @@ const workerEntry = (): string | undefined => {
 /** Whether `rebuildProjections` can run this definition on a worker thread here. */
 export const canRebuildInThread = (definition: ProjectionDefinition): boolean => definition.portable !== undefined && workerEntry() !== undefined;
 
-/** Which stored subjects a set of definitions needs decoded: undefined when one of them may use any event. */
-export function consumedSubjects(definitions: readonly ProjectionDefinition[]): ((subject: string) => boolean) | undefined {
+/** The aggregate kinds a set of definitions consumes: undefined when one of them may use any event. */
+export function consumedKinds(definitions: readonly ProjectionDefinition[]): ReadonlySet<AggregateKind> | undefined {
   const kinds = new Set<AggregateKind>();
   for (const definition of definitions) {
     if (!definition.consumes) return undefined;
     for (const kind of definition.consumes) kinds.add(kind);
   }
-  return (subject) => {
-    const kind = aggregateKindOfSubject(subject);
-    return kind !== null && kinds.has(kind);
-  };
+  return kinds;
+}
+
+/** The aggregate kind of each message of a batch, read from its subject once for every consumer of the batch. */
+export const kindsOf = (messages: readonly StoredMessage[]): (AggregateKind | null)[] => messages.map((m) => aggregateKindOfSubject(m.subject));
+
+/** The messages of a batch whose kind is in `kinds` (all of them when `kinds` is undefined). */
+export function ofKinds(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[], wanted: ReadonlySet<AggregateKind> | undefined): readonly StoredMessage[] {
+  if (!wanted) return messages;
+  return messages.filter((_, i) => {
+    const kind = kinds[i];
+    return kind !== null && kind !== undefined && wanted.has(kind);
+  });
 }
 
 function fromRemote(projection: string, error: RemoteError): MemledgerError {
@@ -90,14 +99,14 @@ export class ThreadedRebuild {
   private readonly inFlight = new Set<Promise<void>>();
   private failure: unknown;
   private exited = false;
-  private readonly wanted: ((subject: string) => boolean) | undefined;
+  private readonly wanted: ReadonlySet<AggregateKind> | undefined;
 
   private constructor(
     readonly definition: ProjectionDefinition,
     private readonly worker: Worker,
     readonly checkpoint: Checkpoint,
   ) {
-    this.wanted = consumedSubjects([definition]);
+    this.wanted = consumedKinds([definition]);
     worker.on("message", (reply: RebuildWorkerReply) => this.settle(reply));
     worker.on("error", (error) => this.fail(internal(`${definition.name} rebuild worker failed: ${error.message}`, {}, error)));
     worker.on("exit", (code) => {
@@ -136,9 +145,9 @@ export class ThreadedRebuild {
    * Hands over the messages this projection consumes (all of them if it does not say), packed into one
    * transferred buffer; waits first while MAX_IN_FLIGHT batches are queued.
    */
-  async push(messages: readonly StoredMessage[]): Promise<void> {
+  async push(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[] = kindsOf(messages)): Promise<void> {
     this.check();
-    const chosen = this.wanted ? messages.filter((m) => this.wanted!(m.subject)) : messages;
+    const chosen = ofKinds(messages, kinds, this.wanted);
     if (chosen.length === 0) return;
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     let total = 0;
