@@ -26,6 +26,7 @@
  * Every phase gets its own files root, search directory and Redis key prefix, all removed afterwards, as
  * are the streams (also on error and on Ctrl-C).
  */
+import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { Session } from "node:inspector";
 import { tmpdir } from "node:os";
@@ -416,11 +417,31 @@ async function freshModels(ctx: Ctx, withVectors: boolean) {
     }),
   };
   const embedded = () => (embedder ? `; embedder: ${fmtInt(inner.calls)} texts embedded, ${fmtInt(embedder.stats().hits)} cache hits` : "");
+  // The phase's files stay on disk until the whole benchmark ends (workDir is removed then). Deleting
+  // 10k+ files between phases made the next phase's file creation up to 15 times slower: ext4 without
+  // a journal (these machines' root file system) skips inodes freed in the last 60 to 300 s when it
+  // allocates one (ialloc.c, recently_deleted), so each create after a mass deletion scans past them.
+  // That measured the previous phase's cleanup, not the rebuild.
   const cleanup = async () => {
-    await rm(dir, { recursive: true, force: true });
     await unlinkMatching(ctx.redis, `${keyPrefix}:*`);
   };
   return { definitions, cleanup, embedded };
+}
+
+const PROBE_FILES = 2000;
+
+/**
+ * How fast this file system creates small files right now, reported beside the rebuild rates: the
+ * files projection creates one per memory, and on these machines that cost varies tenfold with what
+ * was deleted in the last minutes (see freshModels). The probe's files stay until the end, like the phases'.
+ */
+function fileCreationProbe(workDir: string): { ms: number } {
+  const dir = path.join(workDir, "probe");
+  mkdirSync(dir);
+  const body = "x".repeat(1024);
+  const t0 = performance.now();
+  for (let i = 0; i < PROBE_FILES; i++) writeFileSync(path.join(dir, `${i}.md`), body);
+  return { ms: performance.now() - t0 };
 }
 
 async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: number; cpuSeconds: number; rssMB: number }> {
@@ -675,6 +696,9 @@ async function run(args: BenchArgs): Promise<number> {
   try {
     log(`replay benchmark: prefix ${base}, sizes ${sizes.map(fmtInt).join(", ")}, memories ~${opts.memoryRatio * 100}% of events, ` +
       `node ${process.version}, load ${machineInfo().loadavg.join(" ")}, files in ${workDir}`);
+    const probe = fileCreationProbe(workDir);
+    log(`file creation probe: ${fmtInt(PROBE_FILES)} new 1 KB files in ${fmt(probe.ms, 0)} ms (${fmt((probe.ms * 1000) / PROBE_FILES, 0)} µs each; ` +
+      `~20 µs on an idle disk, several times more within 5 minutes of a mass deletion on this file system: see freshModels)`);
     const results = [];
     for (const size of sizes) results.push(await runSize(nc, base, size, opts, workDir, redis, redisUrl, log));
     const rows = results.flatMap((r) => r.rows);
@@ -685,7 +709,7 @@ async function run(args: BenchArgs): Promise<number> {
         .map((row) => ({ name: `${fmtInt(r.gen.events)} events: ${row.phase} / raw read`, value: row.ratio, pass: row.ratio >= GOAL })),
     );
     if (opts.json) {
-      console.log(JSON.stringify({ benchmark: "replay", config: { ...opts, only: [...opts.only], ...machineInfo() }, rows, goals }, null, 2));
+      console.log(JSON.stringify({ benchmark: "replay", config: { ...opts, only: [...opts.only], ...machineInfo(), fileCreationProbeMs: probe.ms }, rows, goals }, null, 2));
     } else {
       console.log("");
       console.log(table(
