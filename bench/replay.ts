@@ -23,14 +23,20 @@
  * embeds every active memory's text once, so the bucket is warm; each measured rebuild then gets a new
  * CachedEmbedder (empty in-process LRU, as a new `memledger rebuild` process has) over that bucket, and
  * the row says how many texts reached the embedder (0 when the cache was warm).
- * Every phase gets its own files root, search directory and Redis key prefix, all removed afterwards, as
- * are the streams (also on error and on Ctrl-C).
+ * Each measured rebuild runs in a new node process of its own (bench/rebuild-process.ts), as `memledger
+ * rebuild` does: its seconds, CPU (every thread) and peak RSS (the kernel's high-water mark) are that
+ * process's alone. `--in-process` runs them in the benchmark's process instead, whose RSS then also
+ * holds what generating the stream left behind (about 270 MB at 1M events).
+ * Every phase gets its own files root, search directory and Redis key prefix: the keys are removed after
+ * the phase, the files when the run ends (see freshJob), the streams too (also on error and on Ctrl-C).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { fork } from "node:child_process";
 import { Session } from "node:inspector";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
@@ -40,7 +46,7 @@ import { naming, type Naming } from "../events/subjects.js";
 import { decodeEvent } from "../events/upcast.js";
 import { claimsProjection, unlinkMatching } from "../projections/claims/target.js";
 import { filesProjection } from "../projections/files/index.js";
-import type { ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
+import type { ProjectionScope } from "../projections/projection.js";
 import { embeddingTextOf, searchProjection, vectorSetup } from "../projections/search/index.js";
 import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type MemoryRecord } from "../projections/search/memory-records.js";
 import { CachedEmbedder, KvVectorStore } from "../services/embeddings/cache.js";
@@ -396,36 +402,115 @@ interface Ctx {
   keyPrefixBase: string;
   redis: Redis;
   log: (l: string) => void;
+  /** Rebuild in the benchmark's own process instead of a new one per phase. */
+  inProcess: boolean;
 }
 
 let runCounter = 0;
 
-/** Fresh, private read-model locations for one measured rebuild, and a way to delete them. */
-async function freshModels(ctx: Ctx, withVectors: boolean) {
-  const run = ++runCounter;
-  const dir = path.join(ctx.workDir, `run${run}`);
-  const keyPrefix = `${ctx.keyPrefixBase}:run${run}`;
+/**
+ * One measured rebuild, as plain data: what bench/rebuild-process.ts is given to run it in a process of
+ * its own, or what `runRebuild` runs here with `--in-process`.
+ */
+export interface RebuildJob {
+  /** The naming prefix of the stream (and of the warm embedding cache's bucket). */
+  prefix: string;
+  scope: ProjectionScope;
+  /** This rebuild's own directory: files root and search directory below it. */
+  dir: string;
+  redisUrl: string;
+  keyPrefix: string;
+  /** The search projection gets its vector channel over the warm cache of `prefix`. */
+  vectors: boolean;
+  /** A projection alone, all three one after the other, or all three in one pass. */
+  mode: "files" | "claims" | "search" | "all-sequential" | "all-single-pass";
+  /** Names the CPU profile written under MEMLEDGER_BENCH_CPU_PROFILE. */
+  phase: string;
+}
+
+export interface RebuildOutcome {
+  events: number;
+  seconds: number;
+  /** Every thread of the process that rebuilt. */
+  cpuSeconds: number;
+  /** Peak RSS of that process (in a process of its own: the kernel's high-water mark, start-up included). */
+  rssMB: number;
+  /** What reached the embedder, for the row's note ("" without vectors). */
+  embedded: string;
+}
+
+/** The three projection definitions of a job, over fresh locations, and what its embedder did. */
+async function jobDefinitions(nc: NatsConnection, job: RebuildJob) {
   // A new CachedEmbedder per measured rebuild: an empty LRU in front of the warm bucket, as in a new process.
   const inner = new HashedBagOfWordsEmbedder();
-  const embedder = withVectors && ctx.vectors ? new CachedEmbedder(inner, ctx.vectors.kv) : undefined;
+  const embedder = job.vectors ? new CachedEmbedder(inner, await KvVectorStore.open(nc, job.prefix)) : undefined;
   const definitions = {
-    files: filesProjection({ root: path.join(dir, "files") }),
-    claims: claimsProjection({ redis: ctx.redisUrl, keyPrefix }),
+    files: filesProjection({ root: path.join(job.dir, "files") }),
+    claims: claimsProjection({ redis: job.redisUrl, keyPrefix: job.keyPrefix }),
     search: searchProjection({
-      dir: path.join(dir, "search"),
-      ...(embedder ? { vectors: vectorSetup({ embedder, prefix: ctx.vectors!.prefix, backend: { kind: "hnsw" } }) } : {}),
+      dir: path.join(job.dir, "search"),
+      ...(embedder ? { vectors: vectorSetup({ embedder, prefix: job.prefix, backend: { kind: "hnsw" } }) } : {}),
     }),
   };
   const embedded = () => (embedder ? `; embedder: ${fmtInt(inner.calls)} texts embedded, ${fmtInt(embedder.stats().hits)} cache hits` : "");
+  return { definitions, embedded };
+}
+
+/** Runs one job in this process and measures it (peak RSS sampled every 200 ms). */
+export async function runRebuild(store: EventStore, job: RebuildJob): Promise<RebuildOutcome> {
+  const { definitions, embedded } = await jobDefinitions(store.nc, job);
+  const all = [definitions.files, definitions.claims, definitions.search];
+  const run = async (): Promise<number> => {
+    switch (job.mode) {
+      case "all-single-pass":
+        return (await rebuildProjections(store, all, job.scope)).events;
+      case "all-sequential": {
+        let events = 0;
+        for (const definition of all) events = (await rebuildProjection(store, definition, job.scope)).events;
+        return events;
+      }
+      default:
+        return (await rebuildProjection(store, definitions[job.mode], job.scope)).events;
+    }
+  };
+  global.gc?.();
+  const { value: events, seconds, cpuSeconds, rssMB } = await timed(() => profiled(job.phase, run));
+  return { events, seconds, cpuSeconds, rssMB, embedded: embedded() };
+}
+
+/** Runs one job in a new node process (bench/rebuild-process.ts), as `memledger rebuild` runs. */
+function runRebuildInChild(job: RebuildJob): Promise<RebuildOutcome> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL("./rebuild-process.js", import.meta.url)), [JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    let outcome: RebuildOutcome | undefined;
+    child.on("message", (message: { outcome?: RebuildOutcome }) => (outcome = message.outcome ?? outcome));
+    child.on("error", reject);
+    child.on("exit", (code, signal) => (outcome && code === 0 ? resolve(outcome) : reject(new Error(`rebuild process ${job.phase} exited with ${signal ?? code}`))));
+  });
+}
+
+/** Fresh, private read-model locations for one measured rebuild, and a way to delete them. */
+function freshJob(ctx: Ctx, mode: RebuildJob["mode"], phase: string, withVectors: boolean) {
+  const run = ++runCounter;
+  const job: RebuildJob = {
+    prefix: ctx.vectors?.prefix ?? ctx.scope.prefix,
+    scope: ctx.scope,
+    dir: path.join(ctx.workDir, `run${run}`),
+    redisUrl: ctx.redisUrl,
+    keyPrefix: `${ctx.keyPrefixBase}:run${run}`,
+    vectors: withVectors && ctx.vectors !== undefined,
+    mode,
+    phase,
+  };
   // The phase's files stay on disk until the whole benchmark ends (workDir is removed then). Deleting
   // 10k+ files between phases made the next phase's file creation up to 15 times slower: ext4 without
   // a journal (these machines' root file system) skips inodes freed in the last 60 to 300 s when it
   // allocates one (ialloc.c, recently_deleted), so each create after a mass deletion scans past them.
   // That measured the previous phase's cleanup, not the rebuild.
   const cleanup = async () => {
-    await unlinkMatching(ctx.redis, `${keyPrefix}:*`);
+    await unlinkMatching(ctx.redis, `${job.keyPrefix}:*`);
   };
-  return { definitions, cleanup, embedded };
+  return { job, cleanup };
 }
 
 const PROBE_FILES = 2000;
@@ -459,8 +544,6 @@ async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: nu
   }
 }
 
-type Selected = (name: string) => ProjectionDefinition[];
-
 /**
  * With MEMLEDGER_BENCH_CPU_PROFILE=<dir>, each measured rebuild is CPU-profiled on its own (the
  * generator, setup and raw reads stay out of the profile): `<dir>/<phase>.cpuprofile`, which Chrome's
@@ -492,22 +575,21 @@ async function rebuildPhase(
   raw: number,
   phase: string,
   note: string,
-  run: (select: Selected) => Promise<number>,
+  mode: RebuildJob["mode"],
   withVectors = false,
 ): Promise<Row> {
-  const models = await freshModels(ctx, withVectors);
-  const select: Selected = (name) =>
-    name === "all" ? [models.definitions.files, models.definitions.claims, models.definitions.search] : [models.definitions[name as "files" | "claims" | "search"]];
+  const { job, cleanup } = freshJob(ctx, mode, phase, withVectors);
   try {
-    global.gc?.();
-    const { value: events, seconds, cpuSeconds, rssMB } = await timed(() => profiled(phase, () => run(select)));
+    const outcome = ctx.inProcess ? await runRebuild(ctx.store, job) : await runRebuildInChild(job);
+    const { events, seconds, cpuSeconds, rssMB } = outcome;
     const eventsPerSec = events / seconds;
-    note += models.embedded();
+    note += outcome.embedded;
     const row: Row = { size, phase, events, seconds, eventsPerSec, ratio: eventsPerSec / raw, cpuSeconds, rssMB, note };
-    ctx.log(`  ${phase}: ${fmtInt(events)} events in ${fmt(seconds)} s = ${fmtInt(eventsPerSec)} ev/s (${fmt(row.ratio * 100, 1)}% of raw read)${note ? `; ${note}` : ""}`);
+    ctx.log(`  ${phase}: ${fmtInt(events)} events in ${fmt(seconds)} s = ${fmtInt(eventsPerSec)} ev/s (${fmt(row.ratio * 100, 1)}% of raw read), ` +
+      `peak RSS ${fmtInt(rssMB)} MB${note ? `; ${note}` : ""}`);
     return row;
   } finally {
-    await models.cleanup();
+    await cleanup();
   }
 }
 
@@ -520,6 +602,7 @@ interface Options {
   json: boolean;
   /** Which configurations of the search projection run: BM25 only (off), with vectors (on), or both. */
   vectors: "both" | "on" | "off";
+  inProcess: boolean;
 }
 
 const ALL_PHASES = ["raw", "decode", "files", "claims", "search", "search-vectors", "all-sequential", "all-single-pass", "all-single-pass-vectors"];
@@ -606,33 +689,27 @@ async function runSize(nc: NatsConnection, base: string, size: number, opts: Opt
     vectors = { kv: warm.kv, prefix };
     log(`  embedding cache warmed (setup, untimed): ${fmtInt(warm.texts)} active memories' texts embedded into ${warm.kv.bucket} in ${fmt(warm.seconds)} s`);
   }
-  const ctx: Ctx = { store, vectors, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log };
+  const ctx: Ctx = { store, vectors, scope, workDir, redisUrl, keyPrefixBase: `${base}:claims`, redis, log, inProcess: opts.inProcess };
 
-  const rebuild = (name: string) => async (select: Selected) => (await rebuildProjection(store, select(name)[0]!, scope)).events;
   for (const phase of ["files", "claims", "search", "search-vectors"]) {
     if (!wanted(phase)) continue;
     if (phase === "files" && size > opts.filesMaxEvents) {
       log(`  files: skipped at ${fmtInt(size)} events (--files-max-events ${fmtInt(opts.filesMaxEvents)})`);
       continue;
     }
-    const name = phase === "search-vectors" ? "search" : phase;
+    const name = phase === "search-vectors" ? "search" : (phase as "files" | "claims" | "search");
     const note = phase === "search" ? "BM25 only (no vector channel)" : phase === "search-vectors" ? "BM25 + HNSW vectors, warm embedding cache" : "";
-    rows.push(await rebuildPhase(ctx, size, raw, phase === "search-vectors" ? "rebuild search + vectors" : `rebuild ${name}`, note, rebuild(name), phase === "search-vectors"));
+    rows.push(await rebuildPhase(ctx, size, raw, phase === "search-vectors" ? "rebuild search + vectors" : `rebuild ${name}`, note, name, phase === "search-vectors"));
   }
 
   if (wanted("all-sequential")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "one rebuildProjection per projection (`memledger rebuild all` before the single pass)", async (select) => {
-      let events = 0;
-      for (const definition of select("all")) events = (await rebuildProjection(store, definition, scope)).events;
-      return events;
-    }));
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (sequential)", "one rebuildProjection per projection (`memledger rebuild all` before the single pass)", "all-sequential"));
   }
-  const singlePass = async (select: Selected) => (await rebuildProjections(store, select("all"), scope)).events;
   if (wanted("all-single-pass")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections, search BM25 only (the configuration before issue 15)", singlePass));
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all (single pass)", "rebuildProjections, search BM25 only (the configuration before issue 15)", "all-single-pass"));
   }
   if (wanted("all-single-pass-vectors")) {
-    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all + vectors (single pass)", "rebuildProjections, search with HNSW vectors and a warm embedding cache (what users run)", singlePass, true));
+    rows.push(await rebuildPhase(ctx, size, raw, "rebuild all + vectors (single pass)", "rebuildProjections, search with HNSW vectors and a warm embedding cache (what users run)", "all-single-pass", true));
   }
 
   const raw2 = await rawRead("raw ordered-consumer read, again");
@@ -674,6 +751,7 @@ async function run(args: BenchArgs): Promise<number> {
     fullMaxEvents: flag(args, "full") ? Number.MAX_SAFE_INTEGER : intOption(args, "full-max-events", 200_000),
     json: flag(args, "json"),
     vectors: vectorsOption(args),
+    inProcess: flag(args, "in-process"),
   };
   const log = opts.json ? (_: string) => undefined : (line: string) => console.log(line);
   const base = benchPrefix("benchreplay");
@@ -698,7 +776,7 @@ async function run(args: BenchArgs): Promise<number> {
       `node ${process.version}, load ${machineInfo().loadavg.join(" ")}, files in ${workDir}`);
     const probe = fileCreationProbe(workDir);
     log(`file creation probe: ${fmtInt(PROBE_FILES)} new 1 KB files in ${fmt(probe.ms, 0)} ms (${fmt((probe.ms * 1000) / PROBE_FILES, 0)} µs each; ` +
-      `~20 µs on an idle disk, several times more within 5 minutes of a mass deletion on this file system: see freshModels)`);
+      `~20 µs on an idle disk, several times more within 5 minutes of a mass deletion on this file system: see freshJob)`);
     const results = [];
     for (const size of sizes) results.push(await runSize(nc, base, size, opts, workDir, redis, redisUrl, log));
     const rows = results.flatMap((r) => r.rows);
@@ -732,6 +810,6 @@ async function run(args: BenchArgs): Promise<number> {
 export const replayBenchmark: Benchmark = {
   name: "replay",
   summary: "raw ordered-consumer read vs. rebuilding each projection (files, claims, search) and all together, at 100k and 1M events",
-  usage: "replay [--events 100000,1000000] [--quick] [--only decode,files,claims,search,search-vectors,all-sequential,all-single-pass,all-single-pass-vectors] [--vectors both|on|off] [--full | --full-max-events 200000] [--files-max-events N] [--memories-percent 10] [--json]",
+  usage: "replay [--events 100000,1000000] [--quick] [--only decode,files,claims,search,search-vectors,all-sequential,all-single-pass,all-single-pass-vectors] [--vectors both|on|off] [--in-process] [--full | --full-max-events 200000] [--files-max-events N] [--memories-percent 10] [--json]",
   run,
 };
