@@ -90,47 +90,50 @@ export class ClaimsMaterializer {
     set.expireGt(expiresAtMs);
   }
 
-  /** Commands that write every key changed since the last call; each key once (sets in chunks). */
-  materialize(): RedisCommand[] {
+  /**
+   * Commands that write every key changed since the last call; each key once (sets in chunks). Made as
+   * they are consumed, so a caller can send them as it goes; consume them all: the changes are only
+   * marked written at the end.
+   */
+  *materialize(): Generator<RedisCommand, void, void> {
     const now = this.now();
-    const commands: RedisCommand[] = [];
     const again = this.materialized;
     for (const id of this.dirtyClaims) {
       const state = this.states.get(id)!;
       if (state.id === null) continue;
-      commands.push(["SET", this.keys.state(id), serializeState(state)]);
-      if (again) commands.push(["DEL", this.keys.claim(id)]);
+      yield ["SET", this.keys.state(id), serializeState(state)];
+      if (again) yield ["DEL", this.keys.claim(id)];
       if (state.holder !== null && state.expiresAt !== null && state.kind !== null && state.name !== null) {
         const expiresAtMs = Date.parse(state.expiresAt);
-        if (expiresAtMs > now) commands.push(...liveClaimHash(this.keys, id, state, expiresAtMs));
+        if (expiresAtMs > now) yield* liveClaimHash(this.keys, id, state, expiresAtMs);
       }
       if (state.kind === "task") {
         if (state.done || state.name === null || state.priority === null || state.openedAt === null) {
-          if (again) commands.push(["DEL", this.keys.task(id)], ["ZREM", this.keys.openTasks, id]);
+          if (again) {
+            yield ["DEL", this.keys.task(id)];
+            yield ["ZREM", this.keys.openTasks, id];
+          }
         } else {
-          commands.push(
-            ["HSET", this.keys.task(id), "claimId", id, "name", state.name, "title", state.title ?? "", "priority", state.priority, "openedAt", state.openedAt],
-            ["ZADD", this.keys.openTasks, openTaskScore(state.priority, state.openedAt), id],
-          );
+          yield ["HSET", this.keys.task(id), "claimId", id, "name", state.name, "title", state.title ?? "", "priority", state.priority, "openedAt", state.openedAt];
+          yield ["ZADD", this.keys.openTasks, openTaskScore(state.priority, state.openedAt), id];
         }
       }
     }
     for (const key of this.dirtySets) {
       const set = this.sets.get(key)!;
-      if (again) commands.push(["DEL", key]);
+      if (again) yield ["DEL", key];
       if (set.size === 0 || set.expiry === null || set.expiry <= now) continue;
       const members = [...set.members()];
       for (let i = 0; i < members.length; i += SET_CHUNK) {
         const args: (string | number)[] = [];
         for (const [member, score] of members.slice(i, i + SET_CHUNK)) args.push(score, member);
-        commands.push(["ZADD", key, ...args]);
+        yield ["ZADD", key, ...args];
       }
-      commands.push(["PEXPIREAT", key, set.expiry]);
+      yield ["PEXPIREAT", key, set.expiry];
     }
     this.dirtyClaims.clear();
     this.dirtySets.clear();
     this.materialized = true;
-    return commands;
   }
 }
 

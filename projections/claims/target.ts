@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import { Redis, type ChainableCommander } from "ioredis";
 import type { ClaimState } from "../../commands/claim.js";
 import { ConflictReason, conflict, invalid, isMemledgerError, unavailable } from "../../schemas/errors.js";
 import type { Checkpoint, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
@@ -46,6 +46,8 @@ export async function unlinkMatching(redis: Redis, pattern: string): Promise<num
  */
 /** Commands per pipeline when a fresh target writes what it materialized. */
 const PIPELINE_COMMANDS = 10_000;
+/** Pipelines sent and not yet answered: enough to keep Redis busy, few enough to bound the client's buffers. */
+const PIPELINES_IN_FLIGHT = 4;
 
 /**
  * Raises the app's fence to a leader's token unless a higher one is there: one atomic step, so of two
@@ -119,19 +121,44 @@ export class RedisClaimsTarget implements ProjectionTarget {
     this.appliedSeq = plan.lastSeq;
   }
 
-  /** A fresh target's materialized keys, in pipelines (their order within a key is kept). */
+  /**
+   * A fresh target's materialized keys, in pipelines (their order within a key is kept), at most
+   * PIPELINES_IN_FLIGHT at a time. The commands are generated as they are sent: built all at once and
+   * handed to the client together, 1M events' keys were several hundred MB of command arrays and
+   * client buffers at the moment of commit, the rebuild's peak.
+   */
   private async writeMaterialized(): Promise<void> {
-    const commands = this.materializer!.materialize();
-    const pipelines: Promise<[Error | null, unknown][] | null>[] = [];
-    for (let i = 0; i < commands.length; i += PIPELINE_COMMANDS) {
-      const pipeline = this.redis.pipeline();
-      for (const [command, ...args] of commands.slice(i, i + PIPELINE_COMMANDS)) pipeline.call(command, ...args);
-      pipelines.push(pipeline.exec());
+    const inFlight = new Set<Promise<void>>();
+    let failure: Error | undefined;
+    const send = (pipeline: ChainableCommander) => {
+      const done = pipeline.exec().then(
+        (result) => {
+          const failed = result?.find(([err]) => err !== null);
+          if (failed) failure ??= unavailable(`claims projection: Redis refused a write: ${(failed[0] as Error).message}`);
+        },
+        (err: unknown) => {
+          failure ??= err instanceof Error ? err : new Error(String(err));
+        },
+      );
+      const tracked = done.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+    };
+    let pipeline = this.redis.pipeline();
+    let queued = 0;
+    for (const [command, ...args] of this.materializer!.materialize()) {
+      pipeline.call(command, ...args);
+      if (++queued < PIPELINE_COMMANDS) continue;
+      send(pipeline);
+      pipeline = this.redis.pipeline();
+      queued = 0;
+      while (inFlight.size >= PIPELINES_IN_FLIGHT) await Promise.race(inFlight);
+      if (failure) break;
     }
-    for (const result of await Promise.all(pipelines)) {
-      const failed = result?.find(([err]) => err !== null);
-      if (failed) throw unavailable(`claims projection: Redis refused a write: ${(failed[0] as Error).message}`);
-    }
+    if (queued > 0 && !failure) send(pipeline);
+    // Every pipeline settles before a failure is thrown: nothing of this commit is still being written
+    // when the caller resets the target.
+    await Promise.all(inFlight);
+    if (failure) throw failure;
   }
 
   /**
