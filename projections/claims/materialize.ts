@@ -91,17 +91,26 @@ export class ClaimsMaterializer {
   }
 
   /**
-   * Commands that write every key changed since the last call; each key once (sets in chunks). Made as
-   * they are consumed, so a caller can send them as it goes; consume them all: the changes are only
-   * marked written at the end.
+   * Commands that write every key changed since the last call; each key once. Made as they are
+   * consumed, so a caller can send them as it goes; consume them all: the changes are only marked
+   * written at the end. States go out as MSETs and open tasks as ZADDs of CHUNK keys or members each
+   * (a key's own commands stay in order; keys of a fresh generation are written in no particular
+   * order, since nobody reads it before its commit): per-key SETs were most of a 1M-event rebuild's
+   * commands, and each command is a client object that lives until Redis answers it.
    */
   *materialize(): Generator<RedisCommand, void, void> {
     const now = this.now();
     const again = this.materialized;
+    let states: RedisCommand = ["MSET"];
+    let openTasks: RedisCommand = ["ZADD", this.keys.openTasks];
     for (const id of this.dirtyClaims) {
       const state = this.states.get(id)!;
       if (state.id === null) continue;
-      yield ["SET", this.keys.state(id), serializeState(state)];
+      states.push(this.keys.state(id), serializeState(state));
+      if (states.length > 2 * CHUNK) {
+        yield states;
+        states = ["MSET"];
+      }
       if (again) yield ["DEL", this.keys.claim(id)];
       if (state.holder !== null && state.expiresAt !== null && state.kind !== null && state.name !== null) {
         const expiresAtMs = Date.parse(state.expiresAt);
@@ -115,18 +124,24 @@ export class ClaimsMaterializer {
           }
         } else {
           yield ["HSET", this.keys.task(id), "claimId", id, "name", state.name, "title", state.title ?? "", "priority", state.priority, "openedAt", state.openedAt];
-          yield ["ZADD", this.keys.openTasks, openTaskScore(state.priority, state.openedAt), id];
+          openTasks.push(openTaskScore(state.priority, state.openedAt), id);
+          if (openTasks.length > 2 * CHUNK) {
+            yield openTasks;
+            openTasks = ["ZADD", this.keys.openTasks];
+          }
         }
       }
     }
+    if (states.length > 1) yield states;
+    if (openTasks.length > 2) yield openTasks;
     for (const key of this.dirtySets) {
       const set = this.sets.get(key)!;
       if (again) yield ["DEL", key];
       if (set.size === 0 || set.expiry === null || set.expiry <= now) continue;
       const members = [...set.members()];
-      for (let i = 0; i < members.length; i += SET_CHUNK) {
+      for (let i = 0; i < members.length; i += CHUNK) {
         const args: (string | number)[] = [];
-        for (const [member, score] of members.slice(i, i + SET_CHUNK)) args.push(score, member);
+        for (const [member, score] of members.slice(i, i + CHUNK)) args.push(score, member);
         yield ["ZADD", key, ...args];
       }
       yield ["PEXPIREAT", key, set.expiry];
@@ -137,8 +152,8 @@ export class ClaimsMaterializer {
   }
 }
 
-/** Members per ZADD when a set is written whole. */
-const SET_CHUNK = 1000;
+/** Keys per MSET, members per ZADD when a set is written whole. */
+const CHUNK = 1000;
 
 /**
  * A Redis sorted set with its TTL, as the commands of `claimCommands` leave it. Trims by score use a

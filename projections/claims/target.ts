@@ -44,8 +44,8 @@ export async function unlinkMatching(redis: Redis, pattern: string): Promise<num
  * resumed (a failed rebuild starts another generation), so readers can never see a half-written commit,
  * and a rebuild costs one write per claim and per set rather than about fifteen per event.
  */
-/** Commands per pipeline when a fresh target writes what it materialized. */
-const PIPELINE_COMMANDS = 10_000;
+/** Arguments per pipeline when a fresh target writes what it materialized (an MSET of 1,000 keys has 2,000). */
+const PIPELINE_ARGS = 40_000;
 /** Pipelines sent and not yet answered: enough to keep Redis busy, few enough to bound the client's buffers. */
 const PIPELINES_IN_FLIGHT = 4;
 
@@ -147,7 +147,8 @@ export class RedisClaimsTarget implements ProjectionTarget {
     let queued = 0;
     for (const [command, ...args] of this.materializer!.materialize()) {
       pipeline.call(command, ...args);
-      if (++queued < PIPELINE_COMMANDS) continue;
+      queued += args.length;
+      if (queued < PIPELINE_ARGS) continue;
       send(pipeline);
       pipeline = this.redis.pipeline();
       queued = 0;

@@ -11,15 +11,15 @@ import { redisFixture, scanKeys, type RedisFixture } from "./support.js";
 /**
  * A fresh (rebuild) target writes what it materialized at commit in pipelines sent as the commands are
  * generated, a few at a time (projections/claims/target.ts writeMaterialized). These histories are
- * larger than the pipelines in flight at once (4 of 10,000 commands), so the streaming path and its
+ * larger than the pipelines in flight at once (4 of 40,000 arguments), so the streaming path and its
  * back-pressure are what is exercised, not one pipeline.
  */
 const CLAIMS = 20_000;
 const HOUR = 3_600_000;
 
 /**
- * One task claim per name, all held by a few agents with leases an hour long: 3 commands each, so 20,000
- * claims are 6 pipelines or more.
+ * One task claim per name, all held by a few agents with leases an hour long: about 21 arguments each, so 20,000
+ * claims are 10 pipelines or more.
  */
 function claimHistory(count: number): ProjectedEvent[] {
   const now = Date.now();
