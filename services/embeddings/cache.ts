@@ -26,9 +26,17 @@ export function encodeVector(vector: Float32Array): Uint8Array {
   return bytes;
 }
 
-/** The inverse of encodeVector; undefined for bytes that cannot be a vector (empty, or not a multiple of 4). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * The inverse of encodeVector; undefined for bytes that cannot be a vector (empty, or not a multiple of 4).
+ * Bytes that own their whole buffer (a copy made for this read, as a bucket scan makes) are read in place
+ * on a little-endian host: the vector shares their memory, which nothing else holds. Anything else, such
+ * as a view of a socket chunk, is copied, so that the vector does not keep its neighbours alive.
+ */
 export function decodeVector(bytes: Uint8Array): Float32Array | undefined {
   if (bytes.length === 0 || bytes.length % 4 !== 0) return undefined;
+  if (LITTLE_ENDIAN && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return new Float32Array(bytes.buffer, 0, bytes.length / 4);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const vector = new Float32Array(bytes.length / 4);
   for (let i = 0; i < vector.length; i++) vector[i] = view.getFloat32(i * 4, true);
@@ -247,8 +255,17 @@ export class CachedEmbedder implements Embedder {
     }
 
     const width = await this.widthForBlanks(texts, vectorOf);
-    // Copies, so that a caller scaling or zeroing its vector cannot change what the cache answers next.
-    return texts.map((text) => vectorOf.get(text)?.slice() ?? new Float32Array(width));
+    // A vector the LRU holds, or one already handed out for an earlier copy of its text, is copied, so that
+    // a caller scaling or zeroing its vector cannot change what the cache or another position answers;
+    // the rest (read for this call only) are handed out as they are: a rebuild reads 80k of them at 1M events.
+    const handedOut = new Set<Float32Array>();
+    return texts.map((text) => {
+      const vector = vectorOf.get(text);
+      if (!vector) return new Float32Array(width);
+      if (handedOut.has(vector) || this.lru.peek(keyOf.get(text)!) === vector) return vector.slice();
+      handedOut.add(vector);
+      return vector;
+    });
   }
 
   /** The vectors of many keys: the LRU first, then the store (in one read when it can: getMany). */
@@ -265,12 +282,19 @@ export class CachedEmbedder implements Embedder {
     });
     if (absent.length === 0) return out;
     const stored = await this.store.getMany(absent, this.concurrency);
+    // A read larger than the LRU would only churn it (each entry evicting an earlier one of the same read):
+    // such a read (a rebuild's) leaves the LRU as it was.
+    // (Sized from the first vector read: a remote model's width may not be known before its first answer.)
+    let remember: boolean | undefined;
     keys.forEach((key, i) => {
       if (out[i]) return;
       const bytes = stored.get(key);
       // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
       const vector = bytes && decodeVector(bytes);
-      if (vector) this.lru.set(key, vector);
+      if (vector) {
+        remember ??= absent.length * (vector.byteLength + 64) <= this.lru.maxSize;
+        if (remember) this.lru.set(key, vector);
+      }
       out[i] = vector;
     });
     return out;

@@ -77,4 +77,31 @@ describe("the embedding cache read in bulk", () => {
     expect(cached.stats()).toMatchObject({ hits: 700, misses: 1 });
     expect(vectors.slice(0, 700)).toEqual(expected);
   });
+
+  it("a read larger than the LRU leaves the LRU as it was, and what it hands out is nobody else's", async () => {
+    const inner = new CountingEmbedder("model@1", 16);
+    await fill(inner, 600, "bulk");
+    const all = texts(600, "bulk");
+    // 16-d vectors: 64 bytes and a 64-character key each, so this LRU holds 40 of them.
+    const cached = new CachedEmbedder(inner, store, { lruMaxBytes: 40 * 128 });
+    const few = await cached.embed(all.slice(0, 10));
+    expect(store.reads).toEqual({ gets: 10, scans: 0 });
+
+    const many = await cached.embed(all);
+    expect(store.reads).toEqual({ gets: 10, scans: 1 });
+    expect(many).toEqual(await inner.embed(all));
+    // The ten read first are still in the LRU (served without a read, as copies); none of the 600 entered it.
+    for (const vector of many) vector.fill(0);
+    const again = await cached.embed([...all.slice(0, 10), all[500]!]);
+    expect(cached.stats().lruHits).toBe(10 + 10);
+    expect(store.reads).toEqual({ gets: 11, scans: 1 });
+    expect(again).toEqual(await inner.embed([...all.slice(0, 10), all[500]!]));
+    expect(again.slice(0, 10)).toEqual(few);
+    // A text repeated within one call gets its own copy at each position.
+    const twice = await cached.embed([all[300]!, all[300]!]);
+    expect(twice[0]).toEqual(twice[1]);
+    expect(twice[0]).not.toBe(twice[1]);
+    twice[0]!.fill(0);
+    expect(twice[1]).toEqual((await inner.embed([all[300]!]))[0]);
+  });
 });

@@ -100,6 +100,14 @@ describe("cache encoding", () => {
     const padded = new Uint8Array(17);
     padded.set(bytes, 1);
     expect(decodeVector(padded.subarray(1))).toEqual(v);
+    // Read in place only when the bytes own their whole buffer (on this little-endian host); a view into
+    // a larger buffer (a socket chunk) is copied, so the vector does not keep the chunk alive.
+    expect(decodeVector(padded.subarray(1))!.buffer).not.toBe(padded.buffer);
+    const owned = Uint8Array.from(bytes);
+    expect(decodeVector(owned)!.buffer).toBe(owned.buffer);
+    const aligned = new Uint8Array(32);
+    aligned.set(bytes, 16);
+    expect(decodeVector(aligned.subarray(16))!.buffer).not.toBe(aligned.buffer);
     expect(decodeVector(new Uint8Array(0))).toBeUndefined();
     expect(decodeVector(new Uint8Array(6))).toBeUndefined();
   });
