@@ -5,7 +5,8 @@
  *
  *   node dist/bench/rebuild-process.js '<RebuildJob as JSON>'
  *
- * IPC: sends { outcome } once the rebuild is done, then exits 0; a failure is printed and exits 1.
+ * IPC: sends { outcome } once the rebuild is done, then exits 0; a failure is printed and exits 1, and so
+ * does losing the parent.
  */
 import { naming } from "../events/subjects.js";
 import { EventStore } from "../services/event-store.js";
@@ -16,6 +17,8 @@ async function main(): Promise<void> {
   const raw = process.argv[2];
   if (!raw || !process.send) throw new Error("usage: fork(rebuild-process.js, [JSON job]) with an IPC channel");
   const job = JSON.parse(raw) as RebuildJob;
+  // The benchmark went away (Ctrl-C, a crash): so does its measurement.
+  process.on("disconnect", () => process.exit(1));
   const nc = await connectNats({ name: `bench-rebuild-${job.phase}` });
   try {
     const store = await EventStore.open(nc, naming(job.scope.prefix));
