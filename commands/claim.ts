@@ -185,7 +185,7 @@ function decideClaim(command: ClaimCommand, state: ClaimState): ClaimDomainEvent
  * becomes); never changes `state`. The new state is one object literal in ClaimState's key order (that of
  * `initialClaimState`, which every state and stored state has had since claims exist), not a spread of the
  * old state with overrides: V8 built those on a slow path, a few microseconds per event, as it did for
- * memories (see `foldMemoryState`).
+ * memories (see `memoryStateAfter`).
  */
 function claimStateAfter(state: ClaimState, event: ClaimEvent, applied: Record<string, AppliedEvent>): ClaimState {
   let { kind, name, title, priority, openedAt, openedBy, done, doneAt, doneBy, holder, leaseMs, claimedAt, expiresAt, takeoverOf } = state;

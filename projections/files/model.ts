@@ -1,4 +1,4 @@
-import { foldMemoryState, memoryDecider, memoryStatus, activeVersionOf, type MemoryState, type MemoryStatus, type MemoryVersion } from "../../commands/memory.js";
+import { foldMemoryFields, memoryDecider, memoryStatus, activeVersionOf, type MemoryState, type MemoryStatus, type MemoryVersion } from "../../commands/memory.js";
 import { isMemoryEvent, type LedgerEvent, type MemoryEvent } from "../../schemas/events.js";
 import type { Actor, MemoryKind } from "../../schemas/primitives.js";
 import type { ProjectedEvent } from "../projection.js";
@@ -27,7 +27,7 @@ export interface VersionProvenance {
 export interface MemoryRecord {
   /** Stream sequence of the last event folded into this record. */
   seq: number;
-  /** The full fold of the memory's events (pending versions included), by the decider's own fold (foldMemoryState). */
+  /** The full fold of the memory's events (pending versions included), by the decider's own fold without its applied-event memo (foldMemoryFields). */
   state: MemoryState;
   /** Keyed by version number (as a string: JSON object keys). */
   provenance: Record<string, VersionProvenance>;
@@ -46,20 +46,21 @@ const provenanceOf = (event: MemoryEvent): Provenance => ({
 });
 
 /**
- * Folds one event into a memory's record. Idempotent twice over: an event at or below the record's
- * sequence is ignored, and evolve itself ignores an event id it has already applied. Returns the same
- * object when nothing changed.
+ * Folds one event into a memory's record. Idempotent by sequence: an event at or below the record's
+ * sequence is ignored (the stream delivers in order; the command side never appends an event id twice,
+ * so the decider's applied-event memo is not kept here: see foldMemoryFields). Returns the same object
+ * when nothing changed.
  */
 export function applyEvent(record: MemoryRecord, projected: ProjectedEvent): MemoryRecord {
   const { event, seq } = projected;
-  if (!isMemoryEvent(event) || seq <= record.seq || record.state.applied[event.id]) return record;
-  const state = foldMemoryState(record.state, event);
+  if (!isMemoryEvent(event) || seq <= record.seq) return record;
+  const state = foldMemoryFields(record.state, event);
   let provenance = record.provenance;
   const touch = (version: number, part: keyof VersionProvenance) => {
     if (!state.versions.some((v) => v.version === version)) return;
     const key = String(version);
     const current = provenance[key] ?? { proposal: null, decision: null };
-    // Copied then extended: a spread with a computed key runs on V8's slow path (see foldMemoryState).
+    // Copied then extended: a spread with a computed key runs on V8's slow path (see memoryStateAfter).
     const next: VersionProvenance = part === "proposal" ? { proposal: provenanceOf(event), decision: current.decision } : { proposal: current.proposal, decision: provenanceOf(event) };
     provenance = Object.assign({}, provenance);
     provenance[key] = next;

@@ -1,4 +1,4 @@
-import { activeVersionOf, foldMemoryState, initialMemoryState, memoryStatus, type MemoryState } from "../../commands/memory.js";
+import { activeVersionOf, foldMemoryFields, initialMemoryState, memoryStatus, type MemoryState } from "../../commands/memory.js";
 import type { LedgerEvent, MemoryEvent } from "../../schemas/events.js";
 import type { MemoryKind } from "../../schemas/primitives.js";
 
@@ -6,7 +6,7 @@ import type { MemoryKind } from "../../schemas/primitives.js";
  * The pure half of the search projection: what each memory looks like to retrieval, and how one event
  * changes it. No Orama, no files; the index (search-index.ts) applies the changes computed here.
  *
- * A memory is folded with the command side's own fold (`foldMemoryState`, the decider's evolve unfrozen), so "active", "approved" and
+ * A memory is folded with the command side's own fold (`foldMemoryFields`: the decider's evolve unfrozen, without its applied-event memo), so "active", "approved" and
  * "superseded" mean exactly what they mean when commands are decided. What the projection keeps between
  * events is that state made compact:
  *   - rejected versions are dropped: they can never be approved or rolled back to;
@@ -74,7 +74,7 @@ export function evolveMemoryRecord(
   event: MemoryEvent,
 ): { record: MemoryRecord; change: IndexChange } {
   const before = record ?? initialMemoryState();
-  const after = compactMemoryState(foldMemoryState(before, event));
+  const after = compactMemoryState(foldMemoryFields(before, event));
   const wasIndexed = indexedViewOf(before);
   const nowIndexed = indexedViewOf(after);
   let change: IndexChange = null;

@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { fold } from "../../commands/decider.js";
 import {
   activeVersionOf,
+  foldMemoryFields,
+  foldMemoryState,
   memoryDecider,
   memoryStatus,
   type MemoryCommand,
@@ -373,6 +375,24 @@ describe("memory decider: evolve", () => {
       { type: "memory.superseded", version: null },
     ]);
     expect(memoryDecider.outcomeOf(state, "evt-never")).toBeUndefined();
+  });
+
+  it("foldMemoryFields (the projections' fold) is the fold without the memo: same fields, the memo passed along untouched, the input unchanged", () => {
+    const memo = Object.freeze({});
+    let fields: MemoryState = { ...memoryDecider.initialState(), applied: memo };
+    let state = memoryDecider.initialState();
+    for (const event of fullHistory) {
+      const before = structuredClone(fields);
+      const next = foldMemoryFields(fields, event);
+      expect(fields).toStrictEqual(before);
+      fields = next;
+      state = foldMemoryState(state, event);
+      expect(fields.applied).toBe(memo);
+      expect({ ...fields, applied: null }).toStrictEqual({ ...state, applied: null });
+    }
+    // It does not consult the memo either: deduplicating is the projection's (by stream sequence).
+    const again = foldMemoryFields(fields, fullHistory[2]!);
+    expect(again.versions).toHaveLength(fields.versions.length + 1);
   });
 });
 
