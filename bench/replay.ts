@@ -29,6 +29,8 @@
  * holds what generating the stream left behind (about 270 MB at 1M events).
  * Every phase gets its own files root, search directory and Redis key prefix: the keys are removed after
  * the phase, the files when the run ends (see freshJob), the streams too (also on error and on Ctrl-C).
+ * The files go under the OS temp directory: `TMPDIR=/dev/shm` (a tmpfs) measures the rebuild without a
+ * disk whose file creation is slowed by earlier deletions; the probe line says which one a run had.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
