@@ -483,7 +483,10 @@ export async function runRebuild(store: EventStore, job: RebuildJob): Promise<Re
 /** Runs one job in a new node process (bench/rebuild-process.ts), as `memledger rebuild` runs. */
 function runRebuildInChild(job: RebuildJob): Promise<RebuildOutcome> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(new URL("./rebuild-process.js", import.meta.url)), [JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    // Profiled, the child profiles every thread itself (--cpu-prof: one file per thread in the phase's folder).
+    const { MEMLEDGER_BENCH_CPU_PROFILE: profileDir, ...env } = process.env;
+    const execArgv = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, phaseSlug(job.phase))}`] : [];
+    const child = fork(fileURLToPath(new URL("./rebuild-process.js", import.meta.url)), [JSON.stringify(job)], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv, env });
     let outcome: RebuildOutcome | undefined;
     child.on("message", (message: { outcome?: RebuildOutcome }) => (outcome = message.outcome ?? outcome));
     child.on("error", reject);
@@ -546,10 +549,13 @@ async function timed<T>(work: () => Promise<T>): Promise<{ value: T; seconds: nu
   }
 }
 
+const phaseSlug = (phase: string) => phase.replace(/[^a-z0-9]+/gi, "-");
+
 /**
  * With MEMLEDGER_BENCH_CPU_PROFILE=<dir>, each measured rebuild is CPU-profiled on its own (the
- * generator, setup and raw reads stay out of the profile): `<dir>/<phase>.cpuprofile`, which Chrome's
- * DevTools and `node --cpu-prof`'s readers open.
+ * generator, setup and raw reads stay out of the profile), in files Chrome's DevTools and `node
+ * --cpu-prof`'s readers open: in a process of its own, one per thread (worker threads included) under
+ * `<dir>/<phase>/`; with `--in-process`, its main thread alone, `<dir>/<phase>.cpuprofile`.
  */
 async function profiled<T>(phase: string, work: () => Promise<T>): Promise<T> {
   const dir = process.env.MEMLEDGER_BENCH_CPU_PROFILE;
@@ -567,7 +573,7 @@ async function profiled<T>(phase: string, work: () => Promise<T>): Promise<T> {
     const { profile } = (await post("Profiler.stop")) as { profile: unknown };
     session.disconnect();
     await mkdir(dir, { recursive: true });
-    await writeFile(path.join(dir, `${phase.replace(/[^a-z0-9]+/gi, "-")}.cpuprofile`), JSON.stringify(profile));
+    await writeFile(path.join(dir, `${phaseSlug(phase)}.cpuprofile`), JSON.stringify(profile));
   }
 }
 

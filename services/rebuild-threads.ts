@@ -35,7 +35,8 @@ export interface RebuildWorkerData {
 }
 
 export type RebuildWorkerRequest =
-  | { op: "apply"; id: number; seqs: Float64Array; subjects: string[]; bytes: Uint8Array; ends: Uint32Array }
+  /** `subjects`: the batch's subjects joined by "\n" (a subject holds no whitespace): one string to copy, not one per event. */
+  | { op: "apply"; id: number; seqs: Float64Array; subjects: string; bytes: Uint8Array; ends: Uint32Array }
   | { op: "commit"; id: number; seq: number }
   | { op: "promote"; id: number }
   | { op: "close"; id: number };
@@ -164,7 +165,7 @@ export class ThreadedRebuild {
       seqs[i] = m.seq;
       subjects[i] = m.subject;
     });
-    const done = this.request({ op: "apply", id: 0, seqs, subjects, bytes, ends }, [bytes.buffer, ends.buffer, seqs.buffer]);
+    const done = this.request({ op: "apply", id: 0, seqs, subjects: subjects.join("\n"), bytes, ends }, [bytes.buffer, ends.buffer, seqs.buffer]);
     const tracked = done.finally(() => this.inFlight.delete(tracked));
     // A failure is also kept in `failure` and thrown by the next call: never an unhandled rejection here.
     tracked.catch(() => undefined);

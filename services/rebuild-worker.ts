@@ -28,7 +28,8 @@ let failure: RemoteError | undefined;
 async function handle(request: RebuildWorkerRequest): Promise<void> {
   switch (request.op) {
     case "apply": {
-      const { seqs, subjects, bytes, ends } = request;
+      const { seqs, bytes, ends } = request;
+      const subjects = request.subjects.split("\n");
       const events: ProjectedEvent[] = new Array(seqs.length);
       let start = 0;
       for (let i = 0; i < seqs.length; i++) {
