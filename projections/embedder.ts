@@ -17,6 +17,12 @@ export interface Embedder {
   readonly modelId: string;
   readonly dimensions: number;
   embed(texts: readonly string[]): Promise<Float32Array[]>;
+  /**
+   * Optional: `embed`'s vectors handed over one at a time as they come (`each(index, vector)`, positions
+   * in any order), for a caller that writes them as it goes instead of holding them all. CachedEmbedder
+   * has it: a rebuild's warm read of 80k vectors is one scan of the cache, written as it is read.
+   */
+  embedEach?(texts: readonly string[], each: (index: number, vector: Float32Array) => void | Promise<void>): Promise<void>;
 }
 
 /** Blank texts carry no meaning to embed; see the Embedder contract for what they get instead. */

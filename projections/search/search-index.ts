@@ -131,9 +131,10 @@ export class SearchIndex {
 
   /**
    * Puts the current view of every memory changed since the last call into the channels: BM25 at once,
-   * vectors embedded and written in batches of `vectorBatch`. Large batches: with a warm cache, a batch
-   * that is a good share of the embedding cache is read in one scan of the bucket instead of a request
-   * per text (services/embeddings/cache.ts), and 16,384 vectors are 32 MiB at 512-d.
+   * vectors embedded and written in one batch when the embedder hands vectors over as they come
+   * (embedEach: a CachedEmbedder reads a warm cache in one scan of its bucket and the channel writes
+   * them as they are read, services/embeddings/cache.ts), else in batches of `vectorBatch`, which bound
+   * what is held (16,384 vectors are 32 MiB at 512-d).
    */
   async materialize(vectorBatch = 16_384): Promise<void> {
     const deferred = this.deferred;
@@ -141,8 +142,9 @@ export class SearchIndex {
     if (!deferred || !indexed || deferred.size === 0) return;
     const ids = [...deferred.keys()];
     deferred.clear();
-    for (let start = 0; start < ids.length; start += vectorBatch) {
-      for (const memoryId of ids.slice(start, start + vectorBatch)) {
+    const batch = this.vectorChannel?.embedder.embedEach ? ids.length : vectorBatch;
+    for (let start = 0; start < ids.length; start += batch) {
+      for (const memoryId of ids.slice(start, start + batch)) {
         const record = this.records.get(memoryId);
         const view = record ? indexedViewOf(record) : null;
         if (view) {

@@ -43,6 +43,9 @@ export interface VectorWriteStats {
   removed: number;
 }
 
+/** Points per vector-index upsert while a write's vectors arrive. */
+const UPSERT_CHUNK = 1024;
+
 export class VectorChannel {
   constructor(
     readonly embedder: Embedder,
@@ -62,7 +65,10 @@ export class VectorChannel {
     return this.index.count();
   }
 
-  /** Applies one batch's net changes: every upserted text embedded in a single embedder call. */
+  /**
+   * Applies one batch's net changes: every upserted text embedded in a single embedder call, written to
+   * the index as the vectors come when the embedder hands them over one at a time (embedEach).
+   */
   async write(changes: VectorChanges): Promise<VectorWriteStats> {
     const upserts: IndexedMemory[] = [];
     const removals: string[] = [];
@@ -70,18 +76,32 @@ export class VectorChannel {
       if (view) upserts.push(view);
       else removals.push(memoryId);
     }
-    const vectors = upserts.length > 0 ? await this.embedder.embed(upserts.map(embeddingTextOf)) : [];
     const points: VectorPoint[] = [];
-    upserts.forEach((memory, i) => {
-      const vector = vectors[i]!;
+    let upserted = 0;
+    const flush = async () => {
+      const chunk = points.splice(0);
+      upserted += chunk.length;
+      if (chunk.length > 0) await this.index.upsert(chunk);
+    };
+    const place = async (index: number, vector: Float32Array) => {
+      const memory = upserts[index]!;
       // A blank text embeds to the zero vector, which has no direction: such a memory has no semantic
       // position, so it is kept out of the vector channel (BM25 still finds it by its words).
-      if (isZeroVector(vector)) removals.push(memory.memoryId);
-      else points.push({ id: memory.memoryId, vector, payload: payloadOf(memory, this.modelId) });
-    });
+      if (isZeroVector(vector)) return void removals.push(memory.memoryId);
+      points.push({ id: memory.memoryId, vector, payload: payloadOf(memory, this.modelId) });
+      // Written as they come, a chunk at a time: a rebuild's 80k vectors are never all held at once.
+      if (points.length >= UPSERT_CHUNK) await flush();
+    };
+    const texts = upserts.map(embeddingTextOf);
+    if (texts.length > 0 && this.embedder.embedEach) await this.embedder.embedEach(texts, place);
+    else if (texts.length > 0) {
+      const vectors = await this.embedder.embed(texts);
+      for (let i = 0; i < vectors.length; i++) await place(i, vectors[i]!);
+    }
+    // Removals and upserts name different memories (one change per memory), so their order is free.
     if (removals.length > 0) await this.index.delete(removals);
-    if (points.length > 0) await this.index.upsert(points);
-    return { embedded: upserts.length, upserted: points.length, removed: removals.length };
+    await flush();
+    return { embedded: upserts.length, upserted, removed: removals.length };
   }
 
   /** Empties the index and derives it again from the active memories, in embedder batches of `batch`. */

@@ -61,8 +61,11 @@ export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (
 export interface VectorStore {
   get(key: string): Promise<Uint8Array | undefined>;
   put(key: string, value: Uint8Array): Promise<void>;
-  /** Many keys at once, however the store does that best; the keys it does not hold are absent. */
-  getMany?(keys: readonly string[], concurrency: number): Promise<Map<string, Uint8Array>>;
+  /**
+   * Many keys at once, however the store does that best: `each` is called once for every key it holds, in
+   * no particular order, and may be async (the read waits for it); the keys it does not hold are skipped.
+   */
+  getEach?(keys: readonly string[], concurrency: number, each: (key: string, value: Uint8Array) => void | Promise<void>): Promise<void>;
 }
 
 /**
@@ -106,9 +109,15 @@ export class KvVectorStore implements VectorStore {
     }
   }
 
+  /** The keys of `keys` this bucket holds, with their bytes (getEach, collected). */
   async getMany(keys: readonly string[], concurrency: number): Promise<Map<string, Uint8Array>> {
     const found = new Map<string, Uint8Array>();
-    if (keys.length === 0) return found;
+    await this.getEach(keys, concurrency, (key, value) => void found.set(key, value));
+    return found;
+  }
+
+  async getEach(keys: readonly string[], concurrency: number, each: (key: string, value: Uint8Array) => void | Promise<void>): Promise<void> {
+    if (keys.length === 0) return;
     let entries = Number.POSITIVE_INFINITY;
     if (keys.length >= SCAN_MIN_KEYS) {
       try {
@@ -118,16 +127,18 @@ export class KvVectorStore implements VectorStore {
       }
     }
     if (keys.length < entries * SCAN_SHARE) {
-      const values = await mapBounded(keys, concurrency, (key) => this.get(key));
-      keys.forEach((key, i) => {
-        if (values[i]) found.set(key, values[i]!);
+      await mapBounded(keys, concurrency, async (key) => {
+        const value = await this.get(key);
+        if (value) await each(key, value);
       });
-      return found;
+      return;
     }
-    if (entries === 0) return found;
+    if (entries === 0) return;
     this.reads.scans++;
     const wanted = new Set(keys);
     const subjectPrefix = `$KV.${this.bucket}.`;
+    // What `each` throws is the caller's own failure, thrown as it is; only the read's are the bucket's.
+    let refused: { error: unknown } | undefined;
     try {
       // The latest message of every key (history is 1 anyway), read once with an ordered consumer.
       const consumer = await this.js.consumers.get(`KV_${this.bucket}`, {
@@ -140,8 +151,15 @@ export class KvVectorStore implements VectorStore {
         for await (const m of messages) {
           // A deleted or purged key's last message is its marker, with an operation header.
           const key = m.subject.slice(subjectPrefix.length);
-          // Copied: a message's data is a view of the socket's chunk, which holds its neighbours too.
-          if (!m.headers?.get("KV-Operation") && wanted.has(key)) found.set(key, m.data.slice());
+          if (!m.headers?.get("KV-Operation") && wanted.has(key)) {
+            try {
+              // Copied: a message's data is a view of the socket's chunk, which holds its neighbours too.
+              await each(key, m.data.slice());
+            } catch (error) {
+              refused = { error };
+              break;
+            }
+          }
           if (m.info.pending === 0) break;
         }
       } finally {
@@ -150,7 +168,7 @@ export class KvVectorStore implements VectorStore {
     } catch (err) {
       throw unavailable(`embedding cache ${this.bucket}: scan failed: ${(err as Error).message}`, { bucket: this.bucket });
     }
-    return found;
+    if (refused) throw refused.error;
   }
 
   async put(key: string, value: Uint8Array): Promise<void> {
@@ -227,90 +245,87 @@ export class CachedEmbedder implements Embedder {
   }
 
   async embed(texts: readonly string[]): Promise<Float32Array[]> {
-    const modelId = this.inner.modelId;
-    const keyOf = new Map<string, string>();
-    for (const text of texts) {
-      if (!isBlankText(text) && !keyOf.has(text)) keyOf.set(text, embeddingCacheKey(modelId, text));
-    }
-    const distinct = [...keyOf.keys()];
-
-    const found = await this.lookupAll(distinct.map((text) => keyOf.get(text)!));
-    const vectorOf = new Map<string, Float32Array>();
-    const missing: string[] = [];
-    distinct.forEach((text, i) => {
-      const vector = found[i];
-      if (vector) vectorOf.set(text, vector);
-      else missing.push(text);
-    });
-    this.counters.hits += vectorOf.size;
-    this.counters.misses += missing.length;
-
-    if (missing.length > 0) {
-      const fresh = await this.callInner(missing);
-      missing.forEach((text, i) => {
-        vectorOf.set(text, fresh[i]!);
-        this.lru.set(keyOf.get(text)!, fresh[i]!);
-      });
-      await mapBounded(missing, this.concurrency, (text, i) => this.store.put(keyOf.get(text)!, encodeVector(fresh[i]!)));
-    }
-
-    const width = await this.widthForBlanks(texts, vectorOf);
-    // A vector the LRU holds, or one already handed out for an earlier copy of its text, is copied, so that
-    // a caller scaling or zeroing its vector cannot change what the cache or another position answers;
-    // the rest (read for this call only) are handed out as they are: a rebuild reads 80k of them at 1M events.
-    const handedOut = new Set<Float32Array>();
-    return texts.map((text) => {
-      const vector = vectorOf.get(text);
-      if (!vector) return new Float32Array(width);
-      if (handedOut.has(vector) || this.lru.peek(keyOf.get(text)!) === vector) return vector.slice();
-      handedOut.add(vector);
-      return vector;
-    });
-  }
-
-  /** The vectors of many keys: the LRU first, then the store (in one read when it can: getMany). */
-  private async lookupAll(keys: readonly string[]): Promise<(Float32Array | undefined)[]> {
-    if (!this.store.getMany) return mapBounded(keys, this.concurrency, (key) => this.lookup(key));
-    const out: (Float32Array | undefined)[] = new Array(keys.length);
-    const absent: string[] = [];
-    keys.forEach((key, i) => {
-      const inMemory = this.lru.get(key);
-      if (inMemory) {
-        this.counters.lruHits++;
-        out[i] = inMemory;
-      } else absent.push(key);
-    });
-    if (absent.length === 0) return out;
-    const stored = await this.store.getMany(absent, this.concurrency);
-    // A read larger than the LRU would only churn it (each entry evicting an earlier one of the same read):
-    // such a read (a rebuild's) leaves the LRU as it was.
-    // (Sized from the first vector read: a remote model's width may not be known before its first answer.)
-    let remember: boolean | undefined;
-    keys.forEach((key, i) => {
-      if (out[i]) return;
-      const bytes = stored.get(key);
-      // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
-      const vector = bytes && decodeVector(bytes);
-      if (vector) {
-        remember ??= absent.length * (vector.byteLength + 64) <= this.lru.maxSize;
-        if (remember) this.lru.set(key, vector);
-      }
-      out[i] = vector;
-    });
+    const out: Float32Array[] = new Array(texts.length);
+    await this.embedEach(texts, (index, vector) => void (out[index] = vector));
     return out;
   }
 
-  private async lookup(key: string): Promise<Float32Array | undefined> {
-    const inMemory = this.lru.get(key);
-    if (inMemory) {
+  /**
+   * `embed` without holding every vector at once: `each(index, vector)` is called once per position of
+   * `texts`, in no particular order (as the LRU, the bucket and then the model answer), and may be async.
+   * A rebuild writes 80k vectors at 1M events this way as they are read, in one scan of the bucket.
+   *
+   * A vector the LRU holds, or one already handed out for an earlier copy of its text, is handed out as a
+   * copy, so that a caller scaling or zeroing its vector cannot change what the cache or another position
+   * answers; the rest (read for this call only) are handed out as they are.
+   */
+  async embedEach(texts: readonly string[], each: (index: number, vector: Float32Array) => void | Promise<void>): Promise<void> {
+    const modelId = this.inner.modelId;
+    // Each distinct non-blank text once, by its cache key, with the positions it holds (first-seen order).
+    const positionsOf = new Map<string, number[]>();
+    const textOf = new Map<string, string>();
+    const keyOfText = new Map<string, string>();
+    const blanks: number[] = [];
+    texts.forEach((text, index) => {
+      if (isBlankText(text)) return void blanks.push(index);
+      let key = keyOfText.get(text);
+      if (key === undefined) {
+        keyOfText.set(text, (key = embeddingCacheKey(modelId, text)));
+        textOf.set(key, text);
+        positionsOf.set(key, []);
+      }
+      positionsOf.get(key)!.push(index);
+    });
+    let width = 0;
+    const handOut = async (key: string, vector: Float32Array, shared: boolean) => {
+      width ||= vector.length;
+      const positions = positionsOf.get(key)!;
+      for (let i = 0; i < positions.length; i++) await each(positions[i]!, shared || i > 0 ? vector.slice() : vector);
+    };
+
+    // The LRU, then the store, then the model, each for what the one before did not have.
+    const absent = new Set<string>();
+    for (const key of positionsOf.keys()) {
+      const inMemory = this.lru.get(key);
+      if (!inMemory) {
+        absent.add(key);
+        continue;
+      }
       this.counters.lruHits++;
-      return inMemory;
+      this.counters.hits++;
+      await handOut(key, inMemory, true);
     }
-    const bytes = await this.store.get(key);
-    // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
-    const vector = bytes && decodeVector(bytes);
-    if (vector) this.lru.set(key, vector);
-    return vector;
+    if (absent.size > 0) {
+      // A read larger than the LRU would only churn it (each entry evicting an earlier one of the same
+      // read): such a read (a rebuild's) leaves the LRU as it was. Sized from the first vector read: a
+      // remote model's width may not be known before its first answer.
+      let remember: boolean | undefined;
+      const reading = absent.size;
+      const found = async (key: string, bytes: Uint8Array | undefined) => {
+        // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
+        const vector = bytes && decodeVector(bytes);
+        if (!vector || !absent.delete(key)) return;
+        this.counters.hits++;
+        remember ??= reading * (vector.byteLength + 64) <= this.lru.maxSize;
+        if (remember) this.lru.set(key, vector);
+        await handOut(key, vector, remember);
+      };
+      const keys = [...absent];
+      if (this.store.getEach) await this.store.getEach(keys, this.concurrency, found);
+      else await mapBounded(keys, this.concurrency, async (key) => found(key, await this.store.get(key)));
+    }
+    if (absent.size > 0) {
+      const missing = [...absent].map((key) => textOf.get(key)!);
+      this.counters.misses += missing.length;
+      const fresh = await this.callInner(missing);
+      missing.forEach((text, i) => this.lru.set(keyOfText.get(text)!, fresh[i]!));
+      await mapBounded(missing, this.concurrency, (text, i) => this.store.put(keyOfText.get(text)!, encodeVector(fresh[i]!)));
+      for (let i = 0; i < missing.length; i++) await handOut(keyOfText.get(missing[i]!)!, fresh[i]!, true);
+    }
+    if (blanks.length > 0) {
+      width ||= await this.widthForBlanks();
+      for (const index of blanks) await each(index, new Float32Array(width));
+    }
   }
 
   private async callInner(texts: string[]): Promise<Float32Array[]> {
@@ -319,11 +334,8 @@ export class CachedEmbedder implements Embedder {
     return this.inner.embed(texts);
   }
 
-  /** Zero vectors for blank texts need a width; the call's own vectors give it, else the wrapped embedder. */
-  private async widthForBlanks(texts: readonly string[], vectorOf: Map<string, Float32Array>): Promise<number> {
-    if (!texts.some(isBlankText)) return 0;
-    const any = vectorOf.values().next();
-    if (!any.done) return any.value.length;
+  /** Zero vectors for blank texts need a width, when no vector of the call gave it: the wrapped embedder says. */
+  private async widthForBlanks(): Promise<number> {
     try {
       return this.inner.dimensions;
     } catch (err) {

@@ -78,6 +78,34 @@ describe("the embedding cache read in bulk", () => {
     expect(vectors.slice(0, 700)).toEqual(expected);
   });
 
+  it("embedEach hands every position its vector once, from one scan, as embed answers; what `each` throws stops the read as it is", async () => {
+    const inner = new CountingEmbedder("model@1", 16);
+    await fill(inner, 700, "each");
+    const all = texts(700, "each");
+    const input = [...all, "  ", all[5]!, "a new text"];
+    const got = new Map<number, Float32Array>();
+    await new CachedEmbedder(inner, store).embedEach(input, async (index, vector) => {
+      expect(got.has(index)).toBe(false);
+      got.set(index, vector);
+      await Promise.resolve(); // an async consumer (a vector index write) is waited for
+    });
+    expect(store.reads).toEqual({ gets: 0, scans: 1 });
+    expect(got.size).toBe(input.length);
+    const byPosition = [...got.entries()].sort(([a], [b]) => a - b).map(([, vector]) => vector);
+    expect(byPosition).toEqual(await new CachedEmbedder(inner, store).embed(input));
+    expect(byPosition[700]).toEqual(new Float32Array(16)); // the blank text: a zero vector of the model's width
+    expect(got.get(701)).not.toBe(got.get(5)); // a repeated text: its own array at each position
+    expect(got.get(701)).toEqual(got.get(5));
+
+    const full = new Error("the vector index refused a write");
+    let calls = 0;
+    const refused = new CachedEmbedder(inner, store).embedEach(all, () => {
+      if (++calls === 10) throw full;
+    });
+    await expect(refused).rejects.toBe(full);
+    expect(calls).toBe(10);
+  });
+
   it("a read larger than the LRU leaves the LRU as it was, and what it hands out is nobody else's", async () => {
     const inner = new CountingEmbedder("model@1", 16);
     await fill(inner, 600, "bulk");
