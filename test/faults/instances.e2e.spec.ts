@@ -122,6 +122,12 @@ describe("instances: two and three `up` processes side by side", () => {
   });
 
   it("two, then three instances all become ready; one claims leader per stream; each leads its own file store, which equals a fresh rebuild", async () => {
+    // A retried attempt starts as the first did: what an earlier attempt left running is stopped (its
+    // data directories, reused, would refuse a second `up`).
+    for (const instance of instances.splice(0)) {
+      if (instance.child.exitCode === null && instance.child.signalCode === null) instance.child.kill("SIGKILL");
+      await instance.exit;
+    }
     await Promise.all([startUp("one"), startUp("two")]);
     await write("r1");
     await expectFileStoresEqualRebuild("two");
@@ -131,9 +137,12 @@ describe("instances: two and three `up` processes side by side", () => {
     await expectFileStoresEqualRebuild("three");
 
     const appStream = store.names.appStream(APP);
-    const present = await eventually("three live instances with their roles", async () => {
+    // A follower names the claims leader "as last seen": null until it has seen the lease, so the
+    // snapshot checked is one where every instance has seen it.
+    const present = await eventually("three live instances with their roles, each knowing the claims leader", async () => {
       const now = await live();
-      return now.length === 3 && now.every((p) => roleOf(p, "claims", appStream) && roleOf(p, "files", appStream)) ? now : undefined;
+      const ready = now.length === 3 && now.every((p) => roleOf(p, "claims", appStream) && roleOf(p, "files", appStream));
+      return ready && now.every((p) => roleOf(p, "claims", appStream)!.leader !== null) ? now : undefined;
     }, 30_000);
     const ids = await Promise.all(instances.map(idOf));
     expect(present.map((p) => p.id).sort()).toEqual([...ids].sort());
