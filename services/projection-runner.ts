@@ -7,7 +7,7 @@ import { ConflictReason, conflict } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { consumeLoop } from "./consume-loop.js";
-import { ThreadedRebuild, canRebuildInThread, consumedKinds, kindsOf, ofKinds } from "./rebuild-threads.js";
+import { ThreadedRebuild, canRebuildInThread, consumedKinds, kindsOf, ofKinds, packShared } from "./rebuild-threads.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
 export interface ProjectionStatus {
@@ -438,11 +438,18 @@ export async function rebuildProjections(
   const fresh: ({ here: ProjectionTarget } | { thread: ThreadedRebuild })[] = [];
   const commitAll = (seq: number) => Promise.all(fresh.map((f) => ("here" in f ? f.here.commit(seq) : f.thread.commit(seq))));
   try {
-    for (const definition of definitions) {
-      fresh.push(threaded(definition) ? { thread: await ThreadedRebuild.start(definition, scope, { verify }) } : { here: await definition.openFresh(scope) });
-    }
+    // Opened side by side: a worker spends a few hundred milliseconds loading its modules before it
+    // opens its target, and one after the other those waits added up before the first event was read.
+    // Every opening is awaited (allSettled) so that what did open is closed below when another failed.
+    const opened = await Promise.allSettled(
+      definitions.map(async (definition) => (threaded(definition) ? { thread: await ThreadedRebuild.start(definition, scope, { verify }) } : { here: await definition.openFresh(scope) })),
+    );
+    for (const result of opened) if (result.status === "fulfilled") fresh.push(result.value);
+    const failed = opened.find((result) => result.status === "rejected");
+    if (failed) throw failed.reason;
     const here = fresh.flatMap((f) => ("here" in f ? [f.here] : []));
     const threads = fresh.flatMap((f) => ("thread" in f ? [f.thread] : []));
+    const threadedKinds = consumedKinds(threads.map((thread) => thread.definition));
     const initialTarget = await store.lastSeq(scope.stream);
     let applied = 0;
     let lastSeq = 0;
@@ -467,7 +474,8 @@ export async function rebuildProjections(
     lastSeq = await store.replayMessages(scope.stream, { batchSize }, async (messages) => {
       // The workers first: they start folding while this thread decodes for the targets here.
       const kinds = kindsOf(messages);
-      const handedOver = Promise.all(threads.map((thread) => thread.push(messages, kinds)));
+      const shared = threads.length > 0 ? packShared(messages, kinds, threadedKinds) : undefined;
+      const handedOver = Promise.all(threads.map((thread) => thread.push(shared!)));
       // Awaited below; should a target here fail first, a worker's failure must not go unhandled meanwhile.
       handedOver.catch(() => undefined);
       if (here.length > 0) {
@@ -486,13 +494,30 @@ export async function rebuildProjections(
       }
       report(false);
     });
-    await commitAll(lastSeq);
     report(true);
-    for (const [i, definition] of definitions.entries()) {
-      const f = fresh[i]!;
-      if ("here" in f) await definition.promote(scope, f.here);
-      else await f.thread.promote();
-    }
+    // Each target commits and is then promoted at once, side by side with the others: each promote
+    // switches its own read model (search writes its snapshot then, seconds at 1M events), so none waits
+    // for another's commit (the files commit writes every memory's file), and a worker thread ends
+    // once its target is promoted. Each is awaited, and the first failure is thrown; a read model whose
+    // promote succeeded serves its new generation, as the ones promoted before a failing promote
+    // always did.
+    const finished = await Promise.allSettled(
+      definitions.map(async (definition, i) => {
+        const f = fresh[i]!;
+        if ("here" in f) {
+          await f.here.commit(lastSeq);
+          await definition.promote(scope, f.here);
+        } else {
+          await f.thread.commit(lastSeq);
+          await f.thread.promote();
+          // Its thread and heap go now, not when the slowest target is done: at 1M events the search
+          // index is still materializing its vectors then, and the process's peak is the sum of both.
+          await f.thread.close();
+        }
+      }),
+    );
+    const refused = finished.find((result) => result.status === "rejected");
+    if (refused) throw refused.reason;
     return { seq: lastSeq, events: applied, seconds: (performance.now() - started) / 1000 };
   } finally {
     await Promise.all(fresh.map((f) => ("here" in f ? f.here.close() : f.thread.close())));

@@ -15,9 +15,9 @@ import type { StoredMessage } from "./event-store.js";
  * thread: projections/portable.ts) is rebuilt here instead: the caller's thread reads the log and
  * hands each worker the raw bytes of the events its projection consumes (the subject says the
  * aggregate kind, so nothing else is copied, and nothing is decoded on the caller's thread for it),
- * and the worker decodes and folds them (rebuild-worker.ts). Batches are transferred, not copied, and
- * at most MAX_IN_FLIGHT are queued per worker, so a slow worker slows the reader instead of letting
- * the log pile up in memory.
+ * and the worker decodes and folds them (rebuild-worker.ts). A batch is packed once for every worker
+ * into shared memory (SharedBatch), and at most MAX_IN_FLIGHT are queued per worker, so a slow worker
+ * slows the reader instead of letting the log pile up in memory.
  *
  * A failure in the worker (a decode, a write) comes back as the same MemledgerError code with the
  * worker's stack as its cause; the rebuild stops, as it would on one thread. One difference: an event
@@ -35,8 +35,8 @@ export interface RebuildWorkerData {
 }
 
 export type RebuildWorkerRequest =
-  /** `subjects`: the batch's subjects joined by "\n" (a subject holds no whitespace): one string to copy, not one per event. */
-  | { op: "apply"; id: number; seqs: Float64Array; subjects: string; bytes: Uint8Array; ends: Uint32Array }
+  /** A shared batch (see SharedBatch) and the positions in it of the events this worker's projection consumes. */
+  | { op: "apply"; id: number; seqs: Float64Array; subjects: string; bytes: Uint8Array; ends: Uint32Array; picks: Uint32Array }
   | { op: "commit"; id: number; seq: number }
   | { op: "promote"; id: number }
   | { op: "close"; id: number };
@@ -71,6 +71,52 @@ export function consumedKinds(definitions: readonly ProjectionDefinition[]): Rea
     for (const kind of definition.consumes) kinds.add(kind);
   }
   return kinds;
+}
+
+/**
+ * One batch of raw events packed once for every worker of a rebuild. The arrays live in
+ * SharedArrayBuffers, so each worker reads the same bytes: a memory event that feeds files and search
+ * is copied once, not once per worker, and what is posted to a worker is the batch's handles and the
+ * positions it needs (`picks`). A batch is never written after it is packed.
+ */
+export interface SharedBatch {
+  seqs: Float64Array;
+  /** Where each event's bytes end in `bytes` (each starts where the previous one ended). */
+  ends: Uint32Array;
+  bytes: Uint8Array;
+  /** The subjects joined by "\n" (a subject holds no whitespace): one string to copy, not one per event. */
+  subjects: string;
+  /** Each event's aggregate kind, read from its subject. */
+  kinds: readonly (AggregateKind | null)[];
+}
+
+/** Packs the messages of a batch whose kind is in `wanted` (all when undefined) into a SharedBatch. */
+export function packShared(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[], wanted: ReadonlySet<AggregateKind> | undefined): SharedBatch {
+  const chosen: number[] = [];
+  let total = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const kind = kinds[i];
+    if (wanted && (kind === null || kind === undefined || !wanted.has(kind))) continue;
+    chosen.push(i);
+    total += messages[i]!.data.length;
+  }
+  const bytes = new Uint8Array(new SharedArrayBuffer(total));
+  const ends = new Uint32Array(new SharedArrayBuffer(chosen.length * Uint32Array.BYTES_PER_ELEMENT));
+  const seqs = new Float64Array(new SharedArrayBuffer(chosen.length * Float64Array.BYTES_PER_ELEMENT));
+  const subjects: string[] = new Array(chosen.length);
+  const chosenKinds: (AggregateKind | null)[] = new Array(chosen.length);
+  let offset = 0;
+  for (let j = 0; j < chosen.length; j++) {
+    const i = chosen[j]!;
+    const m = messages[i]!;
+    bytes.set(m.data, offset);
+    offset += m.data.length;
+    ends[j] = offset;
+    seqs[j] = m.seq;
+    subjects[j] = m.subject;
+    chosenKinds[j] = kinds[i] ?? null;
+  }
+  return { seqs, ends, bytes, subjects: subjects.join("\n"), kinds: chosenKinds };
 }
 
 /** The aggregate kind of each message of a batch, read from its subject once for every consumer of the batch. */
@@ -143,29 +189,21 @@ export class ThreadedRebuild {
   }
 
   /**
-   * Hands over the messages this projection consumes (all of them if it does not say), packed into one
-   * transferred buffer; waits first while MAX_IN_FLIGHT batches are queued.
+   * Hands over the events of a shared batch this projection consumes (all of them if it does not say):
+   * their positions, with the batch's shared arrays; waits first while MAX_IN_FLIGHT batches are queued.
    */
-  async push(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[] = kindsOf(messages)): Promise<void> {
+  async push(batch: SharedBatch): Promise<void> {
     this.check();
-    const chosen = ofKinds(messages, kinds, this.wanted);
-    if (chosen.length === 0) return;
+    const positions: number[] = [];
+    for (let i = 0; i < batch.kinds.length; i++) {
+      const kind = batch.kinds[i];
+      if (!this.wanted || (kind !== null && kind !== undefined && this.wanted.has(kind))) positions.push(i);
+    }
+    if (positions.length === 0) return;
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
-    let total = 0;
-    for (const m of chosen) total += m.data.length;
-    const bytes = new Uint8Array(total);
-    const ends = new Uint32Array(chosen.length);
-    const seqs = new Float64Array(chosen.length);
-    const subjects: string[] = new Array(chosen.length);
-    let offset = 0;
-    chosen.forEach((m, i) => {
-      bytes.set(m.data, offset);
-      offset += m.data.length;
-      ends[i] = offset;
-      seqs[i] = m.seq;
-      subjects[i] = m.subject;
-    });
-    const done = this.request({ op: "apply", id: 0, seqs, subjects: subjects.join("\n"), bytes, ends }, [bytes.buffer, ends.buffer, seqs.buffer]);
+    const picks = Uint32Array.from(positions);
+    const { seqs, subjects, bytes, ends } = batch;
+    const done = this.request({ op: "apply", id: 0, seqs, subjects, bytes, ends, picks }, [picks.buffer]);
     const tracked = done.finally(() => this.inFlight.delete(tracked));
     // A failure is also kept in `failure` and thrown by the next call: never an unhandled rejection here.
     tracked.catch(() => undefined);

@@ -28,13 +28,13 @@ let failure: RemoteError | undefined;
 async function handle(request: RebuildWorkerRequest): Promise<void> {
   switch (request.op) {
     case "apply": {
-      const { seqs, bytes, ends } = request;
+      // A shared batch (rebuild-threads.ts, SharedBatch): only the picked positions are this projection's.
+      const { seqs, bytes, ends, picks } = request;
       const subjects = request.subjects.split("\n");
-      const events: ProjectedEvent[] = new Array(seqs.length);
-      let start = 0;
-      for (let i = 0; i < seqs.length; i++) {
-        events[i] = { seq: seqs[i]!, subject: subjects[i]!, event: decode(bytes.subarray(start, ends[i])) };
-        start = ends[i]!;
+      const events: ProjectedEvent[] = new Array(picks.length);
+      for (let j = 0; j < picks.length; j++) {
+        const i = picks[j]!;
+        events[j] = { seq: seqs[i]!, subject: subjects[i]!, event: decode(bytes.subarray(i === 0 ? 0 : ends[i - 1], ends[i])) };
       }
       await target.apply(events);
       return;

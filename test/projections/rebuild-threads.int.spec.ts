@@ -32,9 +32,9 @@ interface ProbeLine {
 }
 
 /** The probe (test/support/thread-probe-projection.mjs), described as a portable definition is. */
-async function probe(file: string, failAtSeq?: number): Promise<ProjectionDefinition> {
+async function probe(file: string, failAtSeq?: number, failCommit = false): Promise<ProjectionDefinition> {
   const { probeProjection } = (await import(PROBE)) as { probeProjection: (options: unknown) => ProjectionDefinition };
-  return probeProjection({ file, ...(failAtSeq === undefined ? {} : { failAtSeq }) });
+  return probeProjection({ file, ...(failAtSeq === undefined ? {} : { failAtSeq }), ...(failCommit ? { failCommit } : {}) });
 }
 
 const readProbe = async (file: string): Promise<ProbeLine[]> =>
@@ -156,6 +156,28 @@ describe("rebuilding portable projections on worker threads", () => {
     expect(lines.some((l) => l.op === "promote" || l.op === "commit")).toBe(false);
     expect(Math.max(...lines.flatMap((l) => (l.events ?? []).map((e) => e.seq)))).toBeLessThan(failAt);
     expect({ generation: await layout.current(), tree: await treeHash(layout.appDir) }).toEqual(before);
+  });
+
+  it("each target is promoted once its own commit is done: one whose commit fails fails the rebuild, the others serve whole new generations", async () => {
+    const files = filesProjection({ root: path.join(root, "files") });
+    await rebuildProjections(store, [files], scope);
+    const layout = new AppLayout(path.join(root, "files"), APP);
+    const before = { generation: await layout.current(), tree: await treeHash(layout.appDir) };
+
+    const file = path.join(root, "probe.jsonl");
+    const failing = rebuildProjections(store, [files, await probe(file, undefined, true)], scope, { batchSize: 10 });
+    await expect(failing).rejects.toMatchObject({ name: "MemledgerError", code: "conflict" });
+    await expect(failing).rejects.toThrow(`probe (rebuilt on a worker thread): probe refuses to commit at ${await store.lastSeq(scope.stream)}`);
+
+    // The probe folded every claim event, never committed and was never promoted.
+    const lines = await readProbe(file);
+    expect(lines.some((l) => l.op === "commit" || l.op === "promote")).toBe(false);
+    const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
+    expect(lines.flatMap((l) => (l.events ?? []).map((e) => e.seq))).toEqual(claimSeqs);
+    // Files did not wait for it: a newer generation serves readers, whole (the same tree from the same log).
+    const after = { generation: await layout.current(), tree: await treeHash(layout.appDir) };
+    expect(Number(after.generation)).toBeGreaterThan(Number(before.generation));
+    expect(after.tree).toBe(before.tree);
   });
 
   it("a stored message that is not an event fails a threaded rebuild as it fails one on a single thread", async () => {

@@ -1,7 +1,8 @@
 // A portable projection for test/projections/rebuild-threads.int.spec.ts, in plain JavaScript because
 // a worker thread cannot load TypeScript: it records which thread folded which events, and what was
 // committed and promoted, as JSON lines in `options.file`. With `failAtSeq` its apply throws a
-// MemledgerError (conflict) at that sequence, as a real target's write might. Imports the built code.
+// MemledgerError (conflict) at that sequence, as a real target's write might; with `failCommit` its
+// commit does. Imports the built code.
 import { appendFileSync } from "node:fs";
 import { threadId } from "node:worker_threads";
 import { conflict } from "../../dist/schemas/errors.js";
@@ -30,6 +31,7 @@ export function probeProjection(options) {
           record(options.file, { op: "apply", events: events.map((e) => ({ seq: e.seq, type: e.event.type, subject: e.subject })) });
         },
         async commit(at) {
+          if (options.failCommit) throw conflict(`probe refuses to commit at ${at}`, { seq: at });
           seq = at;
           record(options.file, { op: "commit", seq: at });
         },
