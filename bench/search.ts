@@ -183,6 +183,9 @@ function eventsOf(memories: readonly MemorySpec[]): ProjectedEvent[] {
  * token's hash; a text is the normalised sum of its tokens' directions. Deterministic, about 20 µs a
  * text. A stand-in for a model in latency measurements only.
  */
+/** A new HashedBagOfWordsEmbedder: the factory a rebuild's search worker calls (services/search-definition.ts, EmbedderModule). */
+export const hashedBagOfWordsEmbedder = (): HashedBagOfWordsEmbedder => new HashedBagOfWordsEmbedder();
+
 export class HashedBagOfWordsEmbedder implements Embedder {
   readonly modelId = `bench-hashed-bow-${DIMENSIONS}`;
   readonly dimensions = DIMENSIONS;

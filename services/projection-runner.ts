@@ -384,7 +384,8 @@ export interface RebuildOptions {
   /** Full schema check of every event (`memledger rebuild --verify`); default: structural (see decodeEventStructural). */
   verify?: boolean;
   /**
-   * Rebuild portable projections (files; claims given a Redis URL) on worker threads of their own
+   * Rebuild portable projections (files; claims given a Redis URL; search described as plain data, see
+   * services/search-definition.ts) on worker threads of their own
    * (services/rebuild-threads.ts). Default true; false keeps every target on this thread.
    */
   threads?: boolean;

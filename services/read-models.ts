@@ -5,12 +5,14 @@ import { claimsProjection, claimsReader, type ClaimsReader } from "../projection
 import { monitorRedis } from "../projections/claims/redis-health.js";
 import { DEFAULT_FILES_ROOT, filesProjection } from "../projections/files/index.js";
 import type { ProjectionDefinition } from "../projections/projection.js";
-import { searchProjection, vectorSetup, type SearchProjection, type VectorSetup } from "../projections/search/index.js";
+import { vectorSetup, type SearchProjection, type VectorSetup } from "../projections/search/index.js";
 import { vectorBackendFromEnv, type VectorBackendConfig } from "../projections/vectors/backend.js";
 import { invalid } from "../schemas/errors.js";
 import { cachedEmbedder } from "./embeddings/cache.js";
 import { embedderConfigFromEnv, embedderFromConfig, type EmbedderConfig } from "./embeddings/config.js";
 import type { Embedder } from "./embeddings/embedder.js";
+import type { ConnectOptions } from "./nats.js";
+import { searchFromDescription } from "./search-definition.js";
 
 export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
 export const DEFAULT_DATA_DIR = ".memledger";
@@ -66,6 +68,11 @@ export interface ReadModelResources {
   nc?: NatsConnection;
   /** The model, instead of the one `config.embedder` describes (tests pass a small deterministic one). */
   embedder?: Embedder;
+  /**
+   * How `nc` was opened. With it (and no `embedder` object), a rebuild can run the search projection
+   * on a worker thread with a connection of its own (services/search-definition.ts).
+   */
+  connection?: ConnectOptions;
 }
 
 /**
@@ -89,10 +96,13 @@ export function openReadModels(prefix: string, config: ReadModelConfig = readMod
   const redis = monitorRedis(new Redis(config.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: true }));
   const keyPrefix = `${prefix}:claims`;
   const { nc } = resources;
-  const search = searchProjection({
-    dir: config.searchDir,
-    vectors: nc && config.vectors ? () => searchVectorSetup(nc, prefix, config, resources.embedder) : undefined,
-  });
+  const search = searchFromDescription(
+    {
+      dir: config.searchDir,
+      ...(nc && config.vectors ? { vectors: { prefix, backend: config.vectors, embedder: config.embedder, ...(resources.connection ? { nats: resources.connection } : {}) } } : {}),
+    },
+    { nc, embedder: resources.embedder },
+  );
   const definitions: ProjectionDefinition[] = [
     filesProjection({ root: config.filesRoot }),
     claimsProjection({ redis: config.redisUrl, keyPrefix }),

@@ -1,7 +1,7 @@
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { MemledgerError } from "../../schemas/errors.js";
-import type { Checkpoint, OpenOptions, OpenProgress, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
+import type { Checkpoint, OpenOptions, OpenProgress, PortableDefinition, ProjectedEvent, ProjectionDefinition, ProjectionScope, ProjectionTarget } from "../projection.js";
 import { isUnusableState, needsOperator, setAside, unusableFile } from "../unusable.js";
 import { SearchIndex } from "./search-index.js";
 import { attachVectorChannel, saveVectorChannel, type VectorSetup, type VectorSource } from "./vector-setup.js";
@@ -40,6 +40,13 @@ export interface SearchProjectionOptions {
   vectors?: VectorSetup | (() => Promise<VectorSetup>) | undefined;
   /** Told how each opened index got its vectors (loaded with the snapshot, or derived again). */
   onVectors?: (app: string, generation: string, source: VectorSource) => void;
+  /**
+   * How to make this same definition again in a worker thread (see PortableDefinition): set by whoever
+   * can describe the options above as plain data (services/search-definition.ts), so that a rebuild
+   * folds and indexes on a core of its own. The worker's promote writes the snapshot and CURRENT as
+   * this thread's would. Used only while no live index is open in this process (see `portable` below).
+   */
+  portable?: PortableDefinition;
 }
 
 export interface SearchProjection extends ProjectionDefinition {
@@ -227,6 +234,12 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
   return {
     name: "search",
     consumes: ["memory"],
+    // Portable only while no reader in this process queries an index of it: a promote on this thread
+    // hands readers the new index at once, one in a worker would leave them on the old one until the
+    // live runner noticed the switch.
+    get portable() {
+      return liveIndexes.size === 0 ? options.portable : undefined;
+    },
     dir,
     index: (app) => liveIndexes.get(app),
 

@@ -1,7 +1,7 @@
 import type { ProjectionScope } from "../../projections/projection.js";
 import { ORG_APP, naming } from "../../events/subjects.js";
 import type { EventStore } from "../event-store.js";
-import { connectNats } from "../nats.js";
+import { connectNats, type ConnectOptions } from "../nats.js";
 import type { GlobalOptions } from "./options.js";
 
 /**
@@ -24,8 +24,11 @@ export const scopeOf = (store: EventStore, app: string): ProjectionScope =>
     : { prefix: store.names.prefix, app, stream: store.names.appStream(app) };
 
 
+/** How `withStore` connects: also handed to a rebuild's search worker, which opens a connection of its own. */
+export const storeConnection = (g: GlobalOptions): ConnectOptions => ({ servers: g.nats, name: "memledger-cli", reconnect: false });
+
 export async function withStore<T>(g: GlobalOptions, work: (store: EventStore) => Promise<T>): Promise<T> {
-  const nc = await connectNats({ servers: g.nats, name: "memledger-cli", reconnect: false });
+  const nc = await connectNats(storeConnection(g));
   try {
     const { EventStore } = await machinery();
     return await work(await EventStore.open(nc, naming(g.prefix)));

@@ -3,7 +3,7 @@ import cliProgress from "cli-progress";
 import type { RebuildProgress } from "../../projection-runner.js";
 import type { CliContext } from "../context.js";
 import { printJson, printLine, type Io } from "../io.js";
-import { machinery, scopeOf, withStore } from "../read-models.js";
+import { machinery, scopeOf, storeConnection, withStore } from "../read-models.js";
 
 /** `memledger rebuild` and `memledger status`: the projections' read models, rebuilt and reported on. */
 export function register(program: Command, { io, globals }: CliContext): void {
@@ -16,9 +16,10 @@ export function register(program: Command, { io, globals }: CliContext): void {
     .action(async (name: string, opts: { files?: string; verify?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       await withStore(g, async (store) => {
-        // With the connection, the search rebuild re-creates its vectors through the embedding cache.
+        // With the connection, the search rebuild re-creates its vectors through the embedding cache; with
+        // how it was opened, a worker thread rebuilding search opens its own (services/search-definition.ts).
         const { openReadModels, readModelConfig, rebuildProjections } = await machinery();
-        const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }), { nc: store.nc });
+        const models = openReadModels(g.prefix, readModelConfig(io.env, { filesRoot: opts.files }), { nc: store.nc, connection: storeConnection(g) });
         try {
           const definitions = models.select(name);
           const scope = scopeOf(store, g.app);
