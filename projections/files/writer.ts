@@ -74,12 +74,32 @@ export class FileWriter {
   private readonly inFlight = new Map<number, { done: Promise<void>; resolve: () => void; reject: (error: unknown) => void }>();
   private failure: unknown;
   private closed = false;
+  /** Tracked files queued or in flight, by the id of the batch that writes their last queued content (nextId: not sent yet). */
+  private readonly pending = new Map<string, number>();
 
-  /** Queues a file; it is written after everything queued before it. Throws a failure of an earlier batch. */
-  enqueue(file: string, content: string): void {
+  /**
+   * Queues a file; it is written after everything queued before it. Throws a failure of an earlier batch.
+   * `track`: the file may be read back before the queue drains (see whenWritten).
+   */
+  enqueue(file: string, content: string, track = false): void {
     this.check();
     this.queued.push(file, content);
+    if (track) this.pending.set(file, this.nextId);
     if (this.queued.length >= BATCH_FILES * 2) this.send();
+  }
+
+  /**
+   * Resolves once the last content queued for `file` (enqueued with `track`) is written, at once when
+   * nothing for it is pending, without waiting for the rest of the queue as `drain` does; rejects as
+   * `drain` would.
+   */
+  async whenWritten(file: string): Promise<void> {
+    this.check();
+    const batch = this.pending.get(file);
+    if (batch === undefined) return;
+    if (batch === this.nextId) this.send();
+    await this.inFlight.get(batch)?.done;
+    this.check();
   }
 
   /** Resolves when every queued file is written; rejects with the first write that failed. */
@@ -121,6 +141,7 @@ export class FileWriter {
     worker.on("message", (reply: Reply) => {
       const batch = this.inFlight.get(reply.id);
       this.inFlight.delete(reply.id);
+      for (const [file, id] of this.pending) if (id <= reply.id) this.pending.delete(file);
       if (reply.error) {
         const error = Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {});
         this.failure ??= error;
