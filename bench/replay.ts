@@ -51,6 +51,7 @@ import { filesProjection } from "../projections/files/index.js";
 import type { ProjectionScope } from "../projections/projection.js";
 import { embeddingTextOf } from "../projections/search/index.js";
 import { searchFromDescription } from "../services/search-definition.js";
+import { canRebuildInThread } from "../services/rebuild-threads.js";
 import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type MemoryRecord } from "../projections/search/memory-records.js";
 import { CachedEmbedder, KvVectorStore } from "../services/embeddings/cache.js";
 import { HashedBagOfWordsEmbedder } from "./search.js";
@@ -475,7 +476,8 @@ async function jobDefinitions(store: EventStore, job: RebuildJob) {
   const embedded = async () => {
     if (!job.vectors) return "";
     const added = (await cached()) - before;
-    return `; embedder: ${fmtInt(added)} texts embedded (new cache entries)${definitions.search.portable ? ", search on a worker thread" : ""}`;
+    const threaded = canRebuildInThread(definitions.search, await store.lastSeq(job.scope.stream));
+    return `; embedder: ${fmtInt(added)} texts embedded (new cache entries), search ${threaded ? "on a worker thread" : "on the reading thread"}`;
   };
   return { definitions, embedded };
 }

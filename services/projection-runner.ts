@@ -432,13 +432,15 @@ export async function rebuildProjections(
   const verify = options.verify ?? false;
   const started = performance.now();
   const name = definitions.map((d) => d.name).join("+");
-  const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition);
-  const local = definitions.filter((d) => !threaded(d));
-  const wanted = consumedKinds(local);
   // In definition order, each either here or on its thread.
   const fresh: ({ here: ProjectionTarget } | { thread: ThreadedRebuild })[] = [];
   const commitAll = (seq: number) => Promise.all(fresh.map((f) => ("here" in f ? f.here.commit(seq) : f.thread.commit(seq))));
   try {
+    // The stream's length as the rebuild starts decides which portable projections get a thread.
+    const initialTarget = await store.lastSeq(scope.stream);
+    const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition, initialTarget);
+    const local = definitions.filter((d) => !threaded(d));
+    const wanted = consumedKinds(local);
     // Opened side by side: a worker spends a few hundred milliseconds loading its modules before it
     // opens its target, and one after the other those waits added up before the first event was read.
     // Every opening is awaited (allSettled) so that what did open is closed below when another failed.
@@ -451,7 +453,6 @@ export async function rebuildProjections(
     const here = fresh.flatMap((f) => ("here" in f ? [f.here] : []));
     const threads = fresh.flatMap((f) => ("thread" in f ? [f.thread] : []));
     const threadedKinds = consumedKinds(threads.map((thread) => thread.definition));
-    const initialTarget = await store.lastSeq(scope.stream);
     let applied = 0;
     let lastSeq = 0;
     let sinceCommit = 0;

@@ -60,8 +60,12 @@ const workerEntry = (): string | undefined => {
   return compiledModuleUrl(new URL(own.endsWith(".ts") ? "./rebuild-worker.ts" : "./rebuild-worker.js", own).href);
 };
 
-/** Whether `rebuildProjections` can run this definition on a worker thread here. */
-export const canRebuildInThread = (definition: ProjectionDefinition): boolean => definition.portable !== undefined && workerEntry() !== undefined;
+/**
+ * Whether `rebuildProjections` can run this definition on a worker thread here, for a stream of
+ * `events` events (unknown: as if long enough; see PortableDefinition.minEvents).
+ */
+export const canRebuildInThread = (definition: ProjectionDefinition, events = Number.POSITIVE_INFINITY): boolean =>
+  definition.portable !== undefined && events >= (definition.portable.minEvents ?? 0) && workerEntry() !== undefined;
 
 /** The aggregate kinds a set of definitions consumes: undefined when one of them may use any event. */
 export function consumedKinds(definitions: readonly ProjectionDefinition[]): ReadonlySet<AggregateKind> | undefined {

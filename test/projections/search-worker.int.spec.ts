@@ -14,7 +14,7 @@ import { EventStore } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { rebuildProjections } from "../../services/projection-runner.js";
 import { canRebuildInThread } from "../../services/rebuild-threads.js";
-import { searchFromDescription, type SearchDescription } from "../../services/search-definition.js";
+import { SEARCH_WORKER_MIN_EVENTS, searchFromDescription, type SearchDescription } from "../../services/search-definition.js";
 import { EventLog } from "../search/events.js";
 import { NATS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
 
@@ -72,6 +72,8 @@ describe("the search projection rebuilt on a worker thread", () => {
   /** As `memledger rebuild` describes it: the embedder by module, NATS by connection options. */
   const description = (dir: string, failWith?: string): SearchDescription => ({
     dir: path.join(root, dir),
+    // This test's stream is short: on a worker whatever its length.
+    workerFromEvents: 0,
     vectors: {
       prefix,
       backend: { kind: "hnsw" },
@@ -149,6 +151,25 @@ describe("the search projection rebuilt on a worker thread", () => {
     const { nats: _nats, ...withoutConnection } = description("noconn").vectors!;
     expect(searchFromDescription({ dir: path.join(root, "noconn"), vectors: withoutConnection }, { nc }).portable).toBeUndefined();
     // BM25 only needs nothing but the directory.
-    expect(searchFromDescription({ dir: path.join(root, "bm25") }).portable).toMatchObject({ factory: "searchFromDescription", options: { dir: path.join(root, "bm25") } });
+    const bm25 = searchFromDescription({ dir: path.join(root, "bm25") });
+    expect(bm25.portable).toMatchObject({ factory: "searchFromDescription", options: { dir: path.join(root, "bm25") } });
+    // By default a short stream keeps search on the reading thread: a worker's start-up costs more than it earns there.
+    expect(canRebuildInThread(bm25, SEARCH_WORKER_MIN_EVENTS - 1)).toBe(false);
+    expect(canRebuildInThread(bm25, SEARCH_WORKER_MIN_EVENTS)).toBe(true);
+  });
+
+  it("a short stream's rebuild keeps search on this thread by default, and gives the same index", async () => {
+    const { embeddedTexts } = await embedderModule();
+    const { workerFromEvents: _always, ...byDefault } = description("default");
+    const onThisThread = searchFromDescription(byDefault);
+    const before = embeddedTexts();
+    await rebuildProjections(store, [onThisThread], scope);
+    // This thread's embedder module embedded every active memory (a fresh cache bucket): the fold ran here.
+    expect(embeddedTexts() - before).toBeGreaterThan(40);
+    // Promoted here: readers in this process get the index at once.
+    expect(onThisThread.index(APP)?.appliedSeq).toBe(last);
+    const threaded = searchFromDescription(description("threaded"));
+    await rebuildProjections(store, [threaded], scope);
+    expect(await readerView("default")).toEqual(await readerView("threaded"));
   });
 });
