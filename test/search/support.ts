@@ -8,6 +8,7 @@ import type { Embedder } from "../../services/embeddings/embedder.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL, uniquePrefix } from "../support/env.js";
 import { EventLog } from "./events.js";
+import { wordHashVector } from "../support/word-hash.mjs";
 
 /**
  * A small deterministic stand-in for the model (not for NATS or Redis): a bag of words hashed into
@@ -32,19 +33,7 @@ export class WordHashEmbedder implements Embedder {
   }
 
   private vectorOf(text: string): Float32Array {
-    const vector = new Float32Array(this.dimensions);
-    const words = text
-      .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
-      .toLowerCase()
-      .split(/[^a-z0-9]+/)
-      .filter((word) => word.length > 2);
-    for (const word of words) {
-      let hash = 2166136261;
-      for (let i = 0; i < word.length; i++) hash = Math.imul(hash ^ word.charCodeAt(i), 16777619);
-      vector[(hash >>> 0) % this.dimensions]! += 1;
-    }
-    const norm = Math.hypot(...vector);
-    return norm === 0 ? vector : vector.map((x) => x / norm);
+    return wordHashVector(text, this.dimensions);
   }
 }
 

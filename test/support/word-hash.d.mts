@@ -1,0 +1,2 @@
+/** See word-hash.mjs. */
+export function wordHashVector(text: string, dimensions: number): Float32Array;
