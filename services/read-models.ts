@@ -5,14 +5,13 @@ import { claimsProjection, claimsReader, type ClaimsReader } from "../projection
 import { monitorRedis } from "../projections/claims/redis-health.js";
 import { DEFAULT_FILES_ROOT, filesProjection } from "../projections/files/index.js";
 import type { ProjectionDefinition } from "../projections/projection.js";
-import { vectorSetup, type SearchProjection, type VectorSetup } from "../projections/search/index.js";
+import type { SearchProjection, VectorSetup } from "../projections/search/index.js";
 import { vectorBackendFromEnv, type VectorBackendConfig } from "../projections/vectors/backend.js";
 import { invalid } from "../schemas/errors.js";
-import { cachedEmbedder } from "./embeddings/cache.js";
-import { embedderConfigFromEnv, embedderFromConfig, type EmbedderConfig } from "./embeddings/config.js";
+import { embedderConfigFromEnv, type EmbedderConfig } from "./embeddings/config.js";
 import type { Embedder } from "./embeddings/embedder.js";
 import type { ConnectOptions } from "./nats.js";
-import { searchFromDescription } from "./search-definition.js";
+import { openVectorSetup, searchFromDescription } from "./search-definition.js";
 
 export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
 export const DEFAULT_DATA_DIR = ".memledger";
@@ -87,8 +86,7 @@ export async function searchVectorSetup(
   backend: VectorBackendConfig | null = config.vectors,
 ): Promise<VectorSetup> {
   if (!backend) throw invalid("vectors are off (MEMLEDGER_VECTORS=off): only BM25 search is available");
-  const cached = await cachedEmbedder(nc, prefix, embedder ?? embedderFromConfig(config.embedder));
-  return vectorSetup({ embedder: cached, prefix, backend });
+  return openVectorSetup({ prefix, backend, embedder: config.embedder }, { nc, embedder });
 }
 
 /** Opens the read models' shared resources (one Redis connection for readers; targets open their own). */

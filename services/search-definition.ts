@@ -73,8 +73,11 @@ async function embedderOf(described: EmbedderConfig | EmbedderModule): Promise<E
   return embedderFromConfig(described);
 }
 
-/** The vector setup a description names: the embedder behind the prefix's embedding cache, and the backend. */
-async function openVectorSetup(vectors: NonNullable<SearchDescription["vectors"]>, resources: SearchResources): Promise<VectorSetup> {
+/**
+ * The vector setup a description names: the embedder behind the prefix's embedding cache, and the
+ * backend. Also what `memledger search` opens for its query vectors (read-models.ts, searchVectorSetup).
+ */
+export async function openVectorSetup(vectors: NonNullable<SearchDescription["vectors"]>, resources: SearchResources): Promise<VectorSetup> {
   const inner = resources.embedder ?? (await embedderOf(vectors.embedder));
   let nc = resources.nc;
   if (!nc) {
