@@ -23,7 +23,7 @@ import { EventStore, type StoredEvent } from "../services/event-store.js";
 import { listInstances } from "../services/instance.js";
 import { connectNats } from "../services/nats.js";
 import { claimDecider, initialClaimState, isLive, type ClaimState } from "../commands/claim.js";
-import { ORG_APP, naming } from "../events/subjects.js";
+import { ORG_APP, isStreamOfPrefix, naming } from "../events/subjects.js";
 import { escapeGlob, liveClaims, unlinkMatching } from "../projections/claims/index.js";
 import { openSearchIndex, retrieve } from "../projections/search/index.js";
 import { rebuildProjections } from "../services/projection-runner.js";
@@ -963,11 +963,10 @@ async function chooseVictim(
   return instances[Math.floor(random() * instances.length)]!.process;
 }
 
-/** Removes what the run created: the prefix's streams and KV buckets, its Redis keys. */
+/** Removes what the run created: the prefix's streams, KV buckets and object stores, its Redis keys. */
 async function cleanUp(nc: NatsConnection, prefix: string, redisUrl: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  const ours = [`${prefix}_`, `KV_${prefix}_`, `OBJ_${prefix}_`];
-  for await (const name of jsm.streams.names()) if (ours.some((p) => name.startsWith(p))) await jsm.streams.delete(name).catch(() => undefined);
+  for await (const name of jsm.streams.names()) if (isStreamOfPrefix(prefix, name)) await jsm.streams.delete(name).catch(() => undefined);
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
   try {
     await unlinkMatching(redis, `${escapeGlob(prefix)}:*`);

@@ -102,6 +102,14 @@ export interface Naming {
   asOfSnapshotLease(app: string): string;
 }
 
+/**
+ * Whether a JetStream stream belongs to `prefix`: its event streams (`<prefix>_...`), its KV buckets
+ * (`KV_<prefix>_...`) and its object stores (`OBJ_<prefix>_...`, the transcripts). Whoever removes a
+ * prefix's streams asks this, so that a new kind of bucket is not left behind.
+ */
+export const isStreamOfPrefix = (prefix: string, stream: string): boolean =>
+  stream.startsWith(`${prefix}_`) || stream.startsWith(`KV_${prefix}_`) || stream.startsWith(`OBJ_${prefix}_`);
+
 export function naming(prefix: string = DEFAULT_PREFIX): Naming {
   Prefix.parse(prefix);
   return {

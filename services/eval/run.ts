@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { naming, Prefix } from "../../events/subjects.js";
+import { isStreamOfPrefix, naming, Prefix } from "../../events/subjects.js";
 import { retrieve, searchProjection, vectorSetup, type RetrievalMode, type SearchIndex } from "../../projections/search/index.js";
 import type { VectorBackendConfig } from "../../projections/vectors/backend.js";
 import { internal, invalid, unavailable } from "../../schemas/errors.js";
@@ -84,12 +84,12 @@ const REVIEWER = "human:eval-reviewer";
 
 const seconds = (since: number): number => (performance.now() - since) / 1000;
 
-/** Deletes every stream (and so every KV bucket, `KV_<bucket>`) of a prefix. */
+/** Deletes every stream of a prefix: event streams, KV buckets and object stores (isStreamOfPrefix). */
 export async function removePrefix(nc: NatsConnection, prefix: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const doomed: string[] = [];
   for await (const name of jsm.streams.names()) {
-    if (name.startsWith(`${prefix}_`) || name.startsWith(`KV_${prefix}_`)) doomed.push(name);
+    if (isStreamOfPrefix(prefix, name)) doomed.push(name);
   }
   for (const name of doomed) {
     // Gone already is fine: on a signal the interrupted run's own cleanup may race this one.

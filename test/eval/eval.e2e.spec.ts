@@ -5,6 +5,7 @@ import { PassThrough, Writable } from "node:stream";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { isStreamOfPrefix } from "../../events/subjects.js";
 import { run } from "../../services/cli/program.js";
 import { connectNats } from "../../services/nats.js";
 import { NATS_URL, uniquePrefix } from "../support/env.js";
@@ -58,7 +59,7 @@ async function evalCli(args: string[]) {
 async function streamsOf(nc: NatsConnection, prefix: string): Promise<string[]> {
   const jsm = await jetstreamManager(nc);
   const found: string[] = [];
-  for await (const name of jsm.streams.names()) if (name.startsWith(`${prefix}_`) || name.startsWith(`KV_${prefix}_`)) found.push(name);
+  for await (const name of jsm.streams.names()) if (isStreamOfPrefix(prefix, name)) found.push(name);
   return found;
 }
 

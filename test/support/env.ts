@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { isStreamOfPrefix } from "../../events/subjects.js";
 import { connectNats } from "../../services/nats.js";
 import { CommandService, type CommandServiceOptions } from "../../services/command-service.js";
 import { MemoryClient } from "../../services/client.js";
@@ -46,9 +47,8 @@ export async function startLedger(options: CommandServiceOptions & { app?: strin
 /** Every stream of the prefix: ledger streams and the KV buckets (projection status, embedding cache). */
 export async function deleteStreams(nc: NatsConnection, prefix: string): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  const ours = [`${prefix}_`, `KV_${prefix}_`, `OBJ_${prefix}_`];
   for await (const name of jsm.streams.names()) {
-    if (ours.some((p) => name.startsWith(p))) await jsm.streams.delete(name).catch(() => undefined);
+    if (isStreamOfPrefix(prefix, name)) await jsm.streams.delete(name).catch(() => undefined);
   }
 }
 
