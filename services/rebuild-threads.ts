@@ -94,13 +94,16 @@ export interface SharedBatch {
   kinds: readonly (AggregateKind | null)[];
 }
 
+/** Whether an event of `kind` goes to consumers of `wanted` (undefined: they take every event). */
+const isWanted = (kind: AggregateKind | null | undefined, wanted: ReadonlySet<AggregateKind> | undefined): boolean =>
+  !wanted || (kind !== null && kind !== undefined && wanted.has(kind));
+
 /** Packs the messages of a batch whose kind is in `wanted` (all when undefined) into a SharedBatch. */
 export function packShared(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[], wanted: ReadonlySet<AggregateKind> | undefined): SharedBatch {
   const chosen: number[] = [];
   let total = 0;
   for (let i = 0; i < messages.length; i++) {
-    const kind = kinds[i];
-    if (wanted && (kind === null || kind === undefined || !wanted.has(kind))) continue;
+    if (!isWanted(kinds[i], wanted)) continue;
     chosen.push(i);
     total += messages[i]!.data.length;
   }
@@ -128,11 +131,7 @@ export const kindsOf = (messages: readonly StoredMessage[]): (AggregateKind | nu
 
 /** The messages of a batch whose kind is in `kinds` (all of them when `kinds` is undefined). */
 export function ofKinds(messages: readonly StoredMessage[], kinds: readonly (AggregateKind | null)[], wanted: ReadonlySet<AggregateKind> | undefined): readonly StoredMessage[] {
-  if (!wanted) return messages;
-  return messages.filter((_, i) => {
-    const kind = kinds[i];
-    return kind !== null && kind !== undefined && wanted.has(kind);
-  });
+  return wanted ? messages.filter((_, i) => isWanted(kinds[i], wanted)) : messages;
 }
 
 function fromRemote(projection: string, error: RemoteError): MemledgerError {
@@ -199,10 +198,7 @@ export class ThreadedRebuild {
   async push(batch: SharedBatch): Promise<void> {
     this.check();
     const positions: number[] = [];
-    for (let i = 0; i < batch.kinds.length; i++) {
-      const kind = batch.kinds[i];
-      if (!this.wanted || (kind !== null && kind !== undefined && this.wanted.has(kind))) positions.push(i);
-    }
+    for (let i = 0; i < batch.kinds.length; i++) if (isWanted(batch.kinds[i], this.wanted)) positions.push(i);
     if (positions.length === 0) return;
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     const picks = Uint32Array.from(positions);
