@@ -124,13 +124,21 @@ describe("the search projection rebuilt on a worker thread", () => {
     expect(view).toEqual(await readerView("here"));
   });
 
-  it("a failure in the worker (the model refuses) fails the rebuild with its code, and no generation is made current", async () => {
+  it("a failure in the worker (the model refuses, or no such embedder) fails the rebuild with its code, and no generation is made current", async () => {
     const failing = searchFromDescription(description("failing", "unavailable"));
     expect(canRebuildInThread(failing)).toBe(true);
     const rebuild = rebuildProjections(store, [failing], scope);
     await expect(rebuild).rejects.toMatchObject({ name: "MemledgerError", code: "unavailable" });
     await expect(rebuild).rejects.toThrow("search (rebuilt on a worker thread): word-hash embedder refuses (unavailable)");
     await expect(access(path.join(root, "failing", APP, "CURRENT"))).rejects.toMatchObject({ code: "ENOENT" });
+
+    // An embedder module that does not export the factory named: the same, said with both names.
+    const base = description("nofactory");
+    const misnamed = searchFromDescription({ ...base, vectors: { ...base.vectors!, embedder: { kind: "module", module: EMBEDDER, factory: "noSuchEmbedder" } } });
+    const refused = rebuildProjections(store, [misnamed], scope);
+    await expect(refused).rejects.toMatchObject({ name: "MemledgerError", code: "internal" });
+    await expect(refused).rejects.toThrow(`${EMBEDDER} exports no function noSuchEmbedder`);
+    await expect(access(path.join(root, "nofactory", APP, "CURRENT"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("is rebuilt on this thread while a reader here queries its live index, and when the description needs this thread", async () => {
