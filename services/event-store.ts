@@ -442,26 +442,31 @@ export class EventStore {
     const batchSize = options.batchSize ?? 2000;
     if ((await this.lastSeq(stream)) < fromSeq) return fromSeq - 1;
     // Quarantined sequences are skipped whatever they hold: the structural decode may accept what the
-    // strict one refused, and a rebuild must fold exactly what the live runners folded.
-    let quarantined: Map<number, unknown>;
-    try {
-      // From the start, finding the quarantines is a server-side scan of the whole stream: seconds at
-      // 1M events on a loaded machine, past the 5 s request timeout (a 1M-event rebuild failed on it
-      // twice). A full replay's lookup gets its own patience; a replay from later on stays quick.
-      const lookup = fromSeq <= 1 ? new Quarantines(await jetstreamManager(this.nc, { timeout: FULL_SCAN_TIMEOUT_MS }), this.names) : this.quarantines;
-      quarantined = await lookup.since(stream, fromSeq);
-    } catch (err) {
+    // strict one refused, and a rebuild must fold exactly what the live runners folded. They are looked
+    // up while the consumer is created and its first messages arrive, and awaited before the first one
+    // is handed over.
+    // A full replay's lookup gets its own patience: it once was a server-side scan of the whole stream
+    // (seconds at 1M events on a loaded machine, past the 5 s request timeout: a 1M-event rebuild failed
+    // on it twice), and a listing of a stream with many subjects is still the longest request a replay makes.
+    const lookup = (async () => {
+      const quarantines = fromSeq <= 1 ? new Quarantines(await jetstreamManager(this.nc, { timeout: FULL_SCAN_TIMEOUT_MS }), this.names) : this.quarantines;
+      return quarantines.since(stream, fromSeq);
+    })().catch((err: unknown) => {
       throw asUnavailable(err);
-    }
+    });
+    // Observed below; a consumer that fails to start must not leave it unhandled meanwhile.
+    lookup.catch(() => undefined);
     const consumer = await this.js.consumers.get(stream, {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: fromSeq,
     });
     const messages = await consumer.consume({ max_messages: batchSize, expires: PULL_EXPIRES_MS });
+    let quarantined: Map<number, unknown> | undefined;
     let buffer: StoredMessage[] = [];
     let lastSeq = fromSeq - 1;
     try {
       for await (const m of messages) {
+        quarantined ??= await lookup;
         if (!quarantined.has(m.seq)) buffer.push({ seq: m.seq, subject: m.subject, data: m.data });
         lastSeq = m.seq;
         // pending = what the stream holds beyond this message right now: zero means caught up.
