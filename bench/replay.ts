@@ -446,7 +446,7 @@ export interface RebuildOutcome {
 /** The three projection definitions of a job, over fresh locations, and what its embedder did. */
 async function jobDefinitions(store: EventStore, job: RebuildJob) {
   // Described as `memledger rebuild` describes it (services/search-definition.ts), so that search is
-  // rebuilt where that command would rebuild it (on a worker thread of its own from 250,000 events);
+  // rebuilt where that command would rebuild it (on a worker thread of its own from THREADS_FROM_EVENTS);
   // the embedder is this benchmark's stand-in, made by the thread that embeds, behind a new CachedEmbedder (an empty LRU in front of the warm bucket, as in a
   // new process). That thread may be a worker, so what reached the model is counted in the bucket: a
   // text the cache did not hold is embedded once and put there.

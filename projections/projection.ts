@@ -88,12 +88,6 @@ export interface PortableDefinition {
   module: string;
   factory: string;
   options: unknown;
-  /**
-   * Rebuild on a worker only when the stream holds at least this many events (default: always). A
-   * worker loads its own modules first, about a second of CPU on these 2-core machines, which a short
-   * replay does not earn back.
-   */
-  minEvents?: number;
 }
 
 export interface ProjectionDefinition {

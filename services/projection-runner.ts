@@ -389,6 +389,11 @@ export interface RebuildOptions {
    * (services/rebuild-threads.ts). Default true; false keeps every target on this thread.
    */
   threads?: boolean;
+  /**
+   * Workers only for a stream of at least this many events as the rebuild starts (default
+   * THREADS_FROM_EVENTS, where they start to pay on a 2-core machine; tests pass 0).
+   */
+  threadsFromEvents?: number;
   onProgress?: (progress: RebuildProgress) => void;
 }
 
@@ -438,7 +443,7 @@ export async function rebuildProjections(
   try {
     // The stream's length as the rebuild starts decides which portable projections get a thread.
     const initialTarget = await store.lastSeq(scope.stream);
-    const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition, initialTarget);
+    const threaded = (definition: ProjectionDefinition) => options.threads !== false && canRebuildInThread(definition, initialTarget, options.threadsFromEvents);
     const local = definitions.filter((d) => !threaded(d));
     const wanted = consumedKinds(local);
     // Opened side by side: a worker spends a few hundred milliseconds loading its modules before it

@@ -61,11 +61,25 @@ const workerEntry = (): string | undefined => {
 };
 
 /**
- * Whether `rebuildProjections` can run this definition on a worker thread here, for a stream of
- * `events` events (unknown: as if long enough; see PortableDefinition.minEvents).
+ * Streams shorter than this rebuild every projection on the reading thread (RebuildOptions.threadsFromEvents).
+ *
+ * A worker costs CPU the reading thread does not spend: it loads and compiles its own modules (about a
+ * second of CPU), has a heap of its own to collect, and every event it consumes is copied to it. It
+ * pays only where a core would otherwise idle, and on a 2-core machine the NATS server delivering the
+ * log, the file writer and V8's own threads already keep both busy. Measured on one (docs/benchmarks.md,
+ * fifth round), rebuilding files, claims and search in one pass, in a process of its own: at 100k
+ * events the workers made it about 1.1 times as long (4.4 against 4.0 s, a fifth more CPU), at 300k it
+ * was even (12.1 against 11.9 s, 15.0 against 17.9 s in a slower run), at 1M they made it 1.6 times
+ * faster (35 against 55 s).
  */
-export const canRebuildInThread = (definition: ProjectionDefinition, events = Number.POSITIVE_INFINITY): boolean =>
-  definition.portable !== undefined && events >= (definition.portable.minEvents ?? 0) && workerEntry() !== undefined;
+export const THREADS_FROM_EVENTS = 500_000;
+
+/**
+ * Whether `rebuildProjections` can run this definition on a worker thread here, for a stream of
+ * `events` events (unknown: as if long enough), rebuilding on workers from `fromEvents` events.
+ */
+export const canRebuildInThread = (definition: ProjectionDefinition, events = Number.POSITIVE_INFINITY, fromEvents = THREADS_FROM_EVENTS): boolean =>
+  definition.portable !== undefined && events >= fromEvents && workerEntry() !== undefined;
 
 /** The aggregate kinds a set of definitions consumes: undefined when one of them may use any event. */
 export function consumedKinds(definitions: readonly ProjectionDefinition[]): ReadonlySet<AggregateKind> | undefined {

@@ -26,19 +26,9 @@ export interface EmbedderModule {
   options?: unknown;
 }
 
-/**
- * Streams shorter than this rebuild search on the reading thread (PortableDefinition.minEvents). Measured
- * on a 2-core machine (docs/benchmarks.md, fourth round): with search on a worker the single pass took
- * 1.15 to 1.28 times as long at 100k events (the worker's own start-up: it loads its modules, a fourth
- * heap), and 1.12 (BM25) to 1.22 times (vectors) less at 1M.
- */
-export const SEARCH_WORKER_MIN_EVENTS = 250_000;
-
 export interface SearchDescription {
   /** Where snapshots live (SearchProjectionOptions.dir). */
   dir: string;
-  /** Rebuild on a worker thread from this many events on (default SEARCH_WORKER_MIN_EVENTS; tests pass 0). */
-  workerFromEvents?: number;
   /** The vector channel; absent: BM25 only. */
   vectors?: {
     /** Names the embedding cache's KV bucket (`<prefix>_embeddings`) and Qdrant collections. */
@@ -93,10 +83,6 @@ export async function openVectorSetup(vectors: NonNullable<SearchDescription["ve
 const isPortable = (description: SearchDescription, resources: SearchResources): boolean =>
   resources.embedder === undefined && (description.vectors === undefined || description.vectors.nats !== undefined);
 
-function portableSearch(description: SearchDescription) {
-  const portable = portableDefinition(import.meta.url, "searchFromDescription", description);
-  return portable && { ...portable, minEvents: description.workerFromEvents ?? SEARCH_WORKER_MIN_EVENTS };
-}
 
 /**
  * The search projection a description names, portable when the description is all it needs. Also the
@@ -107,6 +93,6 @@ export function searchFromDescription(description: SearchDescription, resources:
   return searchProjection({
     dir: description.dir,
     vectors: vectors ? () => openVectorSetup(vectors, resources) : undefined,
-    portable: isPortable(description, resources) ? portableSearch(description) : undefined,
+    portable: isPortable(description, resources) ? portableDefinition(import.meta.url, "searchFromDescription", description) : undefined,
   });
 }

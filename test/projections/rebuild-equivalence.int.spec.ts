@@ -208,9 +208,12 @@ describe("a rebuild produces what the live projections produce", () => {
     expect(Object.keys(live.redis).some((key) => key.includes(":tasks:open"))).toBe(true);
     expect(live.hits.every((h) => h.bm25.length > 0 && h.nearest.length > 0)).toBe(true);
 
-    // The rebuild path: one replay into fresh targets, then promoted.
-    const rebuilt = await rebuildProjections(store, definitions, scope, { batchSize: 50 });
+    // The rebuild path: one replay into fresh targets, then promoted; files and claims on worker threads
+    // (as for a stream of THREADS_FROM_EVENTS or more), then everything on this thread (a shorter one).
+    const rebuilt = await rebuildProjections(store, definitions, scope, { batchSize: 50, threadsFromEvents: 0 });
     expect(rebuilt.seq).toBe(last);
+    expect(await readerView(search, embedder)).toEqual(live);
+    expect((await rebuildProjections(store, definitions, scope, { batchSize: 50 })).seq).toBe(last);
     expect(await readerView(search, embedder)).toEqual(live);
   });
 });

@@ -98,7 +98,7 @@ describe("rebuilding portable projections on worker threads", () => {
     const file = path.join(root, "probe.jsonl");
     const definition = await probe(file);
     expect(canRebuildInThread(definition)).toBe(true);
-    const result = await rebuildProjections(store, [definition], scope, { batchSize: 25 });
+    const result = await rebuildProjections(store, [definition], scope, { batchSize: 25, threadsFromEvents: 0 });
     const last = await store.lastSeq(scope.stream);
     expect(result).toMatchObject({ seq: last, events: last });
 
@@ -116,6 +116,14 @@ describe("rebuilding portable projections on worker threads", () => {
       ["promote", last],
       ["close", null],
     ]);
+
+    // By default a stream this short (under THREADS_FROM_EVENTS) is rebuilt on this thread.
+    await rm(file, { force: true });
+    expect(canRebuildInThread(definition, last)).toBe(false);
+    await rebuildProjections(store, [definition], scope, { batchSize: 25 });
+    const here = await readProbe(file);
+    expect(new Set(here.map((l) => l.threadId))).toEqual(new Set([threadId]));
+    expect(here.flatMap((l) => l.events ?? []).map((e) => e.seq)).toEqual(claimSeqs);
   });
 
   it("gives the same files tree and claims keys as a rebuild on one thread", async () => {
@@ -124,8 +132,8 @@ describe("rebuilding portable projections on worker threads", () => {
       claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:${name}` }),
     ];
     const threaded = definitions("threaded");
-    expect(threaded.every(canRebuildInThread)).toBe(true);
-    await rebuildProjections(store, threaded, scope, { batchSize: 40 });
+    expect(threaded.every((definition) => canRebuildInThread(definition))).toBe(true);
+    await rebuildProjections(store, threaded, scope, { batchSize: 40, threadsFromEvents: 0 });
     await rebuildProjections(store, definitions("single"), scope, { batchSize: 40, threads: false });
 
     const tree = (name: string) => treeHash(path.join(root, name, APP));
@@ -148,7 +156,7 @@ describe("rebuilding portable projections on worker threads", () => {
     const file = path.join(root, "probe.jsonl");
     const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
     const failAt = claimSeqs[Math.floor(claimSeqs.length / 2)]!;
-    const failing = rebuildProjections(store, [files, await probe(file, failAt)], scope, { batchSize: 10 });
+    const failing = rebuildProjections(store, [files, await probe(file, failAt)], scope, { batchSize: 10, threadsFromEvents: 0 });
     await expect(failing).rejects.toMatchObject({ name: "MemledgerError", code: "conflict" });
     await expect(failing).rejects.toThrow(`probe (rebuilt on a worker thread): probe refuses seq ${failAt}`);
 
@@ -165,7 +173,7 @@ describe("rebuilding portable projections on worker threads", () => {
     const before = { generation: await layout.current(), tree: await treeHash(layout.appDir) };
 
     const file = path.join(root, "probe.jsonl");
-    const failing = rebuildProjections(store, [files, await probe(file, undefined, true)], scope, { batchSize: 10 });
+    const failing = rebuildProjections(store, [files, await probe(file, undefined, true)], scope, { batchSize: 10, threadsFromEvents: 0 });
     await expect(failing).rejects.toMatchObject({ name: "MemledgerError", code: "conflict" });
     await expect(failing).rejects.toThrow(`probe (rebuilt on a worker thread): probe refuses to commit at ${await store.lastSeq(scope.stream)}`);
 
@@ -183,7 +191,7 @@ describe("rebuilding portable projections on worker threads", () => {
   it("a stored message that is not an event fails a threaded rebuild as it fails one on a single thread", async () => {
     await store.js.publish(naming(prefix).aggregate(APP, "claim", "garbage"), new TextEncoder().encode("{not json"));
     const fail = (threads: boolean) =>
-      rebuildProjections(store, [claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:g${threads}` })], scope, { threads }).then(
+      rebuildProjections(store, [claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:g${threads}` })], scope, { threads, threadsFromEvents: 0 }).then(
         () => null,
         (error: { code?: string }) => error.code ?? "no code",
       );

@@ -13,8 +13,8 @@ import type { Embedder } from "../../services/embeddings/embedder.js";
 import { EventStore } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { rebuildProjections } from "../../services/projection-runner.js";
-import { canRebuildInThread } from "../../services/rebuild-threads.js";
-import { SEARCH_WORKER_MIN_EVENTS, searchFromDescription, type SearchDescription } from "../../services/search-definition.js";
+import { THREADS_FROM_EVENTS, canRebuildInThread } from "../../services/rebuild-threads.js";
+import { searchFromDescription, type SearchDescription } from "../../services/search-definition.js";
 import { EventLog } from "../search/events.js";
 import { NATS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
 
@@ -72,8 +72,6 @@ describe("the search projection rebuilt on a worker thread", () => {
   /** As `memledger rebuild` describes it: the embedder by module, NATS by connection options. */
   const description = (dir: string, failWith?: string): SearchDescription => ({
     dir: path.join(root, dir),
-    // This test's stream is short: on a worker whatever its length.
-    workerFromEvents: 0,
     vectors: {
       prefix,
       backend: { kind: "hnsw" },
@@ -104,7 +102,8 @@ describe("the search projection rebuilt on a worker thread", () => {
   it("gives readers the same BM25 hits and vectors as a rebuild on this thread, through the same embedding cache", async () => {
     const threaded = searchFromDescription(description("threaded"));
     expect(canRebuildInThread(threaded)).toBe(true);
-    const result = await rebuildProjections(store, [threaded], scope, { batchSize: 20 });
+    // This test's stream is short: on a worker whatever its length.
+    const result = await rebuildProjections(store, [threaded], scope, { batchSize: 20, threadsFromEvents: 0 });
     expect(result).toMatchObject({ seq: last, events: last });
     // Promoted in the worker: no index was opened in this thread, the snapshot and CURRENT are on disk.
     expect(threaded.index(APP)).toBeUndefined();
@@ -127,7 +126,7 @@ describe("the search projection rebuilt on a worker thread", () => {
   it("a failure in the worker (the model refuses, or no such embedder) fails the rebuild with its code, and no generation is made current", async () => {
     const failing = searchFromDescription(description("failing", "unavailable"));
     expect(canRebuildInThread(failing)).toBe(true);
-    const rebuild = rebuildProjections(store, [failing], scope);
+    const rebuild = rebuildProjections(store, [failing], scope, { threadsFromEvents: 0 });
     await expect(rebuild).rejects.toMatchObject({ name: "MemledgerError", code: "unavailable" });
     await expect(rebuild).rejects.toThrow("search (rebuilt on a worker thread): word-hash embedder refuses (unavailable)");
     await expect(access(path.join(root, "failing", APP, "CURRENT"))).rejects.toMatchObject({ code: "ENOENT" });
@@ -135,7 +134,7 @@ describe("the search projection rebuilt on a worker thread", () => {
     // An embedder module that does not export the factory named: the same, said with both names.
     const base = description("nofactory");
     const misnamed = searchFromDescription({ ...base, vectors: { ...base.vectors!, embedder: { kind: "module", module: EMBEDDER, factory: "noSuchEmbedder" } } });
-    const refused = rebuildProjections(store, [misnamed], scope);
+    const refused = rebuildProjections(store, [misnamed], scope, { threadsFromEvents: 0 });
     await expect(refused).rejects.toMatchObject({ name: "MemledgerError", code: "internal" });
     await expect(refused).rejects.toThrow(`${EMBEDDER} exports no function noSuchEmbedder`);
     await expect(access(path.join(root, "nofactory", APP, "CURRENT"))).rejects.toMatchObject({ code: "ENOENT" });
@@ -162,14 +161,13 @@ describe("the search projection rebuilt on a worker thread", () => {
     const bm25 = searchFromDescription({ dir: path.join(root, "bm25") });
     expect(bm25.portable).toMatchObject({ factory: "searchFromDescription", options: { dir: path.join(root, "bm25") } });
     // By default a short stream keeps search on the reading thread: a worker's start-up costs more than it earns there.
-    expect(canRebuildInThread(bm25, SEARCH_WORKER_MIN_EVENTS - 1)).toBe(false);
-    expect(canRebuildInThread(bm25, SEARCH_WORKER_MIN_EVENTS)).toBe(true);
+    expect(canRebuildInThread(bm25, THREADS_FROM_EVENTS - 1)).toBe(false);
+    expect(canRebuildInThread(bm25, THREADS_FROM_EVENTS)).toBe(true);
   });
 
   it("a short stream's rebuild keeps search on this thread by default, and gives the same index", async () => {
     const { embeddedTexts } = await embedderModule();
-    const { workerFromEvents: _always, ...byDefault } = description("default");
-    const onThisThread = searchFromDescription(byDefault);
+    const onThisThread = searchFromDescription(description("default"));
     const before = embeddedTexts();
     await rebuildProjections(store, [onThisThread], scope);
     // This thread's embedder module embedded every active memory (a fresh cache bucket): the fold ran here.
@@ -177,7 +175,7 @@ describe("the search projection rebuilt on a worker thread", () => {
     // Promoted here: readers in this process get the index at once.
     expect(onThisThread.index(APP)?.appliedSeq).toBe(last);
     const threaded = searchFromDescription(description("threaded"));
-    await rebuildProjections(store, [threaded], scope);
+    await rebuildProjections(store, [threaded], scope, { threadsFromEvents: 0 });
     expect(await readerView("default")).toEqual(await readerView("threaded"));
   });
 });
