@@ -13,6 +13,11 @@ import { internal } from "../../schemas/errors.js";
  * resolves once everything queued is on disk (page cache: a fresh generation is invisible until
  * promoted and never resumed, so it is not fsynced, as before).
  *
+ * A batch goes to the worker as bytes, not strings: the contents encoded as UTF-8 into one buffer that
+ * is transferred (moved, not copied), with where each file ends, and the paths joined by NUL (which no
+ * path holds). Posting an array of strings made the structured clone copy each one, and the worker then
+ * encoded each again to write it: at 100k events that posting was 9% of a one-thread rebuild's time.
+ *
  * The worker's code is a string (`eval`), so it runs the same from the compiled dist/ and from the
  * TypeScript sources the tests load: it only needs node:fs.
  */
@@ -34,16 +39,18 @@ const ensureParent = (base, file) => {
     }
   }
 };
-parentPort.on("message", ({ id, base, files }) => {
+parentPort.on("message", ({ id, base, paths, ends, bytes }) => {
   let written = 0;
   try {
-    for (let i = 0; i < files.length; i += 2) {
+    const files = paths.split("\0");
+    for (let i = 0; i < files.length; i++) {
+      const content = bytes.subarray(i === 0 ? 0 : ends[i - 1], ends[i]);
       try {
-        writeFileSync(files[i], files[i + 1], "utf8");
+        writeFileSync(files[i], content);
       } catch (error) {
         if (error.code !== "ENOENT") throw error;
         ensureParent(base, files[i]);
-        writeFileSync(files[i], files[i + 1], "utf8");
+        writeFileSync(files[i], content);
       }
       written++;
     }
@@ -68,8 +75,9 @@ export class FileWriter {
   constructor(private readonly base: string) {}
 
   private worker: Worker | undefined;
-  /** Alternating absolute path and content, not yet sent. */
-  private queued: string[] = [];
+  /** Absolute paths not yet sent, and their contents. */
+  private queuedPaths: string[] = [];
+  private queuedContents: string[] = [];
   private nextId = 0;
   private readonly inFlight = new Map<number, { done: Promise<void>; resolve: () => void; reject: (error: unknown) => void }>();
   private failure: unknown;
@@ -83,9 +91,10 @@ export class FileWriter {
    */
   enqueue(file: string, content: string, track = false): void {
     this.check();
-    this.queued.push(file, content);
+    this.queuedPaths.push(file);
+    this.queuedContents.push(content);
     if (track) this.pending.set(file, this.nextId);
-    if (this.queued.length >= BATCH_FILES * 2) this.send();
+    if (this.queuedPaths.length >= BATCH_FILES) this.send();
   }
 
   /**
@@ -113,7 +122,8 @@ export class FileWriter {
   /** Stops the worker; files queued and not drained may or may not be written. */
   async close(): Promise<void> {
     this.closed = true;
-    this.queued = [];
+    this.queuedPaths = [];
+    this.queuedContents = [];
     const worker = this.worker;
     this.worker = undefined;
     await worker?.terminate();
@@ -122,9 +132,18 @@ export class FileWriter {
   }
 
   private send(): void {
-    if (this.queued.length === 0) return;
-    const files = this.queued;
-    this.queued = [];
+    if (this.queuedPaths.length === 0) return;
+    const paths = this.queuedPaths;
+    const contents = this.queuedContents;
+    this.queuedPaths = [];
+    this.queuedContents = [];
+    // Its own ArrayBuffer (not Node's shared pool), so that it can be transferred.
+    const ends = new Uint32Array(contents.length);
+    let total = 0;
+    for (let i = 0; i < contents.length; i++) ends[i] = total += Buffer.byteLength(contents[i]!, "utf8");
+    const bytes = Buffer.from(new ArrayBuffer(total));
+    let offset = 0;
+    for (const content of contents) offset += bytes.write(content, offset, "utf8");
     const id = this.nextId++;
     let settle!: { resolve: () => void; reject: (error: unknown) => void };
     const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
@@ -132,7 +151,7 @@ export class FileWriter {
     this.inFlight.set(id, { done, ...settle });
     const worker = this.workerThread();
     worker.ref(); // keeps the process up while files are being written
-    worker.postMessage({ id, base: this.base, files });
+    worker.postMessage({ id, base: this.base, paths: paths.join("\0"), ends, bytes }, [ends.buffer, bytes.buffer]);
   }
 
   private workerThread(): Worker {

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileWriter } from "../../projections/files/writer.js";
 
 /** The fresh files target's writer thread (projections/files/writer.ts), against the real file system. */
-describe("FileWriter.whenWritten", () => {
+describe("FileWriter", () => {
   let dir: string;
   let writer: FileWriter;
 
@@ -35,6 +35,16 @@ describe("FileWriter.whenWritten", () => {
     await writer.drain();
     expect(await readFile(path.join(dir, "after.md"), "utf8")).toBe("after");
     await writer.whenWritten(path.join(dir, "never-queued.md"));
+  });
+
+  it("writes every file's exact text, in batches sent as encoded bytes: multi-byte characters, an empty file, a lone surrogate", async () => {
+    const texts = ["plain ascii", "", "é ü ß — “quotes” 日本語 🦀 emoji", "a\nb\r\n\u0000c", "lone \ud800 surrogate", "x".repeat(70_000)];
+    const files = Array.from({ length: 600 }, (_, i) => ({ file: path.join(dir, `d${i % 7}`, `f${i}.md`), text: `${texts[i % texts.length]} #${i}` }));
+    files[5]!.text = "";
+    for (const { file, text } of files) writer.enqueue(file, text);
+    await writer.drain();
+    for (const { file, text } of files) expect((await readFile(file)).equals(Buffer.from(text, "utf8")), `${file} holds its text's UTF-8 bytes`).toBe(true);
+    expect(await readFile(files[8]!.file, "utf8")).toBe(`${texts[2]} #8`);
   });
 
   it("rejects with the write's error when the file cannot be written, and so does every later call", async () => {
