@@ -60,21 +60,28 @@ export const currentFile = (dir: string, app: string): string => join(appDir(dir
 
 export const newGeneration = (): string => `g${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
 
-/** Writes `path` so that readers see the old content or the new, never a part: temp file, fsync, rename. */
-async function writeAtomically(path: string, body: (emit: (chunk: string) => Promise<void>) => Promise<void>): Promise<void> {
+/**
+ * Writes `path` so that readers see the old content or the new, never a part: temp file, fsync, rename.
+ * Returns the bytes written.
+ */
+async function writeAtomically(path: string, body: (emit: (chunk: string) => Promise<void>) => Promise<void>): Promise<number> {
   await mkdir(dirname(path), { recursive: true });
   const temp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
   const handle = await open(temp, "w");
+  let written = 0;
   try {
-    // Buffer small lines into ~1 MiB writes: one syscall per record line would dominate.
+    // Buffer small lines into ~1 MiB writes: one syscall per record line would dominate. Each is
+    // encoded here and written as bytes: a string write encoded it again in the thread pool, at about
+    // a third of the speed (a 1M-event rebuild's promote spent seconds writing its snapshot).
     let pending: string[] = [];
     let pendingLength = 0;
     const flush = async () => {
       if (pending.length === 0) return;
-      const text = pending.join("");
+      const data = Buffer.from(pending.join(""), "utf8");
       pending = [];
       pendingLength = 0;
-      await handle.write(text);
+      written += data.length;
+      await handle.write(data);
     };
     await body(async (chunk) => {
       pending.push(chunk);
@@ -91,6 +98,7 @@ async function writeAtomically(path: string, body: (emit: (chunk: string) => Pro
   await handle.close();
   await rename(temp, path);
   await syncDirectory(dirname(path));
+  return written;
 }
 
 export interface SnapshotStats {
@@ -116,12 +124,10 @@ export async function writeSnapshot(file: string, index: SearchIndex): Promise<S
     tokenizer: TOKENIZER_VERSION,
     savedAt: new Date().toISOString(),
   };
-  let bytes = 0;
   let lines = 0;
-  await writeAtomically(file, async (emit) => {
+  const bytes = await writeAtomically(file, async (emit) => {
     const line = async (text: string) => {
       lines += 1;
-      bytes += Buffer.byteLength(text) + 1;
       await emit(`${text}\n`);
     };
     await line(JSON.stringify(header));

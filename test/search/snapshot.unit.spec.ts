@@ -41,10 +41,14 @@ describe("search snapshots and the tokenizer that built them", () => {
   test("a snapshot names its tokenizer; one saved by an older tokenizer is re-indexed from its records, not loaded", async () => {
     const log = new EventLog("app1");
     log.write("m1", { title: "Payment retries", body: "Failed payments are retried three times with backoff." });
+    log.write("m2", { title: "Zahlungen — Wiederholung", body: "Fehlgeschlagene Zahlungen: dreimal, mit Pause ⏳ 日本" });
     const index = new SearchIndex("app1", "g1");
     index.apply(log.events);
     const file = join(dir, "g1.snapshot");
-    await writeSnapshot(file, index);
+    // What it says it wrote is what is on disk, counted in bytes (multi-byte text included).
+    const stats = await writeSnapshot(file, index);
+    const written = await readFile(file);
+    expect(stats).toEqual({ bytes: written.length, lines: written.toString("utf8").split("\n").length - 1 });
     const current = await partsOf(file);
     expect(current.header).toMatchObject({ version: 4, tokenizer: TOKENIZER_VERSION });
     expect(searchMemories(await readSnapshot(file), "retrying a payment", { k: 5 }).map((hit) => hit.memoryId)).toEqual(["m1"]);
