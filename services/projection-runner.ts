@@ -385,8 +385,9 @@ export interface RebuildOptions {
   verify?: boolean;
   /**
    * Rebuild portable projections (files; claims given a Redis URL; search described as plain data, see
-   * services/search-definition.ts) on worker threads of their own
-   * (services/rebuild-threads.ts). Default true; false keeps every target on this thread.
+   * services/search-definition.ts) on worker threads of their own, for a stream of at least
+   * `threadsFromEvents` events (services/rebuild-threads.ts). Default true; false keeps every target on
+   * this thread.
    */
   threads?: boolean;
   /**
@@ -421,9 +422,10 @@ const MIN_EVENTS_PER_HEAP_COMMIT = 50_000;
  * Rebuilds several projections of one stream in a single replay: every batch goes to each fresh target
  * (their applies and commits run side by side, so one target's I/O overlaps another's CPU), then each
  * target is promoted. Same promises as {@link rebuildProjection} per target; reading the log once
- * instead of once per projection. Portable projections are rebuilt on worker threads, fed the raw
- * events they consume (services/rebuild-threads.ts); the others here, each batch decoded once for all
- * of them and only the events some of them consume.
+ * instead of once per projection. On a long stream (THREADS_FROM_EVENTS), portable projections are
+ * rebuilt on worker threads, fed the raw events they consume (services/rebuild-threads.ts); the others,
+ * and every one on a shorter stream, here, each batch decoded once for all of them and only the events
+ * some of them consume.
  */
 export async function rebuildProjections(
   store: EventStore,
