@@ -1,5 +1,6 @@
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { naming } from "../../events/subjects.js";
 import { parsePolicy } from "../../services/auth/load.js";
 import { EventStore } from "../../services/event-store.js";
 import { Quarantines, type QuarantineLookup, type QuarantineRecord } from "../../services/quarantine.js";
@@ -36,7 +37,7 @@ describe("finding the quarantines of a stream: scan and listing agree", () => {
 
   beforeAll(async () => {
     ledger = await startLedger({ app: APP, policy: POLICY });
-    store = await EventStore.open(ledger.nc, (await import("../../events/subjects.js")).naming(ledger.prefix));
+    store = await EventStore.open(ledger.nc, naming(ledger.prefix));
     stream = store.names.appStream(APP);
     const coder = ledger.client("agent:coder");
     const ops = ledger.client("human:ops");
