@@ -153,8 +153,10 @@ export class KvVectorStore implements VectorStore {
           const key = m.subject.slice(subjectPrefix.length);
           if (!m.headers?.get("KV-Operation") && wanted.has(key)) {
             try {
-              // Copied: a message's data is a view of the socket's chunk, which holds its neighbours too.
-              await each(key, m.data.slice());
+              // Copied into bytes of their own: a message's data is a view of the socket's chunk, which
+              // holds its neighbours too. Not with `slice()`: the data is a Buffer, whose slice is
+              // another view; a copy that owns its buffer is also what decodeVector reads in place.
+              await each(key, new Uint8Array(m.data));
             } catch (error) {
               refused = { error };
               break;

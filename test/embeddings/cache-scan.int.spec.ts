@@ -53,6 +53,9 @@ describe("the embedding cache read in bulk", () => {
     expect(scanned.size).toBe(398);
     expect([...scanned.keys()].sort()).toEqual([...one.keys()].sort());
     for (const [key, bytes] of one) expect(Buffer.from(scanned.get(key)!).equals(Buffer.from(bytes))).toBe(true);
+    // Each answer owns its bytes: a kept answer does not hold the socket chunk it arrived in, and a
+    // vector is decoded from it in place.
+    for (const bytes of scanned.values()) expect([bytes.byteOffset, bytes.buffer.byteLength]).toEqual([0, bytes.byteLength]);
     // Few keys take the per-key path: the same answers.
     const few = await store.getMany(keys.slice(0, 5), 8);
     expect(store.reads).toEqual({ gets: wanted.length + 5, scans: 1 });
