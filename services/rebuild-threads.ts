@@ -28,6 +28,17 @@ import type { StoredMessage } from "./event-store.js";
 /** Batches queued per worker before the reader waits: enough to keep it busy, bounded in memory. */
 const MAX_IN_FLIGHT = 4;
 
+/**
+ * The young generation of a rebuild worker's heap, in MB (V8 sizes it from the heap limit otherwise).
+ * A worker folds a stream into state that lives until its commit: each batch it decodes is mostly
+ * garbage a moment later, but a scavenge that comes in the middle of a batch copies what is still in
+ * use, and with the default the search and files workers ran about 300 scavenges of 8 to 9 ms each
+ * per 1M events. Measured with --trace-gc at 1M events (docs/benchmarks.md, sixth round): at 64 MB
+ * they ran 66 to 190 and the workers' scavenges took 4.9 s instead of 6.7 s, for about 70 MB more peak
+ * RSS; 128 and 256 were no faster and cost 300 and 550 MB.
+ */
+export const REBUILD_WORKER_YOUNG_GENERATION_MB = 64;
+
 export interface RebuildWorkerData {
   portable: PortableDefinition;
   scope: ProjectionScope;
@@ -184,7 +195,7 @@ export class ThreadedRebuild {
     const entry = workerEntry();
     if (!definition.portable || entry === undefined) throw internal(`${definition.name} cannot be rebuilt on a worker thread`);
     const workerData: RebuildWorkerData = { portable: definition.portable, scope, verify: options.verify };
-    const worker = new Worker(new URL(entry), { workerData });
+    const worker = new Worker(new URL(entry), { workerData, resourceLimits: { maxYoungGenerationSizeMb: REBUILD_WORKER_YOUNG_GENERATION_MB } });
     let onExit!: (code: number) => void;
     let onError!: (error: Error) => void;
     const opened = await new Promise<RebuildWorkerReply>((resolve, reject) => {
