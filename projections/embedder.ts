@@ -23,13 +23,6 @@ export interface Embedder {
    * has it: a rebuild's warm read of 80k vectors is one scan of the cache, written as it is read.
    */
   embedEach?(texts: readonly string[], each: (index: number, vector: Float32Array) => void | Promise<void>): Promise<void>;
-  /**
-   * Optional: a hint that a call asking for most of what this embedder has cached is coming (a fresh
-   * search target's first materialize), so that reading the cache can start now, beside other work.
-   * CachedEmbedder has it (it reads its bucket ahead); the vectors answered are the same either way.
-   * Resolves, never rejects, once the read is over: true when something was read ahead.
-   */
-  prefetch?(): Promise<boolean>;
 }
 
 /** Blank texts carry no meaning to embed; see the Embedder contract for what they get instead. */

@@ -253,8 +253,6 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
       // Built in memory; its file appears on its first snapshot, and readers only follow CURRENT.
       const index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
       index.deferIndexing();
-      // Its first commit embeds every active memory's text at once: the cache is read while the log replays.
-      void index.vectors?.embedder.prefetch?.();
       return new SearchTarget(dir, index, "fresh", policy);
     },
 

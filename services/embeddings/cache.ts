@@ -66,11 +66,6 @@ export interface VectorStore {
    * no particular order, and may be async (the read waits for it); the keys it does not hold are skipped.
    */
   getEach?(keys: readonly string[], concurrency: number, each: (key: string, value: Uint8Array) => void | Promise<void>): Promise<void>;
-  /**
-   * Every entry, for a caller about to ask for most of them (CachedEmbedder.prefetch); undefined, without
-   * reading them, when the store holds more than `maxBytes`.
-   */
-  readAll?(maxBytes: number): Promise<Map<string, Uint8Array> | undefined>;
 }
 
 /**
@@ -139,26 +134,8 @@ export class KvVectorStore implements VectorStore {
       return;
     }
     if (entries === 0) return;
-    const wanted = new Set(keys);
-    await this.scan((key) => wanted.has(key), each);
-  }
-
-  async readAll(maxBytes: number): Promise<Map<string, Uint8Array> | undefined> {
-    let status;
-    try {
-      status = await this.kv.status();
-    } catch (err) {
-      throw unavailable(`embedding cache ${this.bucket}: status failed: ${(err as Error).message}`, { bucket: this.bucket });
-    }
-    if (status.size > maxBytes) return undefined;
-    const all = new Map<string, Uint8Array>();
-    if (status.values > 0) await this.scan(() => true, (key, value) => void all.set(key, value));
-    return all;
-  }
-
-  /** One pass over the latest entry of every key; `each` gets those `take` wants, as bytes of their own. */
-  private async scan(take: (key: string) => boolean, each: (key: string, value: Uint8Array) => void | Promise<void>): Promise<void> {
     this.reads.scans++;
+    const wanted = new Set(keys);
     const subjectPrefix = `$KV.${this.bucket}.`;
     // What `each` throws is the caller's own failure, thrown as it is; only the read's are the bucket's.
     let refused: { error: unknown } | undefined;
@@ -174,7 +151,7 @@ export class KvVectorStore implements VectorStore {
         for await (const m of messages) {
           // A deleted or purged key's last message is its marker, with an operation header.
           const key = m.subject.slice(subjectPrefix.length);
-          if (!m.headers?.get("KV-Operation") && take(key)) {
+          if (!m.headers?.get("KV-Operation") && wanted.has(key)) {
             try {
               // Copied into bytes of their own: a message's data is a view of the socket's chunk, which
               // holds its neighbours too. Not with `slice()`: the data is a Buffer, whose slice is
@@ -228,13 +205,6 @@ export interface CachedEmbedderOptions {
 export const CACHE_DEFAULTS = { concurrency: 32, lruMaxBytes: 64 * 1024 * 1024 } as const;
 
 /**
- * `prefetch` reads a bucket of at most this many bytes (256 MiB: 120k vectors of 512-d). A rebuild at 1M
- * events holds its 81k vectors, 170 MB, while it replays; a larger bucket (many apps' memories, or many
- * models') is read by the embed call itself, for the keys it needs, as before.
- */
-export const PREFETCH_MAX_BYTES = 256 * 1024 * 1024;
-
-/**
  * Wraps any Embedder with the two-level cache: an in-process LRU in front of the KV bucket. One embed call
  * reads every distinct text (bounded parallel), sends only the misses to the wrapped embedder in a single
  * call (it does its own batching), stores them, and answers in input order. Identical texts within a call
@@ -249,8 +219,6 @@ export class CachedEmbedder implements Embedder {
   private readonly lru: LRUCache<string, Float32Array>;
   private readonly concurrency: number;
   private readonly counters: EmbeddingCacheStats = { hits: 0, misses: 0, embedded: 0, embedderCalls: 0, lruHits: 0 };
-  /** What `prefetch` is reading or has read, until the next embed call takes it. */
-  private prefetched: Promise<Map<string, Uint8Array> | undefined> | undefined;
 
   constructor(
     readonly inner: Embedder,
@@ -276,23 +244,6 @@ export class CachedEmbedder implements Embedder {
 
   stats(): EmbeddingCacheStats {
     return { ...this.counters };
-  }
-
-  /**
-   * Starts reading the whole bucket now, for an embed call to come that will ask for most of it: a fresh
-   * search target calls it as its rebuild starts, so that the bucket is read while the log is replayed
-   * (the rebuild's search thread waits for events about half of that time) instead of after it, when
-   * the rebuild waits for nothing else (docs/benchmarks.md, sixth round). The next `embed`/`embedEach`
-   * waits for the read, takes what it needs from it, and drops the rest; later calls read the bucket as
-   * usual. Nothing is read for a bucket over `maxBytes`, or when the store cannot read everything at
-   * once. A failed read is forgotten: the embed call then reads the bucket itself and reports what fails.
-   * Resolves (never rejects) once the read is over: true when the bucket was read ahead.
-   */
-  async prefetch(maxBytes: number = PREFETCH_MAX_BYTES): Promise<boolean> {
-    if (this.prefetched || !this.store.readAll) return false;
-    const reading = this.store.readAll(maxBytes).catch(() => undefined);
-    this.prefetched = reading;
-    return (await reading) !== undefined;
   }
 
   async embed(texts: readonly string[]): Promise<Float32Array[]> {
@@ -346,33 +297,21 @@ export class CachedEmbedder implements Embedder {
       this.counters.hits++;
       await handOut(key, inMemory, true);
     }
-    // A read larger than the LRU would only churn it (each entry evicting an earlier one of the same
-    // read): such a read (a rebuild's) leaves the LRU as it was. Sized from the first vector read: a
-    // remote model's width may not be known before its first answer.
-    let remember: boolean | undefined;
-    const reading = absent.size;
-    const found = async (key: string, bytes: Uint8Array | undefined) => {
-      // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
-      const vector = bytes && decodeVector(bytes);
-      if (!vector || !absent.delete(key)) return;
-      this.counters.hits++;
-      remember ??= reading * (vector.byteLength + 64) <= this.lru.maxSize;
-      if (remember) this.lru.set(key, vector);
-      await handOut(key, vector, remember);
-    };
-    const prefetched = this.prefetched;
-    this.prefetched = undefined;
-    const ahead = prefetched && (await prefetched);
-    if (ahead && absent.size > 0) {
-      // Its bytes are this call's alone (the read is dropped after it), as a bucket read's are; each
-      // entry is let go as it is taken, so the vectors are not held twice once the caller has stored them.
-      for (const key of [...absent]) {
-        const bytes = ahead.get(key);
-        ahead.delete(key);
-        await found(key, bytes);
-      }
-    }
     if (absent.size > 0) {
+      // A read larger than the LRU would only churn it (each entry evicting an earlier one of the same
+      // read): such a read (a rebuild's) leaves the LRU as it was. Sized from the first vector read: a
+      // remote model's width may not be known before its first answer.
+      let remember: boolean | undefined;
+      const reading = absent.size;
+      const found = async (key: string, bytes: Uint8Array | undefined) => {
+        // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
+        const vector = bytes && decodeVector(bytes);
+        if (!vector || !absent.delete(key)) return;
+        this.counters.hits++;
+        remember ??= reading * (vector.byteLength + 64) <= this.lru.maxSize;
+        if (remember) this.lru.set(key, vector);
+        await handOut(key, vector, remember);
+      };
       const keys = [...absent];
       if (this.store.getEach) await this.store.getEach(keys, this.concurrency, found);
       else await mapBounded(keys, this.concurrency, async (key) => found(key, await this.store.get(key)));

@@ -109,41 +109,6 @@ describe("the embedding cache read in bulk", () => {
     expect(calls).toBe(10);
   });
 
-  it("a prefetch reads the bucket once, ahead: the next call takes its vectors from it, later calls and later entries read the bucket", async () => {
-    const inner = new CountingEmbedder("model@1", 16);
-    await fill(inner, 500, "ahead");
-    const all = texts(500, "ahead");
-    // An LRU of 40 vectors: the 501 read are not kept there, so that a later call has to read the bucket.
-    const cached = new CachedEmbedder(inner, store, { lruMaxBytes: 40 * 128 });
-    expect(await cached.prefetch()).toBe(true);
-    expect(await cached.prefetch()).toBe(false); // one read ahead at a time: this one is not taken yet
-    // Stored after the prefetch: not in what it read, found in the bucket by the call itself.
-    const late = "written after the prefetch";
-    const [lateVector] = await inner.embed([late]);
-    await store.put(embeddingCacheKey("model@1", late), encodeVector(lateVector!));
-    const before = inner.embeddedTexts;
-    const vectors = await cached.embed([...all, late]);
-    expect(inner.embeddedTexts - before).toBe(0);
-    expect(vectors).toEqual(await inner.embed([...all, late]));
-    // The prefetch's scan, then one get for the late text (one key is too few for a scan).
-    expect(store.reads).toEqual({ gets: 1, scans: 1 });
-    expect(cached.stats()).toMatchObject({ hits: 501, misses: 0 });
-    // The prefetch was taken by that call: the next one reads the bucket again (and the same vectors).
-    expect(await cached.embed(all.slice(0, 300))).toEqual(vectors.slice(0, 300));
-    expect(store.reads).toEqual({ gets: 1, scans: 2 });
-  });
-
-  it("a bucket larger than the prefetch's budget is not read ahead: the call reads it itself, with the same answers", async () => {
-    const inner = new CountingEmbedder("model@1", 16);
-    await fill(inner, 400, "budget");
-    const all = texts(400, "budget");
-    const cached = new CachedEmbedder(inner, store);
-    expect(await cached.prefetch(1024)).toBe(false); // 400 entries are more than 1 KB
-    expect(await cached.embed(all)).toEqual(await inner.embed(all));
-    expect(store.reads).toEqual({ gets: 0, scans: 1 });
-    expect(cached.stats()).toMatchObject({ hits: 400, misses: 0 });
-  });
-
   it("a read larger than the LRU leaves the LRU as it was, and what it hands out is nobody else's", async () => {
     const inner = new CountingEmbedder("model@1", 16);
     await fill(inner, 600, "bulk");

@@ -10,11 +10,10 @@ import {
   parseEmbeddingsResponse,
   parseRetryAfterMs,
 } from "../../services/embeddings/openai-compatible.js";
-import { CachedEmbedder, decodeVector, embeddingCacheKey, encodeVector, mapBounded, type VectorStore } from "../../services/embeddings/cache.js";
+import { decodeVector, embeddingCacheKey, encodeVector, mapBounded } from "../../services/embeddings/cache.js";
 import { embedderConfigFromEnv, embedderFromConfig, embedderFromEnv } from "../../services/embeddings/config.js";
 import { OpenAiCompatibleEmbedder } from "../../services/embeddings/openai-compatible.js";
 import { UseLiteEmbedder } from "../../services/embeddings/use-lite.js";
-import { CountingEmbedder } from "./support.js";
 
 const codeOf = async (promise: Promise<unknown> | (() => unknown)): Promise<string> => {
   try {
@@ -129,50 +128,6 @@ describe("cache encoding", () => {
 
   it("names the bucket from the prefix", () => {
     expect(naming("acme").embeddingCacheBucket()).toBe("acme_embeddings");
-  });
-});
-
-describe("CachedEmbedder.prefetch over any VectorStore", () => {
-  const texts = ["stripe webhook retried", "token expired", "cache warmed"];
-  /** A store in memory that counts its gets, whose `readAll` answers its entries, fails, or is absent. */
-  async function storeOf(readAll: "entries" | "fails" | "absent") {
-    const inner = new CountingEmbedder("m@1", 8);
-    const entries = new Map<string, Uint8Array>();
-    (await inner.embed(texts)).forEach((vector, i) => entries.set(embeddingCacheKey("m@1", texts[i]!), encodeVector(vector)));
-    const counted = { gets: 0 };
-    const store: VectorStore = {
-      get: async (key) => (counted.gets++, entries.get(key)),
-      put: async (key, value) => void entries.set(key, value),
-    };
-    if (readAll === "entries") store.readAll = async () => new Map([...entries].map(([key, bytes]) => [key, Uint8Array.from(bytes)]));
-    if (readAll === "fails") store.readAll = () => Promise.reject(new Error("the bucket went away"));
-    return { inner, store, counted, expected: await inner.embed(texts) };
-  }
-
-  it("answers the next call from what it read, without a get or a model call", async () => {
-    const { inner, store, counted, expected } = await storeOf("entries");
-    const cached = new CachedEmbedder(inner, store);
-    expect(await cached.prefetch()).toBe(true);
-    const calls = inner.calls.length;
-    expect(await cached.embed(texts)).toEqual(expected);
-    expect([counted.gets, inner.calls.length - calls]).toEqual([0, 0]);
-  });
-
-  it("a read ahead that fails is forgotten: the call reads the store itself, with the same answers", async () => {
-    const { inner, store, counted, expected } = await storeOf("fails");
-    const cached = new CachedEmbedder(inner, store);
-    expect(await cached.prefetch()).toBe(false);
-    const calls = inner.calls.length;
-    expect(await cached.embed(texts)).toEqual(expected);
-    expect([counted.gets, inner.calls.length - calls]).toEqual([3, 0]);
-  });
-
-  it("a store that cannot read everything at once is not read ahead", async () => {
-    const { inner, store, counted, expected } = await storeOf("absent");
-    const cached = new CachedEmbedder(inner, store);
-    expect(await cached.prefetch()).toBe(false);
-    expect(await cached.embed(texts)).toEqual(expected);
-    expect(counted.gets).toBe(3);
   });
 });
 
