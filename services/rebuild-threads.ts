@@ -34,7 +34,7 @@ const MAX_IN_FLIGHT = 4;
  * garbage a moment later, but a scavenge that comes in the middle of a batch copies what is still in
  * use, and with the default the search and files workers ran about 300 scavenges of 8 to 9 ms each
  * per 1M events. Measured with --trace-gc at 1M events (docs/benchmarks.md, sixth round): at 64 MB
- * they ran 66 to 190 and the workers' scavenges took 4.9 s instead of 6.7 s, for about 70 MB more peak
+ * they ran 66 to 190 and the workers' scavenges took 4.9 s instead of 6.7 s, for 60 to 100 MB more peak
  * RSS; 128 and 256 were no faster and cost 300 and 550 MB.
  */
 export const REBUILD_WORKER_YOUNG_GENERATION_MB = 64;

@@ -16,7 +16,7 @@ import type { LedgerEvent } from "../../schemas/events.js";
 import { EventStore } from "../../services/event-store.js";
 import { connectNats } from "../../services/nats.js";
 import { rebuildProjections } from "../../services/projection-runner.js";
-import { canRebuildInThread } from "../../services/rebuild-threads.js";
+import { REBUILD_WORKER_YOUNG_GENERATION_MB, canRebuildInThread } from "../../services/rebuild-threads.js";
 import { dumpApp } from "../claims/support.js";
 import { NATS_URL, REDIS_URL, deleteStreams, uniquePrefix } from "../support/env.js";
 import { storedEvent } from "../support/events.js";
@@ -29,6 +29,8 @@ interface ProbeLine {
   op: "open" | "apply" | "commit" | "promote" | "close";
   seq?: number;
   events?: { seq: number; type: string; subject: string }[];
+  /** On the "open" line: the young generation of the thread's heap, null when it was not set. */
+  youngGenerationMb?: number | null;
 }
 
 /** The probe (test/support/thread-probe-projection.mjs), described as a portable definition is. */
@@ -105,6 +107,8 @@ describe("rebuilding portable projections on worker threads", () => {
     const lines = await readProbe(file);
     expect(new Set(lines.map((l) => l.threadId)).size).toBe(1);
     expect(lines[0]!.threadId).not.toBe(threadId);
+    // Its heap has the young generation a rebuild worker is given (services/rebuild-threads.ts).
+    expect(lines[0]).toMatchObject({ op: "open", youngGenerationMb: REBUILD_WORKER_YOUNG_GENERATION_MB });
     const applied = lines.flatMap((l) => l.events ?? []);
     const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
     expect(applied.map((e) => e.seq)).toEqual(claimSeqs);

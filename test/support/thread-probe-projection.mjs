@@ -2,9 +2,10 @@
 // a worker thread cannot load TypeScript: it records which thread folded which events, and what was
 // committed and promoted, as JSON lines in `options.file`. With `failAtSeq` its apply throws a
 // MemledgerError (conflict) at that sequence, as a real target's write might; with `failCommit` its
-// commit does. Imports the built code.
+// commit does. Its "open" line also says the young generation its thread was given (none on the
+// main thread). Imports the built code.
 import { appendFileSync } from "node:fs";
-import { threadId } from "node:worker_threads";
+import { resourceLimits, threadId } from "node:worker_threads";
 import { conflict } from "../../dist/schemas/errors.js";
 
 const record = (file, entry) => appendFileSync(file, `${JSON.stringify({ threadId, ...entry })}\n`);
@@ -18,7 +19,7 @@ export function probeProjection(options) {
       throw new Error("the probe has no live target");
     },
     async openFresh() {
-      record(options.file, { op: "open" });
+      record(options.file, { op: "open", youngGenerationMb: resourceLimits.maxYoungGenerationSizeMb ?? null });
       let seq = 0;
       return {
         get checkpoint() {
