@@ -83,14 +83,15 @@ export class VectorChannel {
       upserted += chunk.length;
       if (chunk.length > 0) await this.index.upsert(chunk);
     };
-    const place = async (index: number, vector: Float32Array) => {
+    // A promise only when a chunk is written, not one per vector (the embedder waits for what it returns).
+    const place = (index: number, vector: Float32Array): void | Promise<void> => {
       const memory = upserts[index]!;
       // A blank text embeds to the zero vector, which has no direction: such a memory has no semantic
       // position, so it is kept out of the vector channel (BM25 still finds it by its words).
       if (isZeroVector(vector)) return void removals.push(memory.memoryId);
       points.push({ id: memory.memoryId, vector, payload: payloadOf(memory, this.modelId) });
       // Written as they come, a chunk at a time: a rebuild's 80k vectors are never all held at once.
-      if (points.length >= UPSERT_CHUNK) await flush();
+      if (points.length >= UPSERT_CHUNK) return flush();
     };
     const texts = upserts.map(embeddingTextOf);
     if (texts.length > 0 && this.embedder.embedEach) await this.embedder.embedEach(texts, place);

@@ -156,7 +156,8 @@ export class KvVectorStore implements VectorStore {
               // Copied into bytes of their own: a message's data is a view of the socket's chunk, which
               // holds its neighbours too. Not with `slice()`: the data is a Buffer, whose slice is
               // another view; a copy that owns its buffer is also what decodeVector reads in place.
-              await each(key, new Uint8Array(m.data));
+              const handed = each(key, new Uint8Array(m.data));
+              if (handed) await handed;
             } catch (error) {
               refused = { error };
               break;
@@ -279,10 +280,16 @@ export class CachedEmbedder implements Embedder {
       positionsOf.get(key)!.push(index);
     });
     let width = 0;
-    const handOut = async (key: string, vector: Float32Array, shared: boolean) => {
+    // Waits only for what `each` returns to wait for: a rebuild hands 80k vectors over here, and with a
+    // promise per vector at every step, writing 81k cached vectors through a VectorChannel took 4.38 s
+    // against 4.15 s without (three runs each, alternated).
+    const handOut = (key: string, vector: Float32Array, shared: boolean): void | Promise<void> => {
       width ||= vector.length;
       const positions = positionsOf.get(key)!;
-      for (let i = 0; i < positions.length; i++) await each(positions[i]!, shared || i > 0 ? vector.slice() : vector);
+      if (positions.length === 1) return each(positions[0]!, shared ? vector.slice() : vector);
+      return (async () => {
+        for (let i = 0; i < positions.length; i++) await each(positions[i]!, shared || i > 0 ? vector.slice() : vector);
+      })();
     };
 
     // The LRU, then the store, then the model, each for what the one before did not have.
@@ -303,14 +310,14 @@ export class CachedEmbedder implements Embedder {
       // remote model's width may not be known before its first answer.
       let remember: boolean | undefined;
       const reading = absent.size;
-      const found = async (key: string, bytes: Uint8Array | undefined) => {
+      const found = (key: string, bytes: Uint8Array | undefined): void | Promise<void> => {
         // Unreadable bytes count as a miss: the text is embedded again and the entry overwritten.
         const vector = bytes && decodeVector(bytes);
         if (!vector || !absent.delete(key)) return;
         this.counters.hits++;
         remember ??= reading * (vector.byteLength + 64) <= this.lru.maxSize;
         if (remember) this.lru.set(key, vector);
-        await handOut(key, vector, remember);
+        return handOut(key, vector, remember);
       };
       const keys = [...absent];
       if (this.store.getEach) await this.store.getEach(keys, this.concurrency, found);
