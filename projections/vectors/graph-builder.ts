@@ -14,18 +14,31 @@ import { internal } from "../../schemas/errors.js";
  *
  * The worker's code is a string (`eval`) that loads hnswlib-node by its resolved path, so it runs
  * the same from dist/ and from the TypeScript sources the tests load.
+ *
+ * The thread is never terminated from outside: `Worker.terminate()` stops a thread wherever it is, and
+ * when that is inside one of hnswlib's native calls (loading the addon, `addPoint` reading its array),
+ * the call fails, the addon throws into a stopping thread, and Node ends the whole process with
+ * "FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw" (it killed a vitest worker in CI twice,
+ * and would kill `up` when a rebuild stops early). Instead close() raises a shared flag that the thread
+ * reads before each native call and exits by itself.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
+const { dimensions, m, efConstruction, capacity, stop } = workerData;
+// Ends this thread from JavaScript, between two native calls, once the host has asked it to stop.
+const exitIfStopped = () => {
+  if (Atomics.load(stop, 0) === 1) process.exit(0);
+};
 const { HierarchicalNSW } = require(workerData.hnswlib);
-const { dimensions, m, efConstruction, capacity } = workerData;
 const graph = new HierarchicalNSW("cosine", dimensions);
 graph.initIndex({ maxElements: capacity, m, efConstruction });
-parentPort.postMessage({ ready: true });
+exitIfStopped();
 let failure = null;
 let done = 0;
 const describe = (error) => String((error && error.message) || error);
 parentPort.on("message", (message) => {
+  // Whatever is still queued after a stop is dropped, not applied: close() does not wait for it.
+  exitIfStopped();
   if (message.op === "add" || message.op === "delete") {
     apply(message);
     // Counted whether it failed or not, so that the host knows when nothing is left queued.
@@ -47,6 +60,7 @@ function apply(message) {
     try {
       const { slots, vectors } = message;
       for (let i = 0; i < slots.length; i++) {
+        exitIfStopped();
         const slot = slots[i];
         const room = graph.getMaxElements();
         if (slot >= room) graph.resizeIndex(Math.max(slot + 1, room * 2, capacity));
@@ -80,12 +94,10 @@ export class GraphBuilder {
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (error: unknown) => void }>();
   private failure: unknown;
-  /**
-   * Settles once the worker has loaded hnswlib and made its graph (or died). close() waits for it:
-   * terminating a worker while hnswlib's native module initialises makes the addon's own error throw
-   * into a stopping thread, which Node treats as a fatal error of the whole process.
-   */
-  private readonly started: Promise<void>;
+  /** Set to 1 by close(): the worker exits at its next check (see the note at the top). */
+  private readonly stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  /** Settles once the worker's thread has ended, however it ended. */
+  private readonly exited: Promise<void>;
 
   /** Inserts and deletions posted, and how many of them the worker has applied. */
   private posted = 0;
@@ -99,12 +111,16 @@ export class GraphBuilder {
   }
 
   constructor(readonly parameters: GraphParameters) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ...parameters, hnswlib: hnswlibPath() } });
-    let started!: () => void;
-    this.started = new Promise<void>((resolve) => (started = resolve));
-    this.worker.once("exit", () => started());
-    this.worker.on("message", (reply: { ready?: true; done?: number; id: number; error: string | null }) => {
-      if (reply.ready) return started();
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ...parameters, hnswlib: hnswlibPath(), stop: this.stop } });
+    this.exited = new Promise<void>((resolve) =>
+      this.worker.once("exit", () => {
+        // A write still waiting will never be answered.
+        for (const waiter of this.waiting.values()) waiter.reject(internal("HNSW graph builder: closed before the graph was written"));
+        this.waiting.clear();
+        resolve();
+      }),
+    );
+    this.worker.on("message", (reply: { done?: number; id: number; error: string | null }) => {
       if (reply.done !== undefined) {
         this.done = reply.done;
         if (this.caughtUp) this.onCaughtUp?.();
@@ -116,7 +132,6 @@ export class GraphBuilder {
       else waiter?.reject(internal(`HNSW graph builder: ${reply.error}`));
     });
     this.worker.on("error", (error) => {
-      started();
       this.failure ??= error;
       for (const waiter of this.waiting.values()) waiter.reject(error);
       this.waiting.clear();
@@ -153,11 +168,17 @@ export class GraphBuilder {
     }
   }
 
+  /**
+   * Ends the worker's thread. It waits for at most the native call under way (one insert, or the
+   * loading of hnswlib), never for queued inserts: those are dropped. The ref keeps the process up
+   * meanwhile. Idempotent.
+   */
   async close(): Promise<void> {
-    // Held up by the worker's start only (never by queued inserts): the ref keeps the process up meanwhile.
+    Atomics.store(this.stop, 0, 1);
     this.worker.ref();
-    await this.started;
-    await this.worker.terminate();
+    // Wakes a worker that waits for messages; one that is busy sees the flag before its next insert.
+    this.worker.postMessage({ op: "stop" });
+    await this.exited;
   }
 
   private check(): void {

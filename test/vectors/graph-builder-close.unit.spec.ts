@@ -5,9 +5,10 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /**
  * A rebuild's HNSW graph builder can be closed at any moment (a stop during a rebuild, a generation
- * dropped). Terminating its worker while hnswlib's native module initialised there used to be a fatal
- * error of the whole process (the addon throws into a stopping thread): in a CI run it killed a test
- * worker, and in production it would kill `up`. Closed at every point of its start, the process lives on.
+ * dropped, an index closed). Terminating its worker inside one of hnswlib's native calls (loading the
+ * addon, or an insert reading its array) was a fatal error of the whole process (the addon throws into
+ * a stopping thread): in CI runs it killed a test worker, and in production it would kill `up`. Closed
+ * at every point of its start and of its inserts, the process lives on.
  */
 describe("HNSW graph builder: close at any point of its start", () => {
   it("closing right after creation, or a few milliseconds later, never takes the process down", async () => {
@@ -19,6 +20,43 @@ describe("HNSW graph builder: close at any point of its start", () => {
       closed++;
     }
     expect(closed).toBe(160);
+  });
+
+  it("closing while inserts are applied never takes the process down, and drops the inserts still queued", async () => {
+    const dimensions = 64;
+    const random = (() => {
+      let state = 7;
+      return () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    })();
+    // 40 chunks of 250 inserts at efConstruction 200: seconds of work queued, so a close lands inside one.
+    const chunks = Array.from({ length: 40 }, (_, c) => {
+      const vectors = Float32Array.from({ length: 250 * dimensions }, random);
+      return { slots: Int32Array.from({ length: 250 }, (_, i) => c * 250 + i), vectors };
+    });
+    for (let i = 0; i < 60; i++) {
+      const builder = new GraphBuilder({ dimensions, m: 16, efConstruction: 200, capacity: 10_000 });
+      for (const { slots, vectors } of chunks) builder.add(slots, vectors);
+      await sleep(5 + (i % 30));
+      await builder.close();
+      // close() did not wait for the queue: the graph is not complete.
+      expect(builder.caughtUp).toBe(false);
+      // Closed twice is closed.
+      await builder.close();
+    }
+  });
+
+  it("a write still waiting when the builder is closed is rejected, not left hanging", async () => {
+    const builder = new GraphBuilder({ dimensions: 64, m: 16, efConstruction: 200, capacity: 10_000 });
+    const vectors = Float32Array.from({ length: 5_000 * 64 }, (_, i) => Math.sin(i));
+    builder.add(Int32Array.from({ length: 5_000 }, (_, i) => i), vectors);
+    const writing = builder.writeIndex("/nonexistent/never-written.bin");
+    const outcome = writing.then(
+      () => "written",
+      (error: Error) => error.message,
+    );
+    await sleep(20);
+    await builder.close();
+    expect(await outcome).toMatch(/closed before the graph was written/);
   });
 
   it("still builds after a close raced another builder's start", async () => {
