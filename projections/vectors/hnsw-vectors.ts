@@ -4,7 +4,7 @@ import { join } from "node:path";
 import hnswlib from "hnswlib-node";
 import { z } from "zod";
 import { internal, invalid } from "../../schemas/errors.js";
-import { checkDimensions, prepareIds, preparePoints, prepareSearch, cutAtK, compareHits, type NormalizedFilter, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
+import { checkDimensions, checkPoints, prepareIds, prepareSearch, unitVector, cutAtK, compareHits, type NormalizedFilter, type PersistentVectorIndex, type VectorHit, type VectorPoint, type VectorSearchOptions, type VectorSnapshotInfo } from "./vector-index.js";
 import { loadVectorSnapshot, saveVectorSnapshot } from "./vector-snapshot.js";
 import { VectorStore } from "./vector-store.js";
 import { GraphBuilder } from "./graph-builder.js";
@@ -119,31 +119,36 @@ export class HnswVectorIndex implements PersistentVectorIndex {
 
   async upsert(points: readonly VectorPoint[]): Promise<void> {
     this.ensureOpen();
-    const prepared = preparePoints(points, this.dimensions);
-    // Sent to the builder now, an insert would land after the graph it is writing: wait, then insert here.
-    if (this.adopting) await this.adopting;
+    let prepared = checkPoints(points, this.dimensions);
+    // Sent to the builder now, an insert would land after the graph it is writing: wait, then insert
+    // here, with unit copies made first (the caller may reuse its arrays once this is waiting).
+    if (this.adopting) {
+      prepared = prepared.map((point) => ({ ...point, vector: unitVector(point.vector), norm: 1 }));
+      await this.adopting;
+    }
     // Bulk loading past the threshold: no graph until one is needed (a search, or a load elsewhere).
     if (this.graph && !this.builder && this.bulk && this.store.size + prepared.length >= this.buildInWorkerFrom) this.graph = undefined;
     if (!this.graph && !this.builder) {
-      for (const point of prepared) this.store.put(point);
+      for (const point of prepared) this.store.put(point, point.norm);
       return;
     }
     if (this.builder) {
       const slots = new Int32Array(prepared.length);
       const vectors = new Float32Array(prepared.length * this.dimensions);
       prepared.forEach((point, i) => {
-        slots[i] = this.store.put(point).slot;
-        vectors.set(point.vector, i * this.dimensions);
+        const { slot } = this.store.put(point, point.norm);
+        slots[i] = slot;
+        vectors.set(this.store.vectorAt(slot), i * this.dimensions);
       });
       this.builder.add(slots, vectors);
       return;
     }
     const graph = this.graph!;
     for (const point of prepared) {
-      const { slot } = this.store.put(point);
+      const { slot } = this.store.put(point, point.norm);
       this.ensureGraphCapacity(graph, slot + 1);
       // A known label (a replaced point, or a freed slot's deleted node) is updated and undeleted in place.
-      graph.addPoint(Array.from(point.vector), slot);
+      graph.addPoint(Array.from(this.store.vectorAt(slot)), slot);
     }
   }
 

@@ -85,8 +85,11 @@ export class VectorStore {
     return slot === undefined ? undefined : this.vectorAt(slot);
   }
 
-  /** Stores a unit vector; a known id keeps its slot. */
-  put(point: VectorPoint): { slot: number; replaced: boolean } {
+  /**
+   * Stores a unit vector, `point.vector` divided by `norm` as it is copied in (the same float32
+   * components as unitVector's copy); a known id keeps its slot.
+   */
+  put(point: VectorPoint, norm = 1): { slot: number; replaced: boolean } {
     let slot = this.slotOf.get(point.id);
     const replaced = slot !== undefined;
     if (slot === undefined) {
@@ -96,7 +99,13 @@ export class VectorStore {
       this.slotOf.set(point.id, slot);
       this.ids[slot] = point.id;
     }
-    this.data.set(point.vector, slot * this.dimensions);
+    const at = slot * this.dimensions;
+    if (norm === 1) this.data.set(point.vector, at);
+    else {
+      const { vector } = point;
+      const data = this.data;
+      for (let i = 0; i < vector.length; i++) data[at + i] = vector[i]! / norm;
+    }
     this.payloads[slot] = point.payload;
     for (const field of FACET_FIELDS) this.facets[field].set(slot, point.payload[field]);
     return { slot, replaced };

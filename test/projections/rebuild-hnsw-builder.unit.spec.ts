@@ -77,4 +77,28 @@ describe("an HNSW graph built on a worker thread", () => {
     expect(await index.count()).toBe(300);
     await index.close();
   });
+
+  test("an upsert waiting for the graph to come back keeps the vectors as they were when it was called", async () => {
+    const random = seededRandom(4);
+    const index = new HnswVectorIndex({ dimensions: 16, exactScanLimit: 0, buildInWorkerFrom: 10 });
+    await index.upsert(Array.from({ length: 300 }, (_, i) => point(`p${i}`, Array.from(randomVector(random, 16)))));
+    const wanted = randomVector(random, 16);
+    const late = point("late", Array.from(wanted));
+    // Once the builder has caught up, whenGraphReady starts taking the graph back at once (the index is
+    // then `adopting`, which an upsert waits for).
+    const adopting = () => (index as unknown as { adopting: Promise<void> | undefined }).adopting !== undefined;
+    const ready = index.whenGraphReady();
+    // Taking it back writes and reads a file: it lasts far longer than a turn of the event loop.
+    const deadline = Date.now() + 10_000;
+    while (!adopting() && !index.hasGraph && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
+    expect(adopting()).toBe(true);
+    const upserting = index.upsert([late]);
+    // The caller reuses its array as soon as the call returned, while the upsert waits.
+    late.vector.set(randomVector(random, 16));
+    await Promise.all([ready, upserting]);
+    expect(index.hasGraph).toBe(true);
+    const [hit] = await index.search(wanted, { k: 1 });
+    expect(hit).toEqual({ id: "late", score: expect.closeTo(1, 5) as number });
+    await index.close();
+  });
 });

@@ -97,6 +97,20 @@ export function defineVectorIndexConformance(implementation: string, factory: Ve
       }
     });
 
+    test("keeps vectors of its own: the caller's arrays changed after an upsert change nothing", async () => {
+      const index = await fresh(4);
+      const points = [point("a", [3, 0, 0, 0]), point("b", [0, 2, 0, 0])];
+      const upserting = index.upsert(points);
+      // Reused by the caller as soon as the call returned, before the upsert settled, and again after.
+      points[0]!.vector.set([0, 0, 0, 1]);
+      await upserting;
+      points[1]!.vector.set([0, 0, 1, 0]);
+      const [a] = await index.search(unit(1, 0, 0, 0), { k: 1 });
+      expect(a).toEqual({ id: "a", score: expect.closeTo(1, 5) as number });
+      const [b] = await index.search(unit(0, 1, 0, 0), { k: 1 });
+      expect(b).toEqual({ id: "b", score: expect.closeTo(1, 5) as number });
+    });
+
     test("orders by cosine similarity, ignores vector length, and breaks ties by id", async () => {
       const index = await fresh(4);
       await index.upsert([
