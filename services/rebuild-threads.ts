@@ -2,7 +2,8 @@ import { Worker } from "node:worker_threads";
 import { aggregateKindOfSubject, type AggregateKind } from "../events/subjects.js";
 import { compiledModuleUrl } from "../projections/portable.js";
 import type { Checkpoint, PortableDefinition, ProjectionDefinition, ProjectionScope } from "../projections/projection.js";
-import { ErrorCode, MemledgerError, internal } from "../schemas/errors.js";
+import { internal, type MemledgerError } from "../schemas/errors.js";
+import { fromRemoteError, type RemoteError } from "./remote-error.js";
 import type { StoredMessage } from "./event-store.js";
 
 /**
@@ -51,13 +52,6 @@ export type RebuildWorkerRequest =
   | { op: "commit"; id: number; seq: number }
   | { op: "promote"; id: number }
   | { op: "close"; id: number };
-
-export interface RemoteError {
-  code: ErrorCode | null;
-  message: string;
-  details: Record<string, unknown>;
-  stack: string | undefined;
-}
 
 /** id -1: the worker has opened its fresh target (checkpoint) or failed to. */
 export interface RebuildWorkerReply {
@@ -159,13 +153,7 @@ export function ofKinds(messages: readonly StoredMessage[], kinds: readonly (Agg
   return wanted ? messages.filter((_, i) => isWanted(kinds[i], wanted)) : messages;
 }
 
-function fromRemote(projection: string, error: RemoteError): MemledgerError {
-  const message = `${projection} (rebuilt on a worker thread): ${error.message}`;
-  const cause = error.stack ?? error.message;
-  return error.code !== null && Object.values(ErrorCode).includes(error.code)
-    ? new MemledgerError(error.code, message, error.details, { cause })
-    : internal(message, error.details, cause);
-}
+const fromRemote = (projection: string, error: RemoteError): MemledgerError => fromRemoteError(error, `${projection} (rebuilt on a worker thread): `);
 
 /** A fresh target living in a worker thread, driven from here. */
 export class ThreadedRebuild {

@@ -1,8 +1,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { decodeEvent, decodeEventStructural } from "../events/upcast.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionTarget } from "../projections/projection.js";
-import { isMemledgerError } from "../schemas/errors.js";
-import type { RebuildWorkerData, RebuildWorkerReply, RebuildWorkerRequest, RemoteError } from "./rebuild-threads.js";
+import type { RebuildWorkerData, RebuildWorkerReply, RebuildWorkerRequest } from "./rebuild-threads.js";
+import { toRemoteError, type RemoteError } from "./remote-error.js";
 
 /**
  * The worker-thread half of a threaded rebuild (rebuild-threads.ts has the other half and the why):
@@ -14,11 +14,6 @@ const { portable, scope, verify } = workerData as RebuildWorkerData;
 const decode = verify ? decodeEvent : decodeEventStructural;
 
 const reply = (message: RebuildWorkerReply) => port.postMessage(message);
-
-const remote = (error: unknown): RemoteError =>
-  isMemledgerError(error)
-    ? { code: error.code, message: error.message, details: error.details, stack: error.stack }
-    : { code: null, message: error instanceof Error ? error.message : String(error), details: {}, stack: error instanceof Error ? error.stack : undefined };
 
 let definition: ProjectionDefinition;
 let target: ProjectionTarget;
@@ -56,7 +51,7 @@ port.on("message", (request: RebuildWorkerRequest) => {
       await handle(request);
       reply({ id: request.id, error: null });
     } catch (error) {
-      failure = remote(error);
+      failure = toRemoteError(error);
       reply({ id: request.id, error: failure });
     }
   });
@@ -70,6 +65,6 @@ try {
   target = await definition.openFresh(scope);
   reply({ id: -1, error: null, checkpoint: target.checkpoint });
 } catch (error) {
-  failure = remote(error);
+  failure = toRemoteError(error);
   reply({ id: -1, error: failure });
 }
