@@ -85,14 +85,29 @@ const isPortable = (description: SearchDescription, resources: SearchResources):
 
 
 /**
- * The search projection a description names, portable when the description is all it needs. Also the
- * factory a rebuild worker calls with the description alone.
+ * The search projection a description names, portable when the description is all it needs (a rebuild
+ * worker then makes it with {@link searchForRebuildWorker}).
  */
 export function searchFromDescription(description: SearchDescription, resources: SearchResources = {}): SearchProjection {
   const { vectors } = description;
   return searchProjection({
     dir: description.dir,
     vectors: vectors ? () => openVectorSetup(vectors, resources) : undefined,
-    portable: isPortable(description, resources) ? portableDefinition(import.meta.url, "searchFromDescription", description) : undefined,
+    portable: isPortable(description, resources) ? portableDefinition(import.meta.url, "searchForRebuildWorker", description) : undefined,
+  });
+}
+
+/**
+ * The same definition, as a rebuild worker makes it from the description alone. Its fresh target is
+ * promoted there and served by another thread (which loads the snapshot), so nothing searches its
+ * vectors meanwhile: they are written on a thread of their own (vector-thread.ts) while the worker
+ * indexes BM25, instead of after it.
+ */
+export function searchForRebuildWorker(description: SearchDescription): SearchProjection {
+  const { vectors } = description;
+  return searchProjection({
+    dir: description.dir,
+    vectors: vectors ? () => openVectorSetup(vectors, {}) : undefined,
+    freshVectors: vectors ? async (at) => (await import("./vector-thread.js")).ThreadedVectorSink.start(vectors, at) : undefined,
   });
 }

@@ -11,6 +11,6 @@ export type { FusedItem, FuseOptions } from "./fusion.js";
 export { retrieve, candidateDepth, BOOST_FACTOR, ORG_INDEX_APP, RETRIEVAL_MODES } from "./retrieve.js";
 export type { RetrievalMode, RetrieveOptions, RetrievedMemory, MemoryOrigin, ChannelRank } from "./retrieve.js";
 export { VectorChannel, embeddingTextOf, vectorFilterOf } from "./vector-channel.js";
-export type { VectorChanges, VectorWriteStats } from "./vector-channel.js";
+export type { VectorChanges, VectorSink, VectorWriteStats } from "./vector-channel.js";
 export { vectorSetup, attachVectorChannel, embedderDimensions } from "./vector-setup.js";
 export type { VectorSetup, VectorSource } from "./vector-setup.js";

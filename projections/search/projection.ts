@@ -5,6 +5,7 @@ import type { Checkpoint, OpenOptions, OpenProgress, PortableDefinition, Project
 import { isUnusableState, needsOperator, setAside, unusableFile } from "../unusable.js";
 import { SearchIndex } from "./search-index.js";
 import { attachVectorChannel, saveVectorChannel, type VectorSetup, type VectorSource } from "./vector-setup.js";
+import type { VectorSink } from "./vector-channel.js";
 import {
   appDir,
   newGeneration,
@@ -38,6 +39,13 @@ export interface SearchProjectionOptions {
    * target opened (opening the embedding cache needs a NATS connection). Without it, BM25 only.
    */
   vectors?: VectorSetup | (() => Promise<VectorSetup>) | undefined;
+  /**
+   * For fresh targets only, instead of `vectors`: where their vector changes are written (a VectorSink).
+   * Given by a definition whose fresh targets nobody searches before they are promoted and served
+   * elsewhere (a rebuild worker's: services/search-definition.ts), so that vectors are read and stored
+   * on a thread of their own while BM25 is indexed on this one.
+   */
+  freshVectors?: (at: { app: string; generation: string }) => Promise<VectorSink>;
   /** Told how each opened index got its vectors (loaded with the snapshot, or derived again). */
   onVectors?: (app: string, generation: string, source: VectorSource) => void;
   /**
@@ -131,10 +139,15 @@ class SearchTarget implements ProjectionTarget {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    const committedAndUnsaved =
-      this.index.appliedSeq === this.committedSeq && this.committedSeq > this.durable.seq && this.index.pendingVectorCount === 0;
-    if (committedAndUnsaved && (this.role === "fresh" || (await this.isCurrent()))) await this.snapshot();
-    this.closed = true;
+    try {
+      const committedAndUnsaved =
+        this.index.appliedSeq === this.committedSeq && this.committedSeq > this.durable.seq && this.index.pendingVectorCount === 0;
+      if (committedAndUnsaved && (this.role === "fresh" || (await this.isCurrent()))) await this.snapshot();
+    } finally {
+      this.closed = true;
+      // A sink's thread ends with its target, saved or not.
+      await this.index.vectorSink?.close();
+    }
   }
 
   /** Writes the model and its checkpoint in one file; only then does the durable checkpoint move. */
@@ -145,10 +158,20 @@ class SearchTarget implements ProjectionTarget {
     this.writing = true;
     try {
       const seq = this.index.appliedSeq;
-      // Vectors first, labelled with this checkpoint: a crash before the snapshot below leaves vectors
-      // whose label does not match the older snapshot, and they are derived again on load.
-      await saveVectorChannel(this.index, vectorsDir(this.dir, this.index.app, this.index.generation));
-      await writeSnapshot(snapshotFile(this.dir, this.index.app, this.index.generation), this.index);
+      const vectors = () => saveVectorChannel(this.index, vectorsDir(this.dir, this.index.app, this.index.generation));
+      const records = () => writeSnapshot(snapshotFile(this.dir, this.index.app, this.index.generation), this.index);
+      if (this.role === "fresh") {
+        // Not current until promote writes CURRENT after this: the order of the two writes is free,
+        // and a sink stores and saves its vectors on its own thread while this one writes the records.
+        // Both settled before either's failure is thrown: the records are written from the live index.
+        const settled = await Promise.allSettled([vectors(), records()]);
+        for (const result of settled) if (result.status === "rejected") throw result.reason;
+      } else {
+        // Vectors first, labelled with this checkpoint: a crash before the snapshot below leaves vectors
+        // whose label does not match the older snapshot, and they are derived again on load.
+        await vectors();
+        await records();
+      }
       this.durable = { seq, generation: this.index.generation };
       this.lastSnapshotAt = this.policy.now();
     } finally {
@@ -251,7 +274,9 @@ export function searchProjection(options: SearchProjectionOptions = {}): SearchP
 
     async openFresh(scope: ProjectionScope): Promise<ProjectionTarget> {
       // Built in memory; its file appears on its first snapshot, and readers only follow CURRENT.
-      const index = await withVectors(new SearchIndex(scope.app, newGeneration()), undefined);
+      const index = new SearchIndex(scope.app, newGeneration());
+      if (options.freshVectors && options.vectors) index.attachVectorSink(await options.freshVectors({ app: scope.app, generation: index.generation }));
+      else await withVectors(index, undefined);
       index.deferIndexing();
       return new SearchTarget(dir, index, "fresh", policy);
     },

@@ -1,7 +1,7 @@
 import type { ProjectedEvent } from "../projection.js";
 import { FullTextChannel, type ChannelHit, type RetrievalFilter, type SavedFullTextIndex } from "./fulltext-channel.js";
 import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexChange, type IndexedMemory, type MemoryRecord } from "./memory-records.js";
-import type { VectorChannel, VectorWriteStats } from "./vector-channel.js";
+import type { VectorChannel, VectorSink, VectorWriteStats } from "./vector-channel.js";
 import { tokenizeText } from "./tokenizer.js";
 import { internal } from "../../schemas/errors.js";
 
@@ -22,6 +22,10 @@ export class SearchIndex {
   private readonly branches = new Map<string, string>();
   private pendingVectors = new Map<string, IndexedMemory | null>();
   private vectorChannel: VectorChannel | undefined;
+  /** Instead of a channel, a fresh index's vectors written elsewhere (see VectorSink). */
+  private sink: VectorSink | undefined;
+  /** The sink's writes sent by `materialize` and not yet known to be done (see vectorsWritten). */
+  private sinkWrites: Promise<unknown> = Promise.resolve();
   private seq = 0;
   /**
    * Fresh-target mode (`deferIndexing`): memories whose indexed view changed since the last
@@ -68,8 +72,20 @@ export class SearchIndex {
    * snapshot, or derived with `VectorChannel.rebuildFrom(index.activeMemories())`).
    */
   attachVectors(channel: VectorChannel): void {
-    if (this.vectorChannel) throw internal(`search index ${this.app}/${this.generation} already has a vector channel`);
+    if (this.vectorChannel || this.sink) throw internal(`search index ${this.app}/${this.generation} already has a vector channel`);
     this.vectorChannel = channel;
+  }
+
+  /** Sends this (fresh, empty) index's vector changes to `sink` instead of a channel of its own. */
+  attachVectorSink(sink: VectorSink): void {
+    if (this.vectorChannel || this.sink) throw internal(`search index ${this.app}/${this.generation} already has a vector channel`);
+    if (this.records.size > 0) throw internal(`search index ${this.app}/${this.generation}: a vector sink is attached to an empty index`);
+    this.sink = sink;
+  }
+
+  /** The sink attached instead of a channel, if any. */
+  get vectorSink(): VectorSink | undefined {
+    return this.sink;
   }
 
   /**
@@ -99,7 +115,7 @@ export class SearchIndex {
    * events are already folded, so a retried batch is skipped by `apply` and only this step repeats).
    */
   async flushVectors(): Promise<VectorWriteStats> {
-    const channel = this.vectorChannel;
+    const channel = this.vectorChannel ?? this.sink;
     if (!channel || this.pendingVectors.size === 0) return { embedded: 0, upserted: 0, removed: 0 };
     const batch = this.pendingVectors;
     this.pendingVectors = new Map();
@@ -142,6 +158,8 @@ export class SearchIndex {
     if (!deferred || !indexed || deferred.size === 0) return;
     const ids = [...deferred.keys()];
     deferred.clear();
+    // A sink writes elsewhere: all in one write, started before BM25 so that the two run side by side.
+    if (this.sink) return this.materializeBeside(ids, indexed);
     const batch = this.vectorChannel?.embedder.embedEach ? ids.length : vectorBatch;
     for (let start = 0; start < ids.length; start += batch) {
       for (const memoryId of ids.slice(start, start + batch)) {
@@ -156,6 +174,39 @@ export class SearchIndex {
       }
       await this.flushVectors();
     }
+  }
+
+  /**
+   * Resolves once every vector change sent to the sink so far is written, or rejects with what failed.
+   * A sink's writes are not awaited by `materialize`: a fresh index waits for them only before its
+   * snapshot, so that it writes its records while the sink's thread is still storing vectors.
+   */
+  async vectorsWritten(): Promise<void> {
+    await this.sinkWrites;
+  }
+
+  /**
+   * `materialize` with a sink: the vector changes are queued and sent first, then BM25 is indexed here.
+   * Returns without waiting for the sink's write (see vectorsWritten).
+   */
+  private async materializeBeside(ids: readonly string[], indexed: Set<string>): Promise<void> {
+    const changes: IndexChange[] = [];
+    for (const memoryId of ids) {
+      const record = this.records.get(memoryId);
+      const view = record ? indexedViewOf(record) : null;
+      if (view) {
+        changes.push({ type: "upsert", memory: view });
+        indexed.add(memoryId);
+      } else if (indexed.delete(memoryId)) {
+        changes.push({ type: "remove", memoryId });
+      }
+    }
+    for (const change of changes) this.queueVector(change);
+    const writing = this.flushVectors();
+    this.sinkWrites = Promise.all([this.sinkWrites, writing]);
+    // Awaited by vectorsWritten; until then a failure must not count as unhandled.
+    this.sinkWrites.catch(() => undefined);
+    for (const change of changes) this.indexFullText(change);
   }
 
   /** `apply` then `flushVectors`: every channel reflects the events when it resolves. */
@@ -244,9 +295,17 @@ export class SearchIndex {
   }
 
   private applyChange(change: IndexChange): void {
+    this.indexFullText(change);
+    this.queueVector(change);
+  }
+
+  private indexFullText(change: IndexChange): void {
     if (change?.type === "upsert") this.fullText.upsert(change.memory);
     else if (change?.type === "remove") this.fullText.remove(change.memoryId);
-    if (change && this.vectorChannel) {
+  }
+
+  private queueVector(change: IndexChange): void {
+    if (change && (this.vectorChannel || this.sink)) {
       const memoryId = change.type === "upsert" ? change.memory.memoryId : change.memoryId;
       this.pendingVectors.set(memoryId, change.type === "upsert" ? change.memory : null);
     }

@@ -43,6 +43,22 @@ export interface VectorWriteStats {
   removed: number;
 }
 
+/**
+ * Where a fresh search index sends its vector changes when they are written elsewhere than on its own
+ * thread (services/vector-thread.ts: a thread of their own, so that a rebuild's vectors are read and
+ * stored while this thread indexes BM25), instead of a VectorChannel. Nothing searches through it: the
+ * index is promoted in a thread that serves no reader, and whoever serves it loads the vectors `save`
+ * wrote beside its snapshot.
+ */
+export interface VectorSink {
+  readonly modelId: string;
+  /** As VectorChannel.write: resolves once every change is in the index, rejects with what failed. */
+  write(changes: VectorChanges): Promise<VectorWriteStats>;
+  /** Writes the vectors to `dir`, labelled, as a persistent vector index saves (nothing for an external one). */
+  save(dir: string, label: string): Promise<void>;
+  close(): Promise<void>;
+}
+
 /** Points per vector-index upsert while a write's vectors arrive. */
 const UPSERT_CHUNK = 1024;
 

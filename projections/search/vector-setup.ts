@@ -115,8 +115,13 @@ export async function attachVectorChannel(index: SearchIndex, setup: VectorSetup
   return source;
 }
 
-/** Saves an embedded vector channel beside the snapshot, labelled with the index's checkpoint. */
+/** Saves an embedded vector channel (or has a sink save its vectors) beside the snapshot, labelled with the index's checkpoint. */
 export async function saveVectorChannel(index: SearchIndex, dir: string): Promise<void> {
+  const sink = index.vectorSink;
+  if (sink) {
+    await index.vectorsWritten();
+    return sink.save(dir, labelOf(index, sink.modelId));
+  }
   const channel = index.vectors;
   if (!channel || !isPersistentVectorIndex(channel.index)) return;
   await channel.index.save(dir, labelOf(index, channel.modelId));

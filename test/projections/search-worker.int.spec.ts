@@ -159,7 +159,7 @@ describe("the search projection rebuilt on a worker thread", () => {
     expect(searchFromDescription({ dir: path.join(root, "noconn"), vectors: withoutConnection }, { nc }).portable).toBeUndefined();
     // BM25 only needs nothing but the directory.
     const bm25 = searchFromDescription({ dir: path.join(root, "bm25") });
-    expect(bm25.portable).toMatchObject({ factory: "searchFromDescription", options: { dir: path.join(root, "bm25") } });
+    expect(bm25.portable).toMatchObject({ factory: "searchForRebuildWorker", options: { dir: path.join(root, "bm25") } });
     // By default a short stream keeps search on the reading thread: a worker's start-up costs more than it earns there.
     expect(canRebuildInThread(bm25, THREADS_FROM_EVENTS - 1)).toBe(false);
     expect(canRebuildInThread(bm25, THREADS_FROM_EVENTS)).toBe(true);

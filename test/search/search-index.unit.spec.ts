@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { SearchIndex, searchMemories } from "../../projections/search/index.js";
+import { SearchIndex, searchMemories, type VectorChanges, type VectorSink, type VectorWriteStats } from "../../projections/search/index.js";
 import { EventLog } from "./events.js";
 
 const ids = (index: SearchIndex, query: string, options: Parameters<typeof searchMemories>[2] = { k: 10 }) =>
@@ -175,5 +175,86 @@ describe("deferred indexing (fresh rebuild targets)", () => {
       expect(expected.length, query).toBeGreaterThan(0);
       expect(rounded(searchMemories(fresh, query, { k: 50 })), query).toEqual(rounded(expected));
     }
+  });
+});
+
+/**
+ * A sink that records what it is sent and settles each write when the test says (our own interface: the
+ * real one, on a thread of its own, is tested against NATS in test/projections/vector-thread.int.spec.ts).
+ */
+class RecordingSink implements VectorSink {
+  readonly modelId = "recording";
+  readonly writes: { changes: VectorChanges; indexedWhenSent: number; settle: (error?: Error) => void }[] = [];
+  readonly saved: string[] = [];
+  constructor(private readonly indexedCount: () => number) {}
+  write(changes: VectorChanges): Promise<VectorWriteStats> {
+    return new Promise((resolve, reject) => {
+      const settle = (error?: Error) => (error ? reject(error) : resolve({ embedded: changes.size, upserted: changes.size, removed: 0 }));
+      this.writes.push({ changes: new Map(changes), indexedWhenSent: this.indexedCount(), settle });
+    });
+  }
+  async save(dir: string): Promise<void> {
+    this.saved.push(dir);
+  }
+  async close(): Promise<void> {}
+}
+
+describe("a fresh index whose vectors go to a sink (written on another thread)", () => {
+  const history = () => {
+    const log = new EventLog();
+    for (let i = 0; i < 30; i++) log.write(`m${i}`, { title: `Note ${i} webhook`, body: `About retry ${i}.` });
+    log.supersede("m3");
+    return log;
+  };
+
+  test("sends each memory's final vector change once, before BM25 is indexed, and materialize does not wait for the write", async () => {
+    const log = history();
+    const fresh = new SearchIndex(log.app, "fresh");
+    const sink = new RecordingSink(() => fresh.indexedCount);
+    fresh.attachVectorSink(sink);
+    fresh.deferIndexing();
+    fresh.apply(log.events);
+    await fresh.materialize(); // resolves while the write is still open
+    expect(sink.writes).toHaveLength(1);
+    const [write] = sink.writes;
+    expect(write!.indexedWhenSent).toBe(0);
+    expect([...write!.changes.keys()].sort()).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`).filter((id) => id !== "m3").sort());
+    expect(fresh.indexedCount).toBe(29);
+    expect(fresh.pendingVectorCount).toBe(0);
+    expect(fresh.vectors).toBeUndefined(); // nothing searches through a sink
+
+    let written = false;
+    const waiting = fresh.vectorsWritten().then(() => (written = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(written).toBe(false);
+    write!.settle();
+    await waiting;
+    expect(written).toBe(true);
+  });
+
+  test("a failed write is what vectorsWritten rejects with, never an unhandled rejection", async () => {
+    const log = history();
+    const fresh = new SearchIndex(log.app, "fresh");
+    const sink = new RecordingSink(() => fresh.indexedCount);
+    fresh.attachVectorSink(sink);
+    fresh.deferIndexing();
+    fresh.apply(log.events.slice(0, 20));
+    await fresh.materialize();
+    fresh.apply(log.events.slice(20));
+    await fresh.materialize();
+    expect(sink.writes).toHaveLength(2);
+    sink.writes[0]!.settle(new Error("the model is down"));
+    sink.writes[1]!.settle();
+    await expect(fresh.vectorsWritten()).rejects.toThrow("the model is down");
+  });
+
+  test("a sink is attached only to an empty index without a channel", () => {
+    const log = history();
+    const used = new SearchIndex(log.app, "used");
+    used.apply(log.events);
+    expect(() => used.attachVectorSink(new RecordingSink(() => 0))).toThrow("a vector sink is attached to an empty index");
+    const twice = new SearchIndex(log.app, "twice");
+    twice.attachVectorSink(new RecordingSink(() => 0));
+    expect(() => twice.attachVectorSink(new RecordingSink(() => 0))).toThrow("already has a vector channel");
   });
 });
