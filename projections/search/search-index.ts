@@ -162,18 +162,20 @@ export class SearchIndex {
     if (this.sink) return this.materializeBeside(ids, indexed);
     const batch = this.vectorChannel?.embedder.embedEach ? ids.length : vectorBatch;
     for (let start = 0; start < ids.length; start += batch) {
-      for (const memoryId of ids.slice(start, start + batch)) {
-        const record = this.records.get(memoryId);
-        const view = record ? indexedViewOf(record) : null;
-        if (view) {
-          this.applyChange({ type: "upsert", memory: view });
-          indexed.add(memoryId);
-        } else if (indexed.delete(memoryId)) {
-          this.applyChange({ type: "remove", memoryId });
-        }
-      }
+      for (const memoryId of ids.slice(start, start + batch)) this.applyChange(this.deferredChange(memoryId, indexed));
       await this.flushVectors();
     }
+  }
+
+  /** What a deferred memory changes in the channels now: its current view, or its removal if an earlier materialize indexed it. */
+  private deferredChange(memoryId: string, indexed: Set<string>): IndexChange {
+    const record = this.records.get(memoryId);
+    const view = record ? indexedViewOf(record) : null;
+    if (view) {
+      indexed.add(memoryId);
+      return { type: "upsert", memory: view };
+    }
+    return indexed.delete(memoryId) ? { type: "remove", memoryId } : null;
   }
 
   /**
@@ -190,17 +192,7 @@ export class SearchIndex {
    * Returns without waiting for the sink's write (see vectorsWritten).
    */
   private async materializeBeside(ids: readonly string[], indexed: Set<string>): Promise<void> {
-    const changes: IndexChange[] = [];
-    for (const memoryId of ids) {
-      const record = this.records.get(memoryId);
-      const view = record ? indexedViewOf(record) : null;
-      if (view) {
-        changes.push({ type: "upsert", memory: view });
-        indexed.add(memoryId);
-      } else if (indexed.delete(memoryId)) {
-        changes.push({ type: "remove", memoryId });
-      }
-    }
+    const changes = ids.map((memoryId) => this.deferredChange(memoryId, indexed));
     for (const change of changes) this.queueVector(change);
     const writing = this.flushVectors();
     this.sinkWrites = Promise.all([this.sinkWrites, writing]);

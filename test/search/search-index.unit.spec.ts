@@ -206,13 +206,17 @@ describe("a fresh index whose vectors go to a sink (written on another thread)",
     log.supersede("m3");
     return log;
   };
-
-  test("sends each memory's final vector change once, before BM25 is indexed, and materialize does not wait for the write", async () => {
-    const log = history();
+  const freshWithSink = (log: EventLog) => {
     const fresh = new SearchIndex(log.app, "fresh");
     const sink = new RecordingSink(() => fresh.indexedCount);
     fresh.attachVectorSink(sink);
     fresh.deferIndexing();
+    return { fresh, sink };
+  };
+
+  test("sends each memory's final vector change once, before BM25 is indexed, and materialize does not wait for the write", async () => {
+    const log = history();
+    const { fresh, sink } = freshWithSink(log);
     fresh.apply(log.events);
     await fresh.materialize(); // resolves while the write is still open
     expect(sink.writes).toHaveLength(1);
@@ -234,15 +238,14 @@ describe("a fresh index whose vectors go to a sink (written on another thread)",
 
   test("a failed write is what vectorsWritten rejects with, never an unhandled rejection", async () => {
     const log = history();
-    const fresh = new SearchIndex(log.app, "fresh");
-    const sink = new RecordingSink(() => fresh.indexedCount);
-    fresh.attachVectorSink(sink);
-    fresh.deferIndexing();
+    const { fresh, sink } = freshWithSink(log);
     fresh.apply(log.events.slice(0, 20));
     await fresh.materialize();
     fresh.apply(log.events.slice(20));
     await fresh.materialize();
     expect(sink.writes).toHaveLength(2);
+    // m3 was indexed by the first materialize and superseded since: the second removes it.
+    expect(sink.writes[1]!.changes.get("m3")).toBeNull();
     sink.writes[0]!.settle(new Error("the model is down"));
     sink.writes[1]!.settle();
     await expect(fresh.vectorsWritten()).rejects.toThrow("the model is down");
