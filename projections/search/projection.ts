@@ -40,7 +40,7 @@ export interface SearchProjectionOptions {
    */
   vectors?: VectorSetup | (() => Promise<VectorSetup>) | undefined;
   /**
-   * For fresh targets only, instead of `vectors`: where their vector changes are written (a VectorSink).
+   * For fresh targets only, when `vectors` is given: where their vector changes are written (a VectorSink).
    * Given by a definition whose fresh targets nobody searches before they are promoted and served
    * elsewhere (a rebuild worker's: services/search-definition.ts), so that vectors are read and stored
    * on a thread of their own while BM25 is indexed on this one.

@@ -79,7 +79,7 @@ export class SearchIndex {
   /** Sends this (fresh, empty) index's vector changes to `sink` instead of a channel of its own. */
   attachVectorSink(sink: VectorSink): void {
     if (this.vectorChannel || this.sink) throw internal(`search index ${this.app}/${this.generation} already has a vector channel`);
-    if (this.records.size > 0) throw internal(`search index ${this.app}/${this.generation}: a vector sink is attached to an empty index`);
+    if (this.records.size > 0) throw internal(`search index ${this.app}/${this.generation}: a vector sink must be attached to an empty index`);
     this.sink = sink;
   }
 

@@ -255,7 +255,7 @@ describe("a fresh index whose vectors go to a sink (written on another thread)",
     const log = history();
     const used = new SearchIndex(log.app, "used");
     used.apply(log.events);
-    expect(() => used.attachVectorSink(new RecordingSink(() => 0))).toThrow("a vector sink is attached to an empty index");
+    expect(() => used.attachVectorSink(new RecordingSink(() => 0))).toThrow("a vector sink must be attached to an empty index");
     const twice = new SearchIndex(log.app, "twice");
     twice.attachVectorSink(new RecordingSink(() => 0));
     expect(() => twice.attachVectorSink(new RecordingSink(() => 0))).toThrow("already has a vector channel");
