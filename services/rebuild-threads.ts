@@ -234,9 +234,14 @@ export class ThreadedRebuild {
     await this.request({ op: "promote", id: 0 });
   }
 
-  /** Closes the target and ends the thread; never throws (it runs in `finally`). */
+  /**
+   * Closes the target and ends the thread; never throws (it runs in `finally`). The target is closed
+   * even after a failure, while the thread lives: its close ends what it started (a search target's
+   * vector thread, which must exit by itself: see services/vector-thread.ts), and the thread is
+   * terminated only once it is idle.
+   */
   async close(): Promise<void> {
-    if (!this.exited && !this.failure) await this.request({ op: "close", id: 0 }).catch(() => undefined);
+    if (!this.exited) await this.send({ op: "close", id: 0 }).catch(() => undefined);
     await this.worker.terminate().catch(() => undefined);
   }
 
@@ -247,6 +252,12 @@ export class ThreadedRebuild {
 
   private request(request: RebuildWorkerRequest, transfer: ArrayBuffer[] = []): Promise<void> {
     this.check();
+    return this.send(request, transfer);
+  }
+
+  /** Posts a request, failed or not (close); answered, or rejected when the thread ends. */
+  private send(request: RebuildWorkerRequest, transfer: ArrayBuffer[] = []): Promise<void> {
+    if (this.exited) return Promise.reject(this.failure);
     const id = this.nextId++;
     const done = new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     this.worker.postMessage({ ...request, id }, transfer);

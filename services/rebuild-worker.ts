@@ -17,7 +17,7 @@ const reply = (message: RebuildWorkerReply) => port.postMessage(message);
 
 let definition: ProjectionDefinition;
 let target: ProjectionTarget;
-/** The first failure: every later request answers with it (the host stops at the first anyway). */
+/** The first failure: every later request but close answers with it (the host stops at the first anyway). */
 let failure: RemoteError | undefined;
 
 async function handle(request: RebuildWorkerRequest): Promise<void> {
@@ -39,20 +39,22 @@ async function handle(request: RebuildWorkerRequest): Promise<void> {
     case "promote":
       return definition.promote(scope, target);
     case "close":
-      return target.close();
+      // Unset when opening it failed (the host still asks to close).
+      return target?.close();
   }
 }
 
 let queue = Promise.resolve();
 port.on("message", (request: RebuildWorkerRequest) => {
   queue = queue.then(async () => {
-    if (failure) return reply({ id: request.id, error: failure });
+    // After a failure only close still runs: it ends what the target started (see ThreadedRebuild.close).
+    if (failure && request.op !== "close") return reply({ id: request.id, error: failure });
     try {
       await handle(request);
       reply({ id: request.id, error: null });
     } catch (error) {
-      failure = toRemoteError(error);
-      reply({ id: request.id, error: failure });
+      failure ??= toRemoteError(error);
+      reply({ id: request.id, error: toRemoteError(error) });
     }
   });
 });

@@ -167,6 +167,8 @@ describe("rebuilding portable projections on worker threads", () => {
     const lines = await readProbe(file);
     expect(lines.some((l) => l.op === "promote" || l.op === "commit")).toBe(false);
     expect(Math.max(...lines.flatMap((l) => (l.events ?? []).map((e) => e.seq)))).toBeLessThan(failAt);
+    // Closed all the same, before its thread ended: a target's close ends what it started.
+    expect(lines.at(-1)).toMatchObject({ op: "close" });
     expect({ generation: await layout.current(), tree: await treeHash(layout.appDir) }).toEqual(before);
   });
 
@@ -181,9 +183,10 @@ describe("rebuilding portable projections on worker threads", () => {
     await expect(failing).rejects.toMatchObject({ name: "MemledgerError", code: "conflict" });
     await expect(failing).rejects.toThrow(`probe (rebuilt on a worker thread): probe refuses to commit at ${await store.lastSeq(scope.stream)}`);
 
-    // The probe folded every claim event, never committed and was never promoted.
+    // The probe folded every claim event, never committed and was never promoted, and was closed.
     const lines = await readProbe(file);
     expect(lines.some((l) => l.op === "commit" || l.op === "promote")).toBe(false);
+    expect(lines.at(-1)).toMatchObject({ op: "close" });
     const claimSeqs = published.flatMap((p, i) => (p.event.type.startsWith("claim.") ? [i + 1] : []));
     expect(lines.flatMap((l) => (l.events ?? []).map((e) => e.seq))).toEqual(claimSeqs);
     // Files did not wait for it: a newer generation serves readers, whole (the same tree from the same log).
