@@ -29,7 +29,9 @@ describe("files projection, as a Given/When/Then spec", () => {
     root = await mkdtemp(join(tmpdir(), "memledger-spec-"));
   });
   afterEach(async () => {
+    // The store keeps its generations beside its root (`<root>.gen`): both are this test's.
     await rm(root, { recursive: true, force: true });
+    await rm(`${root}.gen`, { recursive: true, force: true });
   });
 
   it("an approved memory is listed in MEMORY.md and has its file", async () => {
