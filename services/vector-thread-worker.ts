@@ -21,14 +21,12 @@ let nc: NatsConnection | undefined;
 let channel: VectorChannel | undefined;
 let failure: VectorThreadReply["error"] = null;
 
-async function handle(request: VectorThreadRequest): Promise<VectorThreadReply> {
+async function handle(request: Exclude<VectorThreadRequest, { op: "close" }>): Promise<VectorThreadReply> {
   switch (request.op) {
     case "write":
       return { id: request.id, error: null, stats: await channel!.write(new Map(request.changes)) };
     case "save":
       if (isPersistentVectorIndex(channel!.index)) await channel!.index.save(request.dir, request.label);
-      return { id: request.id, error: null };
-    case "close":
       return { id: request.id, error: null };
   }
 }

@@ -80,8 +80,12 @@ export class ThreadedVectorSink implements VectorSink {
       exited.then(() => undefined),
     ]);
     if (opened?.error === null && opened.modelId !== undefined) return new ThreadedVectorSink(worker, opened.modelId, exited);
-    if (opened) await new ThreadedVectorSink(worker, "", exited).close();
-    if (opened?.error) throw fromRemoteError(opened.error);
+    if (opened) {
+      // It answered with its failure and waits: asked to close, it exits by itself.
+      worker.postMessage({ op: "close", id: 0 } satisfies VectorThreadRequest);
+      await exited;
+      if (opened.error) throw fromRemoteError(opened.error);
+    }
     throw internal(`the vector thread ended before opening its channel${failed ? `: ${failed.message}` : ""}`, {}, failed);
   }
 
