@@ -32,11 +32,12 @@ export interface FilesTargetOptions {
    */
   fresh?: boolean;
   /**
-   * Fresh targets only: once this many memories were touched since the last commit, `apply` writes
-   * their files and one state bundle and drops them from memory (default 4096). This bounds what a
-   * rebuild holds however long the log is (at 1M events it held every memory until its one commit),
-   * and starts writing files while the log is still being read. A memory touched again after a spill
-   * is read back (from the previous spill, kept in memory, or from its bundle) and written again.
+   * Fresh targets only: once this many memories were touched since the last commit, `apply` writes the
+   * files and one state bundle of the half touched least recently and drops them from memory (default
+   * 4096). This bounds what a rebuild holds however long the log is (at 1M events it held every memory
+   * until its one commit), and starts writing files while the log is still being read. A memory touched
+   * again after a spill is read back (from the previous spill, kept in memory, or from its bundle) and
+   * written again.
    */
   spillRecords?: number;
 }
@@ -111,7 +112,10 @@ export class FilesTarget implements ProjectionTarget {
   private readonly stored = new Set<string>();
   /** Memories whose latest record is in a bundle (no per-memory state file is newer). */
   private readonly bundled = new Map<string, BundledRecord>();
-  /** Records touched since the last commit: written once each by the next commit. */
+  /**
+   * Records touched since the last commit: written once each by the next commit (or spill). In the order
+   * they were last touched, least recently first (a spill writes the coldest).
+   */
   private readonly touched = new Map<string, MemoryRecord>();
   private indexOnDisk = false;
   private readonly knownDirs = new Set<string>();
@@ -298,6 +302,11 @@ export class FilesTarget implements ProjectionTarget {
 
   async apply(events: readonly ProjectedEvent[]): Promise<void> {
     this.assertOpen();
+    // Before this batch, so that a spill's bundle is named by a sequence no later commit reuses: the
+    // commit after the last batch writes what is still touched at that batch's sequence or later. Never
+    // twice at one sequence (bundles are loaded in the order of their names).
+    const bound = this.options.spillRecords ?? DEFAULT_SPILL_RECORDS;
+    if (this.writer && this.touched.size >= bound && this.appliedSeq > this.lastBundleSeq) this.spill();
     // Events at or below the checkpoint are already durable: skipping them is what makes redelivery harmless.
     const fresh = events.filter((e) => e.seq > this.committed.seq && isMemoryEvent(e.event));
     const toLoad = [...new Set(fresh.map((e) => e.event.aggregateId))].filter((id) => !this.touched.has(id) && this.stored.has(id));
@@ -315,21 +324,40 @@ export class FilesTarget implements ProjectionTarget {
       const record = this.touched.get(id) ?? loaded.get(id) ?? emptyRecord();
       // Marked touched even when the record already holds the event: after a crash in the middle of a
       // commit, state files may be ahead of the checkpoint, and the redelivered events must still cause
-      // the memory's file and MEMORY.md to be rewritten.
+      // the memory's file and MEMORY.md to be rewritten. Deleted first, so that it moves to the end of
+      // the map's order (most recently touched).
+      this.touched.delete(id);
       this.touched.set(id, applyEvent(record, projected));
     }
     const last = events.at(-1)?.seq ?? 0;
     if (last > this.appliedSeq) this.appliedSeq = last;
-    if (this.writer && this.touched.size >= (this.options.spillRecords ?? DEFAULT_SPILL_RECORDS)) this.spill();
   }
 
   /**
-   * Fresh targets: writes the touched memories' files and one state bundle now, without MEMORY.md or
-   * the checkpoint (those are the commit's), and forgets the records. The generation is invisible and
-   * never resumed, so files ahead of the checkpoint harm nobody; a re-touched memory is written again.
+   * Fresh targets: writes the files and one state bundle of the coldest half of the touched memories
+   * now, without MEMORY.md or the checkpoint (those are the commit's), and forgets their records. The
+   * generation is invisible and never resumed, so files ahead of the checkpoint harm nobody; a
+   * re-touched memory is written again.
+   *
+   * Why the coldest half and not every touched memory: a memory's events sit close together in the log
+   * (its proposal, its review, a revision), so the memories touched last are the ones still in play.
+   * Writing them all at each spill wrote those again at the next one: at 1M events (100k memories)
+   * 116k records were written and 16k read back; the coldest half, replayed over the same log, writes
+   * each memory once and reads none back (docs/benchmarks.md, eighth round).
    */
   private spill(): void {
-    const records = [...this.touched.values()].filter((r) => r.state.id !== null);
+    const keep = Math.floor((this.options.spillRecords ?? DEFAULT_SPILL_RECORDS) / 2);
+    const cold: string[] = [];
+    for (const id of this.touched.keys()) {
+      if (this.touched.size - cold.length <= keep) break;
+      cold.push(id);
+    }
+    const records: MemoryRecord[] = [];
+    for (const id of cold) {
+      const record = this.touched.get(id)!;
+      this.touched.delete(id);
+      if (record.state.id !== null) records.push(record);
+    }
     for (const record of records) this.queueMemoryFile(record);
     if (records.length > 0) this.queueBundle(this.appliedSeq, records);
     for (const record of records) {
@@ -339,7 +367,6 @@ export class FilesTarget implements ProjectionTarget {
     }
     this.spilled = new Map(records.map((r) => [r.state.id!, r]));
     this.spilledSinceCommit = true;
-    this.touched.clear();
   }
 
   private queueMemoryFile(record: MemoryRecord): void {

@@ -615,6 +615,47 @@ describe("files projection: generations", () => {
     expect((await readdir(stateDir)).some((name) => name.endsWith(".json"))).toBe(true);
   });
 
+  it("a fresh target spills the memories touched least recently: one still in play stays in memory and is written once", async () => {
+    // "hot" gets a new version proposed and approved between every new memory; 12 others come one per batch.
+    const events: ProjectedEvent[] = [valid(rawEvent(1, "hot", "memory.proposed", { version: 1, ...content("hot v1") }))];
+    const batches: ProjectedEvent[][] = [events.slice()];
+    let seq = 1;
+    for (let i = 1; i <= 12; i++) {
+      const batch = [
+        valid(rawEvent(++seq, `m-${String(i).padStart(2, "0")}`, "memory.proposed", { version: 1, ...content(`memory ${i}`) })),
+        valid(rawEvent(++seq, "hot", i % 2 === 1 ? "memory.approved" : "memory.proposed", i % 2 === 1 ? { version: Math.ceil(i / 2) } : { version: i / 2 + 1, ...content(`hot v${i / 2 + 1}`) })),
+      ];
+      batches.push(batch);
+      events.push(...batch);
+    }
+    const definition = filesProjection({ root, spillRecords: 4 });
+    const fresh = await definition.openFresh(APP);
+    open.push(fresh);
+    for (const batch of batches) await fresh.apply(batch);
+    await fresh.commit(seq);
+    await definition.promote(APP, fresh);
+
+    // Every spill took the two coldest of four memories: the new ones, never "hot" (touched in every batch).
+    const stateDir = path.join(`${root}.gen`, "app1", "1", ".state");
+    const bundles = (await readdir(stateDir)).filter((name) => name.startsWith("bundle-")).sort((a, b) => parseInt(a.slice(7)) - parseInt(b.slice(7)));
+    expect(bundles.length).toBeGreaterThan(2);
+    const idsIn = async (name: string) => (await readFile(path.join(stateDir, name), "utf8")).trim().split("\n").map((line) => JSON.parse(line).state.id as string);
+    const written = (await Promise.all(bundles.map(idsIn))).flat();
+    expect(written.filter((id) => id === "hot")).toEqual(["hot"]);
+    expect(await idsIn(bundles.at(-1)!)).toContain("hot");
+    // Each memory's record was written exactly once, and what readers see is what an uninterrupted live run writes.
+    expect(written.slice().sort()).toEqual([...new Set(written)].sort());
+    expect(written).toHaveLength(13);
+    const reference = path.join(tmp, "reference");
+    await applyAll(await openLive({ root: reference }), events);
+    expect(await treeHash(root)).toBe(await treeHash(reference));
+    // A live target continues from those bundles.
+    const live = await openLive();
+    await applyAll(live, [valid(rawEvent(seq + 1, "hot", "memory.approved", { version: 7 }))]);
+    await applyAll(await openLive({ root: reference }), [valid(rawEvent(seq + 1, "hot", "memory.approved", { version: 7 }))]);
+    expect(await treeHash(root)).toBe(await treeHash(reference));
+  });
+
   it("refuses to promote a target with uncommitted events", async () => {
     const definition = filesProjection({ root });
     open.push(await definition.openLive(APP));

@@ -190,7 +190,8 @@ describe("a rebuild produces what the live projections produce", () => {
 
     const embedder = new WordHashEmbedder("word-hash@1", 32);
     const search = searchProjection({ dir: path.join(root, "search"), vectors: await cache.setup(embedder, { kind: "hnsw" }) });
-    // A fresh files target spills every 8 memories, so most memories are written, read back and written again.
+    // A fresh files target spills the 4 coldest of every 8 memories touched; this history touches them at
+    // random, so many are written, read back and written again.
     const definitions: ProjectionDefinition[] = [filesProjection({ root: path.join(root, "files"), spillRecords: 8 }), claimsProjection({ redis: REDIS_URL, keyPrefix: `${prefix}:claims` }), search];
 
     // The live path: each projection under its own runner, small batches, every batch committed.
