@@ -2,6 +2,7 @@ import { z } from "zod";
 import { REQUESTS, type Verb } from "../../schemas/commands.js";
 import { ErrorCode, MemledgerError, invalid } from "../../schemas/errors.js";
 import type { MemoryClient } from "../client.js";
+import type { ReviewResult } from "../dream/review.js";
 
 type Args = Record<string, unknown>;
 
@@ -17,12 +18,26 @@ export interface McpTool {
   request: z.ZodType;
   extra?: z.ZodObject;
   call(client: MemoryClient, request: Args, extra: Args): Promise<unknown>;
+  /**
+   * For a verb that answers item by item (the consolidation review verbs): the first item it refused, if
+   * any. Such a reply is returned whole, as an error result, so that an agent cannot read a partly
+   * refused call as done (the CLI exits non-zero for the same reply).
+   */
+  refusal?(result: unknown): MemledgerError | undefined;
 }
 
 const send =
   (verb: Verb) =>
   (client: MemoryClient, request: Args): Promise<unknown> =>
     client.request(verb as never, request as never);
+
+/** The first refused item of a consolidation review reply, as the error it carries (services/dream/review.ts). */
+const firstRefusal = (result: unknown): MemledgerError | undefined => {
+  const refused = (result as ReviewResult).results.find((item) => item.outcome === "refused");
+  if (!refused) return undefined;
+  const code = (refused.error?.code ?? ErrorCode.conflict) as ErrorCode;
+  return new MemledgerError(code, `proposal ${refused.proposalId}: ${refused.error?.message ?? "refused"}`, refused.error?.details ?? {});
+};
 
 const TranscriptPathArgs = z.strictObject({
   transcriptPath: z.string().min(1).max(4096).optional(),
@@ -99,6 +114,44 @@ export const TOOLS: readonly McpTool[] = [
       return client.endSession(sessionId as string, { ...(rest as object), ...(transcriptFile !== undefined ? { transcriptFile } : {}) });
     },
   },
+  // Consolidation ("dreaming", docs/consolidation.md): runs propose changes from sessions and transcripts;
+  // nothing changes until a reviewer accepts. Reads need read access to the app; deciding needs the
+  // policy's `dream` verb, which by default only humans have.
+  {
+    name: "dream_list",
+    description: "The app's consolidation runs (changes proposed from sessions and transcripts), newest first: status, trigger, proposals per phase. A read.",
+    request: REQUESTS.dream_list,
+    call: send("dream_list"),
+  },
+  {
+    name: "dream_show",
+    description:
+      "One consolidation run: each proposal's change, evidence (sessions, transcript spans, memories), reason and status (pending, accepted, applied, rejected, reverted). A read.",
+    request: REQUESTS.dream_show,
+    call: send("dream_show"),
+  },
+  {
+    name: "dream_accept",
+    description:
+      "Accept and apply proposals of a completed run (every undecided one when `proposalIds` is empty), where the policy lets you review runs (by default humans only). `results` gives each proposal's outcome and the events written; a refused proposal makes the call an error that still carries every result.",
+    request: REQUESTS.dream_accept,
+    call: send("dream_accept"),
+    refusal: firstRefusal,
+  },
+  {
+    name: "dream_reject",
+    description: "Reject proposals of a run (every undecided one when `proposalIds` is empty), with a reason, where the policy lets you review runs. Nothing changes in memory.",
+    request: REQUESTS.dream_reject,
+    call: send("dream_reject"),
+    refusal: firstRefusal,
+  },
+  {
+    name: "dream_revert",
+    description: "Undo every applied change of a run as one batch, with compensating memory events (nothing is deleted), where the policy lets you review runs.",
+    request: REQUESTS.dream_revert,
+    call: send("dream_revert"),
+    refusal: firstRefusal,
+  },
 ];
 
 /**
@@ -168,7 +221,7 @@ export function successResult(tool: McpTool, result: unknown): ToolResult {
  * (schemas/errors.ts) in the text and in structuredContent.error.code, and, for a conflict on a memory, the
  * memory as it is now, so it can re-read and retry without another round trip.
  */
-export function errorResult(err: unknown, current?: unknown): ToolResult {
+export function errorResult(err: unknown, current?: unknown, reply?: Record<string, unknown>): ToolResult {
   const error =
     err instanceof MemledgerError
       ? { code: err.code, message: err.message, details: err.details }
@@ -179,9 +232,10 @@ export function errorResult(err: unknown, current?: unknown): ToolResult {
     const seq = (current as { seq?: number }).seq;
     lines.push(`current (re-read; retry with expectedSeq ${seq}): ${JSON.stringify(current)}`);
   }
+  if (reply !== undefined) lines.push(`reply: ${JSON.stringify(reply)}`);
   return {
     content: [{ type: "text", text: lines.join("\n") }],
-    structuredContent: { error, ...(current !== undefined ? { current } : {}) },
+    structuredContent: { ...reply, error, ...(current !== undefined ? { current } : {}) },
     isError: true,
   };
 }
@@ -191,7 +245,9 @@ export async function callTool(client: MemoryClient, tool: McpTool, raw: unknown
   try {
     const checked = checkArguments(tool, raw);
     request = checked.request;
-    return successResult(tool, await tool.call(client, checked.request, checked.extra));
+    const result = await tool.call(client, checked.request, checked.extra);
+    const refusal = tool.refusal?.(result);
+    return refusal ? errorResult(refusal, undefined, result as Record<string, unknown>) : successResult(tool, result);
   } catch (err) {
     const memoryId = request.memoryId;
     if (err instanceof MemledgerError && err.code === ErrorCode.conflict && typeof memoryId === "string") {

@@ -15,6 +15,10 @@ import { parsePolicy } from "../../services/auth/load.js";
 import { NATS_URL, deleteRedisKeys, deleteStreams, streamMessageCount, uniquePrefix } from "../support/env.js";
 import { eventually } from "../support/eventually.js";
 import { CLI, cleanEnv } from "../cli/support.js";
+import { naming } from "../../events/subjects.js";
+import { EventStore } from "../../services/event-store.js";
+import { runDream } from "../../services/dream/runner.js";
+import { approvedMemory, prunePhase } from "../dream/dream-support.js";
 
 /**
  * The MCP server as an agent meets it: `memledger mcp` as a child process, driven by the MCP SDK's own
@@ -66,7 +70,15 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const mcpArgs = () => ["mcp", "--app", APP, "--prefix", prefix, "--as", "coder-1", "--files", path.join(dir, "files")];
+const mcpArgs = (as = "coder-1") => ["mcp", "--app", APP, "--prefix", prefix, "--as", as, "--files", path.join(dir, "files")];
+
+/** An MCP client over stdio to `memledger mcp --as <as>`; closed (and its child stopped) by `close`. */
+async function stdioClient(as: string): Promise<Client> {
+  const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, ...mcpArgs(as)], env: cleanEnv() as Record<string, string>, stderr: "pipe" });
+  const client = new Client({ name: "memledger-test", version: "1.0.0" });
+  await client.connect(transport);
+  return client;
+}
 
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<ToolResult> {
   return (await client.callTool({ name, arguments: args })) as ToolResult;
@@ -190,13 +202,78 @@ async function exercise(client: Client, label: string): Promise<void> {
 
 describe("memledger mcp over stdio", () => {
   it("lists tools, proposes, reads, refuses with codes, returns the current version on conflict, serves MEMORY.md", async () => {
-    const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, ...mcpArgs()], env: cleanEnv() as Record<string, string>, stderr: "pipe" });
-    const client = new Client({ name: "memledger-test", version: "1.0.0" });
-    await client.connect(transport);
+    const client = await stdioClient("coder-1");
     try {
       await exercise(client, "stdio");
     } finally {
       await client.close();
+    }
+  }, 90_000);
+
+  it("consolidation tools: an agent lists and reads runs but may not decide; a human accepts, is refused on a second accept, and reverts", async () => {
+    const stream = `${prefix}_app_${APP}`;
+    const staleId = await approvedMemory(alice, "Build with make (dream)", "Run make build.", ["stale"]);
+    const store = await EventStore.open(ledger.nc, naming(prefix));
+    const run = await runDream({ nc: ledger.nc, store }, { app: APP, phases: [prunePhase], force: true });
+    if (run.status !== "completed") throw new Error(`the run did not complete: ${run.status}`);
+
+    const agent = await stdioClient("coder-1");
+    const human = await stdioClient("human:alice");
+    try {
+      const { tools } = await agent.listTools();
+      for (const name of ["dream_list", "dream_show", "dream_accept", "dream_reject", "dream_revert"]) expect(tools.map((t) => t.name)).toContain(name);
+      const accept = tools.find((t) => t.name === "dream_accept")!;
+      expect(accept.inputSchema.properties).toHaveProperty("runId");
+      expect(accept.inputSchema.properties).toHaveProperty("proposalIds");
+      expect(accept.inputSchema.properties).not.toHaveProperty("actor");
+      expect(accept.inputSchema.required).toEqual(["runId"]);
+
+      // Reads: the run, and its one proposal with its change and evidence.
+      const listed = await call(agent, "dream_list", {});
+      expect(listed.isError, listed.content[0]?.text).toBeFalsy();
+      expect(listed.structuredContent.results).toEqual(expect.arrayContaining([expect.objectContaining({ runId: run.runId, status: "completed" })]));
+      const shown = await call(agent, "dream_show", { runId: run.runId });
+      expect(shown.isError, shown.content[0]?.text).toBeFalsy();
+      const proposals = shown.structuredContent.proposals as { proposalId: string; phase: string; status: string; change: { action: string; memory: { memoryId: string } }; evidence: { summary: string } }[];
+      expect(proposals.map((p) => [p.phase, p.status, p.change.action, p.change.memory.memoryId, p.evidence.summary])).toEqual([["prune", "pending", "supersede", staleId, "tagged stale"]]);
+      const [proposal] = proposals;
+
+      // Bad input and an unknown run: typed errors, nothing appended.
+      const before = await streamMessageCount(ledger.nc, stream);
+      expect((await call(agent, "dream_show", { runId: "" })).structuredContent.error.code).toBe("invalid");
+      expect((await call(agent, "dream_show", { runId: "no-such-run" })).structuredContent.error.code).toBe("not_found");
+      expect((await call(human, "dream_reject", { runId: run.runId })).structuredContent.error.code).toBe("invalid"); // a reason is required
+
+      // Deciding is the policy's `dream` verb: the agent is refused and nothing is appended.
+      const refused = await call(agent, "dream_accept", { runId: run.runId });
+      expect(refused.isError).toBe(true);
+      expect(refused.structuredContent.error.code).toBe("forbidden");
+      expect(await streamMessageCount(ledger.nc, stream)).toBe(before);
+      expect((await alice.show(staleId)).status).toBe("active");
+
+      // The human accepts: the proposal is applied, the memory superseded.
+      const accepted = await call(human, "dream_accept", { runId: run.runId, proposalIds: [proposal!.proposalId], reason: "obsolete" });
+      expect(accepted.isError, accepted.content[0]?.text).toBeFalsy();
+      expect(accepted.structuredContent.results).toMatchObject([{ proposalId: proposal!.proposalId, outcome: "applied" }]);
+      expect((await alice.show(staleId)).status).toBe("superseded");
+
+      // Accepting it again is refused item by item: an error result that still holds every outcome, nothing appended.
+      const afterAccept = await streamMessageCount(ledger.nc, stream);
+      const again = await call(human, "dream_accept", { runId: run.runId, proposalIds: [proposal!.proposalId] });
+      expect(again.isError).toBe(true);
+      expect(again.structuredContent.error.code).toBe("conflict");
+      expect(again.structuredContent.results).toMatchObject([{ proposalId: proposal!.proposalId, outcome: "refused", error: { details: { reason: "already_decided" } } }]);
+      expect(again.content[0]!.text).toMatch(/^conflict: proposal /);
+      expect(await streamMessageCount(ledger.nc, stream)).toBe(afterAccept);
+
+      // The run is reverted as one batch: the memory is active again.
+      const reverted = await call(human, "dream_revert", { runId: run.runId, reason: "too eager" });
+      expect(reverted.isError, reverted.content[0]?.text).toBeFalsy();
+      expect(reverted.structuredContent.results).toMatchObject([{ proposalId: proposal!.proposalId, outcome: "reverted" }]);
+      expect((await alice.show(staleId)).status).toBe("active");
+    } finally {
+      await agent.close();
+      await human.close();
     }
   }, 90_000);
 });
