@@ -1,12 +1,12 @@
 import { createTwoFilesPatch } from "diff";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ObjectStore } from "@nats-io/obj";
-import { memoryDecider, type MemoryState, type MemoryVersion } from "../../commands/memory.js";
+import type { MemoryVersion } from "../../commands/memory.js";
 import { ORG_APP } from "../../events/subjects.js";
 import type { LiveClaim, OpenTask } from "../../projections/claims/reader.js";
 import type { RequestOf, Verb } from "../../schemas/commands.js";
 import { ErrorCode, MemledgerError, invalid } from "../../schemas/errors.js";
-import type { Evidence, MemoryEvent, OrgProvenance, ProposedChange, PromotionReason, TranscriptSpan } from "../../schemas/events.js";
+import type { OrgProvenance, PromotionReason, TranscriptSpan } from "../../schemas/events.js";
 import type { Actor } from "../../schemas/primitives.js";
 import { versionText } from "../audit/history.js";
 import { exposedSessions, exposureOf, type ExposureEntry } from "../audit/exposure.js";
@@ -16,6 +16,9 @@ import { discoverScopes } from "../discovery.js";
 import type { EventStore } from "../event-store.js";
 import { isStreamNotFound } from "../nats.js";
 import { readTranscript, useTranscripts } from "../transcripts.js";
+import { QueueFold, RunsFold, type RunView } from "./folds.js";
+
+export type { ProposalStatus, ProposalView, RunView } from "./folds.js";
 
 /**
  * What the review page reads and does, as its human. Every action is a command verb sent through the SDK
@@ -45,36 +48,6 @@ export interface QueueItem {
   provenance: OrgProvenance | null;
   /** The curator's flags on the promotion that wrote this org proposal (e.g. the near-duplicate it merged into). */
   flags: PromotionReason[];
-}
-
-export type ProposalStatus = "pending" | "accepted" | "applied" | "rejected" | "reverted";
-
-export interface ProposalView {
-  proposalId: string;
-  runId: string;
-  phase: string;
-  key: string;
-  change: ProposedChange;
-  evidence: Evidence;
-  reason: string;
-  status: ProposalStatus;
-  madeAt: string;
-  decidedBy: Actor | null;
-  decisionReason: string | null;
-  seq: number;
-}
-
-export interface RunView {
-  runId: string;
-  startedAt: string;
-  trigger: string;
-  phases: string[];
-  asOfSeq: number | null;
-  status: "running" | "completed" | "reverted";
-  steps: { phase: string; proposals: number; report: string | null }[];
-  revertReason: string | null;
-  proposals: ProposalView[];
-  seq: number;
 }
 
 export interface MemoryPage {
@@ -115,6 +88,8 @@ export class UiLedger {
   private readonly clients = new Map<string, MemoryClient>();
   /** Each app's log as this human may read it, fetched once and then from where it stopped. */
   private readonly logs = new Map<string, { entries: LogEntry[]; next: number; pending: Promise<LogEntry[]> | null }>();
+  /** Each app's queue and runs, folded from its log and advanced by what is new (folds.ts). */
+  private readonly folds = new Map<string, { queue: QueueFold; runs: RunsFold }>();
   private transcripts: Promise<ObjectStore> | undefined;
   private readonly transcriptText = new Map<string, string[]>();
 
@@ -181,31 +156,29 @@ export class UiLedger {
     return entry.pending;
   }
 
+  /** The app's folds, advanced to the end of its log as read now. */
+  private async folded(app: string): Promise<{ queue: QueueFold; runs: RunsFold }> {
+    const entries = await this.log(app);
+    let folds = this.folds.get(app);
+    if (!folds) {
+      folds = { queue: new QueueFold(), runs: new RunsFold() };
+      this.folds.set(app, folds);
+    }
+    folds.queue.advance(entries);
+    folds.runs.advance(entries);
+    return folds;
+  }
+
   /**
    * The memories with a pending version, oldest proposal first, folded with the memory decider's own
    * evolve: the first `limit` with their diffs and flags (what a page shows), and how many wait in all.
    */
   async queue(app: string, limit = QUEUE_PAGE): Promise<{ items: QueueItem[]; total: number }> {
-    const entries = await this.log(app);
-    const memories = new Map<string, { state: MemoryState; seq: number }>();
-    const proposals = new Map<string, LogEntry>();
-    for (const e of entries) {
-      if (!e.type.startsWith("memory.") || e.type.startsWith("memory.promotion_")) continue;
-      const current = memories.get(e.aggregateId) ?? { state: memoryDecider.initialState(), seq: 0 };
-      memories.set(e.aggregateId, { state: memoryDecider.evolve(current.state, e as MemoryEvent), seq: e.seq });
-      if (e.type === "memory.proposed") proposals.set(e.id, e);
-    }
-    const waiting: { memoryId: string; state: MemoryState; seq: number; pending: MemoryVersion }[] = [];
-    for (const [memoryId, { state, seq }] of memories) {
-      if (state.superseded) continue;
-      for (const pending of state.versions) if (pending.status === "proposed") waiting.push({ memoryId, state, seq, pending });
-    }
-    waiting.sort((a, b) => a.pending.proposedAt.localeCompare(b.pending.proposedAt));
+    const waiting = (await this.folded(app)).queue.waiting();
     // Diffs and the curator's flags only for what is shown: a long queue is read in pages.
     const items = await Promise.all(
-      waiting.slice(0, limit).map(async ({ memoryId, state, seq, pending }): Promise<QueueItem> => {
+      waiting.slice(0, limit).map(async ({ memoryId, state, seq, pending, proposed }): Promise<QueueItem> => {
         const active = state.versions.find((v) => v.version === state.activeVersion) ?? null;
-        const proposed = proposals.get(pending.eventId);
         const provenance = (proposed?.type === "memory.proposed" ? proposed.data.provenance : undefined) ?? null;
         return {
           app,
@@ -334,61 +307,7 @@ export class UiLedger {
 
   /** Consolidation runs and their proposals, folded from the run.* and proposal.* events of the log. */
   async runs(app: string): Promise<RunView[]> {
-    const runs = new Map<string, RunView>();
-    const proposals = new Map<string, ProposalView>();
-    for (const e of await this.log(app)) {
-      if (e.type.startsWith("run.")) {
-        const run = runs.get(e.aggregateId);
-        if (e.type === "run.started") {
-          const trigger = e.data.trigger.kind === "dream" ? `dream${e.data.trigger.forced ? " (forced)" : ""}` : `end of session ${e.data.trigger.sessionId}`;
-          runs.set(e.aggregateId, { runId: e.aggregateId, startedAt: e.time, trigger, phases: e.data.phases, asOfSeq: e.data.asOfSeq, status: "running", steps: [], revertReason: null, proposals: [], seq: e.seq });
-          continue;
-        }
-        if (!run) continue;
-        run.seq = e.seq;
-        if (e.type === "run.step_completed") run.steps.push({ phase: e.data.phase, proposals: e.data.proposals, report: e.data.report });
-        else if (e.type === "run.completed") run.status = "completed";
-        else if (e.type === "run.reverted") {
-          run.status = "reverted";
-          run.revertReason = e.data.reason;
-        }
-        continue;
-      }
-      if (!e.type.startsWith("proposal.")) continue;
-      if (e.type === "proposal.made") {
-        const view: ProposalView = {
-          proposalId: e.aggregateId,
-          runId: e.data.runId,
-          phase: e.data.phase,
-          key: e.data.key,
-          change: e.data.change,
-          evidence: e.data.evidence,
-          reason: e.data.reason,
-          status: "pending",
-          madeAt: e.time,
-          decidedBy: null,
-          decisionReason: null,
-          seq: e.seq,
-        };
-        proposals.set(e.aggregateId, view);
-        runs.get(e.data.runId)?.proposals.push(view);
-        continue;
-      }
-      const view = proposals.get(e.aggregateId);
-      if (!view) continue;
-      view.seq = e.seq;
-      if (e.type === "proposal.accepted") {
-        view.status = "accepted";
-        view.decidedBy = e.actor;
-        view.decisionReason = e.data.reason;
-      } else if (e.type === "proposal.applied") view.status = "applied";
-      else if (e.type === "proposal.rejected") {
-        view.status = "rejected";
-        view.decidedBy = e.actor;
-        view.decisionReason = e.data.reason;
-      } else if (e.type === "proposal.reverted") view.status = "reverted";
-    }
-    return [...runs.values()].sort((a, b) => b.seq - a.seq);
+    return (await this.folded(app)).runs.list();
   }
 
   /** The cited lines of a stored transcript (1-based, inclusive), or why they cannot be shown. */
