@@ -277,6 +277,12 @@ function fieldsOf(verb: Verb): string[] {
 }
 /** Verbs that append (they take an idempotency `key`): the SDK keys each one, so a retry never duplicates. */
 export const WRITE_VERBS: ReadonlySet<Verb> = new Set(VERBS.filter((verb) => fieldsOf(verb).includes("key")));
+/**
+ * Verbs that may append events: the writes, and the consolidation review verbs, which take no key (each
+ * event they append has an id derived from its proposal, so a retry replays). Every other verb reads
+ * (search and hydrate record what they showed afterwards, in batches: services/exposure.ts).
+ */
+export const APPENDING_VERBS: ReadonlySet<Verb> = new Set<Verb>([...WRITE_VERBS, "dream_accept", "dream_reject", "dream_revert"]);
 /** Queries answered from read models (they take `minSeq`): the SDK sends the highest sequence it has seen. */
 export const READ_MODEL_VERBS: ReadonlySet<Verb> = new Set(VERBS.filter((verb) => fieldsOf(verb).includes("minSeq")));
 export type RequestOf<V extends Verb> = z.input<(typeof REQUESTS)[V]>;

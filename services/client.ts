@@ -4,6 +4,7 @@ import type { RetrievedMemory } from "../projections/search/retrieve.js";
 import { naming, type Naming } from "../events/subjects.js";
 import {
   READ_MODEL_VERBS,
+  REQUESTS,
   WRITE_VERBS,
   type AppendOutcome,
   type ClaimOutcome,
@@ -53,6 +54,26 @@ export interface MemoryHistoryView {
 }
 
 export type SessionView = Omit<SessionState, "id" | "applied"> & { sessionId: string; seq: number };
+
+/**
+ * A `log` read of up to `limit` entries through `page` (one request each). A reply must fit in one NATS
+ * message (the server's max_payload), so the service may answer with fewer entries than asked: this asks
+ * again from after the last one until it has `limit`, or a page comes back empty (the end of the log).
+ * A request the schema refuses is sent once, as it is, for the service to refuse.
+ */
+export async function readLogPages(page: (request: RequestOf<"log">) => Promise<LogEntry[]>, options: RequestOf<"log">): Promise<LogEntry[]> {
+  const parsed = REQUESTS.log.safeParse(options);
+  if (!parsed.success) return page(options);
+  const { limit } = parsed.data;
+  const out: LogEntry[] = [];
+  let request = options;
+  for (;;) {
+    const got = await page(request);
+    out.push(...got);
+    if (got.length === 0 || out.length >= limit) return out;
+    request = { ...options, sinceSeq: got.at(-1)!.seq + 1, limit: limit - out.length };
+  }
+}
 
 export function parseActor(spec: string | Actor): Actor {
   if (typeof spec !== "string") return Actor.parse(spec);
@@ -218,8 +239,12 @@ export class MemoryClient {
     return this.request("history", { memoryId });
   }
 
+  /**
+   * The app's events from `sinceSeq` on (or one memory's), oldest first: up to `limit` of those the
+   * actor may read, every one of them if the log holds fewer (see readLogPages).
+   */
   log(options: RequestOf<"log"> = {}): Promise<LogEntry[]> {
-    return this.request("log", options);
+    return readLogPages((request) => this.request("log", request), options);
   }
 
   startSession(input: RequestOf<"session_start"> = {}): Promise<SessionOutcome> {

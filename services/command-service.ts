@@ -16,9 +16,10 @@ import {
   type Reply,
   type SessionOutcome,
   type Verb,
+  APPENDING_VERBS,
 } from "../schemas/commands.js";
-import { ErrorCode, MemledgerError, forbidden, invalid, notFound, unavailable } from "../schemas/errors.js";
-import { replyRefusal } from "./nats.js";
+import { ErrorCode, MemledgerError, forbidden, internal, invalid, notFound, unavailable } from "../schemas/errors.js";
+import { maxPayloadOf, replyRefusal } from "./nats.js";
 import { quarantineMessage } from "./ledger-admin.js";
 import type { ClaimEvent, MemoryPromotionAccepted, MemoryPromotionRejected } from "../schemas/events.js";
 import { Actor, AppName } from "../schemas/primitives.js";
@@ -91,6 +92,11 @@ const sessionView = (id: string, state: SessionState, seq: number) => {
 };
 
 const logEntry = (stored: StoredEvent) => ({ seq: stored.seq, subject: stored.subject, ...stored.event });
+
+/** What a reply adds around its result (`{"ok":true,"result":…}`), with room to spare. */
+const REPLY_ENVELOPE_BYTES = 1024;
+/** Events a `log` request reads from the stream at a time: a page that fills its reply early reads little more than it sends. */
+const LOG_READ_CHUNK = 1000;
 
 type Handler<V extends Verb> = (request: ParsedRequestOf<V>, ctx: CommandContext, check?: GovernedCheck) => Promise<unknown>;
 
@@ -189,6 +195,29 @@ export class CommandService {
     await this.exposure.drain();
   }
 
+  /**
+   * The reply as text, or, when it is larger than the server's max_payload, an error saying so: such a
+   * reply cannot be sent, and the requester would only see its request time out. A read is `invalid`
+   * (ask for less); a write was applied before its reply was built, so it is `internal` and says so.
+   */
+  private sendable(subject: string, reply: Reply<unknown>): { reply: Reply<unknown>; text: string } {
+    const text = JSON.stringify(reply);
+    const max = maxPayloadOf(this.nc);
+    // A UTF-16 code unit is at most 3 bytes of UTF-8: most replies need no byte count.
+    if (text.length * 3 <= max) return { reply, text };
+    const bytes = Buffer.byteLength(text, "utf8");
+    if (bytes <= max) return { reply, text };
+    const verb = this.names.parseCommand(subject)?.verb ?? "the request";
+    const details = { verb, replyBytes: bytes, maxPayload: max };
+    const error = APPENDING_VERBS.has(verb as Verb)
+      ? internal(`${verb} was applied, but its reply (${bytes} bytes) is larger than this NATS server's max_payload (${max} bytes); read the result back`, details)
+      : invalid(`the reply to ${verb} is ${bytes} bytes, larger than this NATS server's max_payload (${max} bytes); ask for less`, details);
+    this.onError(error, subject);
+    // Not ok: what a search or hydrate would have shown was not shown, so no exposure receipt follows.
+    const refused: Reply<unknown> = { ok: false, error: { code: error.code, message: error.message, details } };
+    return { reply: refused, text: JSON.stringify(refused) };
+  }
+
   /** Appends every exposure receipt queued so far and waits for it (tests; `stop` does it too). */
   flushExposure(): Promise<void> {
     return this.exposure.drain();
@@ -214,8 +243,10 @@ export class CommandService {
       }
     }
     if (msg.reply) {
+      const sent = this.sendable(msg.subject, reply);
+      reply = sent.reply;
       try {
-        msg.respond(JSON.stringify(reply));
+        msg.respond(sent.text);
       } catch (err) {
         this.onError(err, msg.subject);
       }
@@ -501,22 +532,34 @@ export class CommandService {
     log: async (r, ctx) => {
       const stream = this.names.appStream(ctx.app);
       const filterSubject = r.memoryId ? this.names.aggregate(ctx.app, "memory", r.memoryId) : undefined;
-      // Only events in scopes the actor may read; pages on until `limit` of those, or the end.
+      // Only events in scopes the actor may read; reads on until `limit` of those, or the end, or until
+      // the reply would not fit in one NATS message: the page then ends early, and the SDK's log() asks
+      // again from where it ended (10,000 events of ~600 bytes are 6 MB; the default max_payload is 1 MiB).
       const reader = this.guard.reader(ctx.actor, ctx.app, ctx.sessionId);
-      const out: StoredEvent[] = [];
+      const budget = maxPayloadOf(this.nc) - REPLY_ENVELOPE_BYTES;
+      const chunk = Math.min(r.limit, LOG_READ_CHUNK);
+      const out: ReturnType<typeof logEntry>[] = [];
+      let bytes = 0;
       let sinceSeq = r.sinceSeq;
       for (;;) {
-        const page = await this.store.readLog(stream, { filterSubject, sinceSeq, limit: r.limit });
+        const page = await this.store.readLog(stream, { filterSubject, sinceSeq, limit: chunk });
         // A page's session scopes are resolved before it is filtered (closed for what is not known).
         await reader.resolve(page.map((stored) => sessionOfScope(stored.event.scope)).filter((id): id is string => id !== null));
         for (const stored of page) {
-          if (reader.mayRead(stored.event.scope)) out.push(stored);
-          else if (r.memoryId) await reader.require(stored.event.scope, `log of memory ${r.memoryId}`);
+          if (!reader.mayRead(stored.event.scope)) {
+            if (r.memoryId) await reader.require(stored.event.scope, `log of memory ${r.memoryId}`);
+            continue;
+          }
+          const entry = logEntry(stored);
+          const size = Buffer.byteLength(JSON.stringify(entry), "utf8") + 1;
+          if (out.length > 0 && bytes + size > budget) return out;
+          bytes += size;
+          out.push(entry);
+          if (out.length >= r.limit) return out;
         }
-        if (out.length >= r.limit || page.length < r.limit) break;
+        if (page.length < chunk) return out;
         sinceSeq = page.at(-1)!.seq + 1;
       }
-      return out.slice(0, r.limit).map(logEntry);
     },
     open_task: async (r, ctx) =>
       this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf("task", r.name), { type: "open", name: r.name, title: r.title ?? null, priority: r.priority }, ctx)),

@@ -108,6 +108,15 @@ export async function connectNats(options: ConnectOptions = {}): Promise<NatsCon
   }
 }
 
+/** NATS's default for the largest message a server accepts, for a connection that has not said (1 MiB). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+
+/**
+ * The largest message, in bytes, the server this connection talks to accepts (its `max_payload`). A
+ * reply larger than that cannot be sent at all: the requester would only see its request time out.
+ */
+export const maxPayloadOf = (nc: NatsConnection): number => nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+
 /** Server features memledger could use, by the version that introduced them. */
 const FEATURES = {
   directGet: "2.9.0",

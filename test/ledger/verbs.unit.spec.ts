@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { z } from "zod";
-import { READ_MODEL_VERBS, REQUESTS, VERBS, WRITE_VERBS } from "../../schemas/commands.js";
+import { APPENDING_VERBS, READ_MODEL_VERBS, REQUESTS, VERBS, WRITE_VERBS } from "../../schemas/commands.js";
 
 /** Whether a verb's schema knows `field` (a strict schema names an unknown field in its issues). */
 const accepts = (verb: keyof typeof REQUESTS, field: string): boolean => {
@@ -20,6 +20,14 @@ describe("verb classes derived from the request schemas", () => {
     for (const verb of ["propose", "approve", "claim", "renew", "release", "session_start", "session_end", "open_task"] as const) {
       expect(WRITE_VERBS.has(verb), verb).toBe(true);
     }
+  });
+
+  it("every verb that is not a write either appends without a key (the review verbs) or only reads: a new verb must be placed", () => {
+    for (const verb of WRITE_VERBS) expect(APPENDING_VERBS.has(verb), verb).toBe(true);
+    expect([...APPENDING_VERBS].filter((verb) => !WRITE_VERBS.has(verb)).sort()).toEqual(["dream_accept", "dream_reject", "dream_revert"]);
+    expect(VERBS.filter((verb) => !APPENDING_VERBS.has(verb)).sort()).toEqual(
+      ["claim_show", "claims", "dream_list", "dream_show", "history", "hydrate", "log", "search", "session_show", "show", "tasks"].sort(),
+    );
   });
 
   it("a verb is answered from read models exactly when its request takes minSeq", () => {

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import type { RequestOf } from "../../../schemas/commands.js";
 import { invalid } from "../../../schemas/errors.js";
-import type { LogEntry } from "../../client.js";
+import { readLogPages, type LogEntry } from "../../client.js";
 import type { CliContext } from "../context.js";
 import { printJson, printLine, readAll, type Io } from "../io.js";
 import { asOfOptions, commaList, defined, expectedSeqOption, keyOption, wholeNumber, type AsOfOptions } from "../options.js";
@@ -117,7 +117,8 @@ export function register(program: Command, { io, globals, send }: CliContext): v
     .option("--limit <n>", "at most this many events (default 100)", wholeNumber(1))
     .action(async (opts, cmd: Command) => {
       const g = globals(cmd);
-      const entries = await send<"log", LogEntry[]>(g, "log", defined({ memoryId: opts.memory, sinceSeq: opts.sinceSeq, limit: opts.limit }));
+      // Paged: one reply holds what fits in a NATS message, and --limit may ask for more.
+      const entries = await readLogPages((request) => send<"log", LogEntry[]>(g, "log", request), defined({ memoryId: opts.memory, sinceSeq: opts.sinceSeq, limit: opts.limit }));
       for (const entry of entries) {
         if (g.json) printJson(io, entry);
         else printLine(io, logLine(entry));
