@@ -1,5 +1,6 @@
 import { unavailable } from "../../schemas/errors.js";
 import { checkBatchSize, DEFAULT_BATCH_SIZE, embedInBatches, type Embedder } from "./embedder.js";
+import { embedOnUseLiteThread, useLiteWorkerUrl } from "./use-lite-thread.js";
 
 /** The package version the weights come from: a different version may give different vectors. */
 export const USE_LITE_VERSION = "0.2.0";
@@ -13,6 +14,12 @@ interface UseLiteModel {
 export interface UseLiteOptions {
   /** Texts per model call. Larger batches are faster per text but hold more tensors at once. */
   batchSize?: number;
+  /**
+   * Run the model on the process's embedding thread (use-lite-thread.ts), so that a model call never
+   * holds the caller's thread (default); false runs it here. Without a compiled worker module (tests
+   * from sources before a build) it runs here too.
+   */
+  thread?: boolean;
 }
 
 /**
@@ -28,21 +35,32 @@ export class UseLiteEmbedder implements Embedder {
   readonly modelId = USE_LITE_MODEL_ID;
   readonly dimensions = USE_LITE_DIMENSIONS;
   readonly batchSize: number;
+  /** The embedding thread's module when the model runs there, else undefined (it runs on this thread). */
+  private readonly worker: string | undefined;
 
   constructor(options: UseLiteOptions = {}) {
     this.batchSize = checkBatchSize(options.batchSize ?? DEFAULT_BATCH_SIZE);
+    this.worker = options.thread === false ? undefined : useLiteWorkerUrl();
+  }
+
+  /** Whether model calls run on the embedding thread. */
+  get threaded(): boolean {
+    return this.worker !== undefined;
   }
 
   /** Loads the model now rather than on the first embed, e.g. while a service starts. */
   async warmUp(): Promise<void> {
-    await loadUseLite();
+    if (this.worker) await embedOnUseLiteThread(this.worker, ["warm up"]);
+    else await loadUseLite();
   }
 
   async embed(texts: readonly string[]): Promise<Float32Array[]> {
     if (texts.length === 0) return [];
+    const worker = this.worker;
     return embedInBatches(
       texts,
       async (batch) => {
+        if (worker) return embedOnUseLiteThread(worker, batch);
         const model = await loadUseLite();
         return model.embed(batch);
       },
