@@ -198,7 +198,8 @@ export class CommandService {
   /**
    * The reply as text, or, when it is larger than the server's max_payload, an error saying so: such a
    * reply cannot be sent, and the requester would only see its request time out. A read is `invalid`
-   * (ask for less); a write was applied before its reply was built, so it is `internal` and says so.
+   * (ask for less); a verb that appends (APPENDING_VERBS) was applied before its reply was built, so it
+   * is `internal` and says so.
    */
   private sendable(subject: string, reply: Reply<unknown>): { reply: Reply<unknown>; text: string } {
     const text = JSON.stringify(reply);
