@@ -102,6 +102,13 @@ export interface ProjectionDefinition {
   /** Set when the definition can be made again in a worker thread (see PortableDefinition). */
   readonly portable?: PortableDefinition;
   /**
+   * A live target far behind its stream catches up faster through a rebuild (a fresh target fed the whole
+   * log in one pass, then promoted) than one live commit at a time (services/projection-runner.ts,
+   * RunnerOptions.rebuildWhenBehind). Set by read models whose readers are better served by the old
+   * generation until the new one is whole; absent, a runner always catches up live.
+   */
+  readonly catchUpByRebuild?: boolean;
+  /**
    * Opens the live target (resuming from its checkpoint). Saved state that cannot be used (cut short,
    * damaged, of an unknown format) is set aside and the target starts from sequence 0; state that
    * needs the operator (unreadable, in the way) fails with an error naming the file and what to do.

@@ -3,7 +3,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { getHeapStatistics } from "node:v8";
 import { naming } from "../events/subjects.js";
 import { decodeEvent } from "../events/upcast.js";
-import { ConflictReason, conflict } from "../schemas/errors.js";
+import { ConflictReason, conflict, internal } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { consumeLoop } from "./consume-loop.js";
@@ -75,7 +75,18 @@ export interface RunnerOptions {
   fence?: RunnerFence;
   /** Told what the runner is doing while it opens its target and catches up (`memledger up` prints it). */
   onProgress?: (progress: ProjectionProgress) => void;
+  /**
+   * For a definition that catches up by rebuild (ProjectionDefinition.catchUpByRebuild): as it starts, a
+   * runner at least this many events behind its stream, and behind by at least a tenth of the stream,
+   * rebuilds its read model instead of catching up live (default REBUILD_WHEN_BEHIND; Infinity: never).
+   * A rebuild reads the whole log once and writes each item once; a live catch-up commits every batch.
+   * The tenth keeps a long log that is only a little behind on the live path, which is then cheaper.
+   */
+  rebuildWhenBehind?: number;
 }
+
+/** RunnerOptions.rebuildWhenBehind's default: from here a rebuild was faster than a live catch-up (files and claims). */
+export const REBUILD_WHEN_BEHIND = 5000;
 
 /** The leader lease a runner of a shared read model writes under. */
 export interface RunnerFence {
@@ -139,6 +150,7 @@ export class ProjectionRunner {
       instanceId: options.instanceId ?? "local",
       fence: options.fence,
       onProgress: options.onProgress,
+      rebuildWhenBehind: options.rebuildWhenBehind ?? REBUILD_WHEN_BEHIND,
     };
     this.status = {
       projection: definition.name,
@@ -234,6 +246,7 @@ export class ProjectionRunner {
   }
 
   private async run(): Promise<void> {
+    await this.catchUpByRebuild();
     await consumeLoop({
       consumer: async () => {
         if (!this.target) await this.open();
@@ -265,6 +278,30 @@ export class ProjectionRunner {
       signal: this.stopping.signal,
     });
     await this.writeStatus(true);
+  }
+
+  /**
+   * Rebuilds the read model when the live target is far behind (RunnerOptions.rebuildWhenBehind), then
+   * reopens it on the promoted generation; the consume loop continues from that checkpoint. Readers keep
+   * the old generation until the promote. A rebuild that fails is reported and the runner catches up live
+   * instead (which stops at a bad event loudly, as it always did); one cut short by stop() promotes nothing.
+   */
+  private async catchUpByRebuild(): Promise<void> {
+    if (!this.definition.catchUpByRebuild || !this.target) return;
+    const last = await this.store.lastSeq(this.scope.stream).catch(() => 0);
+    const behind = last - this.committed;
+    if (behind < this.options.rebuildWhenBehind || behind < last / 10) return;
+    if (this.options.fence && !this.options.fence.held()) return;
+    this.report("catching-up", `${behind} events behind: rebuilding, faster than catching up one commit at a time`, { done: this.committed, total: last });
+    try {
+      const rebuilt = await rebuildProjection(this.store, this.definition, this.scope, { signal: this.stopping.signal });
+      this.report("catching-up", `rebuilt to seq ${rebuilt.seq} (${rebuilt.events} events in ${rebuilt.seconds.toFixed(1)} s)`, { done: rebuilt.seq, total: last });
+    } catch (err) {
+      if (this.stopping.signal.aborted) return;
+      this.recordError(null, err);
+    }
+    // The promoted generation (or, after a failure, the old one) from its checkpoint.
+    await this.open();
   }
 
   /** Applies and commits one batch; false when the target was replaced underneath and nothing was committed. */
@@ -381,6 +418,8 @@ export interface RebuildOptions {
   commitEvery?: number;
   /** Commit early when the V8 heap holds more than this fraction of its limit (default 0.6). */
   commitAtHeapFraction?: number;
+  /** Stops the replay between two batches: the rebuild then throws and promotes nothing. */
+  signal?: AbortSignal;
   /** Full schema check of every event (`memledger rebuild --verify`); default: structural (see decodeEventStructural). */
   verify?: boolean;
   /**
@@ -464,6 +503,9 @@ export async function rebuildProjections(
     let lastSeq = 0;
     let sinceCommit = 0;
     let lastProgress = 0;
+    const stopIfAborted = () => {
+      if (options.signal?.aborted) throw internal(`rebuild of ${name} on ${scope.stream}: stopped at seq ${lastSeq}, nothing promoted`);
+    };
     const report = (force: boolean) => {
       const now = performance.now();
       if (!options.onProgress || (!force && now - lastProgress < 250)) return;
@@ -481,6 +523,7 @@ export async function rebuildProjections(
       });
     };
     lastSeq = await store.replayMessages(scope.stream, { batchSize }, async (messages) => {
+      stopIfAborted();
       // The workers first: they start folding while this thread decodes for the targets here.
       const kinds = kindsOf(messages);
       const shared = threads.length > 0 ? packShared(messages, kinds, threadedKinds) : undefined;
@@ -504,6 +547,7 @@ export async function rebuildProjections(
       report(false);
     });
     report(true);
+    stopIfAborted();
     // Each target commits and is then promoted at once, side by side with the others: each promote
     // switches its own read model (search writes its snapshot then, seconds at 1M events), so none waits
     // for another's commit (the files commit writes every memory's file), and a worker thread ends
