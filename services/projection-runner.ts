@@ -281,8 +281,8 @@ export class ProjectionRunner {
   }
 
   /**
-   * Rebuilds the read model when the live target is far behind (RunnerOptions.rebuildWhenBehind), then
-   * reopens it on the promoted generation; the consume loop continues from that checkpoint. Readers keep
+   * Rebuilds the read model when the live target is far behind (RunnerOptions.rebuildWhenBehind); the
+   * consume loop then reopens it on the promoted generation and continues from its checkpoint. Readers keep
    * the old generation until the promote. A rebuild that fails is reported and the runner catches up live
    * instead (which stops at a bad event loudly, as it always did); one cut short by stop() promotes nothing.
    */
@@ -300,8 +300,10 @@ export class ProjectionRunner {
       if (this.stopping.signal.aborted) return;
       this.recordError(null, err);
     }
-    // The promoted generation (or, after a failure, the old one) from its checkpoint.
-    await this.open();
+    // The promoted generation (or, after a failure, the old one), from its checkpoint: opened by the
+    // consume loop, which retries an open that fails.
+    await this.target?.close().catch(() => undefined);
+    this.target = undefined;
   }
 
   /** Applies and commits one batch; false when the target was replaced underneath and nothing was committed. */
