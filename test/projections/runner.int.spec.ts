@@ -140,26 +140,22 @@ describe("projection runner", () => {
       const last = await propose(30);
       expect(await first.waitFor(last)).toBe(true);
       await first.stop();
+      /** Starts a runner, waits for `seq`, and checks it stayed on the live generation. */
+      const caughtUpLive = async (definition: ProjectionDefinition, rebuildWhenBehind: number, seq: number) => {
+        const r = runner(definition, { rebuildWhenBehind });
+        await r.start();
+        expect(await r.waitFor(seq)).toBe(true);
+        expect(disk.current).toBe("g1");
+        await r.stop();
+      };
       // Behind by 25 of 56 (more than a tenth), under a threshold of 30: live.
-      const more = await propose(25);
-      const second = runner(rebuilding(), { rebuildWhenBehind: 30 });
-      await second.start();
-      expect(await second.waitFor(more)).toBe(true);
-      expect(disk.current).toBe("g1");
-      await second.stop();
+      await caughtUpLive(rebuilding(), 30, await propose(25));
       // Behind by 5 of 61, over the threshold of 2 but under a tenth of the stream: live.
       const few = await propose(5);
-      const third = runner(rebuilding(), { rebuildWhenBehind: 2 });
-      await third.start();
-      expect(await third.waitFor(few)).toBe(true);
-      expect(disk.current).toBe("g1");
-      await third.stop();
+      await caughtUpLive(rebuilding(), 2, few);
       // Far behind, but the definition does not catch up by rebuild.
       disk.generations.set("g1", { seq: 0, applied: [] });
-      const plain = runner(recordingProjection(disk), { rebuildWhenBehind: 2 });
-      await plain.start();
-      expect(await plain.waitFor(few)).toBe(true);
-      expect(disk.current).toBe("g1");
+      await caughtUpLive(recordingProjection(disk), 2, few);
       expect(disk.generations.get("g1")!.applied).toEqual(range(1, few));
     });
 
