@@ -21,17 +21,11 @@ import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcas
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
-import { PULL_EXPIRES_MS, checkServer, versionAtLeast, type ServerFeatures } from "./nats.js";
+import { JetStreamCreateCodes, PULL_EXPIRES_MS, checkServer, createJetStreamResource, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
 /** How long a replay from sequence 1 waits for the server's scan for quarantines (see replay). */
 const FULL_SCAN_TIMEOUT_MS = 120_000;
-
-/**
- * "stream name already in use" (two processes creating one stream at once): the one JetStream API code
- * memledger reacts to that the client's JetStreamApiCodes does not list. The others come from there.
- */
-const STREAM_NAME_IN_USE = 10058;
 
 /** A stored message before decoding: what `replayMessages` hands over. */
 export interface StoredMessage {
@@ -184,11 +178,11 @@ export class EventStore {
 
   private async createStream(name: string, subjects: string[]): Promise<string> {
     try {
-      await this.jsm.streams.add(this.streamConfig(name, subjects));
+      await createJetStreamResource(`the stream ${name}`, () => this.jsm.streams.add(this.streamConfig(name, subjects)));
     } catch (err) {
       // Another process created it first, perhaps with other replicas or limits: keep theirs if it
       // captures our subjects, since editing a live ledger's config is an operator's decision.
-      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw asUnavailable(err);
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamCreateCodes.StreamNameInUse)) throw asUnavailable(err);
       const info = await this.jsm.streams.info(name);
       const missing = subjects.filter((s) => !info.config.subjects?.includes(s));
       if (missing.length > 0) throw unavailable(`stream ${name} exists but does not capture ${missing.join(", ")}`);

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import path from "node:path";
 import { idInFile } from "./id-file.js";
+import { createJetStreamResource } from "./nats.js";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Naming } from "../events/subjects.js";
@@ -94,7 +95,7 @@ export interface InstancePresence {
 export type InstanceState = "live" | "departed" | "stopped";
 
 export async function openInstancesBucket(nc: NatsConnection, names: Naming): Promise<KV> {
-  return new Kvm(nc).create(names.instancesBucket(), { history: 1 });
+  return createJetStreamResource(`the instances bucket ${names.instancesBucket()}`, () => new Kvm(nc).create(names.instancesBucket(), { history: 1 }));
 }
 
 export function instanceState(p: InstancePresence, now = Date.now()): InstanceState {

@@ -1,6 +1,7 @@
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Naming } from "../events/subjects.js";
+import { createJetStreamResource } from "./nats.js";
 
 /**
  * Leader leases in NATS KV: one writer at a time for a read model in a shared store (the claims in
@@ -55,7 +56,7 @@ const isWrongLastSequence = (err: unknown): boolean => (err as { code?: unknown 
 
 export async function openLeaseBucket(nc: NatsConnection, names: Naming): Promise<KV> {
   // history 1: only the current holder matters; revisions still grow across deletes and takeovers.
-  return new Kvm(nc).create(names.leasesBucket(), { history: 1 });
+  return createJetStreamResource(`the leases bucket ${names.leasesBucket()}`, () => new Kvm(nc).create(names.leasesBucket(), { history: 1 }));
 }
 
 /** Every lease of the prefix, by key, as the bucket holds them now (for `memledger status`). */

@@ -187,6 +187,70 @@ export function causedBy(err: unknown, ...classes: ErrorClass[]): boolean {
   return false;
 }
 
+/**
+ * JetStream API codes memledger reacts to that the client's JetStreamApiCodes does not list (the others
+ * come from there).
+ */
+export const JetStreamCreateCodes = {
+  /** "stream name already in use": two processes created one stream at once, or with other settings. */
+  StreamNameInUse: 10058,
+  /**
+   * "stream create failed": with the fixed text "error creating store for stream" it is the server's file
+   * store that failed (it logs the cause, "Stream create failed for ...", and sends only that sentence).
+   */
+  StreamCreate: 10049,
+} as const;
+
+/** The fixed sentence a server sends in place of the file store's own failure (nats-server jetstream_api.go). */
+const STORE_FAILED = "error creating store for stream";
+
+/**
+ * The server's file store could not be set up for a new stream. Seen once in CI on a loaded machine for a
+ * stream of a fresh, unique name, and reported elsewhere for a name deleted and made again at once: a
+ * condition of the server's disk at that moment, so a creation is tried again before it is reported.
+ */
+export function isStoreCreateFailure(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof JetStreamApiError && e.code === JetStreamCreateCodes.StreamCreate && e.message.includes(STORE_FAILED)) return true;
+  }
+  return false;
+}
+
+export interface CreateRetry {
+  /** Tries in all, the first included (default 6). */
+  attempts?: number;
+  /** The first wait; each next one doubles (default 50 ms: six tries span about 1.5 s). */
+  delayMs?: number;
+}
+
+/**
+ * Creates a JetStream resource (`what`: a stream, a KV bucket, an object store) through `create`, trying
+ * again while the server reports its file store failed (isStoreCreateFailure). Once the tries are spent
+ * that failure is `unavailable`, pointing at the server's log, where the cause is; any other error is
+ * thrown as it came, for the caller to report. Every creation of memledger's own streams and buckets
+ * goes through here.
+ */
+export async function createJetStreamResource<T>(what: string, create: () => Promise<T>, retry: CreateRetry = {}): Promise<T> {
+  const attempts = retry.attempts ?? 6;
+  let delay = retry.delayMs ?? 50;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await create();
+    } catch (err) {
+      if (!isStoreCreateFailure(err)) throw err;
+      if (attempt >= attempts) {
+        throw unavailable(
+          `the NATS server could not create the file store of ${what} (${attempt} tries): its log says why, as "Stream create failed for ..."`,
+          { attempts: attempt },
+          err,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay *= 2;
+    }
+  }
+}
+
 /** The stream does not exist: a JetStream API error with that code (the client's StreamNotFoundError is one). */
 export function isStreamNotFound(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {

@@ -7,6 +7,7 @@ import { ConflictReason, conflict, internal } from "../schemas/errors.js";
 import type { ProjectedEvent, ProjectionDefinition, ProjectionProgress, ProjectionScope, ProjectionTarget } from "../projections/projection.js";
 import type { EventStore } from "./event-store.js";
 import { consumeLoop } from "./consume-loop.js";
+import { createJetStreamResource } from "./nats.js";
 import { ThreadedRebuild, canRebuildInThread, consumedKinds, kindsOf, ofKinds, packShared } from "./rebuild-threads.js";
 
 /** What an operator sees for one projection of one stream (`memledger status`). */
@@ -37,7 +38,8 @@ export const statusBucket = (prefix: string) => naming(prefix).projectionStatusB
 const statusKey = (instance: string, name: string, stream: string) => `${instance}.${name}.${stream}`;
 
 export async function openStatusBucket(store: EventStore): Promise<KV> {
-  return new Kvm(store.nc).create(statusBucket(store.names.prefix), { history: 1 });
+  const bucket = statusBucket(store.names.prefix);
+  return createJetStreamResource(`the projection status bucket ${bucket}`, () => new Kvm(store.nc).create(bucket, { history: 1 }));
 }
 
 export async function readStatuses(store: EventStore): Promise<ProjectionStatus[]> {

@@ -5,6 +5,7 @@ import { Objm, type ObjectStore } from "@nats-io/obj";
 import type { Naming } from "../events/subjects.js";
 import type { TranscriptRef } from "../schemas/events.js";
 import { invalid, notFound, unavailable } from "../schemas/errors.js";
+import { createJetStreamResource } from "./nats.js";
 
 /**
  * Session transcripts in the NATS object store, addressed by content: an object's name is the SHA-256 of
@@ -32,12 +33,14 @@ export const transcriptRefOf = (bytes: Uint8Array): TranscriptRef => {
  */
 export async function openTranscripts(nc: NatsConnection, names: Naming, options: { replicas?: number } = {}): Promise<ObjectStore> {
   try {
-    return await new Objm(nc).create(names.transcriptsBucket(), {
-      description: "memledger session transcripts, each named by the SHA-256 of its bytes",
-      replicas: options.replicas ?? 1,
-    });
+    return await createJetStreamResource(`the transcripts object store ${names.transcriptsBucket()}`, () =>
+      new Objm(nc).create(names.transcriptsBucket(), {
+        description: "memledger session transcripts, each named by the SHA-256 of its bytes",
+        replicas: options.replicas ?? 1,
+      }),
+    );
   } catch (err) {
-    throw unavailable(`cannot open the transcripts object store ${names.transcriptsBucket()}: ${(err as Error).message}`);
+    throw unavailable(`cannot open the transcripts object store ${names.transcriptsBucket()}: ${(err as Error).message}`, {}, err);
   }
 }
 

@@ -26,6 +26,7 @@ import {
   type Models,
 } from "./as-of-state.js";
 import type { AsOf } from "./history.js";
+import { createJetStreamResource } from "../nats.js";
 
 /**
  * As-of snapshots: the folded memory records of an app (as-of-state.ts) at checkpoints, every `every`
@@ -94,7 +95,11 @@ const sha256 = (bytes: Uint8Array | string): string => createHash("sha256").upda
 export async function openSnapshots(store: EventStore, options: { create?: boolean } = {}): Promise<ObjectStore | null> {
   const objm = new Objm(store.nc);
   const bucket = store.names.asOfSnapshotsBucket();
-  if (options.create) return objm.create(bucket, { description: "memledger as-of snapshots: folded memory records at checkpoints (a cache of the log)" });
+  if (options.create) {
+    return createJetStreamResource(`the as-of snapshots bucket ${bucket}`, () =>
+      objm.create(bucket, { description: "memledger as-of snapshots: folded memory records at checkpoints (a cache of the log)" }),
+    );
+  }
   try {
     return await objm.open(bucket);
   } catch {

@@ -6,6 +6,7 @@ import { LRUCache } from "lru-cache";
 import { naming } from "../../events/subjects.js";
 import { isMemledgerError, unavailable } from "../../schemas/errors.js";
 import { isBlankText, type Embedder } from "./embedder.js";
+import { createJetStreamResource } from "../nats.js";
 
 /**
  * Embedding is the slowest step of the pipeline, so a text is embedded once per model, ever: vectors are
@@ -91,10 +92,12 @@ export class KvVectorStore implements VectorStore {
   static async open(nc: NatsConnection, prefix: string): Promise<KvVectorStore> {
     const bucket = naming(prefix).embeddingCacheBucket();
     try {
-      const kv = await new Kvm(nc).create(bucket, { history: 1, description: "memledger embeddings by sha256(modelId \\0 text)" });
+      const kv = await createJetStreamResource(`the embedding cache bucket ${bucket}`, () =>
+        new Kvm(nc).create(bucket, { history: 1, description: "memledger embeddings by sha256(modelId \\0 text)" }),
+      );
       return new KvVectorStore(bucket, kv, jetstream(nc));
     } catch (err) {
-      throw unavailable(`cannot open the embedding cache bucket ${bucket}: ${(err as Error).message}`, { bucket });
+      throw unavailable(`cannot open the embedding cache bucket ${bucket}: ${(err as Error).message}`, { bucket }, err);
     }
   }
 

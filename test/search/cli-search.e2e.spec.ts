@@ -3,7 +3,6 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ProjectionSupervisor } from "../../services/projection-supervisor.js";
 import { openReadModels, readModelConfig } from "../../services/read-models.js";
@@ -89,8 +88,7 @@ describe("memledger search", () => {
   });
 
   afterAll(async () => {
-    const jsm = await jetstreamManager(ledger.nc);
-    for (const bucket of ["embeddings", "projections"]) await jsm.streams.delete(`KV_${ledger.prefix}_${bucket}`).catch(() => undefined);
+    // cleanup deletes every stream of the prefix, the KV buckets (embeddings, projection status) included.
     await ledger?.cleanup();
     await server?.stop();
     await rm(root, { recursive: true, force: true });

@@ -62,6 +62,8 @@ export interface NatsServer {
   readonly url: string;
   readonly storeDir: string;
   readonly configFile: string;
+  /** What the server logs (stdout and stderr): a store's failures are reported to clients without their cause. */
+  readonly logFile: string;
   readonly pid: number;
   /** SIGKILL (crash) or SIGTERM (clean), then waits for the process to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -85,8 +87,9 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   ];
   await writeFile(configFile, lines.filter(Boolean).join("\n") + "\n");
   let child: ChildProcess | undefined;
+  const logFile = join(dir, "server.log");
   const launch = async () => {
-    const log = openSync(join(dir, "server.log"), "a");
+    const log = openSync(logFile, "a");
     child = spawn(NATS_SERVER_BIN, ["-c", configFile], { stdio: ["ignore", log, log] });
     closeSync(log);
     await waitForPort(port);
@@ -104,6 +107,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     url: `nats://127.0.0.1:${port}`,
     storeDir,
     configFile,
+    logFile,
     get pid() {
       return child?.pid ?? -1;
     },
