@@ -60,7 +60,8 @@ export const decodeEvent = (bytes: Uint8Array): LedgerEvent => parseStoredEvent(
  * A stored event checked for structure only: known type, schema version (after upcasting), and every
  * field present with the right JSON type (events/shape.ts, compiled from the same zod schemas), but no
  * string lengths, regexes, datetime formats or numeric ranges. What replays use (EventStore.replay,
- * so every rebuild); `decodeEvent` keeps the full check (`memledger rebuild --verify`, live runners).
+ * so every rebuild) and log scans (EventStore.scanLog: the `log` verb, readLog); `decodeEvent` keeps
+ * the full check (`memledger rebuild --verify`, live runners).
  *
  * Why that is safe: no event reaches a stream without the full check. The command handler parses every
  * envelope with the strict schema before it appends, the streams deny edits and deletes, and the only

@@ -95,7 +95,7 @@ const logEntry = (stored: StoredEvent) => ({ seq: stored.seq, subject: stored.su
 
 /** What a reply adds around its result (`{"ok":true,"result":…}`), with room to spare. */
 const REPLY_ENVELOPE_BYTES = 1024;
-/** Events a `log` request reads from the stream at a time: a page that fills its reply early reads little more than it sends. */
+/** Events a `log` request fetches from the stream at a time (one consumer per request): a reply that fills early reads little more than it sends. */
 const LOG_READ_CHUNK = 1000;
 
 type Handler<V extends Verb> = (request: ParsedRequestOf<V>, ctx: CommandContext, check?: GovernedCheck) => Promise<unknown>;
@@ -538,29 +538,26 @@ export class CommandService {
       // again from where it ended (10,000 events of ~600 bytes are 6 MB; the default max_payload is 1 MiB).
       const reader = this.guard.reader(ctx.actor, ctx.app, ctx.sessionId);
       const budget = maxPayloadOf(this.nc) - REPLY_ENVELOPE_BYTES;
-      const chunk = Math.min(r.limit, LOG_READ_CHUNK);
       const out: ReturnType<typeof logEntry>[] = [];
       let bytes = 0;
-      let sinceSeq = r.sinceSeq;
-      for (;;) {
-        const page = await this.store.readLog(stream, { filterSubject, sinceSeq, limit: chunk });
-        // A page's session scopes are resolved before it is filtered (closed for what is not known).
-        await reader.resolve(page.map((stored) => sessionOfScope(stored.event.scope)).filter((id): id is string => id !== null));
-        for (const stored of page) {
+      await this.store.scanLog(stream, { filterSubject, sinceSeq: r.sinceSeq, batchSize: Math.min(r.limit, LOG_READ_CHUNK) }, async (batch) => {
+        // A batch's session scopes are resolved before it is filtered (closed for what is not known).
+        await reader.resolve(batch.map((stored) => sessionOfScope(stored.event.scope)).filter((id): id is string => id !== null));
+        for (const stored of batch) {
           if (!reader.mayRead(stored.event.scope)) {
             if (r.memoryId) await reader.require(stored.event.scope, `log of memory ${r.memoryId}`);
             continue;
           }
           const entry = logEntry(stored);
           const size = Buffer.byteLength(JSON.stringify(entry), "utf8") + 1;
-          if (out.length > 0 && bytes + size > budget) return out;
+          if (out.length > 0 && bytes + size > budget) return false;
           bytes += size;
           out.push(entry);
-          if (out.length >= r.limit) return out;
+          if (out.length >= r.limit) return false;
         }
-        if (page.length < chunk) return out;
-        sinceSeq = page.at(-1)!.seq + 1;
-      }
+        return true;
+      });
+      return out;
     },
     open_task: async (r, ctx) =>
       this.claimOutcome(await this.handler.execute(claimDecider, claimIdOf("task", r.name), { type: "open", name: r.name, title: r.title ?? null, priority: r.priority }, ctx)),

@@ -24,6 +24,9 @@ import { MemledgerError, invalid, notFound, unavailable } from "../schemas/error
 import { JetStreamCreateCodes, PULL_EXPIRES_MS, checkServer, createJetStreamResource, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
+/** Events a log scan fetches at a time (readLog, scanLog). */
+const LOG_SCAN_BATCH = 1000;
+
 /** How long a replay from sequence 1 waits for the server's scan for quarantines (see replay). */
 const FULL_SCAN_TIMEOUT_MS = 120_000;
 
@@ -350,34 +353,67 @@ export class EventStore {
     stream: string,
     options: { filterSubject?: string; sinceSeq?: number; limit: number },
   ): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    if (options.limit <= 0) return out;
+    await this.scanLog(stream, { ...options, batchSize: Math.min(options.limit, LOG_SCAN_BATCH) }, (batch) => {
+      for (const stored of batch) {
+        out.push(stored);
+        if (out.length >= options.limit) return false;
+      }
+      return true;
+    });
+    return out;
+  }
+
+  /**
+   * Hands the events from `sinceSeq` on (inclusive; optionally only one subject filter's) to `onBatch`,
+   * oldest first, in batches of at most `batchSize`, until it returns false or the stream's end as the
+   * scan started is reached. One consumer for the whole scan: a reader that stops early (a reply that is
+   * full) reads at most one batch more than it used, and a long one does not pay a consumer's creation,
+   * info and deletion per batch (at 1000 events a batch, that was most of a `log` page's time).
+   *
+   * Decoded structurally, as replays are (decodeEventStructural: every event was fully checked when it
+   * was appended); quarantined sequences are skipped, anything else that does not decode throws.
+   */
+  async scanLog(
+    stream: string,
+    options: { filterSubject?: string; sinceSeq?: number; batchSize?: number },
+    onBatch: (events: StoredEvent[]) => boolean | Promise<boolean>,
+  ): Promise<void> {
     const last = await this.lastSeq(stream);
     const start = Math.max(1, options.sinceSeq ?? 1);
-    if (last < start) return [];
+    if (last < start) return;
+    const batchSize = Math.max(1, options.batchSize ?? LOG_SCAN_BATCH);
     const consumer = await this.js.consumers.get(stream, {
       // A single string: 2.9 servers accept one filter subject, not a list.
       filter_subjects: options.filterSubject,
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: start,
     });
-    const out: StoredEvent[] = [];
     try {
       for (;;) {
-        const batch = await consumer.fetch({ max_messages: Math.min(options.limit - out.length, 1000), expires: 1000 });
+        const fetched = await consumer.fetch({ max_messages: batchSize, expires: 1000 });
+        const batch: StoredEvent[] = [];
         let got = 0;
-        for await (const m of batch) {
+        let end = false;
+        for await (const m of fetched) {
           got++;
-          const stored = await this.decodeStored(stream, m);
-          if (stored) out.push(stored);
-          if (out.length >= options.limit || m.info.pending === 0) break;
+          const stored = await this.decodeStored(stream, m, decodeEventStructural);
+          if (stored) batch.push(stored);
+          // pending: what the consumer has beyond this message right now; past `last`: written after the scan began.
+          if (m.info.pending === 0 || m.seq >= last) {
+            end = true;
+            break;
+          }
         }
-        if (out.length >= options.limit || got === 0 || (out.at(-1)?.seq ?? 0) >= last) break;
+        if (batch.length > 0 && !(await onBatch(batch))) return;
+        if (end || got === 0) return;
         const info = await consumer.info(true);
-        if (info.num_pending === 0) break;
+        if (info.num_pending === 0) return;
       }
     } finally {
       await consumer.delete().catch(() => undefined);
     }
-    return out;
   }
 
   /**
