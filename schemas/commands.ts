@@ -213,8 +213,13 @@ export const SearchRequest = z.strictObject({
 
 // ---- consolidation review (services/dream/review.ts; docs/consolidation.md) ---------------------------
 
-/** A run with its proposals, their evidence and status. Needs read access to scope `app`. */
-export const DreamShowRequest = z.strictObject({ runId: Id });
+/**
+ * A run with its proposals, their evidence and status. Needs read access to scope `app`. A reply holds
+ * the proposals from `from` (their index, oldest first) on, as many as fit in one NATS message; its
+ * `proposalsNext` is where the next page starts (null: this page ends the run). The SDK's dreamShow
+ * reads every page.
+ */
+export const DreamShowRequest = z.strictObject({ runId: Id, from: z.number().int().min(0).default(0) });
 /** The app's runs, newest first. */
 export const DreamListRequest = z.strictObject({ limit: z.number().int().min(1).max(1000).default(20) });
 /**

@@ -23,6 +23,7 @@ import type { MemoryView } from "./command-service.js";
 import type { SessionState } from "../commands/session.js";
 import type { MemoryVersion } from "../commands/memory.js";
 import type { HistoryEntry } from "./audit/history.js";
+import type { RunView } from "./dream/review.js";
 import type { ContextPack } from "./hydration/pack.js";
 import { causedBy, connectNats } from "./nats.js";
 import type { QuarantineOutcome } from "./ledger-admin.js";
@@ -73,6 +74,23 @@ export async function readLogPages(page: (request: RequestOf<"log">) => Promise<
     if (got.length === 0 || out.length >= limit) return out;
     request = { ...options, sinceSeq: got.at(-1)!.seq + 1, limit: limit - out.length };
   }
+}
+
+/**
+ * A consolidation run with every proposal, through `page` (one dream_show request each): a reply holds
+ * the proposals that fit in one NATS message, and this asks again from its `proposalsNext` until a page
+ * ends the run. The view returned is the last page's, with every proposal read.
+ */
+export async function readRunPages(page: (request: RequestOf<"dream_show">) => Promise<RunView>, runId: string): Promise<RunView> {
+  let last = await page({ runId, from: 0 });
+  const proposals = [...last.proposals];
+  // Proposals are kept in the order they were appended, so an index names the same one on every page.
+  while (last.proposalsNext !== null) {
+    last = await page({ runId, from: proposals.length });
+    if (last.proposals.length === 0) break;
+    proposals.push(...last.proposals);
+  }
+  return { ...last, proposals, proposalsNext: null };
 }
 
 export function parseActor(spec: string | Actor): Actor {
@@ -245,6 +263,11 @@ export class MemoryClient {
    */
   log(options: RequestOf<"log"> = {}): Promise<LogEntry[]> {
     return readLogPages((request) => this.request("log", request), options);
+  }
+
+  /** A consolidation run with its proposals, their evidence and status: every page of them (readRunPages). */
+  dreamShow(runId: string): Promise<RunView> {
+    return readRunPages((request) => this.request("dream_show", request), runId);
   }
 
   startSession(input: RequestOf<"session_start"> = {}): Promise<SessionOutcome> {

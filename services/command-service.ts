@@ -38,7 +38,7 @@ import { ExposureRecorder } from "./audit/exposure.js";
 import { memoryHistory } from "./audit/history.js";
 import { memoizedTokens, o200kTokens } from "./hydration/tokens.js";
 import type { ExposureReceipt } from "../schemas/events.js";
-import { acceptProposals, listRuns, rejectProposals, revertRun, showRun, type ReviewDeps } from "./dream/review.js";
+import { acceptProposals, listRuns, rejectProposals, revertRun, showRun, type ReviewDeps, type RunView } from "./dream/review.js";
 
 export interface CommandServiceOptions extends EventStoreOptions, CommandHandlerOptions {
   prefix?: string;
@@ -201,6 +201,27 @@ export class CommandService {
    * (ask for less); a verb that appends (APPENDING_VERBS) was applied before its reply was built, so it
    * is `internal` and says so.
    */
+  /**
+   * The run with its proposals from index `from` on, as many as fit in one reply (at least one, so a
+   * page always advances; one that alone does not fit is the reply-size error). A run of a few hundred
+   * proposals with evidence is past 1 MiB, the default max_payload: the SDK's dreamShow asks again from
+   * `proposalsNext`.
+   */
+  private proposalsPage(run: RunView, from: number): RunView {
+    const { proposals, ...rest } = run;
+    let bytes = Buffer.byteLength(JSON.stringify(rest), "utf8");
+    const budget = maxPayloadOf(this.nc) - REPLY_ENVELOPE_BYTES;
+    const page: RunView["proposals"] = [];
+    let next = from;
+    for (; next < proposals.length; next++) {
+      const size = Buffer.byteLength(JSON.stringify(proposals[next]), "utf8") + 1;
+      if (page.length > 0 && bytes + size > budget) break;
+      bytes += size;
+      page.push(proposals[next]!);
+    }
+    return { ...rest, proposals: page, proposalsNext: next < proposals.length ? next : null };
+  }
+
   private sendable(subject: string, reply: Reply<unknown>): { reply: Reply<unknown>; text: string } {
     const text = JSON.stringify(reply);
     const max = maxPayloadOf(this.nc);
@@ -616,7 +637,7 @@ export class CommandService {
       const run = await showRun(this.reviewDeps(), ctx.app, r.runId);
       // A session-end review shows that session's candidates: read as they are (docs/candidates.md).
       if (run.trigger?.kind === "session_end") await this.guard.reader(ctx.actor, ctx.app).require(`session:${run.trigger.sessionId}`, `dream show ${r.runId}`);
-      return run;
+      return this.proposalsPage(run, r.from);
     },
     dream_list: async (r, ctx) => {
       this.guard.requireRead(ctx.actor, "app", "dream list");

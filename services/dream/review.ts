@@ -71,6 +71,10 @@ export interface RunView {
   /** Sequence of the run's last event. */
   seq: number;
   proposals: ProposalView[];
+  /** How many proposals the run has (`proposals` may be one page of them: the dream_show verb's). */
+  proposalsTotal: number;
+  /** The index where the next page of proposals starts, null when `proposals` reaches the last one. */
+  proposalsNext: number | null;
 }
 
 export interface ItemOutcome {
@@ -168,6 +172,8 @@ export async function showRun(deps: ReviewDeps, app: string, runId: string): Pro
     reverted: s.reverted,
     seq: run.seq,
     proposals: proposals.map(toView),
+    proposalsTotal: proposals.length,
+    proposalsNext: null,
   };
 }
 

@@ -126,7 +126,7 @@ export const TOOLS: readonly McpTool[] = [
   {
     name: "dream_show",
     description:
-      "One consolidation run: each proposal's change, evidence (sessions, transcript spans, memories), reason and status (pending, accepted, applied, rejected, reverted). A read.",
+      "One consolidation run: each proposal's change, evidence (sessions, transcript spans, memories), reason and status (pending, accepted, applied, rejected, reverted). A read. A large run comes in pages: when `proposalsNext` is a number, call again with `from` set to it for the next proposals (`proposalsTotal` counts them all).",
     request: REQUESTS.dream_show,
     call: send("dream_show"),
   },

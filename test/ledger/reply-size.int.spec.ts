@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { naming } from "../../events/subjects.js";
-import type { ReviewResult } from "../../services/dream/review.js";
+import type { ReviewResult, RunView } from "../../services/dream/review.js";
 import { MemoryClient, type LogEntry } from "../../services/client.js";
 import { CommandService } from "../../services/command-service.js";
 import { runDream } from "../../services/dream/runner.js";
@@ -9,7 +9,7 @@ import { connectNats, maxPayloadOf } from "../../services/nats.js";
 import { UiLedger } from "../../services/ui/ledger.js";
 import { deleteStreams, streamMessageCount, uniquePrefix } from "../support/env.js";
 import { startNatsServer, type NatsServer } from "../support/servers.js";
-import { cli } from "../cli/support.js";
+import { cli, jsonLine } from "../cli/support.js";
 import { prunePhase } from "../dream/dream-support.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 
@@ -95,7 +95,7 @@ describe("replies larger than the server's max_payload", () => {
     expect(await streamMessageCount(nc, stream())).toBe(before);
   });
 
-  it("a write whose reply cannot fit is applied and says so (internal: read it back), and reading it back shows it applied", async () => {
+  it("a write whose reply cannot fit is applied and says so (internal: read it back), and reading it back shows it applied; the run is shown in pages", async () => {
     const writer = agent();
     const reviewer = human();
     const from = (await streamMessageCount(nc, stream())) + 1;
@@ -118,13 +118,32 @@ describe("replies larger than the server's max_payload", () => {
     );
     expect(accepted).toMatchObject({ code: "internal", details: { verb: "dream_accept", maxPayload: MAX_PAYLOAD } });
     expect((accepted as Error).message).toMatch(/was applied/);
-    const shown = await reviewer.request<"dream_show", { proposals: { status: string }[] }>("dream_show", { runId: run.runId }).catch((err: unknown) => err);
-    // dream_show of 160 proposals does not fit either: it says so; the log says what happened.
-    expect(shown).toMatchObject({ code: "invalid", details: { verb: "dream_show" } });
     const log = await reviewer.log({ sinceSeq: from, limit: 10_000 });
     expect(log.filter((e) => e.type === "proposal.applied")).toHaveLength(160);
     expect(log.filter((e) => e.type === "memory.superseded")).toHaveLength(160);
     // The operator's log has each oversize reply.
-    expect(errors.map((e) => (e as { details?: { verb?: string } }).details?.verb)).toEqual(expect.arrayContaining(["history", "dream_accept", "dream_show"]));
+    expect(errors.map((e) => (e as { details?: { verb?: string } }).details?.verb)).toEqual(expect.arrayContaining(["history", "dream_accept"]));
+
+    // dream_show of 160 proposals with their evidence does not fit in one reply: it comes in pages.
+    const first = await reviewer.request<"dream_show", RunView>("dream_show", { runId: run.runId });
+    expect(first.proposalsTotal).toBe(160);
+    expect(first.proposals.length).toBeGreaterThan(0);
+    expect(first.proposals.length).toBeLessThan(160);
+    expect(first.proposalsNext).toBe(first.proposals.length);
+    const second = await reviewer.request<"dream_show", RunView>("dream_show", { runId: run.runId, from: first.proposalsNext! });
+    expect(second.proposals[0]!.proposalId).not.toBe(first.proposals.at(-1)!.proposalId);
+    const beyond = await reviewer.request<"dream_show", RunView>("dream_show", { runId: run.runId, from: 160 });
+    expect(beyond).toMatchObject({ proposals: [], proposalsTotal: 160, proposalsNext: null });
+    // The SDK and the CLI read every page: all 160, each once, in the run's order, every one applied.
+    const whole = await reviewer.dreamShow(run.runId);
+    expect(whole.proposalsNext).toBeNull();
+    expect(whole.proposals).toHaveLength(160);
+    expect(new Set(whole.proposals.map((p) => p.proposalId)).size).toBe(160);
+    expect(whole.proposals.slice(0, first.proposals.length)).toEqual(first.proposals);
+    expect(whole.proposals.every((p) => p.status === "applied")).toBe(true);
+    const printed = jsonLine(await cli(["--nats", server.url, "--prefix", prefix, "--app", APP, "--as", "human:alice", "--json", "dream", "show", run.runId]));
+    expect(printed.proposals.map((p: { proposalId: string }) => p.proposalId)).toEqual(whole.proposals.map((p) => p.proposalId));
+    // No page was too large to send.
+    expect(errors.map((e) => (e as { details?: { verb?: string } }).details?.verb)).not.toContain("dream_show");
   }, 90_000);
 });

@@ -237,11 +237,15 @@ describe("memledger mcp over stdio", () => {
       const proposals = shown.structuredContent.proposals as { proposalId: string; phase: string; status: string; change: { action: string; memory: { memoryId: string } }; evidence: { summary: string } }[];
       expect(proposals.map((p) => [p.phase, p.status, p.change.action, p.change.memory.memoryId, p.evidence.summary])).toEqual([["prune", "pending", "supersede", staleId, "tagged stale"]]);
       const [proposal] = proposals;
+      // Pages: the whole run fits, so there is no next page; past the last proposal, an empty one.
+      expect(shown.structuredContent).toMatchObject({ proposalsTotal: 1, proposalsNext: null });
+      expect((await call(agent, "dream_show", { runId: run.runId, from: 1 })).structuredContent).toMatchObject({ proposals: [], proposalsTotal: 1, proposalsNext: null });
 
       // Bad input and an unknown run: typed errors, nothing appended.
       const before = await streamMessageCount(ledger.nc, stream);
       expect((await call(agent, "dream_show", { runId: "" })).structuredContent.error.code).toBe("invalid");
       expect((await call(agent, "dream_show", { runId: "no-such-run" })).structuredContent.error.code).toBe("not_found");
+      expect((await call(agent, "dream_show", { runId: run.runId, from: -1 })).structuredContent.error.code).toBe("invalid");
       expect((await call(human, "dream_reject", { runId: run.runId })).structuredContent.error.code).toBe("invalid"); // a reason is required
 
       // Deciding is the policy's `dream` verb: the agent is refused and nothing is appended.

@@ -10,6 +10,7 @@ import { withStore } from "../read-models.js";
 import { invalid } from "../../../schemas/errors.js";
 import type { DreamResult } from "../../dream/runner.js";
 import type { ReviewResult, RunSummary, RunView } from "../../dream/review.js";
+import { readRunPages } from "../../client.js";
 
 /**
  * `memledger dream`: consolidation ("dreaming", docs/consolidation.md).
@@ -95,7 +96,7 @@ export function register(program: Command, { io, globals, send, setExitCode }: C
     .argument("<run>", "run id")
     .action(async (runId: string, _opts, cmd: Command) => {
       const g = globals(cmd);
-      const run = await send<"dream_show", RunView>(g, "dream_show", { runId });
+      const run = await readRunPages((request) => send<"dream_show", RunView>(g, "dream_show", request), runId);
       if (g.json) printJson(io, run);
       else printRun(io, run);
     });
