@@ -196,12 +196,6 @@ export class CommandService {
   }
 
   /**
-   * The reply as text, or, when it is larger than the server's max_payload, an error saying so: such a
-   * reply cannot be sent, and the requester would only see its request time out. A read is `invalid`
-   * (ask for less); a verb that appends (APPENDING_VERBS) was applied before its reply was built, so it
-   * is `internal` and says so.
-   */
-  /**
    * The run with its proposals from index `from` on, as many as fit in one reply (at least one, so a
    * page always advances; one that alone does not fit is the reply-size error). A run of a few hundred
    * proposals with evidence is past 1 MiB, the default max_payload: the SDK's dreamShow asks again from
@@ -222,6 +216,12 @@ export class CommandService {
     return { ...rest, proposals: page, proposalsNext: next < proposals.length ? next : null };
   }
 
+  /**
+   * The reply as text, or, when it is larger than the server's max_payload, an error saying so: such a
+   * reply cannot be sent, and the requester would only see its request time out. A read is `invalid`
+   * (ask for less); a verb that appends (APPENDING_VERBS) was applied before its reply was built, so it
+   * is `internal` and says so.
+   */
   private sendable(subject: string, reply: Reply<unknown>): { reply: Reply<unknown>; text: string } {
     const text = JSON.stringify(reply);
     const max = maxPayloadOf(this.nc);

@@ -208,6 +208,8 @@ const STORE_FAILED = "error creating store for stream";
  * The server's file store could not be set up for a new stream. Seen once in CI on a loaded machine for a
  * stream of a fresh, unique name, and reported elsewhere for a name deleted and made again at once: a
  * condition of the server's disk at that moment, so a creation is tried again before it is reported.
+ * The one decision here made on a message's text: code 10049 carries every cause of a failed creation,
+ * and the server tells this one apart only by replacing the cause with that fixed sentence.
  */
 export function isStoreCreateFailure(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
