@@ -95,6 +95,30 @@ const logEntry = (stored: StoredEvent) => ({ seq: stored.seq, subject: stored.su
 
 /** What a reply adds around its result (`{"ok":true,"result":…}`), with room to spare. */
 const REPLY_ENVELOPE_BYTES = 1024;
+
+/**
+ * The bytes left in one reply as a paged read (`log`, `dream_show`) adds items to it: the server's
+ * max_payload, less the envelope and what the reply holds besides its list. The first item is always
+ * taken, so that a page always advances; one that alone does not fit is then the reply-size error
+ * (CommandService.sendable).
+ */
+class ReplyBudget {
+  private left: number;
+  private taken = 0;
+
+  constructor(maxPayload: number, besides = 0) {
+    this.left = maxPayload - REPLY_ENVELOPE_BYTES - besides;
+  }
+
+  /** Counts `item` in (its JSON and a comma) if it fits, or it is the first; false when the page is full. */
+  take(item: unknown): boolean {
+    const size = Buffer.byteLength(JSON.stringify(item), "utf8") + 1;
+    if (this.taken > 0 && size > this.left) return false;
+    this.left -= size;
+    this.taken++;
+    return true;
+  }
+}
 /** Events a `log` request fetches from the stream at a time (one consumer per request): a reply that fills early reads little more than it sends. */
 const LOG_READ_CHUNK = 1000;
 
@@ -196,23 +220,16 @@ export class CommandService {
   }
 
   /**
-   * The run with its proposals from index `from` on, as many as fit in one reply (at least one, so a
-   * page always advances; one that alone does not fit is the reply-size error). A run of a few hundred
-   * proposals with evidence is past 1 MiB, the default max_payload: the SDK's dreamShow asks again from
-   * `proposalsNext`.
+   * The run with its proposals from index `from` on, as many as fit in one reply (ReplyBudget). A run
+   * of a few hundred proposals with evidence is past 1 MiB, the default max_payload: the SDK's dreamShow
+   * asks again from `proposalsNext`.
    */
   private proposalsPage(run: RunView, from: number): RunView {
     const { proposals, ...rest } = run;
-    let bytes = Buffer.byteLength(JSON.stringify(rest), "utf8");
-    const budget = maxPayloadOf(this.nc) - REPLY_ENVELOPE_BYTES;
+    const budget = new ReplyBudget(maxPayloadOf(this.nc), Buffer.byteLength(JSON.stringify(rest), "utf8"));
     const page: RunView["proposals"] = [];
     let next = from;
-    for (; next < proposals.length; next++) {
-      const size = Buffer.byteLength(JSON.stringify(proposals[next]), "utf8") + 1;
-      if (page.length > 0 && bytes + size > budget) break;
-      bytes += size;
-      page.push(proposals[next]!);
-    }
+    for (; next < proposals.length && budget.take(proposals[next]); next++) page.push(proposals[next]!);
     return { ...rest, proposals: page, proposalsNext: next < proposals.length ? next : null };
   }
 
@@ -558,9 +575,8 @@ export class CommandService {
       // the reply would not fit in one NATS message: the page then ends early, and the SDK's log() asks
       // again from where it ended (10,000 events of ~600 bytes are 6 MB; the default max_payload is 1 MiB).
       const reader = this.guard.reader(ctx.actor, ctx.app, ctx.sessionId);
-      const budget = maxPayloadOf(this.nc) - REPLY_ENVELOPE_BYTES;
+      const budget = new ReplyBudget(maxPayloadOf(this.nc));
       const out: ReturnType<typeof logEntry>[] = [];
-      let bytes = 0;
       await this.store.scanLog(stream, { filterSubject, sinceSeq: r.sinceSeq, batchSize: Math.min(r.limit, LOG_READ_CHUNK) }, async (batch) => {
         // A batch's session scopes are resolved before it is filtered (closed for what is not known).
         await reader.resolve(batch.map((stored) => sessionOfScope(stored.event.scope)).filter((id): id is string => id !== null));
@@ -570,9 +586,7 @@ export class CommandService {
             continue;
           }
           const entry = logEntry(stored);
-          const size = Buffer.byteLength(JSON.stringify(entry), "utf8") + 1;
-          if (out.length > 0 && bytes + size > budget) return false;
-          bytes += size;
+          if (!budget.take(entry)) return false;
           out.push(entry);
           if (out.length >= r.limit) return false;
         }
