@@ -21,7 +21,7 @@ import { decodeEvent, decodeEventStructural, encodeEvent } from "../events/upcas
 import type { Naming } from "../events/subjects.js";
 import type { LedgerEvent } from "../schemas/events.js";
 import { MemledgerError, invalid, notFound, unavailable } from "../schemas/errors.js";
-import { JetStreamCreateCodes, PULL_EXPIRES_MS, checkServer, createJetStreamResource, versionAtLeast, type ServerFeatures } from "./nats.js";
+import { JetStreamCreateCodes, PULL_EXPIRES_MS, checkServer, createJetStreamResource, deliveryOf, versionAtLeast, type ServerFeatures } from "./nats.js";
 import { Quarantines } from "./quarantine.js";
 
 /** Events a log scan fetches at a time (readLog, scanLog). */
@@ -497,10 +497,11 @@ export class EventStore {
     try {
       for await (const m of messages) {
         quarantined ??= await lookup;
-        if (!quarantined.has(m.seq)) buffer.push({ seq: m.seq, subject: m.subject, data: m.data });
-        lastSeq = m.seq;
+        const { seq, pending } = deliveryOf(m);
+        if (!quarantined.has(seq)) buffer.push({ seq, subject: m.subject, data: m.data });
+        lastSeq = seq;
         // pending = what the stream holds beyond this message right now: zero means caught up.
-        const caughtUp = m.info.pending === 0;
+        const caughtUp = pending === 0;
         if (buffer.length > 0 && (buffer.length >= batchSize || caughtUp)) {
           const batch = buffer;
           buffer = [];

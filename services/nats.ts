@@ -1,5 +1,5 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { unavailable } from "../schemas/errors.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -259,4 +259,55 @@ export function isStreamNotFound(err: unknown): boolean {
     if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamNotFound) return true;
   }
   return false;
+}
+
+/** Where a JetStream delivery sits: its stream sequence, and what the consumer had beyond it when it was sent. */
+export interface DeliveryPosition {
+  seq: number;
+  pending: number;
+}
+
+/** The digits of `text` from `start` to `end` as a number, or NaN when anything else is there. */
+function digitsAt(text: string, start: number, end: number): number {
+  if (end <= start) return Number.NaN;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return Number.NaN;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+/**
+ * The stream sequence and pending count of a delivery, read from its reply subject. The client's own
+ * `msg.seq` and `msg.info` split the subject into its eleven fields and parse five numbers for every
+ * message: at 1M events that was about a second of a replay's reading thread, which needs two of them.
+ * Both subject layouts the client reads are read here:
+ *   $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<time>.<pending>                      (9 tokens)
+ *   $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<time>.<pending>.… (11 or more)
+ * Undefined for anything else (callers then ask the client, which says what is wrong).
+ */
+export function deliveryPosition(reply: string): DeliveryPosition | undefined {
+  if (typeof reply !== "string" || !reply.startsWith("$JS.ACK.")) return undefined;
+  // Where each of the first twelve tokens ends (a dot, or the end of the subject).
+  const ends: number[] = [];
+  for (let at = reply.indexOf("."); at !== -1 && ends.length < 12; at = reply.indexOf(".", at + 1)) ends.push(at);
+  if (ends.length < 12) ends.push(reply.length);
+  const tokens = ends.length;
+  let seqToken: number;
+  if (tokens === 9) seqToken = 5;
+  else if (tokens >= 11) seqToken = 7;
+  else return undefined;
+  const seq = digitsAt(reply, ends[seqToken - 1]! + 1, ends[seqToken]!);
+  const pending = digitsAt(reply, ends[seqToken + 2]! + 1, ends[seqToken + 3]!);
+  return Number.isNaN(seq) || Number.isNaN(pending) ? undefined : { seq, pending };
+}
+
+/**
+ * {@link deliveryPosition} of a JetStream message; the client's own parse when its reply subject is
+ * not one of those layouts. The reply subject is not in the client's JsMsg type, only in its class.
+ */
+export function deliveryOf(m: JsMsg): DeliveryPosition {
+  return deliveryPosition((m as JsMsg & { reply?: string }).reply as string) ?? { seq: m.seq, pending: m.info.pending };
 }
