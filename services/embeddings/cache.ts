@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
@@ -14,9 +14,14 @@ import { createJetStreamResource } from "../nats.js";
  * keyed by the model id and the exact text. A projection rebuild with a warm cache calls the model zero times.
  */
 
-/** sha256(modelId + "\0" + text), hex: a valid KV key of fixed length whatever the text, and a new model never hits. */
+/**
+ * sha256(modelId + "\0" + text), hex: a valid KV key of fixed length whatever the text, and a new model
+ * never hits. One-shot: a Hash object per text (create, three updates, digest) took twice as long, and a
+ * rebuild keys every active memory's text (81k at 1M events). The same UTF-8 bytes either way: the NUL
+ * between the two keeps a surrogate at the end of one from pairing with one at the start of the other.
+ */
 export function embeddingCacheKey(modelId: string, text: string): string {
-  return createHash("sha256").update(modelId).update("\0").update(text).digest("hex");
+  return hash("sha256", `${modelId}\0${text}`, "hex");
 }
 
 /** Float32 little-endian bytes, whatever the host's byte order, so any machine can read any other's entries. */

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MemledgerError } from "../../schemas/errors.js";
 import { naming } from "../../events/subjects.js";
@@ -88,6 +89,16 @@ describe("cache encoding", () => {
     expect(embeddingCacheKey("other", "hello")).not.toBe(key);
     // The separator keeps ("ab","c") and ("a","bc") apart.
     expect(embeddingCacheKey("ab", "c")).not.toBe(embeddingCacheKey("a", "bc"));
+  });
+
+  it("keys every text as the cache always has (a Hash object fed the model id, a NUL and the text), so entries already stored still hit", () => {
+    const asStored = (modelId: string, text: string) => createHash("sha256").update(modelId).update("\0").update(text).digest("hex");
+    // Pinned: a change of formula would turn every warm cache cold.
+    expect(embeddingCacheKey("use-lite-512@0.2.0", "hello")).toBe(asStored("use-lite-512@0.2.0", "hello"));
+    expect(embeddingCacheKey("m@1", "hello")).toBe("a773c22ab35293969b2b0232a214d0d9c28815e32dfb99c2e8ed49f5bc61f30b");
+    const texts = ["", "plain", "é ü 日本語 🦀", "line\nbreak\ttab\u0000nul", "lone \ud800 high", "\udc00 lone low first", "x".repeat(100_000)];
+    const models = ["use-lite-512@0.2.0", "ends with a lone high \ud83e", ""];
+    for (const modelId of models) for (const text of texts) expect(embeddingCacheKey(modelId, text), `${modelId} / ${text.slice(0, 20)}`).toBe(asStored(modelId, text));
   });
 
   it("stores Float32 little-endian and reads back the same floats", () => {
