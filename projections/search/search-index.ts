@@ -18,8 +18,12 @@ import { internal } from "../../schemas/errors.js";
  */
 export class SearchIndex {
   private readonly records = new Map<string, MemoryRecord>();
-  /** `memoryId \0 version` → the git branch the version was proposed on (for retrieval's branch boost). */
-  private readonly branches = new Map<string, string>();
+  /**
+   * memoryId → [version, git branch it was proposed on] (for retrieval's branch boost). Per memory, not
+   * per `memoryId version` string: a snapshot looks up every kept version of every memory, and at 100k
+   * memories building and hashing those keys was most of exportState.
+   */
+  private readonly branches = new Map<string, [number, string][]>();
   private pendingVectors = new Map<string, IndexedMemory | null>();
   private vectorChannel: VectorChannel | undefined;
   /** Instead of a channel, a fresh index's vectors written elsewhere (see VectorSink). */
@@ -98,7 +102,7 @@ export class SearchIndex {
       this.seq = seq;
       if (!isMemoryEvent(event)) continue;
       if (event.type === "memory.proposed" && event.git?.branch) {
-        this.branches.set(branchKey(event.aggregateId, event.data.version), event.git.branch);
+        this.setBranch(event.aggregateId, event.data.version, event.git.branch);
       }
       const { record, change } = evolveMemoryRecord(this.records.get(event.aggregateId), event);
       this.records.set(event.aggregateId, record);
@@ -234,7 +238,18 @@ export class SearchIndex {
 
   /** The git branch a memory's version was proposed on, when the proposal named one. */
   branchOf(memoryId: string, version: number): string | undefined {
-    return this.branches.get(branchKey(memoryId, version));
+    const own = this.branches.get(memoryId);
+    if (own) for (const [v, branch] of own) if (v === version) return branch;
+    return undefined;
+  }
+
+  /** Records (or replaces) the branch a memory's version was proposed on. */
+  private setBranch(memoryId: string, version: number, branch: string): void {
+    const own = this.branches.get(memoryId);
+    if (!own) return void this.branches.set(memoryId, [[version, branch]]);
+    const at = own.findIndex(([v]) => v === version);
+    if (at === -1) own.push([version, branch]);
+    else own[at] = [version, branch];
   }
 
   /**
@@ -248,9 +263,14 @@ export class SearchIndex {
     const branches: [string, number, string][] = [];
     for (const record of this.records.values()) {
       if (record.id === null) continue;
+      const own = this.branches.get(record.id);
+      if (!own) continue;
       for (const { version } of record.versions) {
-        const branch = this.branches.get(branchKey(record.id, version));
-        if (branch !== undefined) branches.push([record.id, version, branch]);
+        for (const [v, branch] of own) {
+          if (v !== version) continue;
+          branches.push([record.id, version, branch]);
+          break;
+        }
       }
     }
     return { seq: this.seq, records: this.records.values(), branches, fullText: this.fullText.exportIndex() };
@@ -275,7 +295,7 @@ export class SearchIndex {
     const fullText = state.fullText ? FullTextChannel.importIndex(state.fullText, active()) : undefined;
     const index = new SearchIndex(state.app, state.generation, fullText);
     for (const [id, record] of records) index.records.set(id, record);
-    for (const [memoryId, version, branch] of state.branches ?? []) index.branches.set(branchKey(memoryId, version), branch);
+    for (const [memoryId, version, branch] of state.branches ?? []) index.setBranch(memoryId, version, branch);
     if (!fullText) for (const view of active()) index.fullText.upsert(view);
     index.seq = state.seq;
     return index;
@@ -304,7 +324,6 @@ export class SearchIndex {
   }
 }
 
-const branchKey = (memoryId: string, version: number): string => `${memoryId}\u0000${version}`;
 
 export interface SearchOptions extends RetrievalFilter {
   /** How many results at most. */

@@ -14,6 +14,8 @@ export interface ContentInput {
   tags?: string[];
   paths?: string[];
   scope?: string;
+  /** The git branch the proposal names (none by default). */
+  branch?: string;
 }
 
 export class EventLog {
@@ -36,7 +38,7 @@ export class EventLog {
     const version = (this.nextVersion.get(memoryId) ?? 0) + 1;
     this.nextVersion.set(memoryId, version);
     if (content.scope) this.scopes.set(memoryId, content.scope);
-    this.append(memoryId, "memory.proposed", 3, {
+    this.append(memoryId, "memory.proposed", 3, content.branch === undefined ? undefined : { branch: content.branch }, {
       version,
       title: content.title,
       body: content.body,
@@ -49,7 +51,7 @@ export class EventLog {
   }
 
   approve(memoryId: string, version: number): void {
-    this.append(memoryId, "memory.approved", 1, { version });
+    this.append(memoryId, "memory.approved", 1, undefined, { version });
   }
 
   /** Propose and approve: an active memory in two events. */
@@ -60,33 +62,33 @@ export class EventLog {
   }
 
   reject(memoryId: string, version: number): void {
-    this.append(memoryId, "memory.rejected", 1, { version, reason: "not useful" });
+    this.append(memoryId, "memory.rejected", 1, undefined, { version, reason: "not useful" });
   }
 
   supersede(memoryId: string, by: string | null = null): void {
-    this.append(memoryId, "memory.superseded", 1, { by, reason: "replaced" });
+    this.append(memoryId, "memory.superseded", 1, undefined, { by, reason: "replaced" });
   }
 
   reinstate(memoryId: string): void {
-    this.append(memoryId, "memory.reinstated", 1, { reason: "reverted" });
+    this.append(memoryId, "memory.reinstated", 1, undefined, { reason: "reverted" });
   }
 
   rollback(memoryId: string, fromVersion: number, toVersion: number): void {
-    this.append(memoryId, "memory.rolled_back", 1, { fromVersion, toVersion });
+    this.append(memoryId, "memory.rolled_back", 1, undefined, { fromVersion, toVersion });
   }
 
   sessionStarted(sessionId: string): void {
     this.push(`${this.app}.session.${sessionId}`, this.envelope(sessionId, "app", { type: "session.started", data: { agentId: "agent-a", task: "work", branch: null, worktree: null } }));
   }
 
-  private append(memoryId: string, type: string, schemaVersion: number, data: unknown): void {
-    this.push(`${this.app}.memory.${memoryId}`, { ...this.envelope(memoryId, this.scopes.get(memoryId) ?? "app", { type, data }), schemaVersion });
+  private append(memoryId: string, type: string, schemaVersion: number, git: { branch: string } | undefined, data: unknown): void {
+    this.push(`${this.app}.memory.${memoryId}`, { ...this.envelope(memoryId, this.scopes.get(memoryId) ?? "app", { type, data }, git), schemaVersion });
   }
 
   /** Through the one envelope builder (memledger/testing), with this log's ids and times. */
-  private envelope(aggregateId: string, scope: string, domainEvent: { type: string; data: unknown }) {
+  private envelope(aggregateId: string, scope: string, domainEvent: { type: string; data: unknown }, git?: { branch: string }) {
     const seq = this.lastSeq + 1;
-    return rawEnvelope(domainEvent, { id: `e${seq}`, correlationId: `e${seq}`, aggregateId, app: this.app, scope, sessionId: null, time: new Date(Date.UTC(2026, 0, 1, 0, 0, seq)).toISOString() } as FakeMetadata, seq);
+    return rawEnvelope(domainEvent, { id: `e${seq}`, correlationId: `e${seq}`, aggregateId, app: this.app, scope, sessionId: null, ...(git ? { git } : {}), time: new Date(Date.UTC(2026, 0, 1, 0, 0, seq)).toISOString() } as FakeMetadata, seq);
   }
 
   private push(subject: string, raw: unknown): void {

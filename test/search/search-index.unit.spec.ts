@@ -261,3 +261,38 @@ describe("a fresh index whose vectors go to a sink (written on another thread)",
     expect(() => twice.attachVectorSink(new RecordingSink(() => 0))).toThrow("already has a vector channel");
   });
 });
+
+describe("the branch each version was proposed on (retrieval's branch boost)", () => {
+  test("is kept per version, replaced by a later proposal of the same version, exported for kept versions only, and restored", () => {
+    const log = new EventLog();
+    log.write("m1", { title: "Build cache", body: "Cache the build.", branch: "feature/cache" });
+    log.propose("m1", { title: "Build cache", body: "Cache the build twice.", branch: "feature/cache-2" });
+    log.write("m2", { title: "No branch", body: "Proposed outside git." });
+    const rejected = log.propose("m3", { title: "Rejected idea", body: "Never mind.", branch: "spike" });
+    log.reject("m3", rejected);
+    log.write("m4", { title: "Kept", body: "On main.", branch: "main" });
+    const index = build(log);
+    expect(index.branchOf("m1", 1)).toBe("feature/cache");
+    expect(index.branchOf("m1", 2)).toBe("feature/cache-2");
+    expect(index.branchOf("m1", 3)).toBeUndefined();
+    expect(index.branchOf("m2", 1)).toBeUndefined();
+    expect(index.branchOf("unknown", 1)).toBeUndefined();
+
+    // A rejected version is dropped from its record, so its branch is not exported.
+    const state = index.exportState();
+    expect(state.branches).toEqual([
+      ["m1", 1, "feature/cache"],
+      ["m1", 2, "feature/cache-2"],
+      ["m4", 1, "main"],
+    ]);
+    const records = [...state.records];
+    const restored = SearchIndex.restore({ app: log.app, generation: "restored", seq: state.seq, records, branches: state.branches, fullText: state.fullText });
+    for (const [memoryId, version] of [["m1", 1], ["m1", 2], ["m2", 1], ["m4", 1], ["m3", 1]] as const) {
+      expect(restored.branchOf(memoryId, version), `${memoryId} v${version}`).toBe(memoryId === "m3" ? undefined : index.branchOf(memoryId, version));
+    }
+    // Restoring the same pair twice (a snapshot with a repeated line) keeps one entry for it.
+    const twice = SearchIndex.restore({ app: log.app, generation: "twice", seq: state.seq, records, branches: [...state.branches, ["m1", 1, "feature/other"]] });
+    expect(twice.branchOf("m1", 1)).toBe("feature/other");
+    expect(twice.exportState().branches.filter(([id, version]) => id === "m1" && version === 1)).toEqual([["m1", 1, "feature/other"]]);
+  });
+});
