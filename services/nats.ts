@@ -281,8 +281,9 @@ function digitsAt(text: string, start: number, end: number): number {
 
 /**
  * The stream sequence and pending count of a delivery, read from its reply subject. The client's own
- * `msg.seq` and `msg.info` split the subject into its eleven fields and parse five numbers for every
- * message: at 1M events that was about a second of a replay's reading thread, which needs two of them.
+ * `msg.seq` and `msg.info` split the subject into all its fields and parse five numbers for every
+ * message, of which a replay needs two: 0.45 µs a message against 0.16 here (a micro-benchmark of 200k
+ * reply subjects), on the reading thread of every rebuild.
  * Both subject layouts the client reads are read here:
  *   $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<time>.<pending>                      (9 tokens)
  *   $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<time>.<pending>.… (11 or more)

@@ -324,7 +324,6 @@ export class SearchIndex {
   }
 }
 
-
 export interface SearchOptions extends RetrievalFilter {
   /** How many results at most. */
   k: number;
