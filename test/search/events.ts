@@ -38,7 +38,7 @@ export class EventLog {
     const version = (this.nextVersion.get(memoryId) ?? 0) + 1;
     this.nextVersion.set(memoryId, version);
     if (content.scope) this.scopes.set(memoryId, content.scope);
-    this.append(memoryId, "memory.proposed", 3, content.branch === undefined ? undefined : { branch: content.branch }, {
+    this.append(memoryId, "memory.proposed", 3, {
       version,
       title: content.title,
       body: content.body,
@@ -46,12 +46,12 @@ export class EventLog {
       tags: content.tags ?? [],
       paths: content.paths ?? [],
       importance: 3,
-    });
+    }, content.branch === undefined ? undefined : { branch: content.branch });
     return version;
   }
 
   approve(memoryId: string, version: number): void {
-    this.append(memoryId, "memory.approved", 1, undefined, { version });
+    this.append(memoryId, "memory.approved", 1, { version });
   }
 
   /** Propose and approve: an active memory in two events. */
@@ -62,26 +62,26 @@ export class EventLog {
   }
 
   reject(memoryId: string, version: number): void {
-    this.append(memoryId, "memory.rejected", 1, undefined, { version, reason: "not useful" });
+    this.append(memoryId, "memory.rejected", 1, { version, reason: "not useful" });
   }
 
   supersede(memoryId: string, by: string | null = null): void {
-    this.append(memoryId, "memory.superseded", 1, undefined, { by, reason: "replaced" });
+    this.append(memoryId, "memory.superseded", 1, { by, reason: "replaced" });
   }
 
   reinstate(memoryId: string): void {
-    this.append(memoryId, "memory.reinstated", 1, undefined, { reason: "reverted" });
+    this.append(memoryId, "memory.reinstated", 1, { reason: "reverted" });
   }
 
   rollback(memoryId: string, fromVersion: number, toVersion: number): void {
-    this.append(memoryId, "memory.rolled_back", 1, undefined, { fromVersion, toVersion });
+    this.append(memoryId, "memory.rolled_back", 1, { fromVersion, toVersion });
   }
 
   sessionStarted(sessionId: string): void {
     this.push(`${this.app}.session.${sessionId}`, this.envelope(sessionId, "app", { type: "session.started", data: { agentId: "agent-a", task: "work", branch: null, worktree: null } }));
   }
 
-  private append(memoryId: string, type: string, schemaVersion: number, git: { branch: string } | undefined, data: unknown): void {
+  private append(memoryId: string, type: string, schemaVersion: number, data: unknown, git?: { branch: string }): void {
     this.push(`${this.app}.memory.${memoryId}`, { ...this.envelope(memoryId, this.scopes.get(memoryId) ?? "app", { type, data }, git), schemaVersion });
   }
 
