@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -54,6 +54,20 @@ describe("memledger CLI against a real NATS", () => {
       await nc.close();
     }
     if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it("the built CLI (the package's bin) is executable by itself, as npx and a global install run it", async () => {
+    // The build marks it executable (package.json postbuild): tsc writes it 0644, and npx links a bin
+    // without marking its target when it reuses a cached link.
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
+    const ran = await new Promise<{ code: number | null; out: string }>((resolveRun) => {
+      const child = spawn(CLI, ["--help"], { env: cleanEnv({}) });
+      let out = "";
+      child.stdout.on("data", (s: Buffer) => (out += s.toString()));
+      child.on("close", (code) => resolveRun({ code, out }));
+    });
+    expect(ran.code).toBe(0);
+    expect(ran.out).toContain("Usage: memledger");
   });
 
   it("takes global options before the verb, after it, and from the environment", async () => {
