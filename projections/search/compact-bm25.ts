@@ -279,6 +279,8 @@ export class CompactBm25Index {
   /** Memory id per internal id; index 0 unused (Orama's internal ids start at 1). */
   private readonly idOf: string[] = [""];
   private alive = new Uint8Array(16);
+  /** A query's running sums per internal id (topK), all zeros between queries. */
+  private scratch = new Float64Array(16);
   private count = 0;
   // Filter attributes, interned.
   private readonly apps = new Dictionary();
@@ -550,7 +552,8 @@ export class CompactBm25Index {
       }
     }
     if (cursors.length === 0) return [];
-    return maxScoreTopK(cursors, this.params, allow, limit).map(([doc, score]) => ({ id: this.idOf[doc]!, score }));
+    if (this.scratch.length < this.idOf.length) this.scratch = new Float64Array(Math.max(this.idOf.length, this.scratch.length * 2));
+    return topK(cursors, this.params, allow, limit, this.scratch).map(([doc, score]) => ({ id: this.idOf[doc]!, score }));
   }
 
   /** The memory ids of indexed documents, in internal id order. */
@@ -644,13 +647,60 @@ function seek(c: Cursor, doc: number): void {
 /** The current document of a cursor, or Infinity when exhausted. */
 const current = (c: Cursor): number => (c.at < c.postings.n ? c.postings.ids[c.at]! : Number.POSITIVE_INFINITY);
 
+/** Where `doc` is listed in a cursor's postings (live), or -1. Does not move the cursor. */
+function positionOf(c: Cursor, doc: number): number {
+  const ids = c.postings.ids;
+  let lo = 0;
+  let hi = c.postings.n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((ids[mid]! & ID_MASK) < doc) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < c.postings.n && ids[lo] === doc ? lo : -1;
+}
+
+/** Documents scored before the rest, to give the top k a threshold (see topK): at least this many, or 4 per result. */
+const SEED_DOCUMENTS = 256;
+
+/** Up to `count` allowed documents from the lists with the highest bounds (the rarest words, boosted), ascending. */
+function seedDocuments(byBound: readonly Cursor[], allow: Allow, count: number): Uint32Array {
+  const seeds = new Set<number>();
+  for (let i = byBound.length - 1; i >= 0 && seeds.size < count; i--) {
+    const { ids, n } = byBound[i]!.postings;
+    for (let at = 0; at < n && seeds.size < count; at++) {
+      const doc = ids[at]!;
+      if (doc < DEAD && (allow === undefined || allow(doc))) seeds.add(doc);
+    }
+  }
+  return Uint32Array.from(seeds).sort();
+}
+
+/** Slack on a sum of contributions added in another order than the exact score's. */
+const SUM_SLACK = 1 + 1e-9;
+
 /**
- * Document-at-a-time MaxScore (Turtle and Flood 1995). Cursors sorted by upper bound: the cheapest
- * prefix whose bounds add up to less than the current k-th score cannot by itself lift a document into
- * the top k, so its lists are only probed for documents the other (essential) lists produce. Exact:
- * every document that could enter is scored in full, in Orama's summation order.
+ * The best `limit` documents, exactly: MaxScore's split of the lists (Turtle and Flood 1995), with the
+ * essential lists added up term at a time.
+ *
+ * 1. Seed: the documents of the lists with the highest bounds (at most SEED_DOCUMENTS, or four per
+ *    result) are scored in full and offered to the top k, which then has a threshold.
+ * 2. Split: cursors sorted by upper bound; the cheapest prefix whose bounds add up to less than the
+ *    threshold cannot by itself lift a document into the top k (non-essential); the rest are essential.
+ * 3. Each essential list adds its contributions into `scratch`, one list after the other.
+ * 4. One pass over the documents touched, in id order: a document whose essential sum plus the
+ *    non-essential bounds falls below the threshold is dropped; otherwise the non-essential lists are
+ *    probed (each absent one takes its bound off), and a document still in reach is scored in full, in
+ *    Orama's summation order (field, then query word), and offered.
+ *
+ * The top k is the best by (score, then smaller id), a total order, so the order in which documents are
+ * offered does not change it. Why this shape: long questions at 100k memories. Their common words (a
+ * person's name, "recently") are essential lists of thousands of documents, most of which match nothing
+ * else; walking those lists document at a time (the smallest current document of 15 to 20 lists, then
+ * moving each) visited 40k to 70k documents to score about 900, and the threshold only rose as the walk
+ * went. `scratch` is all zeros on entry and is left so.
  */
-function maxScoreTopK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: number): [number, number][] {
+function topK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: number, scratch: Float64Array): [number, number][] {
   const byBound = [...cursors].sort((x, y) => x.ub - y.ub);
   const m = byBound.length;
   // prefix[i]: sum of the i smallest bounds.
@@ -690,78 +740,83 @@ function maxScoreTopK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, 
   };
   const full = () => size === heapDocs.length;
   let threshold = Number.NEGATIVE_INFINITY;
-  // Lists before `firstEssential` (in bound order) are non-essential.
-  let firstEssential = 0;
+  const offer = (doc: number, score: number) => {
+    if (!full()) {
+      heapScores[size] = score;
+      heapDocs[size] = doc;
+      size += 1;
+      for (let at = size - 1; at > 0; ) {
+        const parent = (at - 1) >> 1;
+        if (!worse(at, parent)) break;
+        swap(at, parent);
+        at = parent;
+      }
+    } else if (score > heapScores[0]! || (score === heapScores[0] && doc < heapDocs[0]!)) {
+      heapScores[0] = score;
+      heapDocs[0] = doc;
+      siftDown(0);
+    }
+    if (full()) threshold = heapScores[0]!;
+  };
   const sorted = cursors; // Orama's summation order
-  // rank[i]: where sorted[i] stands in bound order. part[j]: byBound[j]'s contribution to the current
-  // document, computed once for the essential lists and reused by the exact score below.
-  const rank = new Int32Array(m);
-  for (let i = 0; i < m; i++) rank[i] = byBound.indexOf(sorted[i]!);
-  const part = new Float64Array(m);
-  for (;;) {
-    let doc = Number.POSITIVE_INFINITY;
-    for (let i = firstEssential; i < m; i++) {
-      const at = current(byBound[i]!);
-      if (at < doc) doc = at;
+
+  // 1. Seed.
+  const seeds = seedDocuments(byBound, allow, Math.max(SEED_DOCUMENTS, 4 * limit));
+  for (const doc of seeds) {
+    let score = 0;
+    for (const c of sorted) {
+      const at = positionOf(c, doc);
+      if (at >= 0) score += contribution(c, doc, at, k, b, d);
     }
-    if (doc === Number.POSITIVE_INFINITY) break;
-    if (allow === undefined || allow(doc)) {
-      // Essential lists first: their part plus the non-essential bounds says whether probing is worth it.
-      let partial = 0;
-      for (let i = firstEssential; i < m; i++) {
-        const c = byBound[i]!;
-        if (current(c) === doc) {
-          part[i] = contribution(c, doc, c.at, k, b, d);
-          partial += part[i]! * (1 + 1e-12);
-        }
-      }
-      let possible = partial + prefix[firstEssential]!;
-      let worth = !full() || possible >= threshold;
-      for (let i = firstEssential - 1; worth && i >= 0; i--) {
-        const c = byBound[i]!;
-        seek(c, doc);
-        if (current(c) === doc) continue;
-        possible -= c.ub;
-        if (full() && possible < threshold) worth = false;
-      }
-      if (worth) {
-        // The exact score, summed in Orama's order (field, then query word); an essential list's part
-        // is the one computed above (the same function of the same posting, so the same number).
-        let score = 0;
-        for (let i = 0; i < sorted.length; i++) {
-          const c = sorted[i]!;
-          if (current(c) !== doc) continue;
-          const j = rank[i]!;
-          score += j >= firstEssential ? part[j]! : contribution(c, doc, c.at, k, b, d);
-        }
-        if (!full()) {
-          heapScores[size] = score;
-          heapDocs[size] = doc;
-          size += 1;
-          for (let at = size - 1; at > 0; ) {
-            const parent = (at - 1) >> 1;
-            if (!worse(at, parent)) break;
-            swap(at, parent);
-            at = parent;
-          }
-        } else if (score > heapScores[0]! || (score === heapScores[0] && doc < heapDocs[0]!)) {
-          heapScores[0] = score;
-          heapDocs[0] = doc;
-          siftDown(0);
-        }
-        if (full()) {
-          threshold = heapScores[0]!;
-          while (firstEssential < m && prefix[firstEssential + 1]! < threshold) firstEssential += 1;
-        }
-      }
+    offer(doc, score);
+  }
+
+  // 2. Split.
+  let firstEssential = 0;
+  if (full()) while (firstEssential < m && prefix[firstEssential + 1]! < threshold) firstEssential += 1;
+  const nonEssentialBound = prefix[firstEssential]!;
+
+  // 3. Essential lists, term at a time. Every contribution is positive (idf > 0), so a touched document's sum is not 0.
+  let lo = Number.POSITIVE_INFINITY;
+  let hi = -1;
+  for (let i = firstEssential; i < m; i++) {
+    const c = byBound[i]!;
+    const { ids, n } = c.postings;
+    for (let at = 0; at < n; at++) {
+      const doc = ids[at]!;
+      if (doc >= DEAD) continue;
+      scratch[doc] = scratch[doc]! + contribution(c, doc, at, k, b, d);
+      if (doc < lo) lo = doc;
+      if (doc > hi) hi = doc;
     }
-    for (let i = firstEssential; i < m; i++) {
+  }
+
+  // 4. The touched documents, in id order (so every cursor only moves forward).
+  let nextSeed = 0;
+  for (let doc = lo; doc <= hi; doc++) {
+    const sum = scratch[doc]!;
+    if (sum === 0) continue;
+    scratch[doc] = 0;
+    while (nextSeed < seeds.length && seeds[nextSeed]! < doc) nextSeed++;
+    if (nextSeed < seeds.length && seeds[nextSeed] === doc) continue;
+    if (allow !== undefined && !allow(doc)) continue;
+    let possible = sum * SUM_SLACK + nonEssentialBound;
+    if (full() && possible < threshold) continue;
+    let worth = true;
+    for (let i = firstEssential - 1; worth && i >= 0; i--) {
       const c = byBound[i]!;
-      if (current(c) === doc) {
-        c.at += 1;
-        seek(c, doc + 1);
-      }
+      seek(c, doc);
+      if (current(c) === doc) continue;
+      possible -= c.ub;
+      if (full() && possible < threshold) worth = false;
     }
+    if (!worth) continue;
+    let score = 0;
+    for (const c of sorted) {
+      seek(c, doc);
+      if (current(c) === doc) score += contribution(c, doc, c.at, k, b, d);
+    }
+    offer(doc, score);
   }
   const out: [number, number][] = [];
   for (let i = 0; i < size; i++) out.push([heapDocs[i]!, heapScores[i]!]);
