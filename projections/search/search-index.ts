@@ -2,7 +2,7 @@ import type { ProjectedEvent } from "../projection.js";
 import { FullTextChannel, type ChannelHit, type RetrievalFilter, type SavedFullTextIndex } from "./fulltext-channel.js";
 import { evolveMemoryRecord, indexedViewOf, isMemoryEvent, type IndexChange, type IndexedMemory, type MemoryRecord } from "./memory-records.js";
 import type { VectorChannel, VectorSink, VectorWriteStats } from "./vector-channel.js";
-import { tokenizeText } from "./tokenizer.js";
+import { mentionsAny, tokenizeText } from "./tokenizer.js";
 import { internal } from "../../schemas/errors.js";
 
 /**
@@ -374,7 +374,7 @@ const SNIPPET_LENGTH = 200;
 export function snippetOf(body: string, queryTokens: readonly string[]): string {
   const lines = body.split("\n").map((line) => line.trim()).filter((line) => line.length > 0);
   const wanted = new Set(queryTokens);
-  const matching = lines.find((line) => tokenizeText(line).some((token) => wanted.has(token)));
+  const matching = lines.find((line) => mentionsAny(line, wanted));
   const chosen = matching ?? lines[0] ?? "";
   const flat = chosen.replace(/\s+/g, " ");
   if (flat.length <= SNIPPET_LENGTH) return flat;

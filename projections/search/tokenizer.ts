@@ -177,6 +177,25 @@ export function tokenizeTexts(texts: readonly string[]): { tokens: string[][]; i
 /** The tokens of one text; pure and deterministic (Orama re-tokenizes stored documents to remove them). */
 export const tokenizeText = (text: string): string[] => analyze(text).all;
 
+/** The same chunks as CHUNK, scanned with exec (this instance's lastIndex is reset on every call). */
+const CHUNK_SCAN = new RegExp(CHUNK.source, CHUNK.flags);
+
+/**
+ * Whether any of `text`'s tokens is in `wanted`: `tokenizeText(text).some((t) => wanted.has(t))`,
+ * stopping at the first chunk that has one. A search result's snippet asks this of its body's lines;
+ * tokenizing each line in full (three sets per line, an iterator's match per word) was most of what a
+ * BM25 query allocated at 100k memories, and so most of its garbage-collection pauses.
+ */
+export function mentionsAny(text: string, wanted: ReadonlySet<string>): boolean {
+  CHUNK_SCAN.lastIndex = 0;
+  for (let match = CHUNK_SCAN.exec(text); match !== null; match = CHUNK_SCAN.exec(text)) {
+    const { wholes, words } = chunkTokens(match[0]);
+    for (const [token] of wholes) if (wanted.has(token)) return true;
+    for (const word of words) if (wanted.has(word)) return true;
+  }
+  return false;
+}
+
 /** The whole identifiers in a text, for the exact-identifier field. */
 export const identifierTokens = (text: string): string[] => analyze(text).identifiers;
 
