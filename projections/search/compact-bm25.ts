@@ -1,7 +1,7 @@
 import { internal } from "../../schemas/errors.js";
 
 /**
- * The BM25 channel's own inverted index: postings in typed arrays, top-k by MaxScore.
+ * The BM25 channel's own inverted index: postings in typed arrays, top-k term at a time (topK).
  *
  * Why not Orama's index. At 100k memories Orama keeps, per document, a stored copy, a frequency
  * object per text field, and a Set entry in every word's radix node; a query builds a Map entry per
@@ -9,7 +9,8 @@ import { internal } from "../../schemas/errors.js";
  * That garbage made the p99 (bench/search.ts: BM25 p99 60-114 ms, +732 MB RSS at 100k). Here a word's
  * postings are one Uint32Array of internal document ids (ascending) plus, for list fields, one
  * Uint8Array; a document costs a few slots in per-field Uint32Arrays and a run in one shared arena; a
- * query allocates per matched word, never per matched document.
+ * query adds into per-index buffers it reuses and allocates per matched word and per candidate, never
+ * per matched document.
  *
  * Scores are Orama's (fulltext-channel.ts chose it; exact-term-index.ts made it exact-token), to the bit:
  *   - per field, `idf * (d + tf (k + 1)) / (tf + k (1 - b + b len / avgLen))` times the field's boost,
@@ -107,9 +108,6 @@ class Postings {
   dead = 0;
   /** Orama's token occurrences: + 1 per element holding the word, - 1 on removal. */
   df = 0;
-  /** Bounds on the field length of any document ever listed (stale bounds are still bounds). */
-  minLen = Number.POSITIVE_INFINITY;
-  maxLen = 0;
 
   constructor(list: boolean) {
     this.ids = new Uint32Array(2);
@@ -146,12 +144,6 @@ class Postings {
     }
   }
 
-  /** Widens the length bounds to cover a document of field length `len`. */
-  bound(len: number): void {
-    if (len < this.minLen) this.minLen = len;
-    if (len > this.maxLen) this.maxLen = len;
-  }
-
   add(doc: number, inLast: boolean): void {
     let at: number;
     if (this.n === 0 || (this.ids[this.n - 1]! & ID_MASK) < doc) {
@@ -185,27 +177,20 @@ class Postings {
     this.dead += 1;
   }
 
-  /** Drops tombstones once they are half the list (amortised O(1) per removal); bounds recomputed. */
-  maybeCompact(lengths: Uint32Array): void {
+  /** Drops tombstones once they are half the list (amortised O(1) per removal). */
+  maybeCompact(): void {
     if (this.dead === 0 || this.dead * 2 < this.n) return;
     const { ids, last } = this;
     let w = 0;
-    let minLen = Number.POSITIVE_INFINITY;
-    let maxLen = 0;
     for (let r = 0; r < this.n; r++) {
       const id = ids[r]!;
       if (id >= DEAD) continue;
       ids[w] = id;
       if (last) last[w] = last[r]!;
-      const len = lengths[id]!;
-      if (len < minLen) minLen = len;
-      if (len > maxLen) maxLen = len;
       w += 1;
     }
     this.n = w;
     this.dead = 0;
-    this.minLen = minLen;
-    this.maxLen = maxLen;
     if (ids.length > 16 && w * 4 < ids.length) {
       let size = 2;
       while (size < w) size *= 2;
@@ -250,10 +235,6 @@ interface Cursor {
   idf: number;
   boost: number;
   list: boolean;
-  /** Upper bound of this cursor's contribution to any document's score. */
-  ub: number;
-  /** Position in Orama's summation order (field, then query word). */
-  order: number;
   at: number;
 }
 
@@ -279,8 +260,13 @@ export class CompactBm25Index {
   /** Memory id per internal id; index 0 unused (Orama's internal ids start at 1). */
   private readonly idOf: string[] = [""];
   private alive = new Uint8Array(16);
-  /** A query's running sums per internal id (topK), all zeros between queries. */
-  private scratch = new Float64Array(16);
+  private scratch: QueryScratch = {
+    counted: new Float64Array(LENGTH_TABLE),
+    uncounted: new Float64Array(LENGTH_TABLE),
+    sums: new Float64Array(16),
+    touched: new Uint32Array(16),
+    touchedSums: new Float64Array(16),
+  };
   private count = 0;
   // Filter attributes, interned.
   private readonly apps = new Dictionary();
@@ -383,7 +369,6 @@ export class CompactBm25Index {
       const value = tokens[field.spec.name] ?? [];
       const elements = (field.spec.list ? value : [value]) as readonly (readonly string[])[];
       if (field.spec.list) this.push(elements.length);
-      const start = this.arenaUsed;
       elements.forEach((element, e) => {
         const inLast = e === elements.length - 1;
         const len = element.length;
@@ -401,12 +386,6 @@ export class CompactBm25Index {
           this.push(this.listId(postings));
         }
       });
-      // Bounds on the length scoring will read: a list field's is its last element's.
-      const len = field.lengths[doc]!;
-      for (let at = start; at < this.arenaUsed; ) {
-        const count = this.arena[at++]!;
-        for (let t = 0; t < count; t++) this.lists[this.arena[at++]!]!.bound(len);
-      }
     }
     this.runEnd[doc] = this.arenaUsed;
   }
@@ -435,7 +414,7 @@ export class CompactBm25Index {
       // Each element's average update undone, last first (see the class comment on Orama's NaN).
       for (let e = lens.length - 1; e >= 0; e--) field.avg = n > 1 ? (field.avg * n - lens[e]!) / (n - 1) : 0;
       field.lengths[doc] = 0;
-      for (const postings of touched) postings.maybeCompact(field.lengths);
+      for (const postings of touched) postings.maybeCompact();
     }
     if (at !== end) throw internal(`BM25 index: the arena run of ${id} is damaged`);
     this.alive[doc] = 0;
@@ -533,7 +512,6 @@ export class CompactBm25Index {
     if (limit <= 0 || terms.length === 0 || this.count === 0) return [];
     const allow = this.allowOf(filter);
     if (allow === null) return [];
-    const { k, b, d } = this.params;
     const N = this.count;
     const cursors: Cursor[] = [];
     for (const { field: name, boost } of fields) {
@@ -545,14 +523,14 @@ export class CompactBm25Index {
         const df = INHERITED_TOKEN(term) ? 0 : postings.df;
         const idf = Math.log(1 + (N - df + 0.5) / (df + 0.5));
         const avg = field.avg;
-        let ub = boost * upperBound(idf, avg, postings.minLen, postings.maxLen, field.spec.list, this.params);
-        // Floating-point slack: a bound must never be below a score computed in another order.
-        ub = Number.isFinite(ub) && ub >= 0 ? ub * (1 + 1e-9) + 1e-12 : Number.POSITIVE_INFINITY;
-        cursors.push({ postings, lengths: field.lengths, avg, idf, boost, list: field.spec.list, ub, order: cursors.length, at: 0 });
+        cursors.push({ postings, lengths: field.lengths, avg, idf, boost, list: field.spec.list, at: 0 });
       }
     }
     if (cursors.length === 0) return [];
-    if (this.scratch.length < this.idOf.length) this.scratch = new Float64Array(Math.max(this.idOf.length, this.scratch.length * 2));
+    if (this.scratch.sums.length < this.idOf.length) {
+      const size = Math.max(this.idOf.length, this.scratch.sums.length * 2);
+      this.scratch = { ...this.scratch, sums: new Float64Array(size), touched: new Uint32Array(size), touchedSums: new Float64Array(size) };
+    }
     return topK(cursors, this.params, allow, limit, this.scratch).map(([doc, score]) => ({ id: this.idOf[doc]!, score }));
   }
 
@@ -591,29 +569,14 @@ export class CompactBm25Index {
   }
 }
 
-/**
- * The largest contribution (before boost) a word can make in a field whose listed documents have
- * lengths in [minLen, maxLen]. With tf = 1 / len the contribution is
- * g(len) = idf (d len + k + 1) / (1 + k (1 - b) len + k b len² / avg), whose derivative has the sign of
- * d - k (1 - b) (k + 1) - (terms negative for len > 0): when d < k (1 - b) (k + 1) (true for
- * BM25_RELEVANCE) it falls with length, so the shortest document bounds it. List fields may also score
- * with tf 0 (idf d / (k (1 - b + b len / avg)), also falling). Otherwise a looser bound by parts.
- */
-function upperBound(idf: number, avg: number, minLen: number, maxLen: number, list: boolean, { k, b, d }: Bm25Params): number {
-  const score = (tf: number, len: number) => (idf * (d + tf * (k + 1))) / (tf + k * (1 - b + (b * len) / avg));
-  if (d < k * (1 - b) * (k + 1)) {
-    const shortest = Math.max(minLen, 1);
-    const withTf = score(1 / shortest, shortest);
-    return list ? Math.max(withTf, score(0, minLen)) : withTf;
-  }
-  // Numerator at most idf (d + (k + 1) / minLen); denominator at least tf + k (1 - b + b minLen / avg).
-  return (idf * (d + (k + 1) / minLen)) / ((list ? 0 : 1 / maxLen) + k * (1 - b + (b * minLen) / avg));
-}
-
 /** Orama's per-field BM25 for one posting. */
 function contribution(c: Cursor, doc: number, at: number, k: number, b: number, d: number): number {
-  const length = c.lengths[doc]!;
-  const tf = c.list ? (c.postings.last![at] === 1 ? 1 / length : 0) : 1 / length;
+  return fieldScore(c, c.lengths[doc]!, !c.list || c.postings.last![at] === 1, k, b, d);
+}
+
+/** Orama's per-field BM25 of a word in a field of `length` tokens: tf is 1 / length when `counted`, else 0 (see the header). */
+function fieldScore(c: Cursor, length: number, counted: boolean, k: number, b: number, d: number): number {
+  const tf = counted ? 1 / length : 0;
   const bm25 = (c.idf * (d + tf * (k + 1))) / (tf + k * (1 - b + (b * length) / c.avg));
   return bm25 * c.boost;
 }
@@ -647,178 +610,133 @@ function seek(c: Cursor, doc: number): void {
 /** The current document of a cursor, or Infinity when exhausted. */
 const current = (c: Cursor): number => (c.at < c.postings.n ? c.postings.ids[c.at]! : Number.POSITIVE_INFINITY);
 
-/** Where `doc` is listed in a cursor's postings (live), or -1. Does not move the cursor. */
-function positionOf(c: Cursor, doc: number): number {
-  const ids = c.postings.ids;
-  let lo = 0;
-  let hi = c.postings.n;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if ((ids[mid]! & ID_MASK) < doc) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < c.postings.n && ids[lo] === doc ? lo : -1;
-}
-
-/** Documents scored before the rest, to give the top k a threshold (see topK): at least this many, or 4 per result. */
-const SEED_DOCUMENTS = 256;
-
-/** Up to `count` allowed documents from the lists with the highest bounds (the rarest words, boosted), ascending. */
-function seedDocuments(byBound: readonly Cursor[], allow: Allow, count: number): Uint32Array {
-  const seeds = new Set<number>();
-  for (let i = byBound.length - 1; i >= 0 && seeds.size < count; i--) {
-    const { ids, n } = byBound[i]!.postings;
-    for (let at = 0; at < n && seeds.size < count; at++) {
-      const doc = ids[at]!;
-      if (doc < DEAD && (allow === undefined || allow(doc))) seeds.add(doc);
-    }
-  }
-  return Uint32Array.from(seeds).sort();
-}
-
-/** Slack on a sum of contributions added in another order than the exact score's. */
+/** Slack on a sum of contributions added in another order than the exact score's (their difference is below 1e-13 of it). */
 const SUM_SLACK = 1 + 1e-9;
 
+/** Field lengths below this read a list's contribution from a table (topK); longer ones compute it. */
+const LENGTH_TABLE = 256;
+/** Lists shorter than this compute each contribution: filling the table would cost more. */
+const TABLE_FROM_POSTINGS = 2 * LENGTH_TABLE;
+
+/** Per-index buffers a query reuses (queries are synchronous): see topK. */
+export interface QueryScratch {
+  /** One list's contribution by field length, when the word counts (tf = 1 / length) and when it does not. */
+  counted: Float64Array;
+  uncounted: Float64Array;
+  /** Running sum per internal id; all zeros between queries. */
+  sums: Float64Array;
+  /** The documents a query touched, and then their sums. */
+  touched: Uint32Array;
+  touchedSums: Float64Array;
+}
+
 /**
- * The best `limit` documents, exactly: MaxScore's split of the lists (Turtle and Flood 1995), with the
- * essential lists added up term at a time.
+ * The best `limit` documents, exactly.
  *
- * 1. Seed: the documents of the lists with the highest bounds (at most SEED_DOCUMENTS, or four per
- *    result) are scored in full and offered to the top k, which then has a threshold.
- * 2. Split: cursors sorted by upper bound; the cheapest prefix whose bounds add up to less than the
- *    threshold cannot by itself lift a document into the top k (non-essential); the rest are essential.
- * 3. Each essential list adds its contributions into `scratch`, one list after the other.
- * 4. One pass over the documents touched, in id order: a document whose essential sum plus the
- *    non-essential bounds falls below the threshold is dropped; otherwise the non-essential lists are
- *    probed (each absent one takes its bound off), and a document still in reach is scored in full, in
- *    Orama's summation order (field, then query word), and offered.
+ * 1. Every list adds its contributions into `scratch.sums`, one list after the other (term at a time):
+ *    each document's score, summed in another order than Orama's.
+ * 2. T is the `limit`-th largest sum among the allowed documents. Those `limit` documents score at
+ *    least T / SUM_SLACK exactly, so a document can only enter if its sum reaches T / SUM_SLACK².
+ * 3. Those few candidates are scored again in Orama's summation order (field, then query word), bit for
+ *    bit the score Orama gives, in id order (so every cursor only moves forward), and the best `limit`
+ *    by (score, then smaller id) are kept.
  *
- * The top k is the best by (score, then smaller id), a total order, so the order in which documents are
- * offered does not change it. Why this shape: long questions at 100k memories. Their common words (a
- * person's name, "recently") are essential lists of thousands of documents, most of which match nothing
- * else; walking those lists document at a time (the smallest current document of 15 to 20 lists, then
- * moving each) visited 40k to 70k documents to score about 900, and the threshold only rose as the walk
- * went. `scratch` is all zeros on entry and is left so.
+ * Why this shape, measured on long questions at 100k memories: walking the lists document at a time
+ * with MaxScore (the smallest current document of 15 to 20 essential lists, then probing the others for
+ * it) visited 40k to 70k documents to score about 900, because the threshold rose only as the walk went.
+ * Adding up every list costs a few nanoseconds a posting (63k postings a query on average), and only
+ * about `limit` documents are then looked up.
  */
-function topK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: number, scratch: Float64Array): [number, number][] {
-  const byBound = [...cursors].sort((x, y) => x.ub - y.ub);
-  const m = byBound.length;
-  // prefix[i]: sum of the i smallest bounds.
-  const prefix = new Float64Array(m + 1);
-  for (let i = 0; i < m; i++) prefix[i + 1] = prefix[i]! + byBound[i]!.ub;
+function topK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: number, scratch: QueryScratch): [number, number][] {
+  const { sums, touched, touchedSums } = scratch;
+  // 1. Every list, term at a time. Every contribution is positive (idf > 0), so a touched document's sum is not 0.
+  // A long list reads its contributions from a table by field length (the same numbers, computed once
+  // per length rather than once per posting: two divisions were most of this loop).
+  const { counted, uncounted } = scratch;
+  let count = 0;
+  for (const c of cursors) {
+    const { ids, n, last } = c.postings;
+    const lengths = c.lengths;
+    const tabled = n >= TABLE_FROM_POSTINGS;
+    if (tabled) {
+      for (let length = 0; length < LENGTH_TABLE; length++) {
+        counted[length] = fieldScore(c, length, true, k, b, d);
+        if (c.list) uncounted[length] = fieldScore(c, length, false, k, b, d);
+      }
+    }
+    for (let at = 0; at < n; at++) {
+      const doc = ids[at]!;
+      if (doc >= DEAD) continue;
+      const length = lengths[doc]!;
+      const part =
+        tabled && length < LENGTH_TABLE ? (!c.list || last![at] === 1 ? counted[length]! : uncounted[length]!) : contribution(c, doc, at, k, b, d);
+      const sum = sums[doc]!;
+      if (sum === 0) touched[count++] = doc;
+      sums[doc] = sum + part;
+    }
+  }
+  // 2. The allowed documents' sums (leaving `sums` zero), and the limit-th largest in a min-heap.
+  let kept = 0;
+  for (let i = 0; i < count; i++) {
+    const doc = touched[i]!;
+    const sum = sums[doc]!;
+    sums[doc] = 0;
+    if (allow !== undefined && !allow(doc)) continue;
+    touched[kept] = doc;
+    touchedSums[kept] = sum;
+    kept++;
+  }
+  if (kept === 0) return [];
+  const floor = kthLargest(touchedSums, kept, Math.min(limit, kept)) / (SUM_SLACK * SUM_SLACK);
+  const candidates: number[] = [];
+  for (let i = 0; i < kept; i++) if (touchedSums[i]! >= floor) candidates.push(touched[i]!);
+  candidates.sort((x, y) => x - y);
+  // 3. Exact scores, in Orama's order.
   for (const c of cursors) {
     c.at = 0;
     seek(c, 0);
   }
-  let postings = 0;
-  for (const c of cursors) postings += c.postings.live;
-  const heapDocs = new Uint32Array(Math.max(1, Math.min(limit, postings)));
-  const heapScores = new Float64Array(heapDocs.length);
-  let size = 0;
-  // Min-heap on (score, -doc): the root is the worst kept document.
-  const worse = (i: number, j: number): boolean =>
-    heapScores[i]! < heapScores[j]! || (heapScores[i] === heapScores[j] && heapDocs[i]! > heapDocs[j]!);
-  const swap = (i: number, j: number) => {
-    const s = heapScores[i]!;
-    heapScores[i] = heapScores[j]!;
-    heapScores[j] = s;
-    const t = heapDocs[i]!;
-    heapDocs[i] = heapDocs[j]!;
-    heapDocs[j] = t;
-  };
-  const siftDown = (at: number) => {
-    for (;;) {
-      const l = 2 * at + 1;
-      const r = l + 1;
-      let w = at;
-      if (l < size && worse(l, w)) w = l;
-      if (r < size && worse(r, w)) w = r;
-      if (w === at) return;
-      swap(at, w);
-      at = w;
-    }
-  };
-  const full = () => size === heapDocs.length;
-  let threshold = Number.NEGATIVE_INFINITY;
-  const offer = (doc: number, score: number) => {
-    if (!full()) {
-      heapScores[size] = score;
-      heapDocs[size] = doc;
-      size += 1;
-      for (let at = size - 1; at > 0; ) {
-        const parent = (at - 1) >> 1;
-        if (!worse(at, parent)) break;
-        swap(at, parent);
-        at = parent;
-      }
-    } else if (score > heapScores[0]! || (score === heapScores[0] && doc < heapDocs[0]!)) {
-      heapScores[0] = score;
-      heapDocs[0] = doc;
-      siftDown(0);
-    }
-    if (full()) threshold = heapScores[0]!;
-  };
-  const sorted = cursors; // Orama's summation order
-
-  // 1. Seed.
-  const seeds = seedDocuments(byBound, allow, Math.max(SEED_DOCUMENTS, 4 * limit));
-  for (const doc of seeds) {
+  const scored: [number, number][] = [];
+  for (const doc of candidates) {
     let score = 0;
-    for (const c of sorted) {
-      const at = positionOf(c, doc);
-      if (at >= 0) score += contribution(c, doc, at, k, b, d);
-    }
-    offer(doc, score);
-  }
-
-  // 2. Split.
-  let firstEssential = 0;
-  if (full()) while (firstEssential < m && prefix[firstEssential + 1]! < threshold) firstEssential += 1;
-  const nonEssentialBound = prefix[firstEssential]!;
-
-  // 3. Essential lists, term at a time. Every contribution is positive (idf > 0), so a touched document's sum is not 0.
-  let lo = Number.POSITIVE_INFINITY;
-  let hi = -1;
-  for (let i = firstEssential; i < m; i++) {
-    const c = byBound[i]!;
-    const { ids, n } = c.postings;
-    for (let at = 0; at < n; at++) {
-      const doc = ids[at]!;
-      if (doc >= DEAD) continue;
-      scratch[doc] = scratch[doc]! + contribution(c, doc, at, k, b, d);
-      if (doc < lo) lo = doc;
-      if (doc > hi) hi = doc;
-    }
-  }
-
-  // 4. The touched documents, in id order (so every cursor only moves forward).
-  let nextSeed = 0;
-  for (let doc = lo; doc <= hi; doc++) {
-    const sum = scratch[doc]!;
-    if (sum === 0) continue;
-    scratch[doc] = 0;
-    while (nextSeed < seeds.length && seeds[nextSeed]! < doc) nextSeed++;
-    if (nextSeed < seeds.length && seeds[nextSeed] === doc) continue;
-    if (allow !== undefined && !allow(doc)) continue;
-    let possible = sum * SUM_SLACK + nonEssentialBound;
-    if (full() && possible < threshold) continue;
-    let worth = true;
-    for (let i = firstEssential - 1; worth && i >= 0; i--) {
-      const c = byBound[i]!;
-      seek(c, doc);
-      if (current(c) === doc) continue;
-      possible -= c.ub;
-      if (full() && possible < threshold) worth = false;
-    }
-    if (!worth) continue;
-    let score = 0;
-    for (const c of sorted) {
+    for (const c of cursors) {
       seek(c, doc);
       if (current(c) === doc) score += contribution(c, doc, c.at, k, b, d);
     }
-    offer(doc, score);
+    scored.push([doc, score]);
   }
-  const out: [number, number][] = [];
-  for (let i = 0; i < size; i++) out.push([heapDocs[i]!, heapScores[i]!]);
-  return out.sort((x, y) => (y[1] === x[1] ? x[0] - y[0] : y[1] - x[1]));
+  scored.sort((x, y) => (y[1] === x[1] ? x[0] - y[0] : y[1] - x[1]));
+  return scored.slice(0, limit);
+}
+
+/** The `rank`-th largest of values[0 .. n) (1 = the largest), by a min-heap of `rank` values. */
+function kthLargest(values: Float64Array, n: number, rank: number): number {
+  const heap = new Float64Array(rank);
+  let size = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    if (size < rank) {
+      let at = size++;
+      while (at > 0) {
+        const parent = (at - 1) >> 1;
+        if (heap[parent]! <= v) break;
+        heap[at] = heap[parent]!;
+        at = parent;
+      }
+      heap[at] = v;
+    } else if (v > heap[0]!) {
+      let at = 0;
+      for (;;) {
+        const l = 2 * at + 1;
+        if (l >= size) break;
+        const r = l + 1;
+        const child = r < size && heap[r]! < heap[l]! ? r : l;
+        if (heap[child]! >= v) break;
+        heap[at] = heap[child]!;
+        at = child;
+      }
+      heap[at] = v;
+    }
+  }
+  return heap[0]!;
 }

@@ -10,7 +10,7 @@ import { internal } from "../../schemas/errors.js";
  * rankings; nothing here knows about the other channels.
  *
  * The index is compact-bm25.ts: Orama's BM25 (same formula, parameters, boosts, field order and tie
- * order, so the same hits with the same scores) over postings in typed arrays, top-k by MaxScore. It
+ * order, so the same hits with the same scores) over postings in typed arrays, top-k term at a time. It
  * replaced Orama's own index, whose per-document objects made garbage-collection pauses the p99 at
  * 100k memories (docs/benchmarks.md). Text is tokenized by the identifier-aware tokenizer, and a query
  * token matches only the equal indexed token (Orama's prefix lookup had made BM25 p99 300+ ms on real
