@@ -688,25 +688,67 @@ function topK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: n
   }
   if (kept === 0) return [];
   const floor = kthLargest(touchedSums, kept, Math.min(limit, kept)) / (SUM_SLACK * SUM_SLACK);
+  // Candidates as positions in `touched`, in id order.
   const candidates: number[] = [];
-  for (let i = 0; i < kept; i++) if (touchedSums[i]! >= floor) candidates.push(touched[i]!);
-  candidates.sort((x, y) => x - y);
-  // 3. Exact scores, in Orama's order.
+  for (let i = 0; i < kept; i++) if (touchedSums[i]! >= floor) candidates.push(i);
+  candidates.sort((x, y) => touched[x]! - touched[y]!);
+  // 3. Exact scores, in Orama's order, into a min-heap of `limit` on (score, then larger id) whose root
+  // is the worst kept. Many candidates tie when few words match (an identifier query's list): once the
+  // heap is full, a candidate whose sum cannot reach the root's score is not scored again.
   for (const c of cursors) {
     c.at = 0;
     seek(c, 0);
   }
-  const scored: [number, number][] = [];
-  for (const doc of candidates) {
+  const size = Math.min(limit, candidates.length);
+  const heapDocs = new Uint32Array(size);
+  const heapScores = new Float64Array(size);
+  let held = 0;
+  const worse = (i: number, j: number): boolean =>
+    heapScores[i]! < heapScores[j]! || (heapScores[i] === heapScores[j] && heapDocs[i]! > heapDocs[j]!);
+  const swap = (i: number, j: number) => {
+    const score = heapScores[i]!;
+    heapScores[i] = heapScores[j]!;
+    heapScores[j] = score;
+    const doc = heapDocs[i]!;
+    heapDocs[i] = heapDocs[j]!;
+    heapDocs[j] = doc;
+  };
+  for (const i of candidates) {
+    const doc = touched[i]!;
+    // Candidates come in id order, so one that only ties the root comes after it and loses the tie.
+    if (held === size && touchedSums[i]! * SUM_SLACK <= heapScores[0]!) continue;
     let score = 0;
     for (const c of cursors) {
       seek(c, doc);
       if (current(c) === doc) score += contribution(c, doc, c.at, k, b, d);
     }
-    scored.push([doc, score]);
+    if (held < size) {
+      heapScores[held] = score;
+      heapDocs[held] = doc;
+      for (let at = held++; at > 0; ) {
+        const parent = (at - 1) >> 1;
+        if (!worse(at, parent)) break;
+        swap(at, parent);
+        at = parent;
+      }
+    } else if (score > heapScores[0]!) {
+      heapScores[0] = score;
+      heapDocs[0] = doc;
+      for (let at = 0; ; ) {
+        const l = 2 * at + 1;
+        const r = l + 1;
+        let w = at;
+        if (l < held && worse(l, w)) w = l;
+        if (r < held && worse(r, w)) w = r;
+        if (w === at) break;
+        swap(at, w);
+        at = w;
+      }
+    }
   }
-  scored.sort((x, y) => (y[1] === x[1] ? x[0] - y[0] : y[1] - x[1]));
-  return scored.slice(0, limit);
+  const out: [number, number][] = [];
+  for (let i = 0; i < held; i++) out.push([heapDocs[i]!, heapScores[i]!]);
+  return out.sort((x, y) => (y[1] === x[1] ? x[0] - y[0] : y[1] - x[1]));
 }
 
 /** The `rank`-th largest of values[0 .. n) (1 = the largest), by a min-heap of `rank` values. */
