@@ -648,11 +648,10 @@ export interface QueryScratch {
  * about `limit` documents are then looked up.
  */
 function topK(cursors: Cursor[], { k, b, d }: Bm25Params, allow: Allow, limit: number, scratch: QueryScratch): [number, number][] {
-  const { sums, touched, touchedSums } = scratch;
+  const { counted, uncounted, sums, touched, touchedSums } = scratch;
   // 1. Every list, term at a time. Every contribution is positive (idf > 0), so a touched document's sum is not 0.
   // A long list reads its contributions from a table by field length (the same numbers, computed once
   // per length rather than once per posting: two divisions were most of this loop).
-  const { counted, uncounted } = scratch;
   let count = 0;
   for (const c of cursors) {
     const { ids, n, last } = c.postings;
